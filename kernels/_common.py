@@ -1,0 +1,83 @@
+"""Helpers shared by the kernel files: interpreter detection, dot precision, activations.
+
+Device code only, plus the small host-side decisions every launcher makes the same way.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Triton picks the interpreter when a kernel is decorated, so this is read once, at import.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+# torch dtype -> the constexpr name our kernels use for their output
+TORCH_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """`input_precision` for tl.dot: TF32 for fp32 exactly when PyTorch's own flag allows it
+    (the same policy on both sides of every comparison); fp16/bf16 ignore it."""
+    return "tf32" if (dtype == torch.float32 and allow_tf32) else "ieee"
+
+
+def upcast_dot(dtype: torch.dtype) -> bool:
+    """Whether tl.dot operands are converted to fp32 first. Triton 3.9's interpreter returns
+    garbage for a bf16 x bf16 dot (numpy has no bf16); a bf16 product is exact in fp32, so the
+    upcast computes the same numbers. On a GPU the operands stay bf16 for the tensor cores."""
+    return INTERPRET and dtype == torch.bfloat16
+
+
+def is_dense(x: torch.Tensor) -> bool:
+    """Non-overlapping and dense in one of the two layouts we treat as flat memory."""
+    return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def flat_view(x: torch.Tensor) -> torch.Tensor:
+    """x itself when its memory is dense (elementwise kernels then walk raw memory order and
+    the output keeps x's layout, as torch's elementwise ops do), else a contiguous copy."""
+    return x if is_dense(x) else x.contiguous()
+
+
+def ensure_launchable(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t is not None and not t.is_cuda and not INTERPRET:
+            raise RuntimeError(
+                f"Triton kernels need CUDA tensors (got one on {t.device}); set TRITON_INTERPRET=1 "
+                "before importing tritonnet to run them on the CPU through Triton's interpreter"
+            )
+
+
+def autotune_cache() -> dict:
+    """Keyword arguments for triton.autotune that keep tuning results on disk between runs
+    (Triton's own cache directory), where this Triton version supports it."""
+    import inspect
+
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        return {"cache_results": True}
+    return {}
+
+
+@triton.jit
+def tanh(x):
+    # tanh(x) = 2*sigmoid(2x) - 1, written with exp of a non-positive number so it never
+    # overflows; abs error ~1e-7 near 0 in fp32.
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x >= 0, t, -t)
+
+
+@triton.jit
+def apply_activation(x, ACTIVATION: tl.constexpr):
+    """x is fp32. ACTIVATION is one of "none", "relu", "sigmoid", "tanh"."""
+    if ACTIVATION == "relu":
+        # NaN must propagate as in torch.relu: where(x > 0) would turn NaN into 0.
+        x = tl.where(x < 0, 0.0, x)
+    elif ACTIVATION == "sigmoid":
+        x = tl.sigmoid(x)
+    elif ACTIVATION == "tanh":
+        x = tanh(x)
+    return x

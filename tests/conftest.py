@@ -1,0 +1,33 @@
+"""Test set-up: without CUDA, Triton kernels run on CPU tensors through Triton's interpreter.
+
+TRITON_INTERPRET must be set before the kernels are first imported (Triton decides at
+decoration time), so it is set here, at collection, before any test imports tritonnet.kernels.
+"""
+
+import os
+
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_backend():
+    """Fresh seed per test (deterministic, not zeros) and the default backend restored."""
+    import tritonnet
+
+    torch.manual_seed(0)
+    saved = tritonnet.backend._backend
+    yield
+    tritonnet.backend._backend = saved
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,201 @@
+"""linear: reference vs torch, gradcheck through the reference, Triton kernels vs reference,
+module state_dict round trip, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import tritonnet
+import tritonnet.functional as F
+from tritonnet import reference
+from tests.helpers import DTYPES, KERNEL_DEVICE, assert_close_rel, tf32_off
+
+# (M, K, N): every GEMM mask. Interpreter blocks are 32, so sizes straddle 32 and 64.
+SHAPES = [
+    (1, 1, 1),  # degenerate: one element
+    (1, 70, 10),  # batch 1
+    (37, 70, 45),  # odd, above one block in every dim
+    (64, 32, 32),  # exact multiples of the block
+    (5, 33, 97),  # K one past a block; N prime and > 3 blocks
+]
+ACTS = ["none", "relu", "sigmoid", "tanh"]
+TORCH_ACT = {"none": lambda x: x, "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+
+
+def _torch_linear(x, w, b, act):
+    return TORCH_ACT[act](TF.linear(x, w, b))
+
+
+def _grads(fn, *tensors, grad):
+    out = fn(*tensors)
+    gs = torch.autograd.grad(out, [t for t in tensors if t is not None], grad)
+    return out, gs
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3)], ids=["1d", "2d", "3d"])
+def test_reference_matches_torch(lead, bias, act):
+    """The reference path (forward + our backward) against torch, float64, leading dims."""
+    tritonnet.set_backend("reference")
+    x = torch.randn(*lead, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True) if bias else None
+    g = torch.randn(*lead, 5, dtype=torch.float64)
+    ours, gs = _grads(lambda x, w, b: F.linear(x, w, b, activation=act), x, w, b, grad=g)
+    ref, rs = _grads(lambda x, w, b: _torch_linear(x, w, b, act), x, w, b, grad=g)
+    torch.testing.assert_close(ours, ref)
+    for a, r in zip(gs, rs):
+        torch.testing.assert_close(a, r)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_gradcheck(act):
+    tritonnet.set_backend("reference")
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    if act == "relu":  # keep pre-activations away from the kink at 0
+        with torch.no_grad():
+            b += 0.3 * torch.sign(b)
+    assert torch.autograd.gradcheck(lambda x, w, b: F.linear(x, w, b, activation=act), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: F.linear(x, w), (x, w))
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("act", ["none", "relu"])
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_kernels_match_reference(M, K, N, act, dtype, tol):
+    """Each Triton primitive against its reference twin (interpreter on CPU, native on GPU)."""
+    tf32_off()
+    from tritonnet import kernels
+
+    dev = KERNEL_DEVICE
+    x = torch.randn(M, K, device=dev).to(dtype)
+    w = torch.randn(N, K, device=dev).to(dtype)
+    b = torch.randn(N, device=dev).to(dtype)
+    g = torch.randn(M, N, device=dev).to(dtype)
+    y = kernels.linear_forward(x, w, b, act)
+    assert y.dtype == dtype and y.shape == (M, N)
+    assert_close_rel(y, reference.linear_forward(x, w, b, act), tol, "forward")
+    assert_close_rel(kernels.linear_input_grad(g, w), reference.linear_input_grad(g, w), tol, "dx")
+    gw, gb = kernels.linear_weight_grad(g, x)
+    rw, rb = reference.linear_weight_grad(g, x)
+    assert_close_rel(gw, rw, tol, "dW")
+    assert_close_rel(gb, rb, tol, "db")
+
+
+def test_kernels_strided_inputs():
+    """Non-contiguous operands (a transposed weight, a sliced input) go through the strides."""
+    from tritonnet import kernels
+
+    tf32_off()
+    dev = KERNEL_DEVICE
+    x = torch.randn(40, 90, device=dev)[:, ::2]  # (40, 45), stride (90, 2)
+    w = torch.randn(45, 33, device=dev).t()  # (33, 45), transposed
+    torch.testing.assert_close(
+        kernels.linear_forward(x, w, None, "none"), reference.linear_forward(x, w, None, "none")
+    )
+
+
+def test_kernel_nan_propagates():
+    from tritonnet import kernels
+
+    x = torch.randn(3, 4, device=KERNEL_DEVICE)
+    x[1, 2] = float("nan")
+    w = torch.randn(5, 4, device=KERNEL_DEVICE)
+    y = kernels.linear_forward(x, w, None, "relu")
+    assert torch.isnan(y[1]).all() and torch.isfinite(y[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_triton_backend_end_to_end(dtype, tol):
+    """The functional op with backend 'triton' (forward + autograd) against torch."""
+    tf32_off()
+    tritonnet.set_backend("triton")
+    dev = KERNEL_DEVICE
+    x = torch.randn(2, 9, 20, device=dev).to(dtype).requires_grad_()
+    w = torch.randn(11, 20, device=dev).to(dtype).requires_grad_()
+    b = torch.randn(11, device=dev).to(dtype).requires_grad_()
+    g = torch.randn(2, 9, 11, device=dev).to(dtype)
+    ours, gs = _grads(lambda x, w, b: F.linear(x, w, b, activation="relu"), x, w, b, grad=g)
+    xr, wr, br = (t.detach().float().requires_grad_() for t in (x, w, b))
+    ref, rs = _grads(lambda x, w, b: _torch_linear(x, w, b, "relu"), xr, wr, br, grad=g.float())
+    assert ours.dtype == dtype
+    assert_close_rel(ours, ref, tol, "y")
+    for a, r, name in zip(gs, rs, ["dx", "dW", "db"]):
+        assert a.dtype == dtype
+        assert_close_rel(a, r, tol, name)
+
+
+def test_autocast_casts_like_torch():
+    tritonnet.set_backend("reference")
+    x, w = torch.randn(4, 8), torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = F.linear(x, w)
+        ref = TF.linear(x, w)
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    assert_close_rel(ours, ref, 1.6e-2)
+
+
+def test_module_state_dict_round_trip():
+    ref = torch.nn.Linear(6, 4)
+    ours = tritonnet.nn.Linear(6, 4)
+    ours.load_state_dict(ref.state_dict())
+    assert list(ours.state_dict()) == ["weight", "bias"]
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(ours(x), ref(x))
+    back = torch.nn.Linear(6, 4, bias=True)
+    back.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(back.weight, ref.weight)
+    assert repr(ours) == repr(ref)
+    assert repr(tritonnet.nn.Linear(2, 3, bias=False)) == repr(torch.nn.Linear(2, 3, bias=False))
+
+
+def test_convert_swaps_layers_in_place():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    x = torch.randn(3, 4)
+    before = model(x)
+    tritonnet.convert(model)
+    assert isinstance(model[0], tritonnet.nn.Linear) and isinstance(model[1], tritonnet.nn.ReLU)
+    torch.testing.assert_close(model(x), before)
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,b_shape,match",
+    [
+        ((3, 5), (4, 6), None, r"cannot be multiplied \(3x5 and 6x4\)"),
+        ((3, 5), (4, 5, 1), None, r"weight to be 2-D.*\(4, 5, 1\)"),
+        ((3, 5), (4, 5), (3,), r"bias of shape \(4,\), got \(3,\)"),
+    ],
+)
+def test_bad_shapes_raise(x_shape, w_shape, b_shape, match):
+    b = torch.randn(b_shape) if b_shape else None
+    with pytest.raises(RuntimeError, match=match):
+        F.linear(torch.randn(x_shape), torch.randn(w_shape), b)
+    # torch raises the same type for the same mistake
+    with pytest.raises(RuntimeError):
+        TF.linear(torch.randn(x_shape), torch.randn(w_shape), b)
+
+
+def test_bad_dtype_and_activation():
+    with pytest.raises(RuntimeError, match="same dtype.*float32.*float64"):
+        F.linear(torch.randn(2, 3), torch.randn(4, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="floating-point.*torch.int64"):
+        F.linear(torch.ones(2, 3, dtype=torch.long), torch.ones(4, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="activation must be one of.*'gelu'"):
+        F.linear(torch.randn(2, 3), torch.randn(4, 3), activation="gelu")
+
+
+def test_triton_backend_on_cpu_without_interpreter_raises(monkeypatch):
+    from tritonnet import backend
+
+    monkeypatch.setattr(backend, "interpreter_enabled", lambda: False)
+    tritonnet.set_backend("triton")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        F.linear(torch.randn(2, 3), torch.randn(4, 3))
+
+
+def test_set_backend_rejects_unknown_name():
+    with pytest.raises(ValueError, match="'cudnn'"):
+        tritonnet.set_backend("cudnn")

@@ -1,0 +1,6 @@
+"""tritonnet.functional: torch.nn.functional's names and signatures for every op tritonnet
+implements, plus fused ops of its own (``linear(..., activation=)``)."""
+
+# one line per op family; each family file lists its names in __all__
+from .activation import *  # noqa: F403
+from .linear import *  # noqa: F403

@@ -1,0 +1,63 @@
+"""Argument checks and autocast handling shared by the functional ops."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_float(name: str, t: torch.Tensor) -> None:
+    if t.dtype not in FLOATS:
+        raise RuntimeError(
+            f"{name}: expected a floating-point tensor (float32, float16, bfloat16 or float64), "
+            f"got {t.dtype}"
+        )
+
+
+def check_same(op: str, **tensors: torch.Tensor | None) -> None:
+    """Same device and dtype for every given tensor, with PyTorch's exception type (RuntimeError)."""
+    named = [(k, v) for k, v in tensors.items() if v is not None]
+    k0, t0 = named[0]
+    for k, t in named[1:]:
+        if t.device != t0.device:
+            raise RuntimeError(
+                f"{op}: expected all tensors to be on the same device, but {k0} is on {t0.device} "
+                f"and {k} is on {t.device}"
+            )
+        if t.dtype != t0.dtype:
+            raise RuntimeError(
+                f"{op}: expected {k0} and {k} to have the same dtype, but got {k0}: {t0.dtype} "
+                f"and {k}: {t.dtype}"
+            )
+
+
+def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would cast a lower-precision op (linear, conv) to, or None."""
+    dev = t.device.type
+    if dev in ("cuda", "cpu") and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return None
+
+
+def autocast_fp32(t: torch.Tensor) -> bool:
+    """Whether autocast is on for ``t``'s device (ops on its fp32 list then run in fp32)."""
+    dev = t.device.type
+    return dev in ("cuda", "cpu") and torch.is_autocast_enabled(dev)
+
+
+def autocast_off(t: torch.Tensor):
+    """Run a primitive with autocast off once its inputs have been cast, so the reference
+    backend's own torch ops do not cast a second time."""
+    dev = t.device.type
+    if dev in ("cuda", "cpu") and torch.is_autocast_enabled(dev):
+        return torch.autocast(dev, enabled=False)
+    return contextlib.nullcontext()
+
+
+def cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+    if t is None or dtype is None or not t.is_floating_point() or t.dtype == dtype:
+        return t
+    return t.to(dtype)

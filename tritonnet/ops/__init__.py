@@ -1,0 +1,7 @@
+"""Autograd for every op, written once in terms of backend primitives.
+
+Each primitive is a ``torch.library`` custom op (``tritonnet::name``) whose body asks
+:func:`tritonnet.backend.backend_for` which implementation runs, so ``torch.compile`` and
+CUDA graphs see one opaque op, and both backends share the same backward formulas. The
+backward of each op is registered with ``register_autograd`` on its forward op.
+"""

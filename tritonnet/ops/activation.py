@@ -1,0 +1,58 @@
+"""relu / sigmoid / tanh: forward and backward as custom ops.
+
+Backward from the output y (see kernels/activation.py), so the forward may run in place.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..backend import backend_for
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
+@torch.library.custom_op("tritonnet::activation", mutates_args=())
+def activation(input: Tensor, act: str) -> Tensor:
+    return backend_for(input).activation_forward(input, act)
+
+
+@activation.register_fake
+def _(input, act):
+    return torch.empty_like(input)
+
+
+@torch.library.custom_op("tritonnet::activation_", mutates_args=("input",))
+def activation_(input: Tensor, act: str) -> None:
+    """In place, for inference: no autograd (the functional layer routes grad-requiring inputs
+    through the out-of-place op and copies back)."""
+    backend_for(input).activation_forward(input, act, out=input)
+
+
+@activation_.register_fake
+def _(input, act):
+    return None
+
+
+@torch.library.custom_op("tritonnet::activation_backward", mutates_args=())
+def activation_backward(grad_output: Tensor, output: Tensor, act: str) -> Tensor:
+    return backend_for(output).activation_backward(grad_output, output, act)
+
+
+@activation_backward.register_fake
+def _(grad_output, output, act):
+    return torch.empty_like(output)
+
+
+def _setup(ctx, inputs, output):
+    ctx.act = inputs[1]
+    ctx.save_for_backward(output)
+
+
+def _backward(ctx, grad):
+    (output,) = ctx.saved_tensors
+    return activation_backward(grad, output, ctx.act), None
+
+
+activation.register_autograd(_backward, setup_context=_setup)

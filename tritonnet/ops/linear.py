@@ -1,0 +1,76 @@
+"""linear: y = act(x @ W^T + b) for 2-D x, with its backward.
+
+Derivation (x: (M, K), W: (N, K), b: (N,), z = x W^T + b, y = act(z)):
+  dz = dy * act'(y)          (activation_backward, from the saved output)
+  dx = dz @ W                (linear_input_grad,  an (M, N) x (N, K) GEMM)
+  dW = dz^T @ x              (linear_weight_grad, an (N, M) x (M, K) GEMM)
+  db = sum_m dz[m, :]        (fused into the dW launch)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..backend import backend_for
+from .activation import activation_backward
+
+
+@torch.library.custom_op("tritonnet::linear", mutates_args=())
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], act: str) -> Tensor:
+    return backend_for(input).linear_forward(input, weight, bias, act)
+
+
+@linear.register_fake
+def _(input, weight, bias, act):
+    return input.new_empty((input.shape[0], weight.shape[0]))
+
+
+@torch.library.custom_op("tritonnet::linear_input_grad", mutates_args=())
+def linear_input_grad(grad_output: Tensor, weight: Tensor) -> Tensor:
+    return backend_for(grad_output).linear_input_grad(grad_output, weight)
+
+
+@linear_input_grad.register_fake
+def _(grad_output, weight):
+    return grad_output.new_empty((grad_output.shape[0], weight.shape[1]))
+
+
+@torch.library.custom_op("tritonnet::linear_weight_grad", mutates_args=())
+def linear_weight_grad(grad_output: Tensor, input: Tensor) -> tuple[Tensor, Tensor]:
+    return backend_for(grad_output).linear_weight_grad(grad_output, input)
+
+
+@linear_weight_grad.register_fake
+def _(grad_output, input):
+    n = grad_output.shape[1]
+    return grad_output.new_empty((n, input.shape[1])), grad_output.new_empty((n,))
+
+
+def _setup(ctx, inputs, output):
+    input, weight, bias, act = inputs
+    ctx.act = act
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight, output if act != "none" else None)
+
+
+def _backward(ctx, grad):
+    input, weight, output = ctx.saved_tensors
+    if ctx.act != "none":
+        grad = activation_backward(grad, output, ctx.act)
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    grad_input = linear_input_grad(grad, weight) if need_x else None
+    grad_weight = grad_bias = None
+    if need_w or need_b:
+        grad_weight, grad_bias = linear_weight_grad(grad, input)
+    return (
+        grad_input,
+        grad_weight if need_w else None,
+        grad_bias if (need_b and ctx.has_bias) else None,
+        None,
+    )
+
+
+linear.register_autograd(_backward, setup_context=_setup)

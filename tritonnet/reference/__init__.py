@@ -1,0 +1,7 @@
+"""Pure-PyTorch primitives: the same names and signatures as ``tritonnet.kernels``.
+
+They are the CPU fallback and the readable spec of each kernel's algorithm."""
+
+# one line per op family; each family file lists its primitives in __all__
+from .activation import *  # noqa: F403
+from .linear import *  # noqa: F403
