@@ -199,3 +199,67 @@ def test_triton_backend_on_cpu_without_interpreter_raises(monkeypatch):
 def test_set_backend_rejects_unknown_name():
     with pytest.raises(ValueError, match="'cudnn'"):
         tritonnet.set_backend("cudnn")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_every_autotune_config_is_correct(dtype, tol):
+    """Each config of the tuned set, launched directly, on shapes with ragged edges."""
+    import triton
+
+    from tritonnet.kernels import linear as klin
+
+    tf32_off()
+    M, K, N = 300, 200, 130
+    a = torch.randn(M, K, device="cuda").to(dtype)
+    b = torch.randn(K, N, device="cuda").to(dtype)
+    bias = torch.randn(N, device="cuda").to(dtype)
+    ref = torch.relu(a.float() @ b.float() + bias.float())
+    for cfg in klin._configs():
+        out = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)  # poison
+        rowsum = torch.full((M,), float("nan"), device="cuda", dtype=torch.float32)
+        grid = (triton.cdiv(M, cfg.kwargs["BLOCK_M"]) * triton.cdiv(N, cfg.kwargs["BLOCK_N"]),)
+        klin._matmul_kernel[grid](
+            a, b, out, bias, rowsum, M, N, K,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+            HAS_BIAS=True, ACTIVATION="relu", ROWSUM_A=True, INPUT_PRECISION="ieee", UPCAST=False,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.kwargs,
+        )
+        assert_close_rel(out, ref, tol, f"config {cfg}")
+        assert_close_rel(rowsum, a.float().sum(1), 1e-5, f"rowsum {cfg}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_large_gpu_shapes(dtype, tol):
+    tf32_off()
+    tritonnet.set_backend("triton")
+    x = torch.randn(4096, 1024, device="cuda").to(dtype).requires_grad_()
+    w = torch.randn(2048, 1024, device="cuda").to(dtype).requires_grad_()
+    b = torch.randn(2048, device="cuda").to(dtype).requires_grad_()
+    g = torch.randn(4096, 2048, device="cuda").to(dtype)
+    ours, gs = _grads(lambda x, w, b: F.linear(x, w, b), x, w, b, grad=g)
+    xr, wr, br = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref, rs = _grads(lambda x, w, b: TF.linear(x, w, b), xr, wr, br, grad=g.double())
+    assert_close_rel(ours, ref, tol, "y")
+    for a, r in zip(gs, rs):
+        assert_close_rel(a, r, tol)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture():
+    tritonnet.set_backend("triton")
+    model = torch.nn.Sequential(tritonnet.nn.Linear(64, 64), tritonnet.nn.ReLU()).cuda()
+    x = torch.randn(32, 64, device="cuda")
+    model(x)  # warm up: autotune + compile outside the capture
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        model(x)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = model(x)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.testing.assert_close(y, model(x))

@@ -1,0 +1,116 @@
+"""relu / sigmoid / tanh: reference vs torch, gradcheck, kernels vs reference, in-place, layouts."""
+
+import pytest
+import torch
+
+import tritonnet
+import tritonnet.functional as F
+from tritonnet import reference
+from tests.helpers import DTYPES, KERNEL_DEVICE, assert_close_rel
+
+ACTS = ["relu", "sigmoid", "tanh"]
+TORCH = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+# sizes around the 1024-element block: one element, below, exactly one, one past, several
+SIZES = [(1,), (7, 13), (1024,), (1025,), (3, 5, 7, 31)]
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_matches_torch_forward_backward(act, backend):
+    tritonnet.set_backend(backend)
+    x = torch.randn(6, 37, device=KERNEL_DEVICE, requires_grad=True)
+    g = torch.randn(6, 37, device=KERNEL_DEVICE)
+    y = getattr(F, act)(x)
+    (gx,) = torch.autograd.grad(y, x, g)
+    xr = x.detach().requires_grad_()
+    yr = TORCH[act](xr)
+    (gr,) = torch.autograd.grad(yr, xr, g)
+    torch.testing.assert_close(y, yr)
+    torch.testing.assert_close(gx, gr)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_gradcheck(act):
+    tritonnet.set_backend("reference")
+    x = torch.randn(5, 4, dtype=torch.float64)
+    x = (x + 0.2 * torch.sign(x)).requires_grad_()  # away from relu's kink
+    assert torch.autograd.gradcheck(getattr(F, act), (x,))
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("size", SIZES, ids=str)
+@pytest.mark.parametrize("act", ACTS)
+def test_kernels_match_reference(act, size, dtype, tol):
+    from tritonnet import kernels
+
+    x = torch.randn(size, device=KERNEL_DEVICE).to(dtype)
+    y = kernels.activation_forward(x, act)
+    assert_close_rel(y, reference.activation_forward(x, act), tol, "forward")
+    g = torch.randn(size, device=KERNEL_DEVICE).to(dtype)
+    assert_close_rel(
+        kernels.activation_backward(g, y, act), reference.activation_backward(g, y, act), tol, "dx"
+    )
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_kernel_channels_last_and_strided(act):
+    """Dense channels_last input keeps its layout; a strided view is handled via a copy."""
+    from tritonnet import kernels
+
+    x = torch.randn(2, 3, 5, 7, device=KERNEL_DEVICE).to(memory_format=torch.channels_last)
+    y = kernels.activation_forward(x, act)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, TORCH[act](x))
+    v = torch.randn(8, 10, device=KERNEL_DEVICE)[:, ::3]
+    torch.testing.assert_close(kernels.activation_forward(v, act), TORCH[act](v))
+    g = torch.randn(2, 3, 5, 7, device=KERNEL_DEVICE)  # NCHW grad for a channels_last output
+    torch.testing.assert_close(
+        kernels.activation_backward(g, y, act), reference.activation_backward(g, y, act)
+    )
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_nan_inf_propagate(backend):
+    tritonnet.set_backend(backend)
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), -1.0, 2.0], device=KERNEL_DEVICE)
+    for act in ACTS:
+        torch.testing.assert_close(getattr(F, act)(x), TORCH[act](x), equal_nan=True)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_relu_inplace(backend):
+    tritonnet.set_backend(backend)
+    x = torch.randn(4, 9, device=KERNEL_DEVICE)
+    expect = torch.relu(x)
+    out = F.relu(x, inplace=True)
+    assert out is x
+    torch.testing.assert_close(x, expect)
+    # with autograd: a non-leaf modified in place, gradients as torch's
+    a = torch.randn(4, 9, device=KERNEL_DEVICE, requires_grad=True)
+    h = a * 2
+    F.relu_(h)
+    h.sum().backward()
+    torch.testing.assert_close(a.grad, 2.0 * (a > 0).float())
+    # a leaf that requires grad cannot be modified in place, as in torch
+    leaf = torch.randn(3, requires_grad=True, device=KERNEL_DEVICE)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        F.relu(leaf, inplace=True)
+
+
+def test_modules_match_torch():
+    for ours, theirs in [
+        (tritonnet.nn.ReLU(), torch.nn.ReLU()),
+        (tritonnet.nn.ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+        (tritonnet.nn.Sigmoid(), torch.nn.Sigmoid()),
+        (tritonnet.nn.Tanh(), torch.nn.Tanh()),
+    ]:
+        assert repr(ours) == repr(theirs)
+        x = torch.randn(3, 4)
+        torch.testing.assert_close(ours(x.clone()), theirs(x.clone()))
+
+
+def test_non_float_raises():
+    with pytest.raises(RuntimeError, match="floating-point.*torch.int64"):
+        F.sigmoid(torch.ones(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="must be Tensor, not list"):
+        F.relu([1.0, 2.0])

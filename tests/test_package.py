@@ -1,0 +1,91 @@
+"""Package-level promises: import without a device or Triton, backend choice, torch.compile."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tritonnet
+from tests.helpers import KERNEL_DEVICE
+
+
+def _python(code, **env):
+    full = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full)
+
+
+def test_import_does_not_load_triton_or_touch_cuda():
+    code = (
+        "import sys, torch\n"
+        "torch.cuda.is_available = lambda: (_ for _ in ()).throw(RuntimeError('queried'))\n"
+        "import tritonnet, tritonnet.nn, tritonnet.functional\n"
+        "assert 'triton' not in sys.modules, 'triton imported'\n"
+        "assert 'tritonnet.kernels' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    r = _python(code)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_works_without_triton_installed():
+    """With triton unimportable, the reference backend still trains a layer; 'triton' says why."""
+    code = (
+        "import sys, importlib.util\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'triton' else real(n, *a)\n"
+        "sys.modules['triton'] = None\n"
+        "import torch, tritonnet\n"
+        "m = tritonnet.nn.Linear(3, 2); m(torch.randn(4, 3)).sum().backward()\n"
+        "tritonnet.set_backend('triton')\n"
+        "try:\n"
+        "    m(torch.randn(4, 3))\n"
+        "except RuntimeError as e:\n"
+        "    print('raised:', e)\n"
+    )
+    r = _python(code, TRITONNET_BACKEND="auto")
+    assert r.returncode == 0, r.stderr
+    assert "raised:" in r.stdout and "not installed" in r.stdout
+
+
+def test_env_variable_sets_backend():
+    r = _python("import tritonnet; print(tritonnet.get_backend())", TRITONNET_BACKEND="reference")
+    assert r.stdout.strip() == "reference"
+    r = _python("import tritonnet; tritonnet.get_backend()", TRITONNET_BACKEND="bogus")
+    assert r.returncode != 0 and "'bogus'" in r.stderr
+
+
+def test_auto_picks_reference_for_cpu_tensors():
+    from tritonnet.backend import backend_for
+
+    tritonnet.set_backend("auto")
+    assert backend_for(torch.zeros(1)).__name__ == "tritonnet.reference"
+    with tritonnet.use_backend("triton"):
+        if KERNEL_DEVICE == "cpu":  # interpreter on
+            assert backend_for(torch.zeros(1)).__name__ == "tritonnet.kernels"
+    assert tritonnet.get_backend() == "auto"
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_torch_compile_small_model(backend):
+    """A small tritonnet model trains under torch.compile: the ops are torch.library custom ops,
+    opaque to the compiler, so there is no graph break, and the numbers match eager mode."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        tritonnet.nn.Linear(8, 16), tritonnet.nn.ReLU(), tritonnet.nn.Linear(16, 4), tritonnet.nn.Tanh()
+    ).to(dev)
+    x = torch.randn(5, 8, device=dev)
+    eager = model(x)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, eager)
+    out.square().sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).square().sum().backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad)
