@@ -1,0 +1,438 @@
+"""2-D convolution as implicit GEMM: forward, input gradient (= transposed convolution) and
+weight gradient, all reading tensors through their strides (NCHW and channels_last alike).
+
+Shapes: x (N, C_in, H, W), w (C_out, C_in/G, KH, KW), y (N, C_out, OH, OW), G groups;
+Cg = C_in/G and Og = C_out/G are the channels of one group.
+
+forward       GEMM per group: M = N*OH*OW rows (n, oh, ow), N = Og columns (co),
+              K = Cg*KH*KW, walked as (kh, kw) outer and channel blocks inner, so the im2col
+              gather is a masked, strided tile load (padding = mask) and never materialised.
+              y = act(A @ B + bias), A[m, (c,kh,kw)] = x[n, c, oh*S-P+kh*D, ow*S-P+kw*D].
+input grad    dx[n, ci, ih, iw] = sum_{co,kh,kw} dy[n, co, oh, ow] * w[co, ci, kh, kw]
+              where oh*SH = ih + PH - kh*DH (divisible, in range): M = N*H*W, N = Cg,
+              K = Og*KH*KW. Stride divisibility is a mask: no zero-inserted tensor.
+              With w read as (C_in_t, C_out_t/G, KH, KW) it is conv_transpose2d's forward.
+weight grad   dw[co, ci, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih, iw]:
+              per (kh, kw) a GEMM with M = Og, N = Cg, K = N*OH*OW. K is split over SPLIT
+              programs writing fp32 partials that the host sums (deterministic; small-batch,
+              large-image layers still fill the GPU). The bias gradient (row sums of dy) is
+              accumulated by the programs of the first (ci, kh, kw) tile.
+Programs: one (BLOCK_M, BLOCK_N) output tile each; grid (tiles, G) or (tiles, KH*KW, G*SPLIT).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, apply_activation, autotune_cache, dot_precision, upcast_dot
+
+__all__ = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
+
+# ---------------------------------------------------------------------------------------------
+# autotune configs (built on first launch)
+
+
+def _configs():
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 4})]
+    cfg = []
+    for bm, bn, bk, stages, warps in [
+        (128, 128, 64, 3, 8),
+        (128, 128, 32, 4, 4),
+        (128, 64, 32, 4, 4),
+        (64, 128, 32, 4, 4),
+        (64, 64, 64, 4, 4),
+        (64, 64, 32, 4, 2),
+        (128, 32, 32, 4, 4),
+        (32, 64, 32, 4, 2),
+        (64, 16, 16, 4, 2),  # few output channels (LeNet, depthwise)
+    ]:
+        cfg.append(
+            triton.Config(
+                {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+                num_stages=stages,
+                num_warps=warps,
+            )
+        )
+    return cfg
+
+
+def _wgrad_configs():
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32})]
+    cfg = []
+    for bm, bn, bk, stages, warps in [
+        (64, 64, 64, 3, 4),
+        (128, 64, 32, 4, 4),
+        (64, 128, 32, 4, 4),
+        (128, 128, 32, 3, 8),
+        (32, 32, 64, 4, 2),
+        (16, 16, 64, 4, 2),
+    ]:
+        cfg.append(
+            triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_stages=stages, num_warps=warps)
+        )
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+
+
+@triton.jit
+def _tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Grouped ordering: GROUP_M row blocks visit each column block in turn (L2 reuse)."""
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * grid_n
+    first_m = (pid // width) * GROUP_M
+    group_m = min(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % group_m
+    pid_n = (pid % width) // group_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _conv2d_fwd_kernel(
+    # pointers
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    # sizes (Cg, Og: channels per group)
+    NB, Cg, H, W, Og, OH, OW, KH, KW,
+    # strides
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wo, stride_wc, stride_wh, stride_ww,
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    # convolution parameters
+    SH, SW, PH, PW, DH, DW,
+    # epilogue and options
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    g = tl.program_id(1)
+    M = NB * OH * OW
+    pid_m, pid_n = _tile_ids(tl.program_id(0), M, Og, BLOCK_M, BLOCK_N, GROUP_M)
+
+    # int64 offsets: tensors may exceed 2**31 elements
+    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # output pixel (n, oh, ow)
+    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # output channel in group
+    rk = tl.arange(0, BLOCK_K).to(tl.int64)  # input channel in group (inner K)
+    mask_m = rm < M
+    mask_n = rn < Og
+    ow = rm % OW
+    oh = (rm // OW) % OH
+    n = rm // (OW * OH)
+    co = g * Og + rn
+    x_base = x_ptr + n * stride_xn + (g * Cg) * stride_xc  # (BLOCK_M,)
+    w_base = w_ptr + co * stride_wo  # (BLOCK_N,)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # accumulate in fp32
+    for kh in range(KH):
+        ih = oh * SH - PH + kh * DH
+        mask_h = mask_m & (ih >= 0) & (ih < H)
+        for kw in range(KW):
+            iw = ow * SW - PW + kw * DW
+            mask_hw = mask_h & (iw >= 0) & (iw < W)  # zero padding = masked load
+            x_row = x_base + ih * stride_xh + iw * stride_xw
+            w_col = w_base + kh * stride_wh + kw * stride_ww
+            for c0 in range(0, Cg, BLOCK_K):
+                c = c0 + rk
+                mask_c = c < Cg
+                a = tl.load(
+                    x_row[:, None] + c[None, :] * stride_xc,
+                    mask=mask_hw[:, None] & mask_c[None, :], other=0.0,
+                )
+                b = tl.load(
+                    w_col[None, :] + c[:, None] * stride_wc,
+                    mask=mask_c[:, None] & mask_n[None, :], other=0.0,
+                )
+                if UPCAST:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    acc = apply_activation(acc, ACTIVATION)
+    y_ptrs = (
+        y_ptr + (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
+    )
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv2d_bwd_input_kernel(
+    # pointers
+    dy_ptr, w_ptr, dx_ptr,
+    # sizes: dx is (NB, G*Cg, H, W), dy is (NB, G*Og, OH, OW)
+    NB, Cg, H, W, Og, OH, OW, KH, KW,
+    # strides
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    stride_wo, stride_wc, stride_wh, stride_ww,
+    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+    # convolution parameters (of the forward convolution)
+    SH, SW, PH, PW, DH, DW,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    g = tl.program_id(1)
+    M = NB * H * W
+    pid_m, pid_n = _tile_ids(tl.program_id(0), M, Cg, BLOCK_M, BLOCK_N, GROUP_M)
+
+    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # input pixel (n, ih, iw)
+    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # input channel in group
+    rk = tl.arange(0, BLOCK_K).to(tl.int64)  # output channel in group (inner K)
+    mask_m = rm < M
+    mask_n = rn < Cg
+    iw = rm % W
+    ih = (rm // W) % H
+    n = rm // (W * H)
+    ci = g * Cg + rn
+    dy_base = dy_ptr + n * stride_dyn + (g * Og) * stride_dyc
+    w_base = w_ptr + rn * stride_wc + (g * Og) * stride_wo
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kh in range(KH):
+        # the output row this tap reads from: oh*SH = ih + PH - kh*DH, when divisible
+        th = ih + PH - kh * DH
+        oh = th // SH
+        mask_h = mask_m & (th >= 0) & (th - oh * SH == 0) & (oh < OH)
+        for kw in range(KW):
+            tw = iw + PW - kw * DW
+            ow = tw // SW
+            mask_hw = mask_h & (tw >= 0) & (tw - ow * SW == 0) & (ow < OW)
+            dy_row = dy_base + oh * stride_dyh + ow * stride_dyw
+            w_col = w_base + kh * stride_wh + kw * stride_ww
+            for c0 in range(0, Og, BLOCK_K):
+                c = c0 + rk
+                mask_c = c < Og
+                a = tl.load(
+                    dy_row[:, None] + c[None, :] * stride_dyc,
+                    mask=mask_hw[:, None] & mask_c[None, :], other=0.0,
+                )
+                b = tl.load(
+                    w_col[None, :] + c[:, None] * stride_wo,
+                    mask=mask_c[:, None] & mask_n[None, :], other=0.0,
+                )
+                if UPCAST:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+    dx_ptrs = (
+        dx_ptr + (n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
+        + (ci * stride_dxc)[None, :]
+    )
+    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv2d_bwd_weight_kernel(
+    # pointers: dw_ptr / db_ptr are fp32 partials (SPLIT, C_out, Cg, KH, KW) / (SPLIT, C_out)
+    dy_ptr, x_ptr, dw_ptr, db_ptr,
+    # sizes
+    NB, Cg, H, W, Og, OH, OW, KH, KW, SPLIT, CHUNK,
+    # strides
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    # convolution parameters
+    SH, SW, PH, PW, DH, DW,
+    BIAS_GRAD: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    grid_n = tl.cdiv(Cg, BLOCK_N)
+    pid_m = tl.program_id(0) // grid_n
+    pid_n = tl.program_id(0) % grid_n
+    khw = tl.program_id(1)
+    kh = khw // KW
+    kw = khw % KW
+    g = tl.program_id(2) // SPLIT
+    split = tl.program_id(2) % SPLIT
+
+    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # output channel in group
+    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # input channel in group
+    mask_m = rm < Og
+    mask_n = rn < Cg
+    co = g * Og + rm
+    dy_base = dy_ptr + co * stride_dyc  # (BLOCK_M,)
+    x_base = x_ptr + (g * Cg + rn) * stride_xc  # (BLOCK_N,)
+
+    L = NB * OH * OW
+    k_start = split.to(tl.int64) * CHUNK
+    k_end = tl.minimum(k_start + CHUNK, L)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if BIAS_GRAD:
+        db = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)  # output pixel (n, oh, ow)
+        mask_k = rk < k_end
+        ow = rk % OW
+        oh = (rk // OW) % OH
+        n = rk // (OW * OH)
+        ih = oh * SH - PH + kh * DH
+        iw = ow * SW - PW + kw * DW
+        mask_x = mask_k & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        a = tl.load(
+            dy_base[:, None] + (n * stride_dyn + oh * stride_dyh + ow * stride_dyw)[None, :],
+            mask=mask_m[:, None] & mask_k[None, :], other=0.0,
+        )
+        b = tl.load(
+            x_base[None, :] + (n * stride_xn + ih * stride_xh + iw * stride_xw)[:, None],
+            mask=mask_x[:, None] & mask_n[None, :], other=0.0,
+        )
+        if BIAS_GRAD:
+            if (pid_n == 0) & (khw == 0):
+                db += tl.sum(a.to(tl.float32), axis=1)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+    # partials laid out (SPLIT, C_out, Cg, KH, KW), contiguous
+    C_out = Og * tl.num_programs(2) // SPLIT
+    dw_ptrs = (
+        dw_ptr + split * (C_out * Cg * KH * KW)
+        + (co * (Cg * KH * KW))[:, None] + (rn * (KH * KW))[None, :] + khw
+    )
+    tl.store(dw_ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
+    if BIAS_GRAD:
+        if (pid_n == 0) & (khw == 0):
+            tl.store(db_ptr + split * C_out + co, db, mask=mask_m)
+
+
+_tuned = {}
+
+
+def _tuned_kernel(name):
+    if name not in _tuned:
+        kernel, configs, key = {
+            "fwd": (_conv2d_fwd_kernel, _configs, ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SH", "SW"]),
+            "dx": (_conv2d_bwd_input_kernel, _configs, ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SH", "SW"]),
+            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs, ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SPLIT"]),
+        }[name]
+        _tuned[name] = triton.autotune(configs=configs(), key=key, **autotune_cache())(kernel)
+    return _tuned[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# launchers
+
+
+def _out_format(*tensors):
+    """channels_last when PyTorch would pick it: an input or weight that is channels_last."""
+    for t in tensors:
+        if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+    return torch.contiguous_format
+
+
+def _precision(dtype):
+    return dot_precision(dtype, torch.backends.cudnn.allow_tf32)
+
+
+def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activation="none"):
+    """y = act(conv2d(input, weight, bias)) with symmetric zero padding (PH, PW)."""
+    NB, C_in, H, W = input.shape
+    C_out, Cg, KH, KW = weight.shape
+    (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
+    OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
+    OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
+    Og = C_out // groups
+    y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
+                    memory_format=_out_format(input, weight))
+    if y.numel() == 0:
+        return y
+
+    def grid(meta):
+        return (triton.cdiv(NB * OH * OW, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups)
+
+    _tuned_kernel("fwd")[grid](
+        input, weight, bias if bias is not None else weight, y,
+        NB, Cg, H, W, Og, OH, OW, KH, KW,
+        *input.stride(), *weight.stride(), *y.stride(),
+        SH, SW, PH, PW, DH, DW,
+        HAS_BIAS=bias is not None, ACTIVATION=activation,
+        INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
+    )
+    return y
+
+
+def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
+    """dx (N, C_in, H, W) with (H, W) = input_size[-2:]; also conv_transpose2d's forward."""
+    NB, C_out, OH, OW = grad_output.shape
+    _, Cg, KH, KW = weight.shape
+    H, W = input_size[-2], input_size[-1]
+    (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
+    Og = C_out // groups
+    dx = torch.empty((NB, Cg * groups, H, W), device=grad_output.device, dtype=grad_output.dtype,
+                     memory_format=_out_format(grad_output, weight))
+    if dx.numel() == 0:
+        return dx
+    if grad_output.numel() == 0:
+        return dx.zero_()
+
+    def grid(meta):
+        return (triton.cdiv(NB * H * W, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups)
+
+    _tuned_kernel("dx")[grid](
+        grad_output, weight, dx,
+        NB, Cg, H, W, Og, OH, OW, KH, KW,
+        *grad_output.stride(), *weight.stride(), *dx.stride(),
+        SH, SW, PH, PW, DH, DW,
+        INPUT_PRECISION=_precision(grad_output.dtype), UPCAST=upcast_dot(grad_output.dtype),
+    )
+    return dx
+
+
+def _num_sms(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # interpreter: a small split still exercises the partial sums
+
+
+def _split_k(L, tiles, device):
+    """Enough programs to fill the GPU twice over, each reducing at least 256 pixels."""
+    want = triton.cdiv(2 * _num_sms(device), max(tiles, 1))
+    return max(1, min(want, triton.cdiv(L, 256), 64))
+
+
+def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups):
+    """-> (dw of weight_size (C_out, Cg, KH, KW), db (C_out,)), in grad_output's dtype."""
+    NB, C_out, OH, OW = grad_output.shape
+    _, C_in, H, W = input.shape
+    _, Cg, KH, KW = weight_size
+    (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
+    Og = C_out // groups
+    L = NB * OH * OW
+    nominal_tiles = triton.cdiv(Og, 64) * triton.cdiv(Cg, 64) * KH * KW * groups
+    split = _split_k(L, nominal_tiles, grad_output.device)
+    chunk = triton.cdiv(triton.cdiv(L, split), 64) * 64 if L else 0
+    split = max(1, triton.cdiv(L, chunk)) if chunk else 1
+    dev = grad_output.device
+    dw_part = torch.empty((split, C_out, Cg, KH, KW), device=dev, dtype=torch.float32)
+    db_part = torch.empty((split, C_out), device=dev, dtype=torch.float32)
+    if L == 0 or C_out == 0 or Cg == 0:
+        dw_part.zero_()
+        db_part.zero_()
+    else:
+
+        def grid(meta):
+            return (
+                triton.cdiv(Og, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]),
+                KH * KW,
+                groups * split,
+            )
+
+        _tuned_kernel("dw")[grid](
+            grad_output, input, dw_part, db_part,
+            NB, Cg, H, W, Og, OH, OW, KH, KW, split, chunk,
+            *grad_output.stride(), *input.stride(),
+            SH, SW, PH, PW, DH, DW,
+            BIAS_GRAD=True, INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
+        )
+    # deterministic reduction of the split-K partials, one cast at the end
+    dw = dw_part.sum(0).to(grad_output.dtype)
+    db = db_part.sum(0).to(grad_output.dtype)
+    return dw, db

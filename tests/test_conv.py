@@ -1,0 +1,405 @@
+"""conv2d / conv1d / conv_transpose2d / conv_transpose1d: reference vs torch, gradcheck,
+Triton kernels vs reference, modules, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import tritonnet
+import tritonnet.functional as F
+from tritonnet import reference
+from tests.helpers import DTYPES, FULL, KERNEL_DEVICE, assert_close_rel, tf32_off
+
+# (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups): shapes that break kernels
+CASES = [
+    (2, 3, 7, 9, 5, 3, 1, 1, 1, 1),  # 3x3, odd non-square input
+    (1, 4, 8, 8, 6, 3, 2, 1, 1, 2),  # batch 1, stride 2, groups 2
+    (2, 4, 6, 7, 4, 3, 1, 2, 2, 4),  # depthwise, dilation 2
+    (1, 3, 5, 5, 4, 1, 1, 0, 1, 1),  # 1x1
+    (2, 2, 9, 9, 3, 5, 2, 2, 1, 1),  # 5x5 stride 2
+    (1, 3, 11, 10, 2, 7, 2, 3, 1, 1),  # 7x7 stride 2 (the ResNet stem)
+    (3, 17, 5, 6, 19, 3, 1, 1, 1, 1),  # channels not a multiple of any block, above one block
+    (1, 2, 6, 9, 3, (3, 5), (2, 1), (1, 2), (1, 2), 1),  # non-square kernel/stride/padding/dilation
+]
+IDS = ["3x3", "s2g2", "depthwise", "1x1", "5x5s2", "7x7s2", "C17", "nonsquare"]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _torch_grads(fn, x, w, b, g):
+    xs = [t.detach().requires_grad_() if t is not None else None for t in (x, w, b)]
+    y = fn(*xs)
+    grads = torch.autograd.grad(y, [t for t in xs if t is not None], g)
+    return y, grads
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference path (our autograd + reference primitives) against torch, float64
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_reference_conv2d_matches_torch(case, bias):
+    tritonnet.set_backend("reference")
+    N, C, H, W, O, k, s, p, d, g = case
+    x = torch.randn(N, C, H, W, dtype=torch.float64)
+    w = torch.randn(O, C // g, *_pair(k), dtype=torch.float64)
+    b = torch.randn(O, dtype=torch.float64) if bias else None
+    out = TF.conv2d(x, w, b, s, p, d, g)
+    gy = torch.randn_like(out)
+    ours, og = _torch_grads(lambda x, w, b: F.conv2d(x, w, b, s, p, d, g), x, w, b, gy)
+    ref, rg = _torch_grads(lambda x, w, b: TF.conv2d(x, w, b, s, p, d, g), x, w, b, gy)
+    torch.testing.assert_close(ours, ref)
+    for a, r in zip(og, rg):
+        torch.testing.assert_close(a, r)
+
+
+@pytest.mark.parametrize(
+    "padding,kernel,dilation",
+    [("same", 3, 1), ("same", 4, 1), ("same", (2, 5), (2, 1)), ("valid", 3, 1)],
+    ids=["same3", "same-even", "same-nonsquare-dilated", "valid"],
+)
+def test_reference_padding_strings(padding, kernel, dilation):
+    tritonnet.set_backend("reference")
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    w = torch.randn(4, 3, *_pair(kernel), dtype=torch.float64)
+    y = TF.conv2d(x, w, None, 1, padding, dilation)
+    gy = torch.randn_like(y)
+    ours, og = _torch_grads(lambda x, w, b: F.conv2d(x, w, None, 1, padding, dilation), x, w, None, gy)
+    ref, rg = _torch_grads(lambda x, w, b: TF.conv2d(x, w, None, 1, padding, dilation), x, w, None, gy)
+    torch.testing.assert_close(ours, ref)
+    for a, r in zip(og, rg):
+        torch.testing.assert_close(a, r)
+
+
+def test_reference_unbatched_and_channels_last():
+    tritonnet.set_backend("reference")
+    x = torch.randn(3, 6, 6)
+    w = torch.randn(4, 3, 3, 3)
+    torch.testing.assert_close(F.conv2d(x, w, padding=1), TF.conv2d(x, w, padding=1))
+    xc = torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last)
+    y = F.conv2d(xc, w, padding=1)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, TF.conv2d(xc, w, padding=1))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 4, 5, 6, 4, 3, 2, 1, 2, 2, "none"),
+        (1, 2, 6, 5, 3, (2, 3), 1, "same", 1, 1, "relu"),
+        (2, 3, 5, 5, 3, 3, 1, 1, 1, 3, "tanh"),
+    ],
+    ids=["s2d2g2", "same-even-relu", "depthwise-tanh"],
+)
+def test_gradcheck_conv2d(case):
+    """float64 gradcheck of the hand-written backward through the reference primitives."""
+    tritonnet.set_backend("reference")
+    N, C, H, W, O, k, s, p, d, g, act = case
+    x = torch.randn(N, C, H, W, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(O, C // g, *_pair(k), dtype=torch.float64, requires_grad=True)
+    b = torch.randn(O, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: F.conv2d(x, w, b, s, p, d, g, activation=act), (x, w, b)
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 4, 4, 5, 3, 3, 2, 1, 1, 1, 1),  # stride 2, output_padding 1
+        (1, 4, 3, 3, 2, 3, 1, 0, 0, 2, 2),  # groups 2, dilation 2
+        (2, 2, 5, 4, 3, (2, 3), (2, 1), (1, 0), (1, 0), 1, 1),  # non-square everything
+    ],
+    ids=["s2op1", "g2d2", "nonsquare"],
+)
+def test_conv_transpose2d(case):
+    """Reference path vs torch (with gradients), gradcheck, and the Triton path."""
+    N, C, H, W, O, k, s, p, op, g, d = case  # O: output channels per group
+    x = torch.randn(N, C, H, W, dtype=torch.float64)
+    w = torch.randn(C, O, *_pair(k), dtype=torch.float64)  # (C_in, C_out/groups, KH, KW)
+    b = torch.randn(O * g, dtype=torch.float64)
+
+    def fn(mod):
+        return lambda x, w, b: mod.conv_transpose2d(x, w, b, s, p, op, g, d)
+
+    tritonnet.set_backend("reference")
+    y = TF.conv_transpose2d(x, w, b, s, p, op, g, d)
+    gy = torch.randn_like(y)
+    ours, og = _torch_grads(fn(F), x, w, b, gy)
+    ref, rg = _torch_grads(fn(TF), x, w, b, gy)
+    torch.testing.assert_close(ours, ref)
+    for a, r in zip(og, rg):
+        torch.testing.assert_close(a, r)
+    xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+    assert torch.autograd.gradcheck(fn(F), (xs, ws, bs))
+
+    tf32_off()
+    tritonnet.set_backend("triton")
+    dev = KERNEL_DEVICE
+    xf, wf, bf, gf = (t.float().to(dev) for t in (x, w, b, gy))
+    ours, og = _torch_grads(fn(F), xf, wf, bf, gf)
+    assert_close_rel(ours, ref, 1e-5, "y")
+    for a, r in zip(og, rg):
+        assert_close_rel(a, r, 1e-5)
+
+
+def test_conv1d_and_transpose1d():
+    tritonnet.set_backend("reference")
+    x = torch.randn(2, 4, 11, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    for kw in [dict(stride=2, padding=1, groups=2), dict(padding="same", dilation=2, groups=2)]:
+        y = TF.conv1d(x, w, b, **kw)
+        gy = torch.randn_like(y)
+        ours, og = _torch_grads(lambda x, w, b: F.conv1d(x, w, b, **kw), x, w, b, gy)
+        ref, rg = _torch_grads(lambda x, w, b: TF.conv1d(x, w, b, **kw), x, w, b, gy)
+        torch.testing.assert_close(ours, ref)
+        for a, r in zip(og, rg):
+            torch.testing.assert_close(a, r)
+    torch.testing.assert_close(F.conv1d(x[0], w, b, groups=2), TF.conv1d(x[0], w, b, groups=2))
+    wt = torch.randn(4, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(
+        F.conv_transpose1d(x, wt, None, 2, 1, 1), TF.conv_transpose1d(x, wt, None, 2, 1, 1)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton kernels against their reference twins (interpreter on CPU, native on a GPU)
+
+
+def _kernel_args(case, dtype, channels_last=False, dev=KERNEL_DEVICE):
+    N, C, H, W, O, k, s, p, d, g = case
+    x = torch.randn(N, C, H, W, device=dev).to(dtype)
+    w = torch.randn(O, C // g, *_pair(k), device=dev).to(dtype)
+    b = torch.randn(O, device=dev).to(dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    return x, w, b, (_pair(s), _pair(p), _pair(d), g)
+
+
+KERNEL_CASES = CASES if FULL else [CASES[i] for i in (0, 1, 2, 3, 5, 7)]
+KERNEL_IDS = IDS if FULL else [IDS[i] for i in (0, 1, 2, 3, 5, 7)]
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=KERNEL_IDS)
+def test_kernels_match_reference(case, dtype, tol):
+    tf32_off()
+    from tritonnet import kernels
+
+    x, w, b, conv = _kernel_args(case, dtype)
+    y = kernels.conv2d_forward(x, w, b, *conv)
+    assert y.dtype == dtype
+    assert_close_rel(y, reference.conv2d_forward(x, w, b, *conv), tol, "forward")
+    gy = torch.randn(y.shape, device=y.device).to(dtype)
+    assert_close_rel(
+        kernels.conv2d_input_grad(gy, w, x.shape, *conv),
+        reference.conv2d_input_grad(gy, w, x.shape, *conv), tol, "dx",
+    )
+    dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+    rw, rb = reference.conv2d_weight_grad(gy, x, w.shape, *conv)
+    assert_close_rel(dw, rw, tol, "dw")
+    assert_close_rel(db, rb, tol, "db")
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=["3x3", "s2g2"])
+def test_kernels_channels_last(case):
+    """channels_last in -> channels_last out, and the same numbers as NCHW."""
+    tf32_off()
+    from tritonnet import kernels
+
+    x, w, b, conv = _kernel_args(case, torch.float32, channels_last=True)
+    y = kernels.conv2d_forward(x, w, b, *conv)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert_close_rel(y, reference.conv2d_forward(x.contiguous(), w, b, *conv), 1e-5, "forward")
+    gy = torch.randn(y.shape, device=y.device).to(memory_format=torch.channels_last)
+    dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
+    assert dx.is_contiguous(memory_format=torch.channels_last)
+    assert_close_rel(dx, reference.conv2d_input_grad(gy, w, x.shape, *conv), 1e-5, "dx")
+    dw, _ = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+    assert_close_rel(dw, reference.conv2d_weight_grad(gy, x, w.shape, *conv)[0], 1e-5, "dw")
+
+
+def test_weight_grad_split_k_covers_every_pixel():
+    """A reduction long enough that the weight gradient is split over several programs."""
+    tf32_off()
+    from tritonnet import kernels
+    from tritonnet.kernels import conv as kconv
+
+    x = torch.randn(4, 2, 16, 16, device=KERNEL_DEVICE)
+    gy = torch.randn(4, 3, 16, 16, device=KERNEL_DEVICE)
+    conv = ((1, 1), (1, 1), (1, 1), 1)
+    assert kconv._split_k(4 * 16 * 16, 1, x.device) > 1
+    dw, db = kernels.conv2d_weight_grad(gy, x, (3, 2, 3, 3), *conv)
+    rw, rb = reference.conv2d_weight_grad(gy, x, (3, 2, 3, 3), *conv)
+    assert_close_rel(dw, rw, 1e-5, "dw")
+    assert_close_rel(db, rb, 1e-5, "db")
+
+
+def test_triton_backend_end_to_end_fused_relu():
+    tf32_off()
+    tritonnet.set_backend("triton")
+    x, w, b, _ = _kernel_args(CASES[1], torch.float32)
+    y = TF.relu(TF.conv2d(x, w, b, 2, 1, 1, 2))
+    gy = torch.randn_like(y)
+    ours, og = _torch_grads(lambda x, w, b: F.conv2d(x, w, b, 2, 1, 1, 2, activation="relu"), x, w, b, gy)
+    ref, rg = _torch_grads(lambda x, w, b: TF.relu(TF.conv2d(x, w, b, 2, 1, 1, 2)), x, w, b, gy)
+    assert_close_rel(ours, ref, 1e-5, "y")
+    for a, r, name in zip(og, rg, ["dx", "dw", "db"]):
+        assert_close_rel(a, r, 1e-5, name)
+
+
+def test_nan_propagates():
+    tritonnet.set_backend("triton")
+    x = torch.randn(1, 2, 5, 5, device=KERNEL_DEVICE)
+    x[0, 1, 2, 2] = float("nan")
+    w = torch.randn(3, 2, 3, 3, device=KERNEL_DEVICE)
+    y = F.conv2d(x, w, padding=1)
+    ref = TF.conv2d(x, w, padding=1)
+    assert torch.equal(torch.isnan(y), torch.isnan(ref)) and torch.isnan(y).sum() == 27
+
+
+def test_autocast_casts_like_torch():
+    tritonnet.set_backend("reference")
+    x, w = torch.randn(1, 3, 6, 6), torch.randn(4, 3, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref = F.conv2d(x, w), TF.conv2d(x, w)
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    assert_close_rel(ours, ref, 1.6e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# modules
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv2d_module_matches_torch(padding_mode):
+    torch.manual_seed(1)
+    ref = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, padding_mode=padding_mode)
+    torch.manual_seed(1)
+    ours = tritonnet.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, padding_mode=padding_mode)
+    # same constructor => same initialisation under the same seed
+    torch.testing.assert_close(ours.weight, ref.weight)
+    assert repr(ours) == repr(ref)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(2, 4, 7, 7)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_modules_state_dict_both_ways():
+    pairs = [
+        (tritonnet.nn.Conv1d(3, 4, 3), torch.nn.Conv1d(3, 4, 3)),
+        (tritonnet.nn.ConvTranspose2d(3, 4, 3, stride=2), torch.nn.ConvTranspose2d(3, 4, 3, stride=2)),
+        (tritonnet.nn.ConvTranspose1d(3, 4, 3), torch.nn.ConvTranspose1d(3, 4, 3)),
+    ]
+    for ours, ref in pairs:
+        ours.load_state_dict(ref.state_dict())
+        ref.load_state_dict(ours.state_dict())
+        x = torch.randn((2, 3, 9) if isinstance(ref, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) else (2, 3, 5, 5))
+        torch.testing.assert_close(ours(x), ref(x))
+        assert repr(ours) == repr(ref)
+    up_ours, up_ref = pairs[1]
+    x = torch.randn(1, 3, 5, 5)
+    torch.testing.assert_close(up_ours(x, output_size=(12, 12)), up_ref(x, output_size=(12, 12)))
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: torch's exception type, a message with the values
+
+
+@pytest.mark.parametrize(
+    "kwargs,weight_shape,match",
+    [
+        ({}, (6, 3, 3, 3), r"expected input\[2, 4, 5, 5\] to have 3 channels, but got 4"),
+        ({"groups": 2}, (5, 2, 3, 3), r"divisible by 2 at dimension 0.*\[5, 2, 3, 3\]"),
+        ({"groups": 0}, (6, 4, 3, 3), "non-positive groups"),
+        ({"stride": 0}, (6, 4, 3, 3), r"non-positive stride.*\[0, 0\]"),
+        ({"stride": -1}, (6, 4, 3, 3), "non-positive stride"),
+        ({"padding": -1}, (6, 4, 3, 3), "negative padding"),
+        ({"dilation": 0}, (6, 4, 3, 3), "non-positive dilation"),
+        ({"padding": "same", "stride": 2}, (6, 4, 3, 3), "'same' is not supported for strided"),
+        ({"padding": "full"}, (6, 4, 3, 3), "Invalid padding string: 'full'"),
+        ({}, (6, 4, 7, 7), r"padded input size per channel: \(5 x 5\). Kernel size: \(7 x 7\)"),
+        ({"stride": (1, 1, 1)}, (6, 4, 3, 3), "list of 2 values"),
+    ],
+)
+def test_conv2d_errors(kwargs, weight_shape, match):
+    x = torch.randn(2, 4, 5, 5)
+    w = torch.randn(weight_shape)
+    with pytest.raises(RuntimeError, match=match):
+        F.conv2d(x, w, **kwargs)
+    with pytest.raises(RuntimeError):  # torch raises the same type
+        TF.conv2d(x, w, **kwargs)
+
+
+def test_conv2d_errors_bias_rank_dtype():
+    x, w = torch.randn(2, 4, 5, 5), torch.randn(6, 4, 3, 3)
+    with pytest.raises(RuntimeError, match="bias to be 1-dimensional with 6 elements.*\\[5\\]"):
+        F.conv2d(x, w, torch.randn(5))
+    with pytest.raises(RuntimeError, match=r"Expected 3D \(unbatched\) or 4D.*\[5, 5\]"):
+        F.conv2d(torch.randn(5, 5), w)
+    with pytest.raises(RuntimeError, match="torch.float32.*torch.float64"):
+        F.conv2d(x, w.double())
+    with pytest.raises(RuntimeError, match="output padding must be smaller"):
+        F.conv_transpose2d(x, torch.randn(4, 3, 3, 3), stride=2, output_padding=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU only
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_every_config_including_num_warps_8(dtype, tol):
+    """Each autotune config launched directly on 3x3 and 7x7 layers: guards the implicit-GEMM
+    num_warps=8 hazard (PyTorch issue 173068) and every mask of every block size."""
+    import triton
+
+    from tritonnet.kernels import conv as kconv
+
+    tf32_off()
+    for case in [(4, 37, 15, 13, 45, 3, 1, 1, 1, 1), (2, 3, 33, 31, 20, 7, 2, 3, 1, 1)]:
+        x, w, b, (s, p, d, g) = _kernel_args(case, dtype, dev="cuda")
+        ref = reference.conv2d_forward(x, w, b, s, p, d, g)
+        NB, C, H, W = x.shape
+        O, Cg, KH, KW = w.shape
+        OH, OW = ref.shape[2:]
+        for cfg in kconv._configs():
+            y = torch.full_like(ref, float("nan"))  # poison: every element must be written
+            grid = (triton.cdiv(NB * OH * OW, cfg.kwargs["BLOCK_M"]) * triton.cdiv(O, cfg.kwargs["BLOCK_N"]), g)
+            kconv._conv2d_fwd_kernel[grid](
+                x, w, b, y, NB, Cg, H, W, O // g, OH, OW, KH, KW,
+                *x.stride(), *w.stride(), *y.stride(), *s, *p, *d,
+                HAS_BIAS=True, ACTIVATION="none", INPUT_PRECISION="ieee", UPCAST=False,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.kwargs,
+            )
+            assert_close_rel(y, ref, tol, f"{case} {cfg}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resnet_shapes_gpu(dtype, tol, channels_last):
+    tf32_off()
+    tritonnet.set_backend("triton")
+    for case in [(32, 64, 56, 56, 64, 3, 1, 1, 1, 1), (32, 128, 28, 28, 256, 3, 2, 1, 1, 1),
+                 (32, 3, 224, 224, 64, 7, 2, 3, 1, 1), (32, 256, 14, 14, 512, 1, 2, 0, 1, 1)]:
+        x, w, b, (s, p, d, g) = _kernel_args(case, dtype, channels_last, dev="cuda")
+        y = F.conv2d(x, w, b, s, p, d, g)
+        ref = TF.conv2d(x.double(), w.double(), b.double(), s, p, d, g)
+        assert_close_rel(y, ref, tol, f"{case}")
+
+
+@pytest.mark.gpu
+def test_more_than_2_31_elements():
+    """int64 offsets: an input of more than 2**31 elements (bf16, ~4.3 GB)."""
+    tritonnet.set_backend("triton")
+    x = torch.randn(1, 2, 32769, 32769, device="cuda", dtype=torch.bfloat16)  # 2**31 + 131074
+    assert x.numel() > 2**31
+    w = torch.randn(2, 2, 1, 1, device="cuda", dtype=torch.bfloat16)
+    y = F.conv2d(x, w)
+    ref = TF.conv2d(x[:, :, -8:, -8:].float(), w.float())
+    assert_close_rel(y[:, :, -8:, -8:], ref, 1.6e-2, "last rows")

@@ -1,0 +1,214 @@
+"""conv2d, conv1d, conv_transpose2d, conv_transpose1d with torch.nn.functional's signatures,
+argument normalisation ('same'/'valid', int -> pair) and torch's errors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as _torch_F
+
+from ..ops import conv as _ops
+from ._utils import autocast_dtype, autocast_off, cast, check_float
+
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
+
+ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
+
+
+def _tuple(value, n, name):
+    """int or sequence -> n-tuple of ints, with torch's message when the length is wrong."""
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(int(v) for v in value)
+    if len(value) == 1:
+        return value * n
+    if len(value) != n:
+        raise RuntimeError(
+            f"expected {name} to be a single integer value or a list of {n} values to match the "
+            f"convolution dimensions, but got {name}={list(value)}"
+        )
+    return value
+
+
+def _check_tensors(op, input, weight, bias, ndim):
+    for name, t in (("input", input), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}(): argument '{name}' must be Tensor, not {type(t).__name__}")
+    if input.dim() not in (ndim + 1, ndim + 2):
+        raise RuntimeError(
+            f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {op}, but got "
+            f"input of size: {list(input.shape)}"
+        )
+    if weight.dim() != ndim + 2:
+        raise RuntimeError(
+            f"{op}: expected weight to be {ndim + 2}-D, got weight of size {list(weight.shape)}"
+        )
+    check_float(f"{op}(): input", input)
+    if input.dtype != weight.dtype or (bias is not None and bias.dtype != input.dtype):
+        raise RuntimeError(
+            f"{op}: input type ({input.dtype}) and weight type ({weight.dtype})"
+            + (f" and bias type ({bias.dtype})" if bias is not None else "")
+            + " should be the same"
+        )
+    devices = {t.device for t in (input, weight, bias) if t is not None}
+    if len(devices) > 1:
+        raise RuntimeError(
+            f"{op}: expected all tensors to be on the same device, got {sorted(map(str, devices))}"
+        )
+
+
+def _check_params(stride, padding, dilation, groups):
+    if groups <= 0:
+        raise RuntimeError(f"non-positive groups is not supported, got groups={groups}")
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"non-positive stride is not supported, got stride={list(stride)}")
+    if any(p < 0 for p in padding):
+        raise RuntimeError(f"negative padding is not supported, got padding={list(padding)}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"non-positive dilation is not supported, got dilation={list(dilation)}")
+
+
+def _autocast(input, weight, bias):
+    lowp = autocast_dtype(input)
+    if lowp is None:
+        return input, weight, bias
+    return cast(input, lowp), cast(weight, lowp), cast(bias, lowp)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation="none"):
+    """2-D convolution as ``torch.nn.functional.conv2d``; ``activation`` ("relu", "sigmoid",
+    "tanh") is fused into the implicit GEMM's epilogue (a tritonnet extension)."""
+    input, weight, bias = _autocast(input, weight, bias)
+    _check_tensors("conv2d", input, weight, bias, 2)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS}, got {activation!r}")
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    stride = _tuple(stride, 2, "stride")
+    dilation = _tuple(dilation, 2, "dilation")
+    kernel = tuple(weight.shape[2:])
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            if any(s != 1 for s in stride):
+                raise RuntimeError(
+                    f"padding='same' is not supported for strided convolutions, got stride={list(stride)}"
+                )
+            _check_params(stride, (0, 0), dilation, groups)
+            # total padding d*(k-1); PyTorch puts the odd pixel at the bottom/right
+            total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+            padding = tuple(t // 2 for t in total)
+            extra = [t - 2 * p for t, p in zip(total, padding)]
+            if any(extra):
+                input = _torch_F.pad(input, (0, extra[1], 0, extra[0]))
+        else:
+            raise RuntimeError(f"Invalid padding string: {padding!r}")
+    padding = _tuple(padding, 2, "padding")
+    _check_params(stride, padding, dilation, groups)
+
+    N, C_in, H, W = input.shape
+    C_out = weight.shape[0]
+    if C_out % groups != 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {list(weight.shape)} instead"
+        )
+    if weight.shape[1] * groups != C_in:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
+            f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got {C_in} "
+            "channels instead"
+        )
+    if bias is not None and tuple(bias.shape) != (C_out,):
+        raise RuntimeError(
+            f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
+            f"{C_out} elements, but got bias of size {list(bias.shape)} instead"
+        )
+    ph, pw = H + 2 * padding[0], W + 2 * padding[1]
+    eh, ew = (d * (k - 1) + 1 for d, k in zip(dilation, kernel))
+    if eh > ph or ew > pw:
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({ph} x {pw}). Kernel size: ({eh} x {ew}). "
+            "Kernel size can't be greater than actual input size"
+        )
+    with autocast_off(input):
+        y = _ops.conv2d(input, weight, bias, list(stride), list(padding), list(dilation), groups, activation)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution as ``torch.nn.functional.conv1d``, through the 2-D kernels with H = 1."""
+    _check_tensors("conv1d", input, weight, bias, 1)
+    pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding")[0])
+    y = conv2d(
+        input.unsqueeze(-2), weight.unsqueeze(-2), bias,
+        (1, _tuple(stride, 1, "stride")[0]), pad, (1, _tuple(dilation, 1, "dilation")[0]), groups,
+    )
+    return y.squeeze(-2)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 2-D convolution as ``torch.nn.functional.conv_transpose2d`` (the input
+    gradient of conv2d); output size (H-1)*S - 2*P + D*(K-1) + output_padding + 1."""
+    input, weight, bias = _autocast(input, weight, bias)
+    _check_tensors("conv_transpose2d", input, weight, bias, 2)
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    stride = _tuple(stride, 2, "stride")
+    padding = _tuple(padding, 2, "padding")
+    dilation = _tuple(dilation, 2, "dilation")
+    output_padding = _tuple(output_padding, 2, "output_padding")
+    _check_params(stride, padding, dilation, groups)
+    if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)) or any(
+        op < 0 for op in output_padding
+    ):
+        raise RuntimeError(
+            "output padding must be smaller than either stride or dilation, but got "
+            f"output_padding={list(output_padding)}, stride={list(stride)}, dilation={list(dilation)}"
+        )
+    N, C_in, H, W = input.shape
+    if C_in != weight.shape[0]:
+        raise RuntimeError(
+            f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
+            f"{list(input.shape)} to have {weight.shape[0]} channels, but got {C_in} channels instead"
+        )
+    if C_in % groups != 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {list(weight.shape)} instead"
+        )
+    C_out = weight.shape[1] * groups
+    if bias is not None and tuple(bias.shape) != (C_out,):
+        raise RuntimeError(
+            f"Given transposed=1, weight of size {list(weight.shape)}, expected bias to be "
+            f"1-dimensional with {C_out} elements, but got bias of size {list(bias.shape)} instead"
+        )
+    kernel = weight.shape[2:]
+    out_hw = [
+        (i - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for i, s, p, d, k, op in zip((H, W), stride, padding, dilation, kernel, output_padding)
+    ]
+    if any(o <= 0 for o in out_hw):
+        raise RuntimeError(
+            f"conv_transpose2d: output size {out_hw} is too small for input {list(input.shape)}, "
+            f"weight {list(weight.shape)}, stride {list(stride)}, padding {list(padding)}"
+        )
+    with autocast_off(input):
+        y = _ops.conv_transpose2d(
+            input, weight, bias, [N, C_out, *out_hw], list(stride), list(padding), list(dilation), groups
+        )
+    return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 1-D convolution, through the 2-D kernels with H = 1."""
+    _check_tensors("conv_transpose1d", input, weight, bias, 1)
+    one = lambda v, name: (_tuple(v, 1, name)[0],)  # noqa: E731
+    y = conv_transpose2d(
+        input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, *one(stride, "stride")),
+        (0, *one(padding, "padding")), (0, *one(output_padding, "output_padding")), groups,
+        (1, *one(dilation, "dilation")),
+    )
+    return y.squeeze(-2)

@@ -1,0 +1,137 @@
+"""conv2d and conv_transpose2d: forward and backward written once over three primitives.
+
+conv2d, y = conv(x, w) + b (stride S, padding P, dilation D, groups G):
+  dx = conv2d_input_grad(dy, w)     the transposed convolution of dy
+  dw, db = conv2d_weight_grad(dy, x)   dw[co,ci,kh,kw] = sum dy[n,co,oh,ow] x[n,ci,ih,iw]
+With a fused activation y = act(z): dz = dy * act'(y) first (activation_backward).
+
+conv_transpose2d, y = conv2d_input_grad(x, w) + b (the adjoint of conv2d), so
+  dx = conv2d_forward(dy, w)        (the forward convolution of dy)
+  dw = conv2d_weight_grad(x, dy)    (the roles of "output grad" and "input" swap)
+  db = sum of dy over (n, h, w)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..backend import backend_for
+from .activation import activation_backward
+
+
+def _out_hw(h, w, k, s, p, d):
+    return (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1, (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+
+
+@torch.library.custom_op("tritonnet::conv2d", mutates_args=())
+def conv2d(
+    input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
+    dilation: list[int], groups: int, act: str,
+) -> Tensor:
+    return backend_for(input).conv2d_forward(input, weight, bias, stride, padding, dilation, groups, act)
+
+
+@conv2d.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups, act):
+    oh, ow = _out_hw(input.shape[2], input.shape[3], weight.shape[2:], stride, padding, dilation)
+    return input.new_empty((input.shape[0], weight.shape[0], oh, ow))
+
+
+@torch.library.custom_op("tritonnet::conv2d_input_grad", mutates_args=())
+def conv2d_input_grad(
+    grad_output: Tensor, weight: Tensor, input_size: list[int], stride: list[int],
+    padding: list[int], dilation: list[int], groups: int,
+) -> Tensor:
+    return backend_for(grad_output).conv2d_input_grad(
+        grad_output, weight, input_size, stride, padding, dilation, groups
+    )
+
+
+@conv2d_input_grad.register_fake
+def _(grad_output, weight, input_size, stride, padding, dilation, groups):
+    return grad_output.new_empty(
+        (grad_output.shape[0], weight.shape[1] * groups, input_size[-2], input_size[-1])
+    )
+
+
+@torch.library.custom_op("tritonnet::conv2d_weight_grad", mutates_args=())
+def conv2d_weight_grad(
+    grad_output: Tensor, input: Tensor, weight_size: list[int], stride: list[int],
+    padding: list[int], dilation: list[int], groups: int,
+) -> tuple[Tensor, Tensor]:
+    return backend_for(grad_output).conv2d_weight_grad(
+        grad_output, input, weight_size, stride, padding, dilation, groups
+    )
+
+
+@conv2d_weight_grad.register_fake
+def _(grad_output, input, weight_size, stride, padding, dilation, groups):
+    return grad_output.new_empty(tuple(weight_size)), grad_output.new_empty((weight_size[0],))
+
+
+def _setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups, act = inputs
+    ctx.conv = (stride, padding, dilation, groups)
+    ctx.act = act
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight, output if act != "none" else None)
+
+
+def _backward(ctx, grad):
+    input, weight, output = ctx.saved_tensors
+    if ctx.act != "none":
+        grad = activation_backward(grad, output, ctx.act)
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dx = dw = db = None
+    if need_x:
+        dx = conv2d_input_grad(grad, weight, list(input.shape), *ctx.conv)
+    if need_w or need_b:
+        dw, db = conv2d_weight_grad(grad, input, list(weight.shape), *ctx.conv)
+    return dx, dw if need_w else None, db if (need_b and ctx.has_bias) else None, None, None, None, None, None
+
+
+conv2d.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("tritonnet::conv_transpose2d", mutates_args=())
+def conv_transpose2d(
+    input: Tensor, weight: Tensor, bias: Optional[Tensor], output_size: list[int],
+    stride: list[int], padding: list[int], dilation: list[int], groups: int,
+) -> Tensor:
+    prims = backend_for(input)
+    y = prims.conv2d_input_grad(input, weight, output_size, stride, padding, dilation, groups)
+    if bias is not None:
+        y += bias.view(1, -1, 1, 1).to(y.dtype)
+    return y
+
+
+@conv_transpose2d.register_fake
+def _(input, weight, bias, output_size, stride, padding, dilation, groups):
+    return input.new_empty((input.shape[0], weight.shape[1] * groups, output_size[-2], output_size[-1]))
+
+
+def _setup_t(ctx, inputs, output):
+    input, weight, bias, output_size, stride, padding, dilation, groups = inputs
+    ctx.conv = (stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight)
+
+
+def _backward_t(ctx, grad):
+    input, weight = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.conv
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dx = dw = db = None
+    if need_x:
+        dx = conv2d(grad, weight, None, stride, padding, dilation, groups, "none")
+    if need_w or need_b:
+        # weight (C_in_t, C_out_t/G, KH, KW) plays conv2d's (C_out, Cg, KH, KW): "input" is dy
+        dw, _ = conv2d_weight_grad(input, grad, list(weight.shape), stride, padding, dilation, groups)
+        db = grad.sum((0, 2, 3)) if ctx.has_bias else None
+    return dx, dw if need_w else None, db if need_b else None, None, None, None, None, None
+
+
+conv_transpose2d.register_autograd(_backward_t, setup_context=_setup_t)

@@ -1,0 +1,86 @@
+"""Convolution primitives in plain PyTorch: im2col made explicit, then one GEMM per group.
+
+The readable spec of kernels/conv.py (which does the same gather inside its tile loads):
+  cols = im2col(x)                    (N, C, H, W) -> (N, G, Cg*KH*KW, OH*OW)
+  y    = w_g @ cols + b               (Og, Cg*KH*KW) x (Cg*KH*KW, OH*OW) per group
+  dx   = col2im(w_g^T @ dy_g)         the transposed convolution
+  dw   = sum_n dy_g @ cols^T          db = sum of dy over (n, oh, ow)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as TF
+
+from ._common import acc_dtype, activation
+
+__all__ = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
+
+
+def _out_format(*tensors):
+    for t in tensors:
+        if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+    return torch.contiguous_format
+
+
+def im2col(x, kernel, stride, padding, dilation):
+    """(N, C, H, W) -> (N, C*KH*KW, OH*OW), rows ordered (c, kh, kw) like the weight."""
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = kernel, stride, padding, dilation
+    N, C = x.shape[:2]
+    xp = TF.pad(x, (PW, PW, PH, PH))
+    # sliding windows of the dilated kernel's extent, then every DH-th / DW-th tap
+    win = xp.unfold(2, DH * (KH - 1) + 1, SH).unfold(3, DW * (KW - 1) + 1, SW)
+    win = win[..., ::DH, ::DW]  # (N, C, OH, OW, KH, KW)
+    OH, OW = win.shape[2], win.shape[3]
+    return win.permute(0, 1, 4, 5, 2, 3).reshape(N, C * KH * KW, OH * OW)
+
+
+def col2im(cols, size, kernel, stride, padding, dilation):
+    """(N, C*KH*KW, L) -> (N, C, H, W): sums every column back onto the pixels it read."""
+    return TF.fold(cols, size, kernel, dilation=dilation, padding=padding, stride=stride)
+
+
+def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, act="none"):
+    acc = acc_dtype(input.dtype)
+    N, C_in, H, W = input.shape
+    C_out, Cg, KH, KW = weight.shape
+    cols = im2col(input.to(acc), (KH, KW), stride, padding, dilation)  # (N, C_in*KH*KW, L)
+    L = cols.shape[-1]
+    OH = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = L // OH if OH > 0 else 0
+    cols = cols.view(N, groups, Cg * KH * KW, L)
+    w = weight.to(acc).reshape(groups, C_out // groups, Cg * KH * KW)
+    y = torch.einsum("gok,ngkl->ngol", w, cols).reshape(N, C_out, OH, OW)
+    if bias is not None:
+        y = y + bias.to(acc).view(1, -1, 1, 1)
+    y = activation(y, act)
+    out = torch.empty((N, C_out, OH, OW), dtype=input.dtype, device=input.device,
+                      memory_format=_out_format(input, weight))
+    return out.copy_(y)
+
+
+def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
+    acc = acc_dtype(grad_output.dtype)
+    N, C_out, OH, OW = grad_output.shape
+    _, Cg, KH, KW = weight.shape
+    H, W = input_size[-2], input_size[-1]
+    w = weight.to(acc).reshape(groups, C_out // groups, Cg * KH * KW)
+    dy = grad_output.to(acc).reshape(N, groups, C_out // groups, OH * OW)
+    cols = torch.einsum("gok,ngol->ngkl", w, dy).reshape(N, groups * Cg * KH * KW, OH * OW)
+    dx = col2im(cols, (H, W), (KH, KW), stride, padding, dilation)
+    out = torch.empty((N, groups * Cg, H, W), dtype=grad_output.dtype, device=grad_output.device,
+                      memory_format=_out_format(grad_output, weight))
+    return out.copy_(dx)
+
+
+def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups):
+    acc = acc_dtype(grad_output.dtype)
+    N, C_out, OH, OW = grad_output.shape
+    _, Cg, KH, KW = weight_size
+    cols = im2col(input.to(acc), (KH, KW), stride, padding, dilation)
+    cols = cols.view(N, groups, Cg * KH * KW, -1)
+    dy = grad_output.to(acc).reshape(N, groups, C_out // groups, OH * OW)
+    dw = torch.einsum("ngol,ngkl->gok", dy, cols).reshape(C_out, Cg, KH, KW)
+    db = dy.sum((0, 3)).reshape(C_out)
+    return dw.to(grad_output.dtype), db.to(grad_output.dtype)
