@@ -5,8 +5,8 @@ import torch
 
 import tritonnet
 import tritonnet.functional as F
-from tritonnet import reference
 from tests.helpers import DTYPES, KERNEL_DEVICE, assert_close_rel
+from tritonnet import reference
 
 ACTS = ["relu", "sigmoid", "tanh"]
 TORCH = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}

@@ -7,8 +7,8 @@ import torch.nn.functional as TF
 
 import tritonnet
 import tritonnet.functional as F
-from tritonnet import reference
 from tests.helpers import DTYPES, FULL, KERNEL_DEVICE, assert_close_rel, tf32_off
+from tritonnet import reference
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups): shapes that break kernels
 CASES = [
@@ -154,8 +154,8 @@ def test_conv1d_and_transpose1d():
     for kw in [dict(stride=2, padding=1, groups=2), dict(padding="same", dilation=2, groups=2)]:
         y = TF.conv1d(x, w, b, **kw)
         gy = torch.randn_like(y)
-        ours, og = _torch_grads(lambda x, w, b: F.conv1d(x, w, b, **kw), x, w, b, gy)
-        ref, rg = _torch_grads(lambda x, w, b: TF.conv1d(x, w, b, **kw), x, w, b, gy)
+        ours, og = _torch_grads(lambda x, w, b, kw=kw: F.conv1d(x, w, b, **kw), x, w, b, gy)
+        ref, rg = _torch_grads(lambda x, w, b, kw=kw: TF.conv1d(x, w, b, **kw), x, w, b, gy)
         torch.testing.assert_close(ours, ref)
         for a, r in zip(og, rg):
             torch.testing.assert_close(a, r)
@@ -298,7 +298,8 @@ def test_modules_state_dict_both_ways():
     for ours, ref in pairs:
         ours.load_state_dict(ref.state_dict())
         ref.load_state_dict(ours.state_dict())
-        x = torch.randn((2, 3, 9) if isinstance(ref, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) else (2, 3, 5, 5))
+        one_d = isinstance(ref, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))
+        x = torch.randn((2, 3, 9) if one_d else (2, 3, 5, 5))
         torch.testing.assert_close(ours(x), ref(x))
         assert repr(ours) == repr(ref)
     up_ours, up_ref = pairs[1]
@@ -353,30 +354,40 @@ def test_conv2d_errors_bias_rank_dtype():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", DTYPES)
-def test_every_config_including_num_warps_8(dtype, tol):
-    """Each autotune config launched directly on 3x3 and 7x7 layers: guards the implicit-GEMM
-    num_warps=8 hazard (PyTorch issue 173068) and every mask of every block size."""
+def test_every_config_including_num_warps_8(dtype, tol, monkeypatch):
+    """Each autotune config of all three kernels, pinned one at a time, on 3x3 and 7x7 layers
+    with ragged edges: guards the implicit-GEMM num_warps=8 hazard (PyTorch issue 173068)."""
     import triton
 
+    from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
 
     tf32_off()
+    pinned = {}
+    monkeypatch.setattr(kconv, "_tuned", pinned)
     for case in [(4, 37, 15, 13, 45, 3, 1, 1, 1, 1), (2, 3, 33, 31, 20, 7, 2, 3, 1, 1)]:
-        x, w, b, (s, p, d, g) = _kernel_args(case, dtype, dev="cuda")
-        ref = reference.conv2d_forward(x, w, b, s, p, d, g)
-        NB, C, H, W = x.shape
-        O, Cg, KH, KW = w.shape
-        OH, OW = ref.shape[2:]
-        for cfg in kconv._configs():
-            y = torch.full_like(ref, float("nan"))  # poison: every element must be written
-            grid = (triton.cdiv(NB * OH * OW, cfg.kwargs["BLOCK_M"]) * triton.cdiv(O, cfg.kwargs["BLOCK_N"]), g)
-            kconv._conv2d_fwd_kernel[grid](
-                x, w, b, y, NB, Cg, H, W, O // g, OH, OW, KH, KW,
-                *x.stride(), *w.stride(), *y.stride(), *s, *p, *d,
-                HAS_BIAS=True, ACTIVATION="none", INPUT_PRECISION="ieee", UPCAST=False,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.kwargs,
-            )
-            assert_close_rel(y, ref, tol, f"{case} {cfg}")
+        x, w, b, conv = _kernel_args(case, dtype, dev="cuda")
+        ref = reference.conv2d_forward(x, w, b, *conv)
+        gy = torch.randn(ref.shape, device="cuda").to(dtype)
+        rdx = reference.conv2d_input_grad(gy, w, x.shape, *conv)
+        rdw, rdb = reference.conv2d_weight_grad(gy, x, w.shape, *conv)
+        for name, configs, kernel in [
+            ("fwd", kconv._configs(), kconv._conv2d_fwd_kernel),
+            ("dx", kconv._configs(), kconv._conv2d_bwd_input_kernel),
+            ("dw", kconv._wgrad_configs(), kconv._conv2d_bwd_weight_kernel),
+        ]:
+            for cfg in configs:
+                pinned.clear()
+                pinned[name] = triton.autotune(configs=[cfg], key=[])(kernel)
+                if name == "fwd":
+                    assert_close_rel(kernels.conv2d_forward(x, w, b, *conv), ref, tol, f"{case} {cfg}")
+                elif name == "dx":
+                    dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
+                    assert_close_rel(dx, rdx, tol, f"dx {case} {cfg}")
+                else:
+                    dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+                    assert_close_rel(dw, rdw, tol, f"dw {case} {cfg}")
+                    assert_close_rel(db, rdb, tol, f"db {case} {cfg}")
 
 
 @pytest.mark.gpu

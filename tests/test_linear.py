@@ -7,8 +7,8 @@ import torch.nn.functional as TF
 
 import tritonnet
 import tritonnet.functional as F
-from tritonnet import reference
 from tests.helpers import DTYPES, KERNEL_DEVICE, assert_close_rel, tf32_off
+from tritonnet import reference
 
 # (M, K, N): every GEMM mask. Interpreter blocks are 32, so sizes straddle 32 and 64.
 SHAPES = [

@@ -23,7 +23,9 @@ from .activation import activation_backward
 
 
 def _out_hw(h, w, k, s, p, d):
-    return (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1, (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    oh = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    return oh, ow
 
 
 @torch.library.custom_op("tritonnet::conv2d", mutates_args=())

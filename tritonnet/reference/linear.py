@@ -5,7 +5,6 @@ from __future__ import annotations
 
 __all__ = ["linear_forward", "linear_input_grad", "linear_weight_grad"]
 
-import torch
 
 from ._common import acc_dtype, activation
 
