@@ -5,8 +5,9 @@ Shapes: x (N, C_in, H, W), w (C_out, C_in/G, KH, KW), y (N, C_out, OH, OW), G gr
 Cg = C_in/G and Og = C_out/G are the channels of one group.
 
 forward       GEMM per group: M = N*OH*OW rows (n, oh, ow), N = Og columns (co),
-              K = Cg*KH*KW, walked as (kh, kw) outer and channel blocks inner, so the im2col
-              gather is a masked, strided tile load (padding = mask) and never materialised.
+              K = Cg*KH*KW, walked as one flat loop over (kh, kw, channel block), so the
+              im2col gather is a masked, strided tile load (padding = mask) and never
+              materialised, and the loop pipelines even when Cg fits one block.
               y = act(A @ B + bias), A[m, (c,kh,kw)] = x[n, c, oh*S-P+kh*D, ow*S-P+kw*D].
 input grad    dx[n, ci, ih, iw] = sum_{co,kh,kw} dy[n, co, oh, ow] * w[co, ci, kh, kw]
               where oh*SH = ih + PH - kh*DH (divisible, in range): M = N*H*W, N = Cg,
@@ -129,29 +130,29 @@ def _conv2d_fwd_kernel(
     w_base = w_ptr + co * stride_wo  # (BLOCK_N,)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # accumulate in fp32
-    for kh in range(KH):
+    # one flat loop over (kh, kw, channel block): a loop the compiler can software-pipeline
+    # even when a group has a single channel block (3x3 over 64 channels, the 7x7 stem)
+    CB = tl.cdiv(Cg, BLOCK_K)
+    for t in range(0, KH * KW * CB):
+        kh = t // (KW * CB)
+        kw = (t // CB) % KW
+        c = (t % CB) * BLOCK_K + rk
         ih = oh * SH - PH + kh * DH
-        mask_h = mask_m & (ih >= 0) & (ih < H)
-        for kw in range(KW):
-            iw = ow * SW - PW + kw * DW
-            mask_hw = mask_h & (iw >= 0) & (iw < W)  # zero padding = masked load
-            x_row = x_base + ih * stride_xh + iw * stride_xw
-            w_col = w_base + kh * stride_wh + kw * stride_ww
-            for c0 in range(0, Cg, BLOCK_K):
-                c = c0 + rk
-                mask_c = c < Cg
-                a = tl.load(
-                    x_row[:, None] + c[None, :] * stride_xc,
-                    mask=mask_hw[:, None] & mask_c[None, :], other=0.0,
-                )
-                b = tl.load(
-                    w_col[None, :] + c[:, None] * stride_wc,
-                    mask=mask_c[:, None] & mask_n[None, :], other=0.0,
-                )
-                if UPCAST:
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        iw = ow * SW - PW + kw * DW
+        mask_x = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # zero padding = mask
+        mask_c = c < Cg
+        a = tl.load(
+            x_base[:, None] + (ih * stride_xh + iw * stride_xw)[:, None] + c[None, :] * stride_xc,
+            mask=mask_x[:, None] & mask_c[None, :], other=0.0,
+        )
+        b = tl.load(
+            w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wc,
+            mask=mask_c[:, None] & mask_n[None, :], other=0.0,
+        )
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(tl.float32)[None, :]
@@ -194,32 +195,33 @@ def _conv2d_bwd_input_kernel(
     w_base = w_ptr + rn * stride_wc + (g * Og) * stride_wo
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kh in range(KH):
-        # the output row this tap reads from: oh*SH = ih + PH - kh*DH, when divisible
+    OB = tl.cdiv(Og, BLOCK_K)
+    for t in range(0, KH * KW * OB):
+        kh = t // (KW * OB)
+        kw = (t // OB) % KW
+        c = (t % OB) * BLOCK_K + rk
+        # the output pixel this tap reads from: oh*SH = ih + PH - kh*DH, when divisible
         th = ih + PH - kh * DH
+        tw = iw + PW - kw * DW
         oh = th // SH
-        mask_h = mask_m & (th >= 0) & (th - oh * SH == 0) & (oh < OH)
-        for kw in range(KW):
-            tw = iw + PW - kw * DW
-            ow = tw // SW
-            mask_hw = mask_h & (tw >= 0) & (tw - ow * SW == 0) & (ow < OW)
-            dy_row = dy_base + oh * stride_dyh + ow * stride_dyw
-            w_col = w_base + kh * stride_wh + kw * stride_ww
-            for c0 in range(0, Og, BLOCK_K):
-                c = c0 + rk
-                mask_c = c < Og
-                a = tl.load(
-                    dy_row[:, None] + c[None, :] * stride_dyc,
-                    mask=mask_hw[:, None] & mask_c[None, :], other=0.0,
-                )
-                b = tl.load(
-                    w_col[None, :] + c[:, None] * stride_wo,
-                    mask=mask_c[:, None] & mask_n[None, :], other=0.0,
-                )
-                if UPCAST:
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        ow = tw // SW
+        mask_y = (
+            mask_m & (th >= 0) & (th - oh * SH == 0) & (oh < OH)
+            & (tw >= 0) & (tw - ow * SW == 0) & (ow < OW)
+        )
+        mask_c = c < Og
+        a = tl.load(
+            dy_base[:, None] + (oh * stride_dyh + ow * stride_dyw)[:, None] + c[None, :] * stride_dyc,
+            mask=mask_y[:, None] & mask_c[None, :], other=0.0,
+        )
+        b = tl.load(
+            w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wo,
+            mask=mask_c[:, None] & mask_n[None, :], other=0.0,
+        )
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
     dx_ptrs = (
         dx_ptr + (n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
@@ -307,10 +309,11 @@ _tuned = {}
 
 def _tuned_kernel(name):
     if name not in _tuned:
+        shape = ["NB", "Cg", "H", "W", "Og", "KH", "KW"]
         kernel, configs, key = {
-            "fwd": (_conv2d_fwd_kernel, _configs, ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SH", "SW"]),
-            "dx": (_conv2d_bwd_input_kernel, _configs, ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SH", "SW"]),
-            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs, ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SPLIT"]),
+            "fwd": (_conv2d_fwd_kernel, _configs, shape + ["SH", "SW"]),
+            "dx": (_conv2d_bwd_input_kernel, _configs, shape + ["SH", "SW"]),
+            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs, shape + ["SPLIT"]),
         }[name]
         _tuned[name] = triton.autotune(configs=configs(), key=key, **autotune_cache())(kernel)
     return _tuned[name]
