@@ -27,7 +27,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, apply_activation, autotune_cache, dot_precision, upcast_dot
+from ._common import (
+    INTERPRET,
+    apply_activation,
+    autotune_cache,
+    dot_precision,
+    prune_tiles,
+    upcast_dot,
+)
 
 __all__ = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
 
@@ -310,12 +317,19 @@ _tuned = {}
 def _tuned_kernel(name):
     if name not in _tuned:
         shape = ["NB", "Cg", "H", "W", "Og", "KH", "KW"]
-        kernel, configs, key = {
-            "fwd": (_conv2d_fwd_kernel, _configs, shape + ["SH", "SW"]),
-            "dx": (_conv2d_bwd_input_kernel, _configs, shape + ["SH", "SW"]),
-            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs, shape + ["SPLIT"]),
+        kernel, configs, key, size_m, size_n = {
+            "fwd": (_conv2d_fwd_kernel, _configs, shape + ["SH", "SW"],
+                    lambda a: a["NB"] * a["OH"] * a["OW"], lambda a: a["Og"]),
+            "dx": (_conv2d_bwd_input_kernel, _configs, shape + ["SH", "SW"],
+                   lambda a: a["NB"] * a["H"] * a["W"], lambda a: a["Cg"]),
+            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs, shape + ["SPLIT"],
+                   lambda a: a["Og"], lambda a: a["Cg"]),
         }[name]
-        _tuned[name] = triton.autotune(configs=configs(), key=key, **autotune_cache())(kernel)
+        _tuned[name] = triton.autotune(
+            configs=configs(), key=key,
+            prune_configs_by={"early_config_prune": prune_tiles(size_m, size_n)},
+            **autotune_cache(),
+        )(kernel)
     return _tuned[name]
 
 

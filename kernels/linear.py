@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, apply_activation, autotune_cache, dot_precision, upcast_dot
+from ._common import INTERPRET, apply_activation, autotune_cache, dot_precision, prune_tiles, upcast_dot
 
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch: nothing here touches a device at import)
@@ -43,6 +43,7 @@ def _configs():
         (32, 64, 32, 5, 2),
         (16, 64, 64, 4, 2),  # small batch (M) layers
         (16, 128, 64, 4, 4),
+        (16, 32, 64, 4, 2),  # tiny layers (a classifier head of 10 classes)
     ]:
         cfg.append(
             triton.Config(
@@ -130,6 +131,7 @@ def _kernel():
         _tuned = triton.autotune(
             configs=_configs(),
             key=["M", "N", "K", "HAS_BIAS", "ACTIVATION", "ROWSUM_A", "INPUT_PRECISION"],
+            prune_configs_by={"early_config_prune": prune_tiles(lambda a: a["M"], lambda a: a["N"])},
             **autotune_cache(),
         )(_matmul_kernel)
     return _tuned

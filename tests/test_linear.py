@@ -85,6 +85,21 @@ def test_kernels_match_reference(M, K, N, act, dtype, tol):
     assert_close_rel(gb, rb, tol, "db")
 
 
+def test_autotune_prune_keeps_tiles_that_fit():
+    """The early prune drops tiles far larger than the problem, and never returns nothing."""
+    import triton
+
+    from tritonnet.kernels._common import prune_tiles
+
+    cfgs = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}) for m, n in [(16, 32), (64, 64), (128, 256)]]
+    prune = prune_tiles(lambda a: a["M"], lambda a: a["N"])
+    sizes = lambda kept: [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kept]  # noqa: E731
+    assert sizes(prune(cfgs, {"M": 8, "N": 10})) == [(16, 32)]
+    assert sizes(prune(cfgs, {"M": 50, "N": 64})) == [(16, 32), (64, 64)]
+    assert len(prune(cfgs, {"M": 4096, "N": 4096})) == 3
+    assert sizes(prune(cfgs[1:], {"M": 1, "N": 1})) == [(64, 64)]  # smallest, not none
+
+
 def test_kernels_strided_inputs():
     """Non-contiguous operands (a transposed weight, a sliced input) go through the strides."""
     from tritonnet import kernels
