@@ -4,4 +4,5 @@ implements, plus fused ops of its own (``linear(..., activation=)``)."""
 # one line per op family; each family file lists its names in __all__
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403
+from .im2col import *  # noqa: F403
 from .linear import *  # noqa: F403

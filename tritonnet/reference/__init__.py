@@ -5,4 +5,5 @@ They are the CPU fallback and the readable spec of each kernel's algorithm."""
 # one line per op family; each family file lists its primitives in __all__
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403
+from .im2col import *  # noqa: F403
 from .linear import *  # noqa: F403

@@ -10,9 +10,9 @@ The readable spec of kernels/conv.py (which does the same gather inside its tile
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as TF
 
 from ._common import acc_dtype, activation
+from .im2col import fold_forward, unfold_forward
 
 __all__ = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
 
@@ -26,19 +26,12 @@ def _out_format(*tensors):
 
 def im2col(x, kernel, stride, padding, dilation):
     """(N, C, H, W) -> (N, C*KH*KW, OH*OW), rows ordered (c, kh, kw) like the weight."""
-    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = kernel, stride, padding, dilation
-    N, C = x.shape[:2]
-    xp = TF.pad(x, (PW, PW, PH, PH))
-    # sliding windows of the dilated kernel's extent, then every DH-th / DW-th tap
-    win = xp.unfold(2, DH * (KH - 1) + 1, SH).unfold(3, DW * (KW - 1) + 1, SW)
-    win = win[..., ::DH, ::DW]  # (N, C, OH, OW, KH, KW)
-    OH, OW = win.shape[2], win.shape[3]
-    return win.permute(0, 1, 4, 5, 2, 3).reshape(N, C * KH * KW, OH * OW)
+    return unfold_forward(x, kernel, dilation, padding, stride)
 
 
 def col2im(cols, size, kernel, stride, padding, dilation):
     """(N, C*KH*KW, L) -> (N, C, H, W): sums every column back onto the pixels it read."""
-    return TF.fold(cols, size, kernel, dilation=dilation, padding=padding, stride=stride)
+    return fold_forward(cols, size, kernel, dilation, padding, stride)
 
 
 def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, act="none"):
