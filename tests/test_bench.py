@@ -1,0 +1,316 @@
+"""The benchmark suite without a GPU: the CSV schema from injected timers, FLOP and byte
+counts, the correctness gate, the plot step, the no-CUDA exit; and one GPU run end to end."""
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from tritonnet.bench import harness, linear, plot, suite
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED = ["op", "provider", "mode", "shape", "dtype", "layout", "metric", "p50", "p20", "p80",
+            "device", "versions", "timestamp"]
+ENV = {"device": "fake", "versions": "torch x; triton y", "timestamp": "2026-01-01T00:00:00+00:00"}
+TINY = [
+    linear.Case("odd", 37, 70, 45, quick=True),  # odd sizes, above one interpreter block (32)
+    linear.Case("batch1", 1, 33, 5),  # batch 1; K one past a block
+]
+
+
+def fake_timer(times=(2.0, 1.5, 3.0), calls=None):
+    """Returns fixed quantiles (ms); calls fn once so the timed closure really runs."""
+
+    def timer(fn, grad_to_none=None):
+        fn()
+        for t in grad_to_none or ():
+            t.grad = None
+        if calls is not None:
+            calls.append(fn)
+        return times
+
+    return timer
+
+
+def parse(*argv):
+    return suite.add_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+
+
+# ---------------------------------------------------------------------------------------------
+# arithmetic
+
+
+def test_flops():
+    # 2*M*N*K per GEMM: forward 1, backward 2 (dx, dW), both 3
+    assert linear.flops(128, 10, 64, "forward") == 2 * 128 * 10 * 64 == 163840
+    assert linear.flops(128, 10, 64, "backward") == 2 * 163840
+    assert linear.flops(128, 10, 64, "forward+backward") == 3 * 163840
+    with pytest.raises(KeyError):
+        linear.flops(1, 1, 1, "sideways")
+
+
+def test_min_bytes():
+    M, N, K = 3, 5, 7
+    x, w, b, y = M * K, N * K, N, M * N  # 21, 35, 5, 15
+    assert linear.min_bytes(M, N, K, "forward", 2) == 2 * (x + w + b + y) == 152
+    # backward: read dy, W, x; write dx, dW, db
+    assert linear.min_bytes(M, N, K, "backward", 4) == 4 * (y + w + x + x + w + b) == 528
+    # both: read x, W, b, dy; write y, dx, dW, db
+    assert linear.min_bytes(M, N, K, "forward+backward", 2) == 2 * 2 * (x + w + b + y) == 304
+    assert linear.min_bytes(M, N, K, "forward", 2, bias=False) == 2 * (x + w + y)
+
+
+def test_rates_and_fractions():
+    """TFLOP/s, GB/s and fractions from a known time, with quantiles mirrored for rates."""
+    rec = harness.Recorder(ENV, fake_timer((2.0, 1.0, 4.0)))
+    rec.ceilings.update({"matmul:bf16": 100.0, "copy": 1000.0})
+    flops, nbytes = 4e9, 1e9  # 2 ms -> 2 TFLOP/s, 500 GB/s
+    rec.measure(lambda: None, op="linear", provider="tritonnet", mode="forward", shape="s",
+                dtype="fp16", layout="contiguous", flops=flops, nbytes=nbytes)
+    df = rec.frame().set_index("metric")
+    assert list(df.index) == ["time", "TFLOP/s", "GB/s"]
+    t, tf, gb = df.loc["time"], df.loc["TFLOP/s"], df.loc["GB/s"]
+    assert (t.p50, t.p20, t.p80, t.unit) == (2.0, 1.0, 4.0, "ms")
+    # the 20th percentile of a rate is the work over the 80th percentile of time
+    assert (tf.p50, tf.p20, tf.p80) == pytest.approx((2.0, 1.0, 4.0))
+    assert (gb.p50, gb.p20, gb.p80) == pytest.approx((500.0, 250.0, 1000.0))
+    # fp16 has no ceiling of its own here: bf16's is used, and named
+    assert tf.fraction_of_ceiling == pytest.approx(0.02) and tf.ceiling == "matmul:bf16"
+    assert gb.fraction_of_ceiling == pytest.approx(0.5) and gb.ceiling == "copy"
+    # floor = max(4e9 / 100e12 s, 1e9 / 1000e9 s) = max(0.04 ms, 1 ms) = 1 ms; 2 ms measured
+    assert t.fraction_of_ceiling == pytest.approx(0.5) and t.ceiling == "floor"
+
+
+def test_rel_err():
+    ref = torch.tensor([3.0, 4.0])
+    assert harness.rel_err(ref, ref) == 0
+    assert harness.rel_err(torch.tensor([3.0, 4.5]), ref) == pytest.approx(0.1)
+    assert harness.rel_err(torch.tensor([3.0, float("nan")]), ref) == math.inf
+    assert harness.rel_err(torch.ones(3), ref) == math.inf  # shape mismatch
+
+
+def test_precision_sets_tf32_on_both_flags_and_restores():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with harness.precision("fp32-tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    with harness.precision("fp32"):
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == saved
+
+
+def test_slug():
+    assert harness.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+# ---------------------------------------------------------------------------------------------
+# the CSV: schema and content from the real linear benchmark on CPU with a fake timer
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """linear on CPU (Triton's interpreter for tritonnet) with fake timers: rows and CSV."""
+    tmp_path = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    calls = []
+    rec = harness.Recorder(harness.environment("cpu"), fake_timer(calls=calls),
+                           loop=fake_timer((0.5, 0.4, 0.6)), csv_path=tmp_path / "results.csv",
+                           log=lambda *a: None)
+    rec.ceilings.update({"matmul:bf16": 500.0, "copy": 2000.0})
+    linear.run(rec, device="cpu", dtypes=["fp32", "bf16"], cases=TINY)
+    return rec, calls, tmp_path / "results.csv"
+
+
+def test_csv_schema(cpu_run):
+    rec, calls, csv = cpu_run
+    assert not rec.failures, rec.failures
+    df = pd.read_csv(csv)
+    assert list(df.columns[: len(REQUIRED)]) == REQUIRED
+    assert list(df.columns) == harness.COLUMNS + harness.EXTRA_COLUMNS
+    assert df[REQUIRED].notna().all().all()
+    assert set(df["metric"]) == {"rel_err", "first_call", "time", "TFLOP/s", "GB/s", "time_loop"}
+    assert set(df["provider"]) == {"tritonnet", "torch"}
+    assert set(df["mode"]) == {"forward", "backward", "forward+backward"}
+    assert set(df["dtype"]) == {"fp32", "bf16"}
+    assert set(df["shape"]) == {"M=37,K=70,N=45", "M=1,K=33,N=5"}
+    assert (df["layout"] == "contiguous").all() and (df["op"] == "linear").all()
+    assert (df["p20"] <= df["p50"]).all() and (df["p50"] <= df["p80"]).all()
+    # 2 cases x 2 dtypes x 2 providers: 2 check rows + 3 modes x 4 metrics each
+    assert len(df) == 2 * 2 * 2 * (2 + 3 * 4)
+    # every mode of every (case, dtype, provider) was timed, and really ran
+    assert len(calls) == 2 * 2 * 2 * 3
+    # the TFLOP/s row is flops over the (fake) 2 ms
+    row = df[(df["metric"] == "TFLOP/s") & (df["shape"] == "M=37,K=70,N=45")
+             & (df["mode"] == "backward")].iloc[0]
+    assert row["p50"] == pytest.approx(linear.flops(37, 45, 70, "backward") / 2e-3 / 1e12)
+    assert row["unit"] == "TFLOP/s" and row["ceiling"] == "matmul:bf16"
+
+
+def test_correctness_recorded(cpu_run):
+    rec, _, csv = cpu_run
+    df = pd.read_csv(csv)
+    checks = df[df["metric"] == "rel_err"]
+    assert len(checks) == 2 * 2 * 2 and (checks["check"] == "ok").all()
+    for dtype, tol in harness.TOLERANCE.items():
+        errs = checks.loc[checks["dtype"] == dtype, "p50"]
+        assert (errs <= tol).all() and (errs >= 0).all()
+    assert (df.loc[df["metric"] == "time", "rel_err"] >= 0).all()
+
+
+def test_wrong_provider_fails_loudly_and_is_not_timed(monkeypatch):
+    """The correctness gate can fail: a provider off by 1% is recorded FAIL, never timed."""
+    real = linear.make_provider
+
+    def make(name):
+        fn = real(name)
+        return (lambda x, w, b: fn(x, w, b) * 1.01) if name == "torch" else fn
+
+    monkeypatch.setattr(linear, "make_provider", make)
+    rec = harness.Recorder(ENV, fake_timer(), log=lambda *a: None)
+    linear.run(rec, device="cpu", dtypes=["fp32"], cases=TINY[:1])
+    df = rec.frame()
+    bad = df[df["provider"] == "torch"]
+    assert set(bad["metric"]) == {"rel_err", "first_call"} and (bad["check"] == "FAIL").all()
+    assert bad["rel_err"].iloc[0] == pytest.approx(0.01, rel=0.05)
+    assert len(rec.failures) == 1 and "torch" in rec.failures[0]
+    assert "relative error" in rec.failures[0]
+    table = harness.summary_table(df)
+    assert (table["check"] == "FAIL torch").all()
+
+
+def test_deadline_skips_cases():
+    rec = harness.Recorder(ENV, fake_timer(), log=lambda *a: None)
+    linear.run(rec, device="cpu", dtypes=["fp32"], cases=TINY, deadline=0.0)
+    assert rec.rows == [] and len(rec.skipped) == 2
+
+
+def test_select_cases():
+    assert [c.label for c in linear.select_cases(quick=True)] == [
+        "mlp.fc1", "lenet.fc1", "resnet.fc", "square4096"]
+    assert {c.label for c in linear.select_cases(shapes=["lenet"])} == {
+        "lenet.fc1", "lenet.fc2", "lenet.fc3"}
+    # the sizes the brief names: the MLP, LeNet-5's FC layers, ResNet's head, square GEMMs
+    sizes = {(c.M, c.K, c.N) for c in linear.CASES}
+    assert {(128, 64, 128), (128, 128, 64), (128, 64, 10), (128, 400, 120), (128, 120, 84),
+            (128, 84, 10), (128, 512, 1000), (4096, 4096, 4096)} <= sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# the plot step and the table
+
+
+def synthetic_frame():
+    rec = harness.Recorder(ENV, fake_timer())
+    rec.ceilings.update({"matmul:bf16": 700.0, "copy": 3000.0})
+    rec.add(op="ceiling", provider="torch", mode="matmul", shape="8192x8192x8192", dtype="bf16",
+            layout="contiguous", metric="TFLOP/s", p50=700.0, unit="TFLOP/s")
+    for label, (M, K, N) in {"a": (128, 64, 10), "b": (4096, 4096, 4096)}.items():
+        for p, ms in [("tritonnet", 0.02), ("torch", 0.01)]:
+            for mode in linear.MODES:
+                rec.timer = fake_timer((ms, ms * 0.9, ms * 1.2))
+                rec.measure(lambda: None, op="linear", provider=p, mode=mode,
+                            shape=f"M={M},K={K},N={N}", dtype="bf16", layout="contiguous",
+                            label=label, flops=linear.flops(M, N, K, mode),
+                            nbytes=linear.min_bytes(M, N, K, mode, 2))
+    return rec.frame()
+
+
+def test_plot_writes_png(tmp_path):
+    csv = tmp_path / "results.csv"
+    synthetic_frame().to_csv(csv, index=False)
+    paths = plot.plot_csv(csv)
+    assert paths == [tmp_path / "linear.png"]
+    data = paths[0].read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_plot_main_writes_table(tmp_path, capsys):
+    csv = tmp_path / "results.csv"
+    synthetic_frame().to_csv(csv, index=False)
+    assert plot.main([str(csv)]) == 0
+    text = (tmp_path / "table.txt").read_text()
+    assert "ratio" in text and len(text.splitlines()) == 1 + 6  # header + 2 cases x 3 modes
+    assert text.strip() in capsys.readouterr().out
+    assert (tmp_path / "linear.png").exists()
+
+
+def test_summary_table():
+    t = harness.summary_table(synthetic_frame())
+    assert list(t["mode"]) == ["fwd", "bwd", "fwd+bwd"] * 2  # run order, modes in order
+    assert t["ratio"].tolist() == pytest.approx([0.5] * 6)  # 0.02 ms against 0.01 ms
+    assert t["ours_us"].tolist() == pytest.approx([20.0] * 6)
+    assert (t["check"] == "ok").all()
+
+
+# ---------------------------------------------------------------------------------------------
+# the suite's entry points
+
+
+def test_arguments_defaults():
+    args = parse()
+    assert args.ops == ["linear"] and args.dtypes == ["bf16", "fp16", "fp32-tf32", "fp32"]
+    assert args.plot and not args.quick and args.out is None and args.providers is None
+    args = parse("--quick", "--no-plot", "--dtypes", "bf16", "--out", "x")
+    assert args.quick and not args.plot and args.dtypes == ["bf16"] and args.out == Path("x")
+
+
+def test_run_without_cuda_exits_with_message(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        suite.run(parse("--quick"))
+    assert "timings come from a GPU only; no CUDA device found" in str(e.value.code)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA exit status")
+def test_module_without_cuda_exit_status():
+    r = subprocess.run([sys.executable, "-m", "tritonnet.bench", "--quick"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "no CUDA device found" in r.stderr
+
+
+def test_suite_run_cpu_fake_timer(tmp_path):
+    """The whole run (ceilings, cases, CSV, env.json, table, plot) on CPU with a fake timer."""
+    args = parse("--shapes", "mlp.fc3", "--dtypes", "fp32", "--ceiling-size", "64",
+                 "--out", str(tmp_path), "--no-loop-timing")
+    rc = suite.run(args, device="cpu", timer=lambda fn, g=None: (0.01, 0.009, 0.012))
+    assert rc == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"results.csv", "env.json", "table.txt",
+                                                    "linear.png"}
+    df = pd.read_csv(tmp_path / "results.csv")
+    ceil = df[df["op"] == "ceiling"]
+    assert set(ceil["mode"]) == {"copy", "matmul"} and set(ceil["dtype"]) >= {"bf16", "fp32"}
+    assert "mlp.fc3" in (tmp_path / "table.txt").read_text()
+
+
+def test_gpu_session_script_parses():
+    r = subprocess.run(["bash", "-n", str(REPO / "bench" / "gpu_session.sh")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU
+
+
+@pytest.mark.gpu
+def test_quick_linear_benchmark_on_gpu(tmp_path):
+    """Ceilings, checks and timings of the small MLP layers in bf16, end to end on the GPU."""
+    args = parse("--quick", "--shapes", "mlp", "--dtypes", "bf16", "--out", str(tmp_path),
+                 "--rep", "20", "--warmup", "5", "--ceiling-size", "4096")
+    assert suite.run(args) == 0
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert (df.loc[df["metric"] == "rel_err", "check"] == "ok").all()
+    rates = df[(df["op"] == "linear") & (df["metric"] == "TFLOP/s")]
+    assert set(rates["provider"]) == {"tritonnet", "torch"}
+    assert len(rates) == 1 * 3 * 2  # --quick keeps one MLP layer (mlp.fc1): 3 modes x 2
+    assert (rates["p50"] > 0).all() and rates["p50"].map(math.isfinite).all()
+    ceilings = df[df["op"] == "ceiling"]
+    assert set(ceilings["mode"]) == {"copy", "matmul"} and (ceilings["p50"] > 0).all()
+    assert (tmp_path / "linear.png").exists()
+    assert os.path.getsize(tmp_path / "env.json") > 0
