@@ -58,6 +58,7 @@ def autocast_off(t: torch.Tensor):
 
 
 def cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
-    if t is None or dtype is None or not t.is_floating_point() or t.dtype == dtype:
+    """Autocast's cast: floating tensors other than float64 go to ``dtype`` (as torch's)."""
+    if t is None or dtype is None or not t.is_floating_point() or t.dtype in (dtype, torch.float64):
         return t
     return t.to(dtype)

@@ -1,0 +1,621 @@
+"""cross_entropy, nll_loss, mse_loss: reference vs torch for every option (outputs and
+gradients, float64), gradcheck through the reference, Triton kernels vs reference on shapes that
+hit every mask, NaN/Inf like torch, empty batches, autocast, modules and errors."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import tritonnet
+import tritonnet.functional as F
+from tests.helpers import DTYPES, HAS_CUDA, KERNEL_DEVICE, assert_close_rel
+from tritonnet import reference
+
+# the interpreter computes masked-out lanes too (exp/log of -inf there): numpy warns, harmlessly
+pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
+
+REDUCTIONS = ["none", "sum", "mean"]
+# input shapes: (C,), (N, C), (N, C, d1), (N, C, d1, d2)
+CE_SHAPES = [(5,), (4, 5), (2, 7, 3), (3, 6, 2, 3)]
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """New float tensors start as NaN, so an element a kernel forgets to write shows up."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def _nan(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: _nan(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _nan(empty_like(*a, **k)))
+
+
+def _classes(shape):
+    return shape[1] if len(shape) > 1 else shape[0]
+
+
+def _index_target(shape, ignore_index=None, device="cpu"):
+    """Random class indices for logits of ``shape``; some set to ignore_index if given, and
+    always some to class 2 (so an in-range ignore_index of 2 really ignores rows)."""
+    tshape = (shape[0], *shape[2:]) if len(shape) > 1 else ()
+    t = torch.randint(0, _classes(shape), tshape, device=device)
+    flat = t.view(-1)
+    flat[:: 3] = 2
+    if ignore_index is not None and flat.numel() > 1:
+        flat[1::4] = ignore_index
+    return t
+
+
+def _prob_target(shape, dtype=torch.float64, device="cpu"):
+    return torch.rand(shape, dtype=dtype, device=device).softmax(1 if len(shape) > 1 else 0)
+
+
+def _compare(ours_fn, ref_fn, inputs, grad_inputs, **tol):
+    """Outputs and the gradients of ``grad_inputs`` agree (same upstream gradient). NaN
+    matches NaN: a 'mean' over only ignored rows is 0/0 in torch too."""
+    tol.setdefault("equal_nan", True)
+    y, yr = ours_fn(*inputs), ref_fn(*inputs)
+    assert y.dtype == yr.dtype and y.shape == yr.shape
+    torch.testing.assert_close(y, yr, **tol)
+    if grad_inputs:
+        g = torch.randn_like(y)
+        gs = torch.autograd.grad(y, grad_inputs, g)
+        rs = torch.autograd.grad(yr, grad_inputs, g)
+        for a, r in zip(gs, rs):
+            torch.testing.assert_close(a, r, **tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference path against torch, float64, every option
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("ignore_index", [-100, 2])  # 2: in range, hits rows
+@pytest.mark.parametrize("shape", CE_SHAPES)
+def test_cross_entropy_index_reference(shape, ignore_index, weighted, eps, reduction):
+    tritonnet.set_backend("reference")
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    t = _index_target(shape, ignore_index)
+    w = torch.rand(_classes(shape), dtype=torch.float64) + 0.1 if weighted else None
+    kw = dict(weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=eps)
+    _compare(lambda x: F.cross_entropy(x, t, **kw), lambda x: TF.cross_entropy(x, t, **kw), [x], [x])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", CE_SHAPES)
+def test_cross_entropy_prob_reference(shape, weighted, eps, reduction):
+    """Probability targets: gradients for input, target and (torch differentiates it here)
+    the class weights."""
+    tritonnet.set_backend("reference")
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    p = _prob_target(shape).requires_grad_()
+    w = (torch.rand(_classes(shape), dtype=torch.float64) + 0.1).requires_grad_() if weighted else None
+    kw = dict(reduction=reduction, label_smoothing=eps)
+    _compare(
+        lambda x, p, w: F.cross_entropy(x, p, weight=w, **kw),
+        lambda x, p, w: TF.cross_entropy(x, p, weight=w, **kw),
+        [x, p, w], [x, p] + ([w] if weighted else []),
+    )
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("ignore_index", [-100, 2])
+@pytest.mark.parametrize("shape", CE_SHAPES)
+def test_nll_loss_reference(shape, ignore_index, weighted, reduction):
+    tritonnet.set_backend("reference")
+    x = torch.randn(shape, dtype=torch.float64).log_softmax(1 if len(shape) > 1 else 0)
+    x.requires_grad_()
+    t = _index_target(shape, ignore_index)
+    w = torch.rand(_classes(shape), dtype=torch.float64) + 0.1 if weighted else None
+    kw = dict(weight=w, ignore_index=ignore_index, reduction=reduction)
+    _compare(lambda x: F.nll_loss(x, t, **kw), lambda x: TF.nll_loss(x, t, **kw), [x], [x])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(
+    "x_shape,t_shape",
+    [((7,), (7,)), ((3, 4, 5), (3, 4, 5)), ((3, 1), (4,)), ((), ())],
+    ids=["1d", "3d", "broadcast", "0d"],
+)
+def test_mse_loss_reference(x_shape, t_shape, weighted, reduction):
+    """Gradients for input, target and weight; broadcasting (with torch's warning)."""
+    tritonnet.set_backend("reference")
+    x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(t_shape, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(x_shape, dtype=torch.float64, requires_grad=True) if weighted else None
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        y = F.mse_loss(x, t, reduction=reduction, weight=w)
+        yr = TF.mse_loss(x, t, reduction=reduction, weight=w)
+    # torch's broadcasting warning, from both (and pointing at the caller), or from neither
+    msgs = [(str(r.message), r.filename) for r in rec if "different to the input size" in str(r.message)]
+    assert len(msgs) == (2 if x_shape != t_shape else 0)
+    assert all(m == msgs[0][0] and f == __file__ for m, f in msgs)
+    assert y.shape == yr.shape and y.dtype == yr.dtype
+    torch.testing.assert_close(y, yr)
+    ins = [x, t] + ([w] if weighted else [])
+    g = torch.randn_like(y)
+    for a, r in zip(torch.autograd.grad(y, ins, g), torch.autograd.grad(yr, ins, g)):
+        torch.testing.assert_close(a, r)
+
+
+def test_label_smoothing_edges_reference():
+    """eps = 1 (uniform target), eps < 0 (ignored by torch), uint8 targets."""
+    tritonnet.set_backend("reference")
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 5, 2, 2])
+    p = _prob_target((4, 6))
+    for eps in (1.0, -0.3):
+        for tgt in (t, p):
+            _compare(
+                lambda x, tgt=tgt, eps=eps: F.cross_entropy(x, tgt, label_smoothing=eps),
+                lambda x, tgt=tgt, eps=eps: TF.cross_entropy(x, tgt, label_smoothing=eps), [x], [x],
+            )
+    tb = t.to(torch.uint8)
+    _compare(lambda x: F.cross_entropy(x, tb), lambda x: TF.cross_entropy(x, tb), [x], [x])
+    _compare(lambda x: F.nll_loss(x, tb), lambda x: TF.nll_loss(x, tb), [x], [x])
+
+
+def test_legacy_size_average_reduce():
+    tritonnet.set_backend("reference")
+    x, t = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    for sa, rd in [(False, None), (None, False), (True, True)]:
+        with pytest.warns(UserWarning, match="size_average and reduce"):
+            y = F.cross_entropy(x, t, size_average=sa, reduce=rd)
+            yn = F.nll_loss(x, t, size_average=sa, reduce=rd)
+            ym = F.mse_loss(x, x.flip(0), size_average=sa, reduce=rd)
+        with pytest.warns(UserWarning):
+            torch.testing.assert_close(y, TF.cross_entropy(x, t, size_average=sa, reduce=rd))
+            torch.testing.assert_close(yn, TF.nll_loss(x, t, size_average=sa, reduce=rd))
+            torch.testing.assert_close(ym, TF.mse_loss(x, x.flip(0), size_average=sa, reduce=rd))
+
+
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.float64, torch.float16)])
+def test_mixed_dtypes_promote_like_torch(dtypes):
+    """Probability targets and mse promote the result dtype as torch's arithmetic does."""
+    tritonnet.set_backend("reference")
+    a, b = dtypes
+    x = torch.randn(3, 5, dtype=a)
+    p = _prob_target((3, 5), dtype=b)
+    y, yr = F.cross_entropy(x, p), TF.cross_entropy(x, p)
+    assert y.dtype == yr.dtype
+    torch.testing.assert_close(y, yr, atol=1e-3, rtol=1e-3)  # fp16 targets on one side
+    y, yr = F.mse_loss(x, p, reduction="none"), TF.mse_loss(x, p, reduction="none")
+    assert y.dtype == yr.dtype
+    torch.testing.assert_close(y, yr)
+    xi = torch.arange(15).reshape(3, 5)  # an integer input promotes with a float target
+    torch.testing.assert_close(F.mse_loss(xi, p.to(a)), TF.mse_loss(xi, p.to(a)))
+
+
+# ---------------------------------------------------------------------------------------------
+# gradcheck of every custom backward (float64, reference)
+
+
+def test_gradcheck_cross_entropy():
+    tritonnet.set_backend("reference")
+    x = torch.randn(4, 5, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([[0, 4], [-100, 2], [2, 2], [1, 3]])
+    w = torch.rand(5, dtype=torch.float64) + 0.1
+    assert torch.autograd.gradcheck(
+        lambda x: F.cross_entropy(x, t, weight=w, label_smoothing=0.1), (x,)
+    )
+    p = _prob_target((4, 5, 2)).requires_grad_()
+    wg = w.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, p, w: F.cross_entropy(x, p, weight=w, label_smoothing=0.3, reduction="sum"),
+        (x, p, wg),
+    )
+
+
+def test_gradcheck_nll_and_mse():
+    tritonnet.set_backend("reference")
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 4, -100, 2])
+    w = torch.rand(5, dtype=torch.float64) + 0.1
+    assert torch.autograd.gradcheck(lambda x: F.nll_loss(x, t, weight=w), (x,))
+    assert torch.autograd.gradcheck(lambda x: F.nll_loss(x, t, reduction="none"), (x,))
+    y = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    wm = torch.rand(4, 5, dtype=torch.float64, requires_grad=True)
+    for red in REDUCTIONS:
+        fn = lambda x, y, w, red=red: F.mse_loss(x, y, reduction=red, weight=w)
+        assert torch.autograd.gradcheck(fn, (x, y, wm))
+        assert torch.autograd.gradcheck(lambda x, y, red=red: F.mse_loss(x, y, reduction=red), (x, y))
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton kernels against the reference primitives
+
+# (N, C, R): interpreter blocks hold at most 32 classes and 16 rows
+KERNEL_SHAPES = [
+    (3, 1, 1),  # one class
+    (5, 7, 1),  # odd C, rows packed in one program, a partial row block
+    (2, 32, 1),  # C exactly one block
+    (3, 70, 1),  # C over two blocks + a remainder: the multi-block loop
+    (2, 9, 3),  # spatial: strided class axis, odd sizes
+    (2, 45, 5),  # spatial and multi-block
+    (17, 3, 1),  # 17 rows: one full row block and a partial one
+]
+# (probability target, weighted, label smoothing); index targets also carry ignored rows
+CE_OPTIONS = [(False, False, 0.0), (False, True, 0.1), (True, False, 0.0), (True, True, 0.2)]
+
+
+def _ce_inputs(shape, prob, weighted, dtype, device=KERNEL_DEVICE):
+    N, C, R = shape
+    x = (3 * torch.randn(shape, device=device)).to(dtype)
+    if prob:
+        t = torch.rand(shape, device=device).softmax(1)
+    else:
+        t = torch.randint(0, C, (N, R), device=device)
+        t.view(-1)[1::4] = -100
+    w = (torch.rand(C, device=device) + 0.1).to(dtype) if weighted else None
+    return x, t, w
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("prob,weighted,eps", CE_OPTIONS)
+@pytest.mark.parametrize("shape", KERNEL_SHAPES)
+def test_cross_entropy_kernels_match_reference(shape, prob, weighted, eps, dtype, tol, poison):
+    from tritonnet import kernels
+
+    x, t, w = _ce_inputs(shape, prob, weighted, dtype)
+    loss, lse, wsum = kernels.cross_entropy_forward(x, t, w, -100, eps)
+    ref = reference.cross_entropy_forward(x, t, w, -100, eps)
+    assert loss.dtype == torch.float32 and loss.shape == (shape[0], shape[2])
+    # row values are fp32 from the same (rounded) inputs on both sides: fp32 tolerance
+    for a, r, what in zip((loss, lse, wsum), ref, ("loss", "lse", "S")):
+        assert_close_rel(a, r, 1e-5, what)
+    g = torch.rand(shape[0], shape[2], device=KERNEL_DEVICE)
+    _, rlse, rwsum = ref
+    dx = kernels.cross_entropy_backward(g, x, t, w, rlse, rwsum, -100, eps)
+    assert dx.dtype == dtype
+    assert_close_rel(dx, reference.cross_entropy_backward(g, x, t, w, rlse, rwsum, -100, eps), tol, "dx")
+    if prob:
+        dt = kernels.cross_entropy_target_grad(g, x, w, rlse, eps)
+        assert_close_rel(dt, reference.cross_entropy_target_grad(g, x, w, rlse, eps), 1e-5, "dp")
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES)
+def test_nll_loss_kernels_match_reference(shape, weighted, dtype, tol, poison):
+    from tritonnet import kernels
+
+    x, t, w = _ce_inputs(shape, False, weighted, dtype)
+    loss = kernels.nll_loss_forward(x, t, w, -100)
+    assert loss.dtype == torch.float32
+    # a gather and one product: exact up to fp32 rounding
+    assert_close_rel(loss, reference.nll_loss_forward(x, t, w, -100), 1e-6, "loss")
+    g = torch.randn(shape[0], shape[2], device=KERNEL_DEVICE)
+    dx = kernels.nll_loss_backward(g, t, w, -100, shape[1], dtype)
+    assert dx.dtype == dtype
+    assert_close_rel(dx, reference.nll_loss_backward(g, t, w, -100, shape[1], dtype), tol, "dx")
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n", [1, 255, 700])  # one element; under / over the interpreter block
+def test_mse_kernels_match_reference(n, weighted, dtype, tol, poison):
+    from tritonnet import kernels
+
+    x, t = (torch.randn(n, device=KERNEL_DEVICE).to(dtype) for _ in range(2))
+    w = torch.rand(n, device=KERNEL_DEVICE).to(dtype) if weighted else None
+    s = kernels.mse_loss_forward(x, t, w, True)
+    assert s.dtype == torch.float32 and s.shape == ()
+    assert_close_rel(s, reference.mse_loss_forward(x, t, w, True), 1e-5, "sum")  # fp32 sums
+    e = kernels.mse_loss_forward(x, t, w, False)
+    assert_close_rel(e, reference.mse_loss_forward(x, t, w, False), tol, "elementwise")
+    for g, reduce in [(torch.randn((), device=KERNEL_DEVICE), True), (torch.randn_like(x), False)]:
+        dx = kernels.mse_loss_backward(g, x, t, w, reduce)
+        assert_close_rel(dx, reference.mse_loss_backward(g, x, t, w, reduce), tol, f"dx {reduce=}")
+
+
+def test_interpreter_blocks_reach_the_multi_block_path():
+    from tritonnet.kernels.softmax import row_tile
+
+    if HAS_CUDA:
+        pytest.skip("GPU blocks are larger; test_cross_entropy_long_rows_gpu covers them")
+    assert row_tile(3, 70, 1)[1] < 70 and row_tile(10, 45, 5)[1] < 45
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("prob,weighted,eps", CE_OPTIONS)
+@pytest.mark.parametrize("shape", [(8, 10000, 1), (2, 5000, 3), (1000, 10, 1)])
+def test_cross_entropy_long_rows_gpu(shape, prob, weighted, eps):
+    from tritonnet import kernels
+
+    x, t, w = _ce_inputs(shape, prob, weighted, torch.float32)
+    out = kernels.cross_entropy_forward(x, t, w, -100, eps)
+    ref = reference.cross_entropy_forward(x, t, w, -100, eps)
+    for a, r in zip(out, ref):
+        assert_close_rel(a, r, 1e-5)
+    g = torch.rand(shape[0], shape[2], device="cuda")
+    assert_close_rel(
+        kernels.cross_entropy_backward(g, x, t, w, ref[1], ref[2], -100, eps),
+        reference.cross_entropy_backward(g, x, t, w, ref[1], ref[2], -100, eps), 1e-5,
+    )
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_triton_backend_end_to_end(dtype, tol):
+    """The functional losses (forward + autograd) on the Triton backend against torch in fp32."""
+    tritonnet.set_backend("triton")
+    dev = KERNEL_DEVICE
+    shape = (3, 40, 2)
+    x = torch.randn(shape, device=dev).to(dtype).requires_grad_()
+    t = _index_target(shape, -100, device=dev)
+    w = (torch.rand(40, device=dev) + 0.1).to(dtype)
+    p = _prob_target(shape, torch.float32, dev)
+    lp = torch.randn(shape, device=dev).log_softmax(1).to(dtype).requires_grad_()
+    y = torch.randn(shape, device=dev).to(dtype)
+    # (loss, its input, the result dtype): a fp32 probability target promotes the result
+    cases = [
+        (lambda f, x: f.cross_entropy(x, t, weight=w, label_smoothing=0.1), x, dtype),
+        (lambda f, x: f.cross_entropy(x, p, reduction="sum"), x, torch.float32),
+        (lambda f, x: f.nll_loss(x, t, weight=w, reduction="none"), lp, dtype),
+        (lambda f, x: f.mse_loss(x, y), x, dtype),
+    ]
+    for fn, inp, out_dtype in cases:
+        out = fn(F, inp)
+        (g,) = torch.autograd.grad(out, inp, torch.ones_like(out))
+        ir = inp.detach().float().requires_grad_()
+        ref = fn(_Fp32(TF), ir)
+        (gr,) = torch.autograd.grad(ref, ir, torch.ones_like(ref))
+        assert out.dtype == out_dtype and g.dtype == dtype
+        assert_close_rel(out, ref, tol, "loss")
+        assert_close_rel(g, gr, tol, "grad")
+
+
+class _Fp32:
+    """torch.nn.functional with every tensor argument in fp32 (the comparison's reference)."""
+
+    def __init__(self, mod):
+        self.mod = mod
+
+    def __getattr__(self, name):
+        fn = getattr(self.mod, name)
+
+        def call(*args, **kw):
+            up = lambda a: a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+            return fn(*[up(a) for a in args], **{k: up(v) for k, v in kw.items()})
+
+        return call
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN / Inf, empty batches, ignored everything
+
+
+def _special_logits(C):
+    inf, nan = float("inf"), float("nan")
+    x = torch.randn(6, C)
+    x[0, 1] = -inf  # -inf on a non-target class: finite loss
+    x[1, 0] = -inf  # -inf on the target: loss inf
+    x[2, 2] = inf  # +inf: NaN
+    x[3, 1] = nan  # NaN in a row that is ignored: loss 0
+    x[4, 3] = nan  # NaN in a counted row: NaN
+    x[5, : C // 2] = -inf  # a first block of -inf: the running max must not start from 0
+    x[5, C // 2 :] = -200.0 - torch.rand(C - C // 2)
+    return x
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("C", [5, 70])
+def test_nan_inf_like_torch(C, eps, backend):
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x = _special_logits(C).to(dev).requires_grad_()
+    t = torch.tensor([0, 0, 0, -100, 0, C - 1], device=dev)
+    for red in REDUCTIONS:
+        y = F.cross_entropy(x, t, reduction=red, label_smoothing=eps)
+        yr = TF.cross_entropy(x, t, reduction=red, label_smoothing=eps)
+        torch.testing.assert_close(y, yr, equal_nan=True)
+    # gradients of the finite rows (torch's own NaN rows give NaN gradients on both sides)
+    rows = [0, 5] if eps == 0 else [5]
+    xf = x.detach()[rows].requires_grad_()
+    tf_ = t[rows]
+    _compare(
+        lambda x: F.cross_entropy(x, tf_, reduction="sum", label_smoothing=eps),
+        lambda x: TF.cross_entropy(x, tf_, reduction="sum", label_smoothing=eps), [xf], [xf],
+    )
+    # probability targets: 0 * -inf is NaN in torch's formula, and in ours
+    p = torch.rand(6, C, device=dev).softmax(1)
+    p[0, 1] = 0.0
+    torch.testing.assert_close(
+        F.cross_entropy(x, p, reduction="none"), TF.cross_entropy(x, p, reduction="none"), equal_nan=True
+    )
+    lp = x.detach().log_softmax(1)
+    torch.testing.assert_close(
+        F.nll_loss(lp, t, reduction="none"), TF.nll_loss(lp, t, reduction="none"), equal_nan=True
+    )
+    y = torch.randn(6, C, device=dev)
+    torch.testing.assert_close(F.mse_loss(x, y), TF.mse_loss(x, y), equal_nan=True)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_empty_and_all_ignored_like_torch(backend):
+    """mean of nothing is NaN, sum 0, none empty; all rows ignored: mean NaN, sum 0."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cases = [
+        (torch.randn(0, 5, device=dev), torch.zeros(0, dtype=torch.long, device=dev)),
+        (torch.randn(2, 5, 0, 2, device=dev), torch.zeros(2, 0, 2, dtype=torch.long, device=dev)),
+        (torch.randn(3, 5, device=dev), torch.full((3,), -100, device=dev)),
+        (torch.randn(0, 5, device=dev), torch.rand(0, 5, device=dev)),
+        (torch.randn(2, 0, device=dev), torch.rand(2, 0, device=dev)),  # zero classes
+    ]
+    for x, t in cases:
+        for red in REDUCTIONS:
+            torch.testing.assert_close(
+                F.cross_entropy(x, t, reduction=red), TF.cross_entropy(x, t, reduction=red), equal_nan=True
+            )
+            if not t.is_floating_point():
+                torch.testing.assert_close(
+                    F.nll_loss(x, t, reduction=red), TF.nll_loss(x, t, reduction=red), equal_nan=True
+                )
+    e = torch.randn(0, 3, device=dev)
+    for red in REDUCTIONS:
+        torch.testing.assert_close(
+            F.mse_loss(e, e, reduction=red), TF.mse_loss(e, e, reduction=red), equal_nan=True
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# autocast, modules
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_cpu_runs_fp32_like_torch(dtype):
+    tritonnet.set_backend("reference")
+    x = torch.randn(4, 6).to(dtype)
+    t = torch.tensor([0, 5, 1, 2])
+    w = torch.rand(6).to(dtype)
+    wm = w.expand(4, 6)
+    with torch.autocast("cpu", dtype=dtype):
+        pairs = [
+            (F.cross_entropy(x, t, weight=w), TF.cross_entropy(x, t, weight=w)),
+            (F.nll_loss(x, t), TF.nll_loss(x, t)),
+            (F.mse_loss(x, x.flip(0)), TF.mse_loss(x, x.flip(0))),
+            (F.mse_loss(x, x.flip(0), weight=wm), TF.mse_loss(x, x.flip(0), weight=wm)),
+        ]
+    for ours, ref in pairs:
+        assert ours.dtype == ref.dtype
+        # torch's CPU cross_entropy rounds its log_softmax to bf16/fp16 before the fp32 nll
+        assert_close_rel(ours, ref, 1.6e-2)
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        ("CrossEntropyLoss", dict(weight=torch.rand(5), ignore_index=3, label_smoothing=0.1)),
+        ("CrossEntropyLoss", dict(reduction="sum")),
+        ("CrossEntropyLoss", dict()),
+        ("NLLLoss", dict(weight=torch.rand(5), reduction="none")),
+        ("MSELoss", dict(reduction="sum")),
+    ],
+)
+def test_modules_match_torch(cls, kwargs):
+    ours = getattr(tritonnet.nn, cls)(**kwargs)
+    ref = getattr(torch.nn, cls)(**kwargs)
+    assert repr(ours) == repr(ref)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ref2 = getattr(torch.nn, cls)(**kwargs)
+    ref2.load_state_dict(ours.state_dict())  # checkpoints move both ways
+    ours.load_state_dict(ref.state_dict())
+    for k in ref.state_dict():
+        torch.testing.assert_close(ours.state_dict()[k], ref.state_dict()[k])
+    x = torch.randn(4, 5, requires_grad=True)
+    t = torch.randn(4, 5) if cls == "MSELoss" else torch.tensor([0, 3, 4, 1])
+    if cls == "NLLLoss":
+        x = x.detach().log_softmax(1).requires_grad_()
+    _compare(ours, ref, [x, t], [x])
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: torch's exception type for the same mistake, with the offending values
+
+_x = torch.randn(3, 5)
+_t = torch.tensor([0, 1, 2])
+_L = torch.long
+# (function, args, kwargs, exception, message pattern)
+ERRORS = [
+    # class index out of range (torch's CPU kernels raise IndexError)
+    ("cross_entropy", (_x, torch.tensor([0, 1, 5])), {}, IndexError, "Target 5 is out of bounds"),
+    ("cross_entropy", (_x, torch.tensor([0, -1, 2])), {}, IndexError, "Target -1 is out of bounds"),
+    ("nll_loss", (torch.randn(2, 5, 3, 3), torch.full((2, 3, 3), 9)), {}, IndexError, "Target 9"),
+    ("cross_entropy", (_x, torch.tensor([0, 1, 5])), {"reduction": "none", "label_smoothing": 0.1},
+     IndexError, "Target 5"),
+    # target shape
+    ("cross_entropy", (_x, torch.tensor([0, 1])), {},
+     ValueError, r"batch_size \(3\) to match target batch_size \(2\)"),
+    ("nll_loss", (torch.randn(2, 5, 3), torch.zeros(2, 4, dtype=_L)), {},
+     RuntimeError, r"Expected target size \[2, 3\], got \[2, 4\]"),
+    ("cross_entropy", (torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 5, dtype=_L)), {},
+     RuntimeError, r"size mismatch.*\[2, 4, 5\]"),
+    ("nll_loss", (_x, torch.zeros(3, 4, dtype=_L)), {}, RuntimeError, "0D or 1D target"),
+    ("cross_entropy", (torch.randn(5), torch.tensor([1, 2])), {}, ValueError, "target size: 2"),
+    ("nll_loss", (torch.tensor(1.0), torch.tensor(0)), {}, ValueError, r"1 or more dimensions \(got 0\)"),
+    ("cross_entropy", (_x, torch.rand(3, 4)), {}, RuntimeError, "0D or 1D target"),
+    # weight
+    ("cross_entropy", (_x, _t), {"weight": torch.ones(4)}, RuntimeError, r"all 5 classes.*\[4\]"),
+    ("nll_loss", (_x, _t), {"weight": torch.ones(5, 1)}, RuntimeError, r"all 5 classes.*\[5, 1\]"),
+    ("cross_entropy", (_x, torch.rand(3, 5)), {"weight": torch.ones(4)},
+     RuntimeError, r"all 5 classes.*\[4\]"),
+    ("cross_entropy", (_x, _t), {"weight": torch.ones(5, dtype=torch.float64)},
+     RuntimeError, "Float but found Double"),
+    ("nll_loss", (_x, _t), {"weight": torch.ones(5, requires_grad=True)},
+     RuntimeError, "not differentiable with respect to argument 'weight'"),
+    # dtypes
+    ("cross_entropy", (torch.ones(3, 5, dtype=_L), _t), {}, NotImplementedError, "Long"),
+    ("nll_loss", (torch.ones(3, 5, dtype=_L), _t), {}, NotImplementedError, "Long"),
+    ("mse_loss", (torch.ones(3, dtype=_L), torch.ones(3, dtype=_L)), {}, NotImplementedError, "Long"),
+    ("cross_entropy", (_x, torch.tensor([0.0, 1.0, 2.0])), {}, RuntimeError, "Long or Byte, but got Float"),
+    ("nll_loss", (_x, _t.int()), {}, RuntimeError, "Long or Byte, but got Int"),
+    ("cross_entropy", (_x, torch.ones(3, 5, dtype=_L)), {}, RuntimeError, "class probabilities, got Long"),
+    # options
+    ("cross_entropy", (_x, _t), {"reduction": "avg"}, ValueError, "avg is not a valid value for reduction"),
+    ("nll_loss", (_x, _t), {"reduction": "avg"}, ValueError, "avg is not a valid"),
+    ("mse_loss", (_x, _x), {"reduction": "avg"}, ValueError, "avg is not a valid"),
+    ("mse_loss", (_x, _x), {"reduction": "avg", "weight": torch.ones(3, 5)}, ValueError, "avg"),
+    ("cross_entropy", (_x, _t), {"label_smoothing": 1.1}, RuntimeError, "between 0.0 and 1.0. Got: 1.1"),
+    ("cross_entropy", (_x, torch.rand(3, 5)), {"ignore_index": 1},
+     RuntimeError, r"not supported for floating point target \(got 1\)"),
+    # mse shapes
+    ("mse_loss", (torch.ones(3), torch.ones(4)), {}, RuntimeError, r"size of tensor a \(3\) must match"),
+    ("mse_loss", (torch.ones(3), torch.ones(3)), {"weight": torch.ones(2)},
+     ValueError, r"same size \(weight \(2,\)"),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using a target size")
+@pytest.mark.parametrize(
+    "name,args,kwargs,exc,match", ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(ERRORS)]
+)
+def test_errors_like_torch(name, args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        getattr(F, name)(*args, **kwargs)
+    with pytest.raises(exc):  # torch raises the same type for the same mistake
+        getattr(TF, name)(*args, **kwargs)
+
+
+def test_kernels_never_see_out_of_range_targets(monkeypatch):
+    """Validation happens before any primitive runs (nothing reaches a kernel)."""
+    def boom(*a, **k):
+        raise AssertionError("a primitive ran")
+
+    for name in ("cross_entropy_forward", "nll_loss_forward"):
+        monkeypatch.setattr(reference, name, boom)
+    tritonnet.set_backend("reference")
+    for fn in (F.cross_entropy, F.nll_loss):
+        with pytest.raises(IndexError):
+            fn(_x, torch.tensor([0, 7, 1]))
+
+
+def test_custom_ops_pass_opcheck():
+    """Schemas, fake (meta) implementations and autograd registration of the loss ops agree
+    with what the ops really return (what torch.compile relies on)."""
+    from tritonnet.ops import loss as ops
+
+    tritonnet.set_backend("reference")
+    x = torch.randn(3, 6, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([[0, 5], [-100, 2], [3, 3]])
+    p = _prob_target((3, 6, 2)).requires_grad_()
+    w = torch.rand(6, dtype=torch.float64) + 0.1
+    wm = torch.rand(3, 6, 2, dtype=torch.float64, requires_grad=True)
+    for op, args in [
+        (ops.cross_entropy, (x, t, w, -100, 0.1)),
+        (ops.cross_entropy, (x, p, w.clone().requires_grad_(), -100, 0.2)),
+        (ops.nll_loss, (x, t, w, -100)),
+        (ops.mse_loss, (x, p, None, True)),
+        (ops.mse_loss, (x, p, wm, False)),
+    ]:
+        torch.library.opcheck(op, args)

@@ -1,0 +1,76 @@
+"""dropout / dropout2d: forward, in-place forward and backward as custom ops.
+
+``feature`` selects dropout2d (one draw per (n, c) channel) over dropout (one per element).
+Derivation (s = 1/(1-p), m the 0/1 keep mask drawn from ``seed``):
+  y  = x * m * s                       (dropout_forward / dropout2d_forward)
+  dx = dy * m * s                      (dropout_backward: the same map applied to dy)
+No mask is saved: the backward regenerates it from (seed, p), so a dropout layer keeps no
+activation-sized tensor for autograd (torch saves a bool mask). The mask of a seed depends on
+the shape only, not on the layout, so dy may arrive in any layout. The backward is linear in dy
+with the same mask, so its own backward is itself (double backward works).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..backend import backend_for
+
+
+def _forward(prims, feature):
+    return prims.dropout2d_forward if feature else prims.dropout_forward
+
+
+def _backward_prim(prims, feature):
+    return prims.dropout2d_backward if feature else prims.dropout_backward
+
+
+# The seed travels as a 0-d int64 CPU tensor, read inside the op: torch.compile then traces
+# the draw (torch.randint) and the op without a graph break on .item().
+
+
+@torch.library.custom_op("tritonnet::dropout", mutates_args=())
+def dropout(input: Tensor, p: float, seed: Tensor, feature: bool) -> Tensor:
+    return _forward(backend_for(input), feature)(input, p, int(seed))
+
+
+@dropout.register_fake
+def _(input, p, seed, feature):
+    return torch.empty_like(input)
+
+
+@torch.library.custom_op("tritonnet::dropout_", mutates_args=("input",))
+def dropout_(input: Tensor, p: float, seed: Tensor, feature: bool) -> None:
+    """In place, for inference: no autograd (the functional layer routes grad-requiring inputs
+    through the out-of-place op and copies back)."""
+    _forward(backend_for(input), feature)(input, p, int(seed), out=input)
+
+
+@dropout_.register_fake
+def _(input, p, seed, feature):
+    return None
+
+
+@torch.library.custom_op("tritonnet::dropout_backward", mutates_args=())
+def dropout_backward(grad_output: Tensor, p: float, seed: Tensor, feature: bool) -> Tensor:
+    return _backward_prim(backend_for(grad_output), feature)(grad_output, p, int(seed))
+
+
+@dropout_backward.register_fake
+def _(grad_output, p, seed, feature):
+    return torch.empty_like(grad_output)
+
+
+def _setup(ctx, inputs, output):
+    _, ctx.p, seed, ctx.feature = inputs
+    ctx.save_for_backward(seed)
+
+
+def _backward(ctx, grad):
+    (seed,) = ctx.saved_tensors
+    return dropout_backward(grad, ctx.p, seed, ctx.feature), None, None, None
+
+
+dropout.register_autograd(_backward, setup_context=_setup)
+dropout_backward.register_autograd(_backward, setup_context=_setup)

@@ -1,0 +1,204 @@
+"""cross_entropy, nll_loss and mse_loss as custom ops with their backward.
+
+The ops return per-row (per-element for mse) losses in fp32 (fp64 for fp64 input); the
+functional layer reduces them with torch ops, so autograd hands each backward the gradient
+of every row (1/denominator for 'mean', 1 for 'sum', the incoming gradient for 'none').
+
+cross_entropy (x: (N, C, R) logits, q the row's target distribution, w class weights,
+lse = log sum exp x, S = sum_c w_c q_c, g the row's gradient):
+  loss = sum_c w_c q_c (lse - x_c)
+  dx_c = g * (softmax(x)_c * S - w_c q_c)                (cross_entropy_backward)
+  dp_c = -(1 - eps) * w_c * (x_c - lse) * g              (probability targets)
+  dw_c = sum_rows g * q_c * (lse - x_c)                  (probability targets; torch's
+                                                          index-target path has no dw)
+nll_loss (x: log-probabilities):  loss = -w_t x_t,  dx = -w_t g at class t, 0 elsewhere
+mse_loss:  loss = w (x - t)^2,  dx = 2 w (x - t) g,  dt = -dx,  dw = (x - t)^2 g
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..backend import backend_for
+
+
+def _row_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# cross_entropy
+
+
+@torch.library.custom_op("tritonnet::cross_entropy", mutates_args=())
+def cross_entropy(
+    input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, label_smoothing: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (row losses, row lse, row S), each (N, R)."""
+    return backend_for(input).cross_entropy_forward(input, target, weight, ignore_index, label_smoothing)
+
+
+@cross_entropy.register_fake
+def _(input, target, weight, ignore_index, label_smoothing):
+    N, _, R = input.shape
+    return tuple(input.new_empty((N, R), dtype=_row_dtype(input.dtype)) for _ in range(3))
+
+
+@torch.library.custom_op("tritonnet::cross_entropy_backward", mutates_args=())
+def cross_entropy_backward(
+    grad: Tensor, input: Tensor, target: Tensor, weight: Optional[Tensor], lse: Tensor,
+    wsum: Tensor, ignore_index: int, label_smoothing: float,
+) -> Tensor:
+    return backend_for(input).cross_entropy_backward(
+        grad, input, target, weight, lse, wsum, ignore_index, label_smoothing
+    )
+
+
+@cross_entropy_backward.register_fake
+def _(grad, input, target, weight, lse, wsum, ignore_index, label_smoothing):
+    return torch.empty_like(input)
+
+
+@torch.library.custom_op("tritonnet::cross_entropy_target_grad", mutates_args=())
+def cross_entropy_target_grad(
+    grad: Tensor, input: Tensor, weight: Optional[Tensor], lse: Tensor, label_smoothing: float
+) -> Tensor:
+    return backend_for(input).cross_entropy_target_grad(grad, input, weight, lse, label_smoothing)
+
+
+@cross_entropy_target_grad.register_fake
+def _(grad, input, weight, lse, label_smoothing):
+    return input.new_empty(input.shape, dtype=_row_dtype(input.dtype))
+
+
+def _ce_setup(ctx, inputs, output):
+    input, target, weight, ignore_index, label_smoothing = inputs
+    ctx.ignore_index, ctx.label_smoothing = ignore_index, label_smoothing
+    ctx.save_for_backward(input, target, weight, output[1], output[2])
+
+
+def _ce_backward(ctx, grad, _grad_lse, _grad_wsum):
+    input, target, weight, lse, wsum = ctx.saved_tensors
+    eps = ctx.label_smoothing
+    need_x, need_t, need_w = ctx.needs_input_grad[:3]
+    grad_input = grad_target = grad_weight = None
+    if need_x:
+        grad_input = cross_entropy_backward(
+            grad, input, target, weight, lse, wsum, ctx.ignore_index, eps
+        )
+    if need_t:  # probability targets only (index targets are integer tensors)
+        grad_target = cross_entropy_target_grad(grad, input, weight, lse, eps).to(target.dtype)
+    if need_w:  # probability targets only (the functional layer refuses it for indices)
+        # g * (lse - x_c), summed over rows after weighting by q_c
+        g_nlogp = cross_entropy_target_grad(grad, input, None, lse, 0.0)
+        q = target.to(g_nlogp.dtype)
+        if eps > 0:
+            q = q * (1 - eps) + eps / input.shape[1]
+        grad_weight = (q * g_nlogp).sum((0, 2)).to(weight.dtype)
+    return grad_input, grad_target, grad_weight, None, None
+
+
+cross_entropy.register_autograd(_ce_backward, setup_context=_ce_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# nll_loss
+
+
+@torch.library.custom_op("tritonnet::nll_loss", mutates_args=())
+def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int) -> Tensor:
+    """-> row losses (N, R)."""
+    return backend_for(input).nll_loss_forward(input, target, weight, ignore_index)
+
+
+@nll_loss.register_fake
+def _(input, target, weight, ignore_index):
+    return input.new_empty(target.shape, dtype=_row_dtype(input.dtype))
+
+
+@torch.library.custom_op("tritonnet::nll_loss_backward", mutates_args=())
+def nll_loss_backward(
+    grad: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, num_classes: int,
+    dtype: torch.dtype,
+) -> Tensor:
+    return backend_for(grad).nll_loss_backward(grad, target, weight, ignore_index, num_classes, dtype)
+
+
+@nll_loss_backward.register_fake
+def _(grad, target, weight, ignore_index, num_classes, dtype):
+    N, R = target.shape
+    return grad.new_empty((N, num_classes, R), dtype=dtype)
+
+
+def _nll_setup(ctx, inputs, output):
+    input, target, weight, ignore_index = inputs
+    ctx.ignore_index, ctx.num_classes, ctx.dtype = ignore_index, input.shape[1], input.dtype
+    ctx.save_for_backward(target, weight)
+
+
+def _nll_backward(ctx, grad):
+    target, weight = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = nll_loss_backward(
+            grad, target, weight, ctx.ignore_index, ctx.num_classes, ctx.dtype
+        )
+    return grad_input, None, None, None
+
+
+nll_loss.register_autograd(_nll_backward, setup_context=_nll_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# mse_loss
+
+
+@torch.library.custom_op("tritonnet::mse_loss", mutates_args=())
+def mse_loss(input: Tensor, target: Tensor, weight: Optional[Tensor], reduce: bool) -> Tensor:
+    """input, target, weight of one shape and dtype -> the 0-d sum (reduce) or elementwise loss."""
+    return backend_for(input).mse_loss_forward(input, target, weight, reduce)
+
+
+@mse_loss.register_fake
+def _(input, target, weight, reduce):
+    if reduce:
+        return input.new_empty((), dtype=_row_dtype(input.dtype))
+    return input.new_empty(input.shape)
+
+
+@torch.library.custom_op("tritonnet::mse_loss_backward", mutates_args=())
+def mse_loss_backward(
+    grad: Tensor, input: Tensor, target: Tensor, weight: Optional[Tensor], reduce: bool
+) -> Tensor:
+    return backend_for(input).mse_loss_backward(grad, input, target, weight, reduce)
+
+
+@mse_loss_backward.register_fake
+def _(grad, input, target, weight, reduce):
+    return input.new_empty(input.shape)
+
+
+def _mse_setup(ctx, inputs, output):
+    input, target, weight, reduce = inputs
+    ctx.reduce = reduce
+    ctx.save_for_backward(input, target, weight)
+
+
+def _mse_backward(ctx, grad):
+    input, target, weight = ctx.saved_tensors
+    need_x, need_t, need_w = ctx.needs_input_grad[:3]
+    grad_input = grad_target = grad_weight = None
+    if need_x or need_t:
+        dx = mse_loss_backward(grad, input, target, weight, ctx.reduce)
+        grad_input = dx if need_x else None
+        grad_target = -dx if need_t else None
+    if need_w:
+        se = mse_loss(input, target, None, False)
+        grad_weight = (se.to(grad.dtype) * grad).to(weight.dtype)
+    return grad_input, grad_target, grad_weight, None
+
+
+mse_loss.register_autograd(_mse_backward, setup_context=_mse_setup)

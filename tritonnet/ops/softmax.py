@@ -1,0 +1,49 @@
+"""softmax / log_softmax over dim 1 of an (outer, C, inner) tensor: forward and backward as
+custom ops.
+
+Derivation (one row x, y = softmax(x), J = dy/dx = diag(y) - y y^T, J symmetric):
+  softmax      dx = J dy = y * dy - y * sum(y * dy) = y * (dy - sum(dy * y))
+  log_softmax  y = x - lse(x), d lse/dx = softmax(x) = exp(y)
+               dx = dy - exp(y) * sum(dy)
+Both use only the saved output y, never the input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..backend import backend_for
+
+
+@torch.library.custom_op("tritonnet::softmax", mutates_args=())
+def softmax(input: Tensor, log: bool) -> Tensor:
+    return backend_for(input).softmax_forward(input, log)
+
+
+@softmax.register_fake
+def _(input, log):
+    return torch.empty_like(input)
+
+
+@torch.library.custom_op("tritonnet::softmax_backward", mutates_args=())
+def softmax_backward(grad_output: Tensor, output: Tensor, log: bool) -> Tensor:
+    return backend_for(output).softmax_backward(grad_output, output, log)
+
+
+@softmax_backward.register_fake
+def _(grad_output, output, log):
+    return torch.empty_like(output)
+
+
+def _setup(ctx, inputs, output):
+    ctx.log = inputs[1]
+    ctx.save_for_backward(output)
+
+
+def _backward(ctx, grad):
+    (output,) = ctx.saved_tensors
+    return softmax_backward(grad, output, ctx.log), None
+
+
+softmax.register_autograd(_backward, setup_context=_setup)

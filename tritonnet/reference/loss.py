@@ -1,0 +1,159 @@
+"""Loss primitives in plain PyTorch (twins of kernels/loss.py, same signatures): the
+readable spec of the fused cross-entropy, nll_loss and mse_loss kernels.
+
+Shapes: logits (N, C, R); index targets (N, R) (int64 or uint8), probability targets
+(N, C, R); class weights (C,). Row results are fp32 (fp64 for fp64 input, so gradcheck runs
+in float64)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "cross_entropy_forward",
+    "cross_entropy_backward",
+    "cross_entropy_target_grad",
+    "nll_loss_forward",
+    "nll_loss_backward",
+    "mse_loss_forward",
+    "mse_loss_backward",
+]
+
+import torch
+
+from ._common import acc_dtype
+
+
+def _row_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _class_weight(weight, acc, C, device):
+    """(1, C, 1) weights, ones without."""
+    if weight is None:
+        return torch.ones((1, C, 1), dtype=acc, device=device)
+    return weight.to(acc).view(1, C, 1)
+
+
+def _lse(x):
+    """log-sum-exp over dim 1 with max subtraction; an all -inf row gives -inf + log 0."""
+    m = x.amax(1) if x.shape[1] else x.new_full(x.shape[:1] + x.shape[2:], float("-inf"))
+    m = m.masked_fill(m == float("-inf"), 0.0)
+    return m + (x - m.unsqueeze(1)).exp().sum(1).log()
+
+
+def _index_target(target, ignore_index):
+    """(valid rows, target with ignored rows set to class 0 so gathers stay in bounds)."""
+    valid = target != ignore_index
+    return valid, target.long().masked_fill(~valid, 0)
+
+
+def _target_dist(input, target, weight, ignore_index, eps, acc):
+    """w_c q_c as (N, C, R) in acc: the weighted target distribution of every row."""
+    N, C, R = input.shape
+    w = _class_weight(weight, acc, C, input.device)
+    if target.is_floating_point():
+        q = target.to(acc)
+        if eps > 0:
+            q = q * (1 - eps) + eps / C
+        return w * q
+    valid, t = _index_target(target, ignore_index)
+    q = torch.zeros((N, C, R), dtype=acc, device=input.device)
+    q.scatter_(1, t.unsqueeze(1), 1 - eps)
+    q = q + eps / C if eps > 0 else q
+    return w * q * valid.unsqueeze(1)
+
+
+def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
+    """-> (loss, lse, S), each (N, R): loss = sum_c w_c q_c (lse - x_c), S = sum_c w_c q_c."""
+    N, C, R = input.shape
+    acc = acc_dtype(input.dtype)
+    x = input.to(acc)
+    lse = _lse(x)
+    eps = label_smoothing
+    if target.is_floating_point():
+        wq = _target_dist(input, target, weight, ignore_index, eps, acc)
+        loss = (wq * (lse.unsqueeze(1) - x)).sum(1)
+        wsum = wq.sum(1)
+    else:
+        # the one-hot part is a gather of the target logit (no 0 * inf from other classes)
+        valid, t = _index_target(target, ignore_index)
+        w = _class_weight(weight, acc, C, input.device).view(C)
+        w_t = w[t]
+        x_t = x.gather(1, t.unsqueeze(1)).squeeze(1) if C else torch.zeros_like(lse)
+        loss = (1 - eps) * w_t * (lse - x_t)
+        wsum = (1 - eps) * w_t
+        if eps > 0:
+            loss = loss + (eps / C) * (w.view(1, C, 1) * (lse.unsqueeze(1) - x)).sum(1)
+            wsum = wsum + (eps / C) * w.sum()
+        zero = torch.zeros((), dtype=acc)
+        loss = torch.where(valid, loss, zero)
+        wsum = torch.where(valid, wsum, zero)
+    rd = _row_dtype(input.dtype)
+    return loss.to(rd).contiguous(), lse.to(rd).contiguous(), wsum.to(rd).contiguous()
+
+
+def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index, label_smoothing):
+    """dx = g * (softmax(x) * S - w q), g zeroed on ignored rows."""
+    acc = acc_dtype(input.dtype)
+    g = grad.to(acc)
+    if not target.is_floating_point():
+        g = g.masked_fill(target == ignore_index, 0.0)
+    p = (input.to(acc) - lse.to(acc).unsqueeze(1)).exp()
+    wq = _target_dist(input, target, weight, ignore_index, label_smoothing, acc)
+    dx = g.unsqueeze(1) * (p * wsum.to(acc).unsqueeze(1) - wq)
+    return torch.empty_like(input).copy_(dx)
+
+
+def cross_entropy_target_grad(grad, input, weight, lse, label_smoothing):
+    """d loss / d p = -(1 - eps) * w * (x - lse) * g, (N, C, R) fp32 (fp64 for fp64)."""
+    acc = acc_dtype(input.dtype)
+    w = _class_weight(weight, acc, input.shape[1], input.device)
+    logp = input.to(acc) - lse.to(acc).unsqueeze(1)
+    dt = -(1 - label_smoothing) * w * logp * grad.to(acc).unsqueeze(1)
+    return dt.to(_row_dtype(input.dtype))
+
+
+def nll_loss_forward(input, target, weight, ignore_index):
+    """-> (N, R): -w_t * input[n, t, r], 0 where t == ignore_index."""
+    acc = acc_dtype(input.dtype)
+    valid, t = _index_target(target, ignore_index)
+    C = input.shape[1]
+    if C == 0:  # every row is ignored (the functional layer checked the targets)
+        return torch.zeros(target.shape, dtype=_row_dtype(input.dtype), device=input.device)
+    x_t = input.to(acc).gather(1, t.unsqueeze(1)).squeeze(1)
+    w_t = _class_weight(weight, acc, C, input.device).view(C)[t]
+    loss = torch.where(valid, -w_t * x_t, torch.zeros((), dtype=acc))
+    return loss.to(_row_dtype(input.dtype))
+
+
+def nll_loss_backward(grad, target, weight, ignore_index, num_classes, dtype):
+    """-> (N, C, R) of ``dtype``: -w_t * g at the target class, 0 elsewhere and on ignored rows."""
+    acc = acc_dtype(dtype)
+    N, R = target.shape
+    valid, t = _index_target(target, ignore_index)
+    out = torch.zeros((N, num_classes, R), dtype=acc, device=target.device)
+    if num_classes:
+        w_t = _class_weight(weight, acc, num_classes, target.device).view(num_classes)[t]
+        v = torch.where(valid, -w_t * grad.to(acc), torch.zeros((), dtype=acc))
+        out.scatter_(1, t.unsqueeze(1), v.unsqueeze(1))
+    return out.to(dtype)
+
+
+def mse_loss_forward(input, target, weight, reduce):
+    """w (x - t)^2: summed to a 0-d fp32 tensor (fp64 for fp64) if ``reduce``, else
+    elementwise in input's dtype."""
+    acc = acc_dtype(input.dtype)
+    e = (input.to(acc) - target.to(acc)).square()
+    if weight is not None:
+        e = e * weight.to(acc)
+    if reduce:
+        return e.sum().to(_row_dtype(input.dtype))
+    return e.to(input.dtype).contiguous()
+
+
+def mse_loss_backward(grad, input, target, weight, reduce):
+    """dx = 2 w (x - t) g, in input's dtype and shape."""
+    acc = acc_dtype(input.dtype)
+    dx = 2 * (input.to(acc) - target.to(acc)) * grad.to(acc)
+    if weight is not None:
+        dx = dx * weight.to(acc)
+    return dx.to(input.dtype).contiguous()
