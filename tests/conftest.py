@@ -11,6 +11,9 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# pytest-xdist runs one worker per core: one thread each, or the workers' thread pools fight
+# over the cores (a small matmul was seen to take 800x longer on 2 busy cores)
+torch.set_num_threads(1)
 
 import pytest  # noqa: E402
 
