@@ -8,4 +8,5 @@ from .dropout import *  # noqa: F403
 from .im2col import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
+from .pool import *  # noqa: F403
 from .softmax import *  # noqa: F403

@@ -9,4 +9,6 @@ from .dropout import *  # noqa: F403
 from .im2col import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
+from .pool import *  # noqa: F403
 from .softmax import *  # noqa: F403
+from .upsample import *  # noqa: F403

@@ -1,0 +1,533 @@
+"""Pooling over fixed windows (max_pool2d, avg_pool2d) and adaptive windows
+(adaptive_max_pool2d, adaptive_avg_pool2d): forward and backward.
+
+Windows, along one spatial dimension (H and W alike), of output position o:
+  fixed     taps i = o*S - P + k*D,  k = 0..K-1, kept where 0 <= i < I
+  adaptive  taps i = floor(o*I/O) + k, k = 0..ceil((o+1)*I/O) - floor(o*I/O) - 1
+One kernel per reduction (max, mean) serves both kinds through the ADAPTIVE switch.
+
+Forward (memory-bound: one read of the input, one write of the output): the grid is flat,
+cdiv(N*C*OH*OW, BLOCK); one program computes BLOCK outputs, walking the output's memory order
+(NCHW, or NHWC for channels_last, so neighbouring lanes are neighbouring channels there), and
+loops over the KH x KW taps of each window. The input is read through its strides, any layout,
+no copy; neighbouring windows share cache lines, so DRAM sees each input byte about once.
+  max: a tap replaces the running maximum when it is greater or NaN: the first maximum wins
+       ties and the last NaN wins, as in PyTorch; the index starts at the window's first valid
+       tap (PyTorch's answer for a window holding only -inf). Indices are flat per (H, W)
+       plane (ih*W + iw), int64, as max_unpool2d expects.
+  avg: fp32 sum (fp64 for fp64) divided once by the window's divisor (below).
+
+Backward, a gather (no atomics, deterministic): the grid is flat over grad_input, in its memory
+order; one program computes BLOCK input gradients, each summing over the windows that cover it.
+Along one dimension those windows are a contiguous range of outputs:
+  fixed     o in [ceil((i + P - (K-1)*D) / S), floor((i + P) / S)] and [0, O): at most
+            cdiv((K-1)*D + 1, S) of them
+  adaptive  o in [floor(i*O/I), ceil((i+1)*O/I) - 1]: at most cdiv(O, I) + 1
+  max: dx[i] = sum over covering windows w of dy[w] * (argmax[w] == i)  (the saved indices)
+  avg: dx[i] = sum over covering windows w of dy[w] / divisor[w]
+summed in fp32 in ascending window order (PyTorch's CPU order).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "adaptive_max_pool2d_forward",
+    "adaptive_max_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "adaptive_avg_pool2d_backward",
+]
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, autotune_cache
+
+# ---------------------------------------------------------------------------------------------
+# autotune configs (built on first launch: nothing here touches a device at import)
+
+
+def _configs():
+    if INTERPRET:
+        # one config; 128 keeps test shapes spread over several programs and the masks busy
+        return [triton.Config({"BLOCK": 128})]
+    return [
+        triton.Config({"BLOCK": 256}, num_warps=4),
+        triton.Config({"BLOCK": 512}, num_warps=4),
+        triton.Config({"BLOCK": 1024}, num_warps=8),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# device helpers
+
+
+@triton.jit
+def _offsets(BLOCK: tl.constexpr, INDEX64: tl.constexpr):
+    pid = tl.program_id(0)
+    if INDEX64:  # only when a tensor spans 2**31 elements: 64-bit division is slow on GPUs
+        pid = pid.to(tl.int64)
+    return pid * BLOCK + tl.arange(0, BLOCK)
+
+
+@triton.jit
+def _unravel(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """(n, c, h, w) of flat offsets into a dense (N, C, H, W) tensor stored NCHW or NHWC."""
+    if CHANNELS_LAST:
+        c = offs % C
+        t = offs // C
+        w = t % W
+        t = t // W
+        h = t % H
+        n = t // H
+    else:
+        w = offs % W
+        t = offs // W
+        h = t % H
+        t = t // H
+        c = t % C
+        n = t // C
+    return n, c, h, w
+
+
+@triton.jit
+def _window(o, I, O, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, ADAPTIVE: tl.constexpr):
+    """First tap and tap count of output o's window along one dimension (a fixed window
+    always has K taps, dilated or not; an adaptive one ceil((o+1)*I/O) - floor(o*I/O))."""
+    if ADAPTIVE:
+        first = (o * I) // O
+        count = ((o + 1) * I + O - 1) // O - first
+    else:
+        first = o * S - P
+        count = first * 0 + K
+    return first, count
+
+
+@triton.jit
+def _covering(i, I, O, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, D: tl.constexpr,
+              ADAPTIVE: tl.constexpr):
+    """First output and number of outputs whose windows cover input position i (see the
+    module docstring); numerators are kept non-negative, so // is a floor."""
+    if ADAPTIVE:
+        lo = (i * O) // I
+        hi = ((i + 1) * O + I - 1) // I - 1
+    else:
+        t = i + P - (K - 1) * D
+        lo = tl.where(t > 0, (t + S - 1) // S, 0)
+        hi = tl.minimum((i + P) // S, O - 1)
+    return lo, hi - lo + 1
+
+
+@triton.jit
+def _extent(first, count, I, K: tl.constexpr, P: tl.constexpr, ADAPTIVE: tl.constexpr,
+            COUNT_PAD: tl.constexpr):
+    """Positions the average's divisor counts along one dimension (PyTorch's rule: a fixed
+    window is clipped to the padded input for count_include_pad, to the input otherwise)."""
+    if ADAPTIVE:
+        ext = count
+    else:
+        end = tl.minimum(first + K, I + P)
+        if COUNT_PAD:
+            ext = end - first
+        else:
+            ext = tl.minimum(end, I) - tl.maximum(first, 0)
+    return ext
+
+
+@triton.jit
+def _div(a, b):
+    """a / b rounded to nearest, as PyTorch divides (plain / on fp32 is the ~2 ulp div.full)."""
+    if a.dtype == tl.float64:
+        q = a / b
+    else:
+        q = tl.math.div_rn(a, b)
+    return q
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+
+
+@triton.jit
+def _max_pool2d_fwd_kernel(
+    # pointers
+    x_ptr, y_ptr, idx_ptr,
+    # sizes
+    C, H, W, OH, OW, total,
+    # input strides
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    # windows (KH, KW: the largest window for ADAPTIVE)
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    # options
+    ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, STORE_INDICES: tl.constexpr,
+    ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """y[n, c, oh, ow] = max over the window's taps; idx = ih*W + iw of the winning tap."""
+    offs = _offsets(BLOCK, INDEX64)
+    mask = offs < total
+    n, c, oh, ow = _unravel(offs, C, OH, OW, CHANNELS_LAST)
+    h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
+    w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
+    # first valid tap (h0 < 0 only in the padding of a fixed window)
+    fh = h0 + ((tl.maximum(-h0, 0) + DH - 1) // DH) * DH
+    fw = w0 + ((tl.maximum(-w0, 0) + DW - 1) // DW) * DW
+    best_idx = fh * W + fw
+    # compare in fp32 (fp64 for fp64): exact for every input dtype
+    if ACC64:
+        best = tl.full([BLOCK], float("-inf"), tl.float64)
+    else:
+        best = tl.full([BLOCK], float("-inf"), tl.float32)
+    x_base = x_ptr + n * stride_xn + c * stride_xc
+    for kh in range(KH):
+        ih = h0 + kh * DH
+        ok_h = mask & (ih >= 0) & (ih < H) & (kh < nh)
+        for kw in range(KW):
+            iw = w0 + kw * DW
+            ok = ok_h & (iw >= 0) & (iw < W) & (kw < nw)
+            v = tl.load(x_base + ih * stride_xh + iw * stride_xw, mask=ok).to(best.dtype)
+            take = ok & ((v > best) | (v != v))  # v != v: NaN wins
+            best = tl.where(take, v, best)
+            best_idx = tl.where(take, ih * W + iw, best_idx)
+    tl.store(y_ptr + offs, best.to(y_ptr.dtype.element_ty), mask=mask)
+    if STORE_INDICES:
+        tl.store(idx_ptr + offs, best_idx.to(tl.int64), mask=mask)
+
+
+@triton.jit
+def _avg_pool2d_fwd_kernel(
+    # pointers
+    x_ptr, y_ptr,
+    # sizes
+    C, H, W, OH, OW, total,
+    # input strides
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    # divisor_override (used when HAS_DIVISOR)
+    divisor,
+    # windows (KH, KW: the largest window for ADAPTIVE)
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr,
+    # options
+    ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """y[n, c, oh, ow] = (sum of the window's taps) / divisor(oh, ow)."""
+    offs = _offsets(BLOCK, INDEX64)
+    mask = offs < total
+    n, c, oh, ow = _unravel(offs, C, OH, OW, CHANNELS_LAST)
+    h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
+    w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
+    if ACC64:
+        acc = tl.zeros([BLOCK], dtype=tl.float64)
+    else:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)  # accumulate in fp32 for fp16/bf16 input
+    x_base = x_ptr + n * stride_xn + c * stride_xc
+    for kh in range(KH):
+        ih = h0 + kh
+        ok_h = mask & (ih >= 0) & (ih < H) & (kh < nh)
+        for kw in range(KW):
+            iw = w0 + kw
+            ok = ok_h & (iw >= 0) & (iw < W) & (kw < nw)
+            acc += tl.load(x_base + ih * stride_xh + iw * stride_xw, mask=ok, other=0.0).to(acc.dtype)
+    if HAS_DIVISOR:
+        div = (oh * 0 + divisor).to(acc.dtype)
+    else:
+        ext_h = _extent(h0, nh, H, KH, PH, ADAPTIVE, COUNT_PAD)
+        ext_w = _extent(w0, nw, W, KW, PW, ADAPTIVE, COUNT_PAD)
+        div = (ext_h * ext_w).to(acc.dtype)
+    tl.store(y_ptr + offs, _div(acc, div).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _max_pool2d_bwd_kernel(
+    # pointers
+    dy_ptr, idx_ptr, dx_ptr,
+    # sizes
+    C, H, W, OH, OW, total,
+    # grad_output and indices strides
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_in, stride_ic, stride_ih, stride_iw,
+    # windows
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    # most windows covering one input position, per dimension
+    MAX_OH: tl.constexpr, MAX_OW: tl.constexpr,
+    # options
+    ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr,
+    INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """dx[n, c, h, w] = sum of dy[n, c, oh, ow] over covering windows whose argmax is (h, w)."""
+    offs = _offsets(BLOCK, INDEX64)
+    mask = offs < total
+    n, c, h, w = _unravel(offs, C, H, W, CHANNELS_LAST)
+    oh0, noh = _covering(h, H, OH, KH, SH, PH, DH, ADAPTIVE)
+    ow0, now = _covering(w, W, OW, KW, SW, PW, DW, ADAPTIVE)
+    target = h * W + w
+    if ACC64:
+        acc = tl.zeros([BLOCK], dtype=tl.float64)
+    else:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+    g_base = dy_ptr + n * stride_gn + c * stride_gc
+    i_base = idx_ptr + n * stride_in + c * stride_ic
+    for jh in range(MAX_OH):
+        oh = oh0 + jh
+        ok_h = mask & (jh < noh)
+        for jw in range(MAX_OW):
+            ow = ow0 + jw
+            ok = ok_h & (jw < now)
+            idx = tl.load(i_base + oh * stride_ih + ow * stride_iw, mask=ok, other=-1)
+            hit = ok & (idx == target)
+            # dy is read only where this input won the window
+            acc += tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=hit, other=0.0).to(acc.dtype)
+    tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _avg_pool2d_bwd_kernel(
+    # pointers
+    dy_ptr, dx_ptr,
+    # sizes
+    C, H, W, OH, OW, total,
+    # grad_output strides
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    # divisor_override (used when HAS_DIVISOR)
+    divisor,
+    # windows
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr,
+    # most windows covering one input position, per dimension
+    MAX_OH: tl.constexpr, MAX_OW: tl.constexpr,
+    # options
+    ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """dx[n, c, h, w] = sum of dy[n, c, oh, ow] / divisor(oh, ow) over covering windows."""
+    offs = _offsets(BLOCK, INDEX64)
+    mask = offs < total
+    n, c, h, w = _unravel(offs, C, H, W, CHANNELS_LAST)
+    oh0, noh = _covering(h, H, OH, KH, SH, PH, 1, ADAPTIVE)
+    ow0, now = _covering(w, W, OW, KW, SW, PW, 1, ADAPTIVE)
+    if ACC64:
+        acc = tl.zeros([BLOCK], dtype=tl.float64)
+    else:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+    g_base = dy_ptr + n * stride_gn + c * stride_gc
+    for jh in range(MAX_OH):
+        oh = oh0 + jh
+        ok_h = mask & (jh < noh)
+        h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
+        ext_h = _extent(h0, nh, H, KH, PH, ADAPTIVE, COUNT_PAD)
+        for jw in range(MAX_OW):
+            ow = ow0 + jw
+            ok = ok_h & (jw < now)
+            g = tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=ok, other=0.0).to(acc.dtype)
+            if HAS_DIVISOR:
+                div = (ow * 0 + divisor).to(acc.dtype)
+            else:
+                w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
+                ext_w = _extent(w0, nw, W, KW, PW, ADAPTIVE, COUNT_PAD)
+                div = tl.where(ok, ext_h * ext_w, 1).to(acc.dtype)
+            acc += _div(g, div)
+    tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+_tuned: dict = {}
+
+
+def _kernel(name):
+    """The autotuned wrapper of one kernel, built on first use."""
+    if name not in _tuned:
+        fn, key = {
+            "max_fwd": (_max_pool2d_fwd_kernel, ["total", "OH", "OW", "KH", "KW", "CHANNELS_LAST"]),
+            "avg_fwd": (_avg_pool2d_fwd_kernel, ["total", "OH", "OW", "KH", "KW", "CHANNELS_LAST"]),
+            "max_bwd": (_max_pool2d_bwd_kernel, ["total", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST"]),
+            "avg_bwd": (_avg_pool2d_bwd_kernel, ["total", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST"]),
+        }[name]
+        _tuned[name] = triton.autotune(configs=_configs(), key=key, **autotune_cache())(fn)
+    return _tuned[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# launchers: 4-D tensors (N, C, H, W); channels_last picks the layout of what they allocate
+
+
+def _grid(total):
+    return lambda meta: (triton.cdiv(total, meta["BLOCK"]),)
+
+
+def _index64(*tensors) -> bool:
+    """Whether an offset into any of the tensors can reach 2**31 (strides included)."""
+    for t in tensors:
+        span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
+        if t.numel() >= 2**31 or span >= 2**31:
+            return True
+    return False
+
+
+def _alloc(shape, like, channels_last, dtype=None):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
+
+
+@functools.lru_cache(maxsize=1024)
+def _adaptive_max_taps(i, o):
+    """Largest adaptive window along one dimension: max over k of ceil((k+1)*i/o) - floor(k*i/o)."""
+    return max(((k + 1) * i + o - 1) // o - (k * i) // o for k in range(o)) if o > 0 else 1
+
+
+def _max_forward(x, out_hw, window, channels_last, need_indices, adaptive):
+    N, C, H, W = x.shape
+    OH, OW = out_hw
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = window
+    y = _alloc((N, C, OH, OW), x, channels_last)
+    if need_indices:
+        idx = _alloc((N, C, OH, OW), x, channels_last, torch.int64)
+    else:  # inference without return_indices: the output alone is written
+        idx = x.new_empty(0, dtype=torch.int64)
+    total = y.numel()
+    if total:
+        _kernel("max_fwd")[_grid(total)](
+            x, y, idx if need_indices else y,
+            C, H, W, OH, OW, total,
+            *x.stride(),
+            KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
+            ADAPTIVE=adaptive, CHANNELS_LAST=channels_last, STORE_INDICES=need_indices,
+            ACC64=x.dtype == torch.float64, INDEX64=_index64(x, y),
+        )
+    return y, idx
+
+
+def _max_backward(grad_output, indices, input_size, window, channels_last, adaptive, max_cover):
+    N, C, H, W = input_size
+    OH, OW = grad_output.shape[-2:]
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = window
+    dx = _alloc((N, C, H, W), grad_output, channels_last)
+    total = dx.numel()
+    if grad_output.numel() == 0:  # no windows: nothing flows back
+        return dx.zero_()
+    if total:
+        _kernel("max_bwd")[_grid(total)](
+            grad_output, indices, dx,
+            C, H, W, OH, OW, total,
+            *grad_output.stride(), *indices.stride(),
+            KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
+            MAX_OH=max_cover[0], MAX_OW=max_cover[1],
+            ADAPTIVE=adaptive, CHANNELS_LAST=channels_last,
+            ACC64=dx.dtype == torch.float64, INDEX64=_index64(grad_output, indices, dx),
+        )
+    return dx
+
+
+def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channels_last, adaptive):
+    N, C, H, W = x.shape
+    OH, OW = out_hw
+    (KH, KW), (SH, SW), (PH, PW) = window
+    y = _alloc((N, C, OH, OW), x, channels_last)
+    total = y.numel()
+    if total:
+        _kernel("avg_fwd")[_grid(total)](
+            x, y,
+            C, H, W, OH, OW, total,
+            *x.stride(),
+            divisor_override or 1,
+            KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
+            ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
+            CHANNELS_LAST=channels_last, ACC64=x.dtype == torch.float64, INDEX64=_index64(x, y),
+        )
+    return y
+
+
+def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_override,
+                  channels_last, adaptive, max_cover):
+    N, C, H, W = input_size
+    OH, OW = grad_output.shape[-2:]
+    (KH, KW), (SH, SW), (PH, PW) = window
+    dx = _alloc((N, C, H, W), grad_output, channels_last)
+    total = dx.numel()
+    if grad_output.numel() == 0:  # no windows: nothing flows back
+        return dx.zero_()
+    if total:
+        _kernel("avg_bwd")[_grid(total)](
+            grad_output, dx,
+            C, H, W, OH, OW, total,
+            *grad_output.stride(),
+            divisor_override or 1,
+            KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
+            MAX_OH=max_cover[0], MAX_OW=max_cover[1],
+            ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
+            CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
+            INDEX64=_index64(grad_output, dx),
+        )
+    return dx
+
+
+def _fixed_cover(k, s, d):
+    return -(-((k - 1) * d + 1) // s)  # cdiv(effective kernel, stride)
+
+
+def _adaptive_window(input_hw, output_size):
+    (H, W), (OH, OW) = input_hw, output_size
+    ks = (_adaptive_max_taps(H, OH), _adaptive_max_taps(W, OW))
+    return ks, (1, 1), (0, 0), (1, 1)
+
+
+def max_pool2d_forward(input, kernel_size, stride, padding, dilation, output_size, channels_last,
+                       need_indices):
+    """input (N, C, H, W) -> (output (N, C, OH, OW), indices int64 of the same shape, or an
+    empty tensor when not need_indices). output_size = (OH, OW) from ceil_mode's rule."""
+    window = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
+    return _max_forward(input, output_size, window, channels_last, need_indices, False)
+
+
+def max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation,
+                        channels_last):
+    window = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
+    cover = [_fixed_cover(k, s, d) for k, s, d in zip(kernel_size, stride, dilation)]
+    return _max_backward(grad_output, indices, input_size, window, channels_last, False, cover)
+
+
+def avg_pool2d_forward(input, kernel_size, stride, padding, output_size, count_include_pad,
+                       divisor_override, channels_last):
+    window = (tuple(kernel_size), tuple(stride), tuple(padding))
+    return _avg_forward(input, output_size, window, count_include_pad, divisor_override,
+                        channels_last, False)
+
+
+def avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, count_include_pad,
+                        divisor_override, channels_last):
+    window = (tuple(kernel_size), tuple(stride), tuple(padding))
+    cover = [_fixed_cover(k, s, 1) for k, s in zip(kernel_size, stride)]
+    return _avg_backward(grad_output, input_size, window, count_include_pad, divisor_override,
+                         channels_last, False, cover)
+
+
+def adaptive_max_pool2d_forward(input, output_size, channels_last, need_indices):
+    window = _adaptive_window(input.shape[-2:], output_size)
+    return _max_forward(input, output_size, window, channels_last, need_indices, True)
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_size, channels_last):
+    out_hw = grad_output.shape[-2:]
+    window = _adaptive_window(input_size[-2:], out_hw)
+    cover = [-(-o // i) + 1 for i, o in zip(input_size[-2:], out_hw)]
+    return _max_backward(grad_output, indices, input_size, window, channels_last, True, cover)
+
+
+def adaptive_avg_pool2d_forward(input, output_size, channels_last):
+    window = _adaptive_window(input.shape[-2:], output_size)[:3]
+    return _avg_forward(input, output_size, window, True, None, channels_last, True)
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_size, channels_last):
+    out_hw = grad_output.shape[-2:]
+    window = _adaptive_window(input_size[-2:], out_hw)[:3]
+    cover = [-(-o // i) + 1 for i, o in zip(input_size[-2:], out_hw)]
+    return _avg_backward(grad_output, input_size, window, True, None, channels_last, True, cover)

@@ -1,0 +1,699 @@
+"""max_pool2d / avg_pool2d / adaptive pools / 1-D pools: reference vs torch (outputs, indices,
+gradients) in float64, gradcheck through the reference, Triton kernels vs reference (interpreter
+on CPU, native on GPU), layouts, NaN, every output written, modules, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import tritonnet
+import tritonnet.functional as F
+from tests.helpers import DTYPES, FULL, KERNEL_DEVICE, assert_close_rel
+from tritonnet import reference
+from tritonnet.ops.pool import pool_output_size
+
+CL = torch.channels_last
+
+# (input shape, kernel_size, stride, padding, dilation, ceil_mode): windows that break kernels
+MAX_CASES = [
+    ((2, 3, 8, 8), 2, None, 0, 1, False),  # LeNet: 2x2 stride 2, windows tile the input
+    ((2, 3, 9, 11), 3, 2, 1, 1, False),  # ResNet stem pool on odd sizes: overlapping, padded
+    ((1, 2, 5, 5), 2, 2, 1, 1, True),  # ceil_mode: the window starting in the right padding is dropped
+    ((2, 2, 6, 7), 3, 2, 0, 1, True),  # ceil_mode: a last window hanging off the input
+    ((2, 3, 10, 9), (3, 2), (1, 2), (1, 1), (2, 1), True),  # rectangular, dilation 2, stride 1
+    ((3, 9, 7), 3, 1, 1, 1, False),  # unbatched (C, H, W), stride 1: every input in 9 windows
+    ((1, 1, 5, 5), 5, 1, 2, 1, False),  # kernel = input, padding = half the kernel
+    ((2, 3, 7, 13), (1, 4), (1, 3), (0, 2), (1, 3), True),  # 1xk windows, dilation 3
+]
+MAX_IDS = ["lenet", "3x3s2p1", "ceil-drop", "ceil-edge", "dil-rect", "unbatched", "pad-half", "1xk"]
+
+# (input shape, kernel_size, stride, padding, ceil_mode) for avg_pool2d (no dilation)
+AVG_CASES = [
+    ((2, 3, 8, 8), 2, None, 0, False),
+    ((2, 3, 9, 11), 3, 2, 1, False),
+    ((1, 2, 5, 5), 2, 2, 1, True),
+    ((2, 2, 6, 7), 3, 2, 1, True),  # ceil window clipped by input and by padding
+    ((3, 9, 7), (3, 2), (1, 2), (1, 1), True),  # unbatched, rectangular
+    ((1, 1, 4, 6), 4, 3, 2, True),
+]
+AVG_IDS = ["lenet", "3x3s2p1", "ceil-drop", "ceil-edge", "unbatched", "k4s3p2"]
+
+# (input shape, output_size): adaptive windows that overlap, grow, or take the whole plane
+ADAPTIVE_CASES = [
+    ((2, 3, 7, 9), (3, 4)),  # sizes that do not divide: overlapping, unequal windows
+    ((2, 3, 5, 5), (7, 3)),  # output larger than input along H: windows repeat inputs
+    ((2, 3, 8, 6), (None, 4)),  # None keeps the input size
+    ((3, 7, 7), 1),  # unbatched global pool (the ResNet head)
+    ((1, 2, 6, 10), (6, 10)),  # identity
+]
+ADAPTIVE_IDS = ["non-divide", "grow", "none-entry", "global-unbatched", "identity"]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _window(kernel, stride, padding, dilation=1):
+    k = _pair(kernel)
+    return k, _pair(stride if stride is not None else k), _pair(padding), _pair(dilation)
+
+
+def _grads(fn, x, g):
+    xr = x.detach().requires_grad_()
+    out = fn(xr)
+    y = out[0] if isinstance(out, tuple) else out
+    (gx,) = torch.autograd.grad(y, xr, g)
+    return out, gx
+
+
+def _same_layout(a, b):
+    assert a.is_contiguous() == b.is_contiguous(), (a.stride(), b.stride())
+    if a.dim() == 4:
+        assert a.is_contiguous(memory_format=CL) == b.is_contiguous(memory_format=CL)
+
+
+def _distinct(shape, dtype=torch.float64, dev="cpu"):
+    """Values without ties (gradcheck of max pooling needs a unique argmax per window)."""
+    n = 1
+    for s in shape:
+        n *= s
+    return (torch.randperm(n, device=dev).to(dtype) / n - 0.5).reshape(shape)
+
+
+def _with_layouts(cases, ids):
+    """(case, layout) params: NCHW for every case, channels_last for the 4-D ones."""
+    return [
+        pytest.param(case, layout, id=f"{name}-{layout}")
+        for case, name in zip(cases, ids)
+        for layout in (["nchw", "channels_last"] if len(case[0]) == 4 else ["nchw"])
+    ]
+
+
+def _make(shape, layout, dtype=torch.float64, dev="cpu"):
+    x = torch.randn(shape, device=dev).to(dtype)
+    return x.to(memory_format=CL) if layout == "channels_last" else x
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference path (our autograd + reference primitives) against torch, float64
+
+
+@pytest.mark.parametrize("case,layout", _with_layouts(MAX_CASES, MAX_IDS))
+def test_reference_max_pool2d_matches_torch(case, layout):
+    tritonnet.set_backend("reference")
+    shape, k, s, p, d, ceil = case
+    x = _make(shape, layout)
+    g = torch.randn_like(TF.max_pool2d(x, k, s, p, d, ceil))
+    (ref, ridx), rg = _grads(lambda t: TF.max_pool2d(t, k, s, p, d, ceil, return_indices=True), x, g)
+    (ours, idx), og = _grads(lambda t: F.max_pool2d(t, k, s, p, d, ceil, return_indices=True), x, g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    torch.testing.assert_close(idx, ridx, rtol=0, atol=0)
+    torch.testing.assert_close(og, rg)
+    _same_layout(ours, ref)
+    _same_layout(idx, ridx)
+    # without return_indices: the same output, a tensor rather than a tuple
+    torch.testing.assert_close(F.max_pool2d(x, k, s, p, d, ceil), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("divisor_override", [None, 3, -2])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("case,layout", _with_layouts(AVG_CASES, AVG_IDS))
+def test_reference_avg_pool2d_matches_torch(case, count_include_pad, divisor_override, layout):
+    tritonnet.set_backend("reference")
+    shape, k, s, p, ceil = case
+    x = _make(shape, layout)
+    args = (k, s, p, ceil, count_include_pad, divisor_override)
+    g = torch.randn_like(TF.avg_pool2d(x, *args))
+    ref, rg = _grads(lambda t: TF.avg_pool2d(t, *args), x, g)
+    ours, og = _grads(lambda t: F.avg_pool2d(t, *args), x, g)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(og, rg)
+    _same_layout(ours, ref)
+
+
+@pytest.mark.parametrize("case,layout", _with_layouts(ADAPTIVE_CASES, ADAPTIVE_IDS))
+def test_reference_adaptive_pools_match_torch(case, layout):
+    tritonnet.set_backend("reference")
+    shape, size = case
+    x = _make(shape, layout)
+    g = torch.randn_like(TF.adaptive_avg_pool2d(x, size))
+    ref, rg = _grads(lambda t: TF.adaptive_avg_pool2d(t, size), x, g)
+    ours, og = _grads(lambda t: F.adaptive_avg_pool2d(t, size), x, g)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(og, rg)
+    _same_layout(ours, ref)
+    (ref, ridx), rg = _grads(lambda t: TF.adaptive_max_pool2d(t, size, True), x, g)
+    (ours, idx), og = _grads(lambda t: F.adaptive_max_pool2d(t, size, True), x, g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    torch.testing.assert_close(idx, ridx, rtol=0, atol=0)
+    torch.testing.assert_close(og, rg)
+    _same_layout(ours, ref)
+
+
+@pytest.mark.parametrize(
+    "shape,k,s,p,d,ceil",
+    [
+        ((2, 3, 11), 3, 2, 1, 1, False),
+        ((2, 3, 10), 2, 3, 1, 2, True),  # dilation, ceil_mode edge
+        ((4, 9), 3, 1, 1, 1, True),  # unbatched (C, L)
+        ((1, 1, 5), 5, None, 2, 1, False),
+    ],
+    ids=["k3s2p1", "dil-ceil", "unbatched", "k=L"],
+)
+def test_reference_1d_pools_match_torch(shape, k, s, p, d, ceil):
+    tritonnet.set_backend("reference")
+    x = torch.randn(shape, dtype=torch.float64)
+    g = torch.randn_like(TF.max_pool1d(x, k, s, p, d, ceil))
+    (ref, ridx), rg = _grads(lambda t: TF.max_pool1d(t, k, s, p, d, ceil, True), x, g)
+    (ours, idx), og = _grads(lambda t: F.max_pool1d(t, k, s, p, d, ceil, True), x, g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    torch.testing.assert_close(idx, ridx, rtol=0, atol=0)
+    torch.testing.assert_close(og, rg)
+    for args in [(k, s, p, ceil, True), (k, s, p, ceil, False)]:
+        g = torch.randn_like(TF.avg_pool1d(x, *args))
+        ref, rg = _grads(lambda t, args=args: TF.avg_pool1d(t, *args), x, g)
+        ours, og = _grads(lambda t, args=args: F.avg_pool1d(t, *args), x, g)
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(og, rg)
+
+
+def test_reference_empty_batch_and_empty_output():
+    tritonnet.set_backend("reference")
+    x = torch.randn(0, 3, 6, 6, requires_grad=True)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    assert y.shape == idx.shape == (0, 3, 3, 3)
+    F.avg_pool2d(x, 3, 1, 1).sum().backward()
+    assert x.grad.shape == x.shape
+    z = torch.randn(2, 3, 5, 5, requires_grad=True)
+    out = F.adaptive_avg_pool2d(z, (0, 3))
+    assert out.shape == TF.adaptive_avg_pool2d(z, (0, 3)).shape == (2, 3, 0, 3)
+    out.sum().backward()
+    torch.testing.assert_close(z.grad, torch.zeros_like(z))
+
+
+def test_indices_work_with_max_unpool2d():
+    tritonnet.set_backend("reference")
+    x = torch.randn(2, 3, 9, 9)
+    y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ry, ridx = TF.max_pool2d(x, 3, 2, 1, return_indices=True)
+    torch.testing.assert_close(
+        TF.max_unpool2d(y, idx, 3, 2, 1, output_size=x.shape[-2:]),
+        TF.max_unpool2d(ry, ridx, 3, 2, 1, output_size=x.shape[-2:]),
+    )
+
+
+def test_integer_input_runs_torch():
+    x = torch.randint(-5, 5, (2, 3, 6, 6))
+    torch.testing.assert_close(F.max_pool2d(x, 2), TF.max_pool2d(x, 2))
+    u8 = torch.randint(0, 255, (1, 3, 4, 5), dtype=torch.uint8)
+    torch.testing.assert_close(F.interpolate(u8, scale_factor=2), TF.interpolate(u8, scale_factor=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# gradcheck of each custom backward through the reference, float64
+
+
+# small inputs: gradcheck perturbs every element
+GRAD_MAX = [
+    ((1, 2, 5, 6), 3, 2, 1, 1, False),  # overlapping, padded
+    ((1, 1, 6, 7), 3, 2, 0, 1, True),  # ceil_mode edge
+    ((1, 1, 7, 6), (3, 2), (1, 2), (1, 1), (2, 1), True),  # dilation, rectangular
+    ((2, 4, 5), 3, 1, 1, 1, False),  # unbatched, stride 1
+]
+
+
+@pytest.mark.parametrize("case", GRAD_MAX, ids=["3x3s2p1", "ceil-edge", "dil-rect", "unbatched"])
+def test_gradcheck_max_pool2d(case):
+    tritonnet.set_backend("reference")
+    shape, k, s, p, d, ceil = case
+    x = _distinct(shape).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: F.max_pool2d(t, k, s, p, d, ceil), (x,))
+
+
+@pytest.mark.parametrize("divisor_override", [None, 5])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((1, 2, 5, 6), 3, 2, 1, False),
+        ((1, 1, 6, 7), 3, 2, 1, True),
+        ((2, 5, 4), (3, 2), (1, 2), (1, 1), True),
+    ],
+    ids=["3x3s2p1", "ceil-edge", "unbatched"],
+)
+def test_gradcheck_avg_pool2d(case, count_include_pad, divisor_override):
+    tritonnet.set_backend("reference")
+    shape, k, s, p, ceil = case
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda t: F.avg_pool2d(t, k, s, p, ceil, count_include_pad, divisor_override), (x,))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [((1, 2, 5, 7), (3, 4)), ((1, 1, 3, 4), (5, 3)), ((1, 2, 4, 5), (None, 2)), ((2, 5, 5), 1)],
+    ids=["non-divide", "grow", "none-entry", "global-unbatched"],
+)
+def test_gradcheck_adaptive_pools(case):
+    tritonnet.set_backend("reference")
+    shape, size = case
+    x = _distinct(shape).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: F.adaptive_avg_pool2d(t, size), (x,))
+    assert torch.autograd.gradcheck(lambda t: F.adaptive_max_pool2d(t, size), (x,))
+
+
+def test_gradcheck_1d_pools():
+    tritonnet.set_backend("reference")
+    x = _distinct((1, 2, 10)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: F.max_pool1d(t, 3, 2, 1, 2, True), (x,))
+    assert torch.autograd.gradcheck(lambda t: F.avg_pool1d(t, 3, 2, 1, True, False), (x,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton kernels against their reference twins (interpreter on CPU, native on a GPU)
+
+KMAX = list(range(len(MAX_CASES))) if FULL else [1, 2, 4, 5]
+KAVG = list(range(len(AVG_CASES))) if FULL else [1, 3, 4]
+KADA = list(range(len(ADAPTIVE_CASES))) if FULL else [0, 1, 3]
+
+
+def _kargs(shape, layout, dtype):
+    """A 4-D kernel input (primitives take batched tensors) in the given layout; 'strided' is
+    a non-contiguous slice, read through its strides without a copy."""
+    shape4 = shape if len(shape) == 4 else (1, *shape)
+    if layout == "strided":
+        x = torch.randn(*shape4[:-1], 2 * shape4[-1], device=KERNEL_DEVICE).to(dtype)[..., ::2]
+    else:
+        x = _make(shape4, layout, dtype, KERNEL_DEVICE)
+    return x, layout == "channels_last"
+
+
+def _out_hw(shape, k, s, p, d, ceil):
+    return [pool_output_size(i, *w, ceil) for i, *w in zip(shape[-2:], *_window(k, s, p, d))]
+
+
+def _check_max(kernels, x, cl, window, out_hw, tol, adaptive=False):
+    if adaptive:
+        y, idx = kernels.adaptive_max_pool2d_forward(x, out_hw, cl, True)
+        ry, ridx = reference.adaptive_max_pool2d_forward(x, out_hw, cl, True)
+    else:
+        y, idx = kernels.max_pool2d_forward(x, *window, out_hw, cl, True)
+        ry, ridx = reference.max_pool2d_forward(x, *window, out_hw, cl, True)
+    # max pooling moves values: bitwise equal, indices equal, same layout
+    assert y.dtype == x.dtype and idx.dtype == torch.int64
+    assert torch.equal(y, ry) and torch.equal(idx, ridx)
+    assert y.is_contiguous(memory_format=CL if cl else torch.contiguous_format)
+    g = torch.randn(y.shape, device=y.device).to(x.dtype)
+    if adaptive:
+        dx = kernels.adaptive_max_pool2d_backward(g, idx, x.shape, cl)
+        rdx = reference.adaptive_max_pool2d_backward(g, ridx, x.shape, cl)
+    else:
+        dx = kernels.max_pool2d_backward(g, idx, x.shape, *window, cl)
+        rdx = reference.max_pool2d_backward(g, ridx, x.shape, *window, cl)
+    assert dx.shape == x.shape and dx.is_contiguous(memory_format=CL if cl else torch.contiguous_format)
+    assert_close_rel(dx, rdx, tol, "dx")
+
+
+def _check_avg(kernels, x, cl, window, out_hw, opts, tol, adaptive=False):
+    if adaptive:
+        y = kernels.adaptive_avg_pool2d_forward(x, out_hw, cl)
+        ry = reference.adaptive_avg_pool2d_forward(x, out_hw, cl)
+    else:
+        y = kernels.avg_pool2d_forward(x, *window, out_hw, *opts, cl)
+        ry = reference.avg_pool2d_forward(x, *window, out_hw, *opts, cl)
+    assert y.dtype == x.dtype
+    assert y.is_contiguous(memory_format=CL if cl else torch.contiguous_format)
+    assert_close_rel(y, ry, tol, "forward")
+    g = torch.randn(y.shape, device=y.device).to(x.dtype)
+    if adaptive:
+        dx = kernels.adaptive_avg_pool2d_backward(g, x.shape, cl)
+        rdx = reference.adaptive_avg_pool2d_backward(g, x.shape, cl)
+    else:
+        dx = kernels.avg_pool2d_backward(g, x.shape, *window, *opts, cl)
+        rdx = reference.avg_pool2d_backward(g, x.shape, *window, *opts, cl)
+    assert_close_rel(dx, rdx, tol, "dx")
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", [MAX_CASES[i] for i in KMAX], ids=[MAX_IDS[i] for i in KMAX])
+def test_kernels_max_pool2d(case, layout, dtype, tol):
+    from tritonnet import kernels
+
+    shape, k, s, p, d, ceil = case
+    x, cl = _kargs(shape, layout, dtype)
+    window = _window(k, s, p, d)
+    _check_max(kernels, x, cl, window, _out_hw(shape, k, s, p, d, ceil), tol)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", [AVG_CASES[i] for i in KAVG], ids=[AVG_IDS[i] for i in KAVG])
+def test_kernels_avg_pool2d(case, layout, dtype, tol):
+    from tritonnet import kernels
+
+    shape, k, s, p, ceil = case
+    x, cl = _kargs(shape, layout, dtype)
+    window = _window(k, s, p)[:3]
+    out_hw = _out_hw(shape, k, s, p, 1, ceil)
+    # count_include_pad both ways; a divisor_override on the fp32 run
+    opts = [(True, None), (False, None)] + ([(False, 3)] if dtype == torch.float32 else [])
+    for opt in opts:
+        _check_avg(kernels, x, cl, window, out_hw, opt, tol)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", [ADAPTIVE_CASES[i] for i in KADA], ids=[ADAPTIVE_IDS[i] for i in KADA])
+def test_kernels_adaptive_pools(case, layout, dtype, tol):
+    from tritonnet import kernels
+
+    shape, size = case
+    x, cl = _kargs(shape, layout, dtype)
+    size = [x.shape[-2 + i] if v is None else v for i, v in enumerate(_pair(size))]
+    _check_max(kernels, x, cl, None, size, tol, adaptive=True)
+    _check_avg(kernels, x, cl, None, size, None, tol, adaptive=True)
+
+
+def test_kernels_strided_input():
+    """A non-contiguous view is read through its strides (no copy), output contiguous."""
+    from tritonnet import kernels
+
+    x, cl = _kargs((2, 3, 9, 11), "strided", torch.float32)
+    assert not x.is_contiguous()
+    window = _window(3, 2, 1)
+    _check_max(kernels, x, cl, window, _out_hw(x.shape, 3, 2, 1, 1, False), 1e-5)
+    _check_avg(kernels, x, cl, window[:3], _out_hw(x.shape, 3, 2, 1, 1, False), (True, None), 1e-5)
+    _check_avg(kernels, x, cl, None, [4, 5], None, 1e-5, adaptive=True)
+
+
+@pytest.mark.slow
+def test_kernels_exhaustive_options():
+    """Every case x layout x option in fp32 (TRITONNET_FULL=1); a reduced set otherwise."""
+    from tritonnet import kernels
+
+    layouts = ["nchw", "channels_last", "strided"] if FULL else ["channels_last"]
+    max_cases = MAX_CASES if FULL else [MAX_CASES[i] for i in (0, 3, 7)]
+    avg_cases = AVG_CASES if FULL else [AVG_CASES[i] for i in (2, 5)]
+    for layout in layouts:
+        for shape, k, s, p, d, ceil in max_cases:
+            x, cl = _kargs(shape, layout, torch.float32)
+            _check_max(kernels, x, cl, _window(k, s, p, d), _out_hw(shape, k, s, p, d, ceil), 1e-5)
+        for shape, k, s, p, ceil in avg_cases:
+            x, cl = _kargs(shape, layout, torch.float32)
+            for opt in [(True, None), (False, None), (True, 7), (False, -2)]:
+                _check_avg(kernels, x, cl, _window(k, s, p)[:3], _out_hw(shape, k, s, p, 1, ceil),
+                           opt, 1e-5)
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """torch.empty hands out NaN (floats) or -777 (integers): an element a kernel forgets to
+    write shows up."""
+    real = torch.empty
+
+    def empty(*args, **kwargs):
+        t = real(*args, **kwargs)
+        return t.fill_(float("nan") if t.is_floating_point() else -777)
+
+    monkeypatch.setattr(torch, "empty", empty)
+
+
+def test_kernels_write_every_element(poisoned_empty):
+    from tritonnet import kernels
+
+    for cl in (False, True):
+        x = _make((2, 3, 7, 6), "channels_last" if cl else "nchw", torch.float32, KERNEL_DEVICE)
+        window = _window(3, 2, 1, 1)
+        out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
+        y, idx = kernels.max_pool2d_forward(x, *window, out_hw, cl, True)
+        g = torch.randn(y.shape, device=y.device)
+        outs = [y, idx, kernels.max_pool2d_backward(g, idx, x.shape, *window, cl)]
+        outs.append(kernels.avg_pool2d_forward(x, *window[:3], out_hw, False, None, cl))
+        outs.append(kernels.avg_pool2d_backward(g, x.shape, *window[:3], False, None, cl))
+        ay, aidx = kernels.adaptive_max_pool2d_forward(x, [4, 5], cl, True)
+        ag = torch.randn(ay.shape, device=y.device)
+        outs += [ay, aidx, kernels.adaptive_max_pool2d_backward(ag, aidx, x.shape, cl)]
+        outs.append(kernels.adaptive_avg_pool2d_forward(x, [4, 5], cl))
+        outs.append(kernels.adaptive_avg_pool2d_backward(ag, x.shape, cl))
+        for t in outs:
+            if t.is_floating_point():
+                assert not torch.isnan(t).any()
+            else:
+                assert (t >= 0).all() and (t < 7 * 6).all()
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_nan_and_inf_like_torch(backend):
+    """NaN wins a window (the last NaN's index), ties keep the first maximum, a window of
+    -inf and padding returns its first valid tap: as torch, for fixed and adaptive windows."""
+    tritonnet.set_backend(backend)
+    x = torch.randn(1, 2, 6, 6, device=KERNEL_DEVICE)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = float("nan")  # two NaNs in one window
+    x[0, 0, 3, 3] = float("nan")
+    x[0, 1, :3, :3] = float("-inf")  # a window with nothing above -inf
+    x[0, 1, 4, 4] = x[0, 1, 4, 5] = x[0, 1, 5, 4] = 5.0  # a three-way tie
+    ref = x.cpu()
+    for ours, theirs in [
+        (F.max_pool2d(x, 3, 2, 1, return_indices=True), TF.max_pool2d(ref, 3, 2, 1, return_indices=True)),
+        (F.max_pool2d(x, 2, return_indices=True), TF.max_pool2d(ref, 2, return_indices=True)),
+        (F.adaptive_max_pool2d(x, 4, True), TF.adaptive_max_pool2d(ref, 4, True)),
+    ]:
+        torch.testing.assert_close(ours[0].cpu(), theirs[0], equal_nan=True, rtol=0, atol=0)
+        torch.testing.assert_close(ours[1].cpu(), theirs[1], rtol=0, atol=0)
+    for ours, theirs in [
+        (F.avg_pool2d(x, 3, 2, 1), TF.avg_pool2d(ref, 3, 2, 1)),
+        (F.adaptive_avg_pool2d(x, 4), TF.adaptive_avg_pool2d(ref, 4)),
+    ]:
+        torch.testing.assert_close(ours.cpu(), theirs, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_triton_backend_end_to_end(dtype, tol):
+    """The functional ops with backend 'triton' (forward + autograd) against torch in fp32."""
+    tritonnet.set_backend("triton")
+    x = torch.randn(2, 3, 9, 8, device=KERNEL_DEVICE).to(dtype)
+    xr = x.float()
+    for op, view, args, kwargs in [
+        ("max_pool2d", None, (3, 2, 1), {"ceil_mode": True}),
+        ("avg_pool2d", None, (3, 2, 1), {"count_include_pad": False}),
+        ("adaptive_avg_pool2d", None, ((4, 3),), {}),
+        ("adaptive_max_pool2d", "unbatched", (5,), {}),
+        ("max_pool1d", "1d", (4, 3, 2), {}),
+        ("avg_pool1d", "1d", (3, 2, 1), {}),
+    ]:
+        def run(f, t, op=op, view=view, args=args, kwargs=kwargs):
+            t = t[0] if view == "unbatched" else t.flatten(2) if view == "1d" else t
+            return getattr(f, op)(t, *args, **kwargs)
+
+        ref = run(TF, xr)
+        g = torch.randn_like(ref)
+        y, gx = _grads(lambda t, run=run: run(F, t), x, g.to(dtype))
+        r, rg = _grads(lambda t, run=run: run(TF, t), xr, g)
+        assert y.dtype == gx.dtype == dtype
+        assert_close_rel(y, r, tol, "y")
+        assert_close_rel(gx, rg, tol, "dx")
+
+
+# ---------------------------------------------------------------------------------------------
+# modules, errors
+
+
+def test_modules_match_torch():
+    tritonnet.set_backend("reference")
+    x = torch.randn(2, 3, 9, 10)
+    for name, args, kwargs in [
+        ("MaxPool2d", (3, 2, 1), {"ceil_mode": True}),
+        ("MaxPool2d", (2,), {"return_indices": True, "dilation": 2}),
+        ("AvgPool2d", (3, 2, 1), {"count_include_pad": False}),
+        ("AvgPool2d", ((2, 3),), {"divisor_override": 4}),
+        ("AdaptiveAvgPool2d", ((None, 3),), {}),
+        ("AdaptiveMaxPool2d", (4,), {"return_indices": True}),
+        ("MaxPool1d", (3, 2, 1), {"return_indices": True}),
+        ("AvgPool1d", (4, 3, 2), {"ceil_mode": True}),
+    ]:
+        ours = getattr(tritonnet.nn, name)(*args, **kwargs)
+        theirs = getattr(torch.nn, name)(*args, **kwargs)
+        assert type(ours).__bases__ == (type(theirs),)
+        assert repr(ours) == repr(theirs)
+        inp = x.flatten(2) if name.endswith("1d") else x
+        torch.testing.assert_close(ours(inp), theirs(inp))
+
+
+def test_convert_swaps_pooling_layers():
+    model = torch.nn.Sequential(torch.nn.MaxPool2d(2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    x = torch.randn(2, 3, 8, 8)
+    before = model(x)
+    tritonnet.convert(model)
+    assert isinstance(model[0], tritonnet.nn.MaxPool2d)
+    assert isinstance(model[1], tritonnet.nn.AdaptiveAvgPool2d)
+    torch.testing.assert_close(model(x), before)
+
+
+X4 = (2, 3, 5, 5)
+ERRORS = [
+    # (op, args, kwargs, input shape, words the message must contain)
+    ("max_pool2d", (2,), {"padding": 2}, X4, ["padding=[2, 2]", "kernel_size=[2, 2]"]),
+    ("max_pool2d", (0,), {"stride": 1}, X4, ["kernel_size", "[0, 0]"]),
+    ("max_pool2d", (2,), {"stride": 0}, X4, ["stride", "[0, 0]"]),
+    ("max_pool2d", (2,), {"stride": -1}, X4, ["stride", "[-1, -1]"]),
+    ("max_pool2d", (2,), {"dilation": 0}, X4, ["dilation", "[0, 0]"]),
+    ("max_pool2d", (2,), {"padding": -1}, X4, ["padding", "[-1, -1]"]),
+    ("max_pool2d", (6,), {}, X4, ["3x5x5", "3x0x0"]),
+    ("max_pool2d", ((2, 2, 2),), {}, X4, ["kernel_size", "(2, 2, 2)"]),
+    ("max_pool2d", (2,), {}, (5, 5), ["2-D", "(5, 5)"]),
+    ("max_pool2d", (2,), {}, (1, 2, 3, 5, 5), ["5-D", "(1, 2, 3, 5, 5)"]),
+    ("max_pool2d", (2,), {}, (2, 0, 5, 5), ["non-zero", "(2, 0, 5, 5)"]),
+    ("max_pool2d", (2.0,), {}, X4, ["kernel_size", "2.0"]),
+    ("avg_pool2d", (2,), {"padding": 2}, X4, ["padding=[2, 2]"]),
+    ("avg_pool2d", (6,), {}, X4, ["3x5x5", "3x0x0"]),
+    ("avg_pool2d", (2,), {"divisor_override": 0}, X4, ["divisor_override", "0"]),
+    ("avg_pool2d", (2,), {"divisor_override": 1.5}, X4, ["divisor_override", "float"]),
+    ("avg_pool2d", (2,), {}, (5, 5), ["2-D", "(5, 5)"]),
+    ("avg_pool2d", (2,), {}, (1, 2, 3, 5, 5), ["5-D"]),
+    ("adaptive_avg_pool2d", (-1,), {}, X4, ["[-1, -1]"]),
+    ("adaptive_avg_pool2d", ((2, 2, 2),), {}, X4, ["(2, 2, 2)"]),
+    ("adaptive_avg_pool2d", (2,), {}, (5, 5), ["2-D"]),
+    ("adaptive_avg_pool2d", (2,), {}, (2, 3, 0, 5), ["(2, 3, 0, 5)"]),
+    ("adaptive_max_pool2d", (2,), {}, (2, 0, 5, 5), ["(2, 0, 5, 5)"]),
+    ("adaptive_max_pool2d", (2,), {}, (1, 2, 3, 5, 5), ["5-D"]),
+    ("max_pool1d", (2,), {"padding": 2}, (2, 3, 5), ["padding=[2]"]),
+    ("max_pool1d", (0,), {}, (2, 3, 5), ["kernel_size", "[0]"]),
+    ("max_pool1d", (6,), {}, (2, 3, 5), ["3x5", "3x0"]),
+    ("max_pool1d", ((2, 2),), {}, (2, 3, 5), ["(2, 2)"]),
+    ("max_pool1d", (2,), {}, (5,), ["1-D"]),
+    ("max_pool1d", (2,), {}, (2, 3, 5, 5), ["4-D"]),
+    ("avg_pool1d", (6,), {}, (2, 3, 5), ["3x5", "3x0"]),
+    ("avg_pool1d", (2,), {}, (2, 3, 5, 5), ["4-D"]),
+]
+
+
+@pytest.mark.parametrize(
+    "op,args,kwargs,shape,words", ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(ERRORS)]
+)
+def test_bad_input_raises_like_torch(op, args, kwargs, shape, words):
+    x = torch.randn(shape)
+    with pytest.raises(Exception) as theirs:
+        getattr(TF, op)(x, *args, **kwargs)
+    with pytest.raises(theirs.type) as ours:
+        getattr(F, op)(x, *args, **kwargs)
+    for w in words:
+        assert w in str(ours.value), (w, str(ours.value))
+
+
+def _opcheck_cases():
+    from tritonnet.ops import pool as P
+
+    def x(*shape, cl=False):
+        t = torch.randn(*shape, dtype=torch.float64)
+        if cl:
+            t = t.to(memory_format=CL if t.dim() == 4 else torch.channels_last_3d)
+        return t.requires_grad_()
+
+    return [
+        (P.max_pool2d, lambda: (x(2, 3, 7, 6, cl=True), [3, 3], [2, 2], [1, 1], [1, 1], True, True)),
+        (P.max_pool2d, lambda: (x(3, 7, 6), [2, 2], [2, 2], [0, 0], [1, 1], False, True)),
+        (P.avg_pool2d, lambda: (x(2, 3, 7, 6, cl=True), [3, 3], [2, 2], [1, 1], True, False, None)),
+        (P.adaptive_max_pool2d, lambda: (x(2, 3, 7, 6), [3, 4], True)),
+        (P.adaptive_avg_pool2d, lambda: (x(3, 7, 6), [3, 4])),
+        (P.upsample_nearest, lambda: (x(2, 3, 4, 5, 3, cl=True), [7, 10, 2], [0.0, 2.0, 0.5], True)),
+    ]
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_custom_ops_pass_opcheck(i):
+    """Schema, fake (meta) shapes and strides, autograd registration, AOT dispatch: what
+    torch.compile relies on."""
+    tritonnet.set_backend("reference")
+    op, args = _opcheck_cases()[i]
+    torch.library.opcheck(op, args())
+
+
+def test_backward_without_saved_indices_raises():
+    from tritonnet.ops.pool import max_pool2d
+
+    x = torch.randn(1, 1, 4, 4, requires_grad=True)
+    y, idx = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, False)
+    assert idx.numel() == 0
+    with pytest.raises(RuntimeError, match="without saving indices"):
+        y.sum().backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: the network shapes, against torch's CUDA kernels
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_gpu_network_shapes(layout, dtype, tol):
+    tritonnet.set_backend("triton")
+    for shape, op in [
+        ((128, 6, 28, 28), lambda f, t: f.max_pool2d(t, 2)),  # LeNet-5
+        ((128, 16, 10, 10), lambda f, t: f.avg_pool2d(t, 2)),
+        ((32, 64, 112, 112), lambda f, t: f.max_pool2d(t, 3, 2, 1)),  # ResNet-18 stem pool
+        ((128, 512, 7, 7), lambda f, t: f.adaptive_avg_pool2d(t, 1)),  # ResNet-18 head
+        ((16, 64, 56, 56), lambda f, t: f.adaptive_max_pool2d(t, (5, 7))),
+        ((8, 32, 33, 47), lambda f, t: f.avg_pool2d(t, 3, 2, 1, True, False)),
+    ]:
+        x = _make(shape, layout, dtype, "cuda").requires_grad_()
+        xr = x.detach().requires_grad_()
+        y, yr = op(F, x), op(TF, xr)
+        _same_layout(y, yr)
+        assert_close_rel(y, yr, tol, "y")
+        g = torch.randn_like(yr)
+        (gx,) = torch.autograd.grad(y, x, g)
+        (gr,) = torch.autograd.grad(yr, xr, g)
+        assert_close_rel(gx, gr, tol, "dx")
+
+
+@pytest.mark.gpu
+def test_gpu_every_autotune_config(monkeypatch):
+    """Each config of the tuned set, alone, on ragged shapes."""
+    from tritonnet.kernels import pool as kpool
+
+    for cfg in kpool._configs():
+        monkeypatch.setattr(kpool, "_configs", lambda cfg=cfg: [cfg])
+        kpool._tuned.clear()
+        x = torch.randn(3, 5, 37, 29, device="cuda")
+        for cl in (False, True):
+            xx = x.to(memory_format=CL) if cl else x
+            window = _window(3, 2, 1)
+            out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
+            _check_max(kpool, xx, cl, window, out_hw, 1e-5)
+            _check_avg(kpool, xx, cl, window[:3], out_hw, (False, None), 1e-5)
+            _check_max(kpool, xx, cl, None, [6, 11], 1e-5, adaptive=True)
+            _check_avg(kpool, xx, cl, None, [6, 11], None, 1e-5, adaptive=True)
+    kpool._tuned.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark module, on CPU with a fake timer (the numbers come from a GPU run)
+
+
+def test_bench_pool_runs_and_counts_bytes():
+    from tritonnet.bench import harness
+    from tritonnet.bench import pool as bpool
+
+    case = bpool.Case("tiny", "max_pool2d", 2, 3, 9, 8, {"kernel_size": 3, "stride": 2, "padding": 1})
+    # x 432 elements, y 2*3*5*4 = 120 (+ int64 indices): forward reads x, writes y and i
+    assert bpool.min_bytes(case, 120, "forward", 2) == 2 * (432 + 120) + 8 * 120
+    assert bpool.min_bytes(case, 120, "forward+backward", 4) == 2 * (4 * (432 + 120) + 8 * 120)
+
+    def timer(fn, grad_to_none=None):
+        fn()
+        return (0.01, 0.009, 0.012)
+
+    env = {"device": "fake", "versions": "v", "timestamp": "t"}
+    rec = harness.Recorder(env, timer, log=lambda *a: None)
+    rec.ceilings["copy"] = 1000.0
+    cases = [case, bpool.Case("tiny.up", "interpolate", 1, 2, 3, 5, {"scale_factor": 2})]
+    bpool.run(rec, device=KERNEL_DEVICE, dtypes=["fp32-tf32", "fp32"], cases=cases)
+    df = rec.frame()
+    assert not rec.failures
+    assert set(df["dtype"]) == {"fp32"} and set(df["layout"]) == {"nchw", "channels_last"}
+    assert set(df["label"]) == {"tiny", "tiny.cl", "tiny.up", "tiny.up.cl"}
+    assert (df[df["metric"] == "rel_err"]["check"] == "ok").all()
+    gbs = df[(df["metric"] == "GB/s") & (df["label"] == "tiny") & (df["mode"] == "forward")]
+    assert len(gbs) == 2  # tritonnet and torch
+    assert gbs["p50"].iloc[0] == pytest.approx(bpool.min_bytes(case, 120, "forward", 4) / 0.01e6)

@@ -1,0 +1,306 @@
+"""Pooling and resampling with torch.nn.functional's names, signatures and errors.
+
+max_pool1d / avg_pool1d run through the 2-D ops on an (.., C, 1, L) view. interpolate runs
+'nearest' and 'nearest-exact' on tritonnet's resampling op and 'area' on adaptive_avg_pool2d
+(3-D and 4-D input); every other mode, and 'area' on 5-D input, is torch.nn.functional's own.
+Integer tensors (which carry no gradient) are passed to torch.nn.functional after validation.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as TF
+
+from ..ops import pool as _ops
+from ..ops.pool import pool_output_size
+
+__all__ = [
+    "max_pool2d",
+    "max_pool2d_with_indices",
+    "avg_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_with_indices",
+    "adaptive_avg_pool2d",
+    "max_pool1d",
+    "max_pool1d_with_indices",
+    "avg_pool1d",
+    "interpolate",
+]
+
+# ---------------------------------------------------------------------------------------------
+# argument checks (PyTorch's exception types, with the values in the message)
+
+
+def _check_tensor(op, input):
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
+
+
+def _check_rank(op, input, spatial, exc=RuntimeError, empty_channels_ok=False):
+    """(C, *spatial) or (N, C, *spatial) with non-zero non-batch sizes (N may be 0)."""
+    names = {1: "L", 2: "H, W"}[spatial]
+    if input.dim() not in (spatial + 1, spatial + 2):
+        raise exc(
+            f"{op}: expected a {spatial + 1}-D (C, {names}) or {spatial + 2}-D (N, C, {names}) "
+            f"input, got a {input.dim()}-D tensor of shape {tuple(input.shape)}"
+        )
+    dims = input.shape[-spatial:] if empty_channels_ok else input.shape[-spatial - 1:]
+    if 0 in dims:
+        raise RuntimeError(
+            f"{op}: expected non-zero sizes for the non-batch dimensions, got input of shape "
+            f"{tuple(input.shape)}"
+        )
+
+
+def _ints(op, name, value, n):
+    """An int, or a sequence of 1 or n ints -> a tuple of n ints (PyTorch's broadcasting rule)."""
+    vals = list(value) if isinstance(value, (list, tuple, torch.Size)) else [value]
+    try:
+        vals = [operator.index(v) for v in vals]
+    except TypeError:
+        raise TypeError(
+            f"{op}(): argument '{name}' must be an int or a tuple of ints, got {value!r}"
+        ) from None
+    if len(vals) == 1:
+        vals = vals * n
+    if len(vals) != n:
+        what = "a single int" + (f", or a tuple of {n} ints" if n > 1 else " or a tuple of one int")
+        raise RuntimeError(f"{op}: {name} must be {what}, got {value!r}")
+    return vals
+
+
+def _window(op, n, kernel_size, stride, padding, dilation=1):
+    kernel = _ints(op, "kernel_size", kernel_size, n)
+    no_stride = stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+    stride = kernel if no_stride else _ints(op, "stride", stride, n)
+    padding = _ints(op, "padding", padding, n)
+    dilation = _ints(op, "dilation", dilation, n)
+    for name, vals in [("kernel_size", kernel), ("stride", stride), ("dilation", dilation)]:
+        if any(v <= 0 for v in vals):
+            raise RuntimeError(f"{op}: {name} must be greater than zero, but got {name}={vals}")
+    if any(p < 0 for p in padding):
+        raise RuntimeError(f"{op}: padding must be non-negative, but got padding={padding}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise RuntimeError(
+            f"{op}: padding should be at most half of kernel size, but got padding={padding} "
+            f"and kernel_size={kernel}"
+        )
+    return kernel, stride, padding, dilation
+
+
+def _check_output(op, input, window, ceil_mode, spatial):
+    kernel, stride, padding, dilation = window
+    sizes = list(input.shape[-spatial:])
+    out = [pool_output_size(i, k, s, p, d, bool(ceil_mode))
+           for i, k, s, p, d in zip(sizes, kernel, stride, padding, dilation)]
+    if any(o < 1 for o in out):
+        c = input.shape[-spatial - 1]
+        raise RuntimeError(
+            f"{op}: given input size ({'x'.join(map(str, [c, *sizes]))}), the calculated output "
+            f"size ({'x'.join(map(str, [c, *out]))}) is too small (kernel_size={kernel}, "
+            f"stride={stride}, padding={padding}, dilation={dilation}, ceil_mode={bool(ceil_mode)})"
+        )
+
+
+def _need_indices(input, return_indices):
+    return bool(return_indices) or (torch.is_grad_enabled() and input.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D pooling
+
+
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=False):
+    """(output, indices); indices are flat per (H, W) plane, as max_unpool2d expects."""
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    _check_tensor("max_pool2d", input)
+    _check_rank("max_pool2d", input, 2)
+    window = _window("max_pool2d", 2, kernel_size, stride, padding, dilation)
+    _check_output("max_pool2d", input, window, ceil_mode, 2)
+    if not input.is_floating_point():
+        return TF.max_pool2d(input, *window, ceil_mode=ceil_mode, return_indices=return_indices)
+    y, idx = _ops.max_pool2d(input, *window, bool(ceil_mode), _need_indices(input, return_indices))
+    return (y, idx) if return_indices else y
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    _check_tensor("avg_pool2d", input)
+    # PyTorch raises IndexError for fewer than 3 dimensions and RuntimeError for more than 4
+    _check_rank("avg_pool2d", input, 2, exc=IndexError if input.dim() < 3 else RuntimeError)
+    kernel, stride, padding, _ = _window("avg_pool2d", 2, kernel_size, stride, padding)
+    _check_output("avg_pool2d", input, (kernel, stride, padding, [1, 1]), ceil_mode, 2)
+    if divisor_override is not None:
+        if isinstance(divisor_override, bool) or not isinstance(divisor_override, int):
+            raise TypeError(
+                f"avg_pool2d(): argument 'divisor_override' must be int, not "
+                f"{type(divisor_override).__name__}"
+            )
+        if divisor_override == 0:
+            raise RuntimeError("avg_pool2d: divisor_override must be non-zero, got 0")
+    if not input.is_floating_point():
+        return TF.avg_pool2d(input, kernel, stride, padding, ceil_mode, count_include_pad,
+                             divisor_override)
+    return _ops.avg_pool2d(input, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad),
+                           divisor_override)
+
+
+def _adaptive_size(op, input, output_size):
+    """int, or a pair whose None entries take the input's size -> [OH, OW]."""
+    vals = list(output_size) if isinstance(output_size, (list, tuple, torch.Size)) else [output_size]
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2:
+        raise RuntimeError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
+    vals = [input.shape[-2 + i] if v is None else v for i, v in enumerate(vals)]
+    try:
+        vals = [operator.index(v) for v in vals]
+    except TypeError:
+        raise TypeError(f"{op}(): output_size must be ints or None, got {output_size!r}") from None
+    if any(v < 0 for v in vals):
+        raise RuntimeError(f"{op}: elements of output_size must be >= 0, but got {vals}")
+    return vals
+
+
+def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
+    return adaptive_max_pool2d(input, output_size, True)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    _check_tensor("adaptive_max_pool2d", input)
+    _check_rank("adaptive_max_pool2d", input, 2)
+    size = _adaptive_size("adaptive_max_pool2d", input, output_size)
+    if not input.is_floating_point():
+        return TF.adaptive_max_pool2d(input, size, return_indices)
+    y, idx = _ops.adaptive_max_pool2d(input, size, _need_indices(input, return_indices))
+    return (y, idx) if return_indices else y
+
+
+def adaptive_avg_pool2d(input, output_size):
+    _check_tensor("adaptive_avg_pool2d", input)
+    _check_rank("adaptive_avg_pool2d", input, 2, empty_channels_ok=True)
+    size = _adaptive_size("adaptive_avg_pool2d", input, output_size)
+    if not input.is_floating_point():
+        return TF.adaptive_avg_pool2d(input, size)
+    return _ops.adaptive_avg_pool2d(input, size)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1-D pooling through the 2-D ops: (N, C, L) -> (N, C, 1, L), windows (1, k)
+
+
+def _as2d(window):
+    """1-D window (kernel, stride, padding, dilation) -> the 2-D window of a (1, L) plane."""
+    kernel, stride, padding, dilation = window
+    return [1, kernel[0]], [1, stride[0]], [0, padding[0]], [1, dilation[0]]
+
+
+def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=False):
+    return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    _check_tensor("max_pool1d", input)
+    _check_rank("max_pool1d", input, 1)
+    window = _window("max_pool1d", 1, kernel_size, stride, padding, dilation)
+    _check_output("max_pool1d", input, window, ceil_mode, 1)
+    if not input.is_floating_point():
+        return TF.max_pool1d(input, *window, ceil_mode=ceil_mode, return_indices=return_indices)
+    y, idx = _ops.max_pool2d(input.unsqueeze(-2), *_as2d(window), bool(ceil_mode),
+                             _need_indices(input, return_indices))
+    return (y.squeeze(-2), idx.squeeze(-2)) if return_indices else y.squeeze(-2)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    _check_tensor("avg_pool1d", input)
+    _check_rank("avg_pool1d", input, 1)
+    kernel, stride, padding, _ = _window("avg_pool1d", 1, kernel_size, stride, padding)
+    window = (kernel, stride, padding, [1])
+    _check_output("avg_pool1d", input, window, ceil_mode, 1)
+    if not input.is_floating_point():
+        return TF.avg_pool1d(input, kernel, stride, padding, ceil_mode, count_include_pad)
+    k, s, p, _ = _as2d(window)
+    return _ops.avg_pool2d(input.unsqueeze(-2), k, s, p, bool(ceil_mode), bool(count_include_pad),
+                           None).squeeze(-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# interpolate
+
+_OURS = ("nearest", "nearest-exact", "area")
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """torch.nn.functional.interpolate. 'nearest' and 'nearest-exact' run on tritonnet's op
+    (source index as PyTorch's CPU kernels compute it), 'area' on adaptive_avg_pool2d for 3-D
+    and 4-D input; other modes are torch.nn.functional.interpolate itself."""
+    _check_tensor("interpolate", input)
+    ours = mode in _OURS and input.is_floating_point() and not (mode == "area" and input.dim() == 5)
+    if not ours or antialias:
+        return TF.interpolate(input, size, scale_factor, mode, align_corners,
+                              recompute_scale_factor, antialias)
+    if align_corners is not None:
+        raise ValueError(
+            f"interpolate: align_corners can only be set with the interpolating modes linear, "
+            f"bilinear, bicubic and trilinear, not mode={mode!r} (got align_corners={align_corners})"
+        )
+    if input.dim() not in (3, 4, 5):
+        raise NotImplementedError(
+            f"interpolate: only 3-D, 4-D and 5-D input is supported (got a {input.dim()}-D tensor "
+            f"of shape {tuple(input.shape)}, mode={mode!r})"
+        )
+    dim = input.dim() - 2
+    in_sizes = list(input.shape[2:])
+    if (size is None) == (scale_factor is None):
+        raise ValueError(
+            "interpolate: exactly one of size or scale_factor must be given, got "
+            f"size={size!r} and scale_factor={scale_factor!r}"
+        )
+    if size is not None:
+        if recompute_scale_factor:
+            raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
+        sizes = list(size) if isinstance(size, (list, tuple, torch.Size)) else [size] * dim
+        if len(sizes) != dim:
+            raise ValueError(
+                f"interpolate: input has {dim} spatial dimensions {in_sizes} but size={size!r}"
+            )
+        try:
+            sizes = [operator.index(s) for s in sizes]
+        except TypeError:
+            raise TypeError(f"interpolate: size must be ints, got {size!r}") from None
+        scales = [0.0] * dim
+    else:
+        factors = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * dim
+        if len(factors) != dim:
+            raise ValueError(
+                f"interpolate: input has {dim} spatial dimensions {in_sizes} but "
+                f"scale_factor={scale_factor!r}"
+            )
+        factors = [float(f) for f in factors]
+        sizes = [int(i * f) for i, f in zip(in_sizes, factors)]  # truncation, as PyTorch
+        recompute = recompute_scale_factor or mode == "area"
+        scales = [0.0] * dim if recompute else factors
+    if any(s <= 0 for s in in_sizes + sizes):
+        raise RuntimeError(
+            f"interpolate: input and output sizes should be greater than 0, but got input "
+            f"{in_sizes} and output {sizes}"
+        )
+    if input.shape[1] == 0:
+        raise RuntimeError(
+            f"interpolate: expected non-empty channels, got input of shape {tuple(input.shape)}"
+        )
+    if mode == "area":
+        if dim == 1:
+            return _ops.adaptive_avg_pool2d(input.unsqueeze(-2), [1, sizes[0]]).squeeze(-2)
+        return _ops.adaptive_avg_pool2d(input, sizes)
+    return _ops.upsample_nearest(input, sizes, scales, mode == "nearest-exact")

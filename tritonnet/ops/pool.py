@@ -1,0 +1,311 @@
+"""Pooling (max, average, adaptive) and nearest resampling as custom ops, with their backward.
+
+Derivations, per (N, C) plane, W(o) the window of output o (kernels/pool.py):
+  max      y[o] = x[a(o)], a(o) = argmax over W(o)     dx[i] = sum_{o : a(o) = i} dy[o]
+  average  y[o] = sum_{i in W(o)} x[i] / div(o)        dx[i] = sum_{o : i in W(o)} dy[o] / div(o)
+  nearest  y[o] = x[src(o)]                            dx[i] = sum_{o : src(o) = i} dy[o]
+Each backward is linear in dy and written as a gather over the outputs that touch input i, so
+the kernels need no atomics and are deterministic. Max pooling saves its int64 indices (the
+forward skips writing them when nothing needs them: inference without return_indices).
+
+The ops take 3-D (unbatched) or 4-D input for pooling and 3-D, 4-D or 5-D input for
+resampling; the output is channels_last exactly when PyTorch's would be (4-D or 5-D input
+whose strides suggest it), the gradient likewise follows the input.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..backend import backend_for
+
+
+def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int,
+                     ceil_mode: bool) -> int:
+    """PyTorch's pooling output size along one dimension; with ceil_mode the last window must
+    start inside the input or its left padding."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """Whether PyTorch's pooling/resampling would give x's output a channels_last layout."""
+    if x.dim() not in (4, 5):
+        return False
+    try:
+        from torch._prims_common import suggest_memory_format
+    except ImportError:  # older torch: dense channels_last only
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        return x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
+    return suggest_memory_format(x) != torch.contiguous_format
+
+
+def _new(like: Tensor, shape, cl: bool, dtype=None) -> Tensor:
+    """Fake-tensor allocation with the layout the primitives give."""
+    fmt = torch.contiguous_format
+    if cl:
+        fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
+
+
+def _batched(*tensors):
+    """(C, H, W) -> (1, C, H, W) views; 4-D unchanged."""
+    return [t.unsqueeze(0) if t.dim() == 3 else t for t in tensors]
+
+
+def _unbatch(t: Tensor, rank: int) -> Tensor:
+    return t.squeeze(0) if rank == 3 and t.dim() == 4 else t
+
+
+def _pooled_shape(input, kernel_size, stride, padding, dilation, ceil_mode):
+    hw = [pool_output_size(i, k, s, p, d, ceil_mode) for i, k, s, p, d in
+          zip(input.shape[-2:], kernel_size, stride, padding, dilation)]
+    return (*input.shape[:-2], *hw)
+
+
+def _no_indices(input):
+    return input.new_empty(0, dtype=torch.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# max_pool2d
+
+
+@torch.library.custom_op("tritonnet::max_pool2d", mutates_args=())
+def max_pool2d(input: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+               dilation: list[int], ceil_mode: bool, need_indices: bool) -> tuple[Tensor, Tensor]:
+    out_hw = _pooled_shape(input, kernel_size, stride, padding, dilation, ceil_mode)[-2:]
+    (x,) = _batched(input)
+    y, idx = backend_for(input).max_pool2d_forward(
+        x, kernel_size, stride, padding, dilation, out_hw, is_channels_last(input), need_indices)
+    return _unbatch(y, input.dim()), _unbatch(idx, input.dim())
+
+
+@max_pool2d.register_fake
+def _(input, kernel_size, stride, padding, dilation, ceil_mode, need_indices):
+    shape = _pooled_shape(input, kernel_size, stride, padding, dilation, ceil_mode)
+    cl = is_channels_last(input)
+    idx = _new(input, shape, cl, torch.int64) if need_indices else _no_indices(input)
+    return _new(input, shape, cl), idx
+
+
+@torch.library.custom_op("tritonnet::max_pool2d_backward", mutates_args=())
+def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: list[int],
+                        kernel_size: list[int], stride: list[int], padding: list[int],
+                        dilation: list[int], channels_last: bool) -> Tensor:
+    g, idx = _batched(grad_output, indices)
+    size = [1, *input_size] if len(input_size) == 3 else input_size
+    dx = backend_for(grad_output).max_pool2d_backward(
+        g, idx, size, kernel_size, stride, padding, dilation, channels_last)
+    return _unbatch(dx, len(input_size))
+
+
+@max_pool2d_backward.register_fake
+def _(grad_output, indices, input_size, kernel_size, stride, padding, dilation, channels_last):
+    return _new(grad_output, input_size, channels_last)
+
+
+def _check_indices(indices, grad, op):
+    if indices.numel() == 0 and grad.numel() != 0:
+        raise RuntimeError(
+            f"{op}: the forward ran without saving indices (need_indices=False), so it cannot be "
+            "differentiated; call it through tritonnet.functional"
+        )
+
+
+def _max_setup(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, _, _ = inputs
+    ctx.save_for_backward(output[1])
+    ctx.args = (list(input.shape), kernel_size, stride, padding, dilation, is_channels_last(input))
+
+
+def _max_backward(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    _check_indices(indices, grad, "max_pool2d")
+    return (max_pool2d_backward(grad, indices, *ctx.args),) + (None,) * 6
+
+
+max_pool2d.register_autograd(_max_backward, setup_context=_max_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# avg_pool2d
+
+
+@torch.library.custom_op("tritonnet::avg_pool2d", mutates_args=())
+def avg_pool2d(input: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+               ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
+    out_hw = _pooled_shape(input, kernel_size, stride, padding, [1, 1], ceil_mode)[-2:]
+    (x,) = _batched(input)
+    y = backend_for(input).avg_pool2d_forward(
+        x, kernel_size, stride, padding, out_hw, count_include_pad, divisor_override,
+        is_channels_last(input))
+    return _unbatch(y, input.dim())
+
+
+@avg_pool2d.register_fake
+def _(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    shape = _pooled_shape(input, kernel_size, stride, padding, [1, 1], ceil_mode)
+    return _new(input, shape, is_channels_last(input))
+
+
+@torch.library.custom_op("tritonnet::avg_pool2d_backward", mutates_args=())
+def avg_pool2d_backward(grad_output: Tensor, input_size: list[int], kernel_size: list[int],
+                        stride: list[int], padding: list[int], count_include_pad: bool,
+                        divisor_override: Optional[int], channels_last: bool) -> Tensor:
+    (g,) = _batched(grad_output)
+    size = [1, *input_size] if len(input_size) == 3 else input_size
+    dx = backend_for(grad_output).avg_pool2d_backward(
+        g, size, kernel_size, stride, padding, count_include_pad, divisor_override, channels_last)
+    return _unbatch(dx, len(input_size))
+
+
+@avg_pool2d_backward.register_fake
+def _(grad_output, input_size, kernel_size, stride, padding, count_include_pad, divisor_override,
+      channels_last):
+    return _new(grad_output, input_size, channels_last)
+
+
+def _avg_setup(ctx, inputs, output):
+    input, kernel_size, stride, padding, _, count_include_pad, divisor_override = inputs
+    ctx.args = (list(input.shape), kernel_size, stride, padding, count_include_pad,
+                divisor_override, is_channels_last(input))
+
+
+def _avg_backward(ctx, grad):
+    return (avg_pool2d_backward(grad, *ctx.args),) + (None,) * 6
+
+
+avg_pool2d.register_autograd(_avg_backward, setup_context=_avg_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptive_max_pool2d / adaptive_avg_pool2d
+
+
+@torch.library.custom_op("tritonnet::adaptive_max_pool2d", mutates_args=())
+def adaptive_max_pool2d(input: Tensor, output_size: list[int],
+                        need_indices: bool) -> tuple[Tensor, Tensor]:
+    (x,) = _batched(input)
+    y, idx = backend_for(input).adaptive_max_pool2d_forward(
+        x, output_size, is_channels_last(input), need_indices)
+    return _unbatch(y, input.dim()), _unbatch(idx, input.dim())
+
+
+@adaptive_max_pool2d.register_fake
+def _(input, output_size, need_indices):
+    shape = (*input.shape[:-2], *output_size)
+    cl = is_channels_last(input)
+    idx = _new(input, shape, cl, torch.int64) if need_indices else _no_indices(input)
+    return _new(input, shape, cl), idx
+
+
+@torch.library.custom_op("tritonnet::adaptive_max_pool2d_backward", mutates_args=())
+def adaptive_max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: list[int],
+                                 channels_last: bool) -> Tensor:
+    g, idx = _batched(grad_output, indices)
+    size = [1, *input_size] if len(input_size) == 3 else input_size
+    dx = backend_for(grad_output).adaptive_max_pool2d_backward(g, idx, size, channels_last)
+    return _unbatch(dx, len(input_size))
+
+
+@adaptive_max_pool2d_backward.register_fake
+def _(grad_output, indices, input_size, channels_last):
+    return _new(grad_output, input_size, channels_last)
+
+
+def _amax_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.args = (list(inputs[0].shape), is_channels_last(inputs[0]))
+
+
+def _amax_backward(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    _check_indices(indices, grad, "adaptive_max_pool2d")
+    return adaptive_max_pool2d_backward(grad, indices, *ctx.args), None, None
+
+
+adaptive_max_pool2d.register_autograd(_amax_backward, setup_context=_amax_setup)
+
+
+@torch.library.custom_op("tritonnet::adaptive_avg_pool2d", mutates_args=())
+def adaptive_avg_pool2d(input: Tensor, output_size: list[int]) -> Tensor:
+    (x,) = _batched(input)
+    y = backend_for(input).adaptive_avg_pool2d_forward(x, output_size, is_channels_last(input))
+    return _unbatch(y, input.dim())
+
+
+@adaptive_avg_pool2d.register_fake
+def _(input, output_size):
+    return _new(input, (*input.shape[:-2], *output_size), is_channels_last(input))
+
+
+@torch.library.custom_op("tritonnet::adaptive_avg_pool2d_backward", mutates_args=())
+def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: list[int],
+                                 channels_last: bool) -> Tensor:
+    (g,) = _batched(grad_output)
+    size = [1, *input_size] if len(input_size) == 3 else input_size
+    dx = backend_for(grad_output).adaptive_avg_pool2d_backward(g, size, channels_last)
+    return _unbatch(dx, len(input_size))
+
+
+@adaptive_avg_pool2d_backward.register_fake
+def _(grad_output, input_size, channels_last):
+    return _new(grad_output, input_size, channels_last)
+
+
+def _aavg_setup(ctx, inputs, output):
+    ctx.args = (list(inputs[0].shape), is_channels_last(inputs[0]))
+
+
+def _aavg_backward(ctx, grad):
+    return adaptive_avg_pool2d_backward(grad, *ctx.args), None
+
+
+adaptive_avg_pool2d.register_autograd(_aavg_backward, setup_context=_aavg_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# nearest resampling (interpolate mode='nearest' / 'nearest-exact')
+
+
+@torch.library.custom_op("tritonnet::upsample_nearest", mutates_args=())
+def upsample_nearest(input: Tensor, output_size: list[int], scales: list[float],
+                     exact: bool) -> Tensor:
+    return backend_for(input).upsample_nearest_forward(
+        input, output_size, scales, exact, is_channels_last(input))
+
+
+@upsample_nearest.register_fake
+def _(input, output_size, scales, exact):
+    return _new(input, (*input.shape[:2], *output_size), is_channels_last(input))
+
+
+@torch.library.custom_op("tritonnet::upsample_nearest_backward", mutates_args=())
+def upsample_nearest_backward(grad_output: Tensor, input_size: list[int], scales: list[float],
+                              exact: bool, channels_last: bool) -> Tensor:
+    return backend_for(grad_output).upsample_nearest_backward(
+        grad_output, input_size, scales, exact, channels_last)
+
+
+@upsample_nearest_backward.register_fake
+def _(grad_output, input_size, scales, exact, channels_last):
+    return _new(grad_output, input_size, channels_last)
+
+
+def _up_setup(ctx, inputs, output):
+    input, _, scales, exact = inputs
+    ctx.args = (list(input.shape), scales, exact, is_channels_last(input))
+
+
+def _up_backward(ctx, grad):
+    return upsample_nearest_backward(grad, *ctx.args), None, None, None
+
+
+upsample_nearest.register_autograd(_up_backward, setup_context=_up_setup)
