@@ -61,6 +61,15 @@ def autotune_cache() -> dict:
     return {}
 
 
+def gemm_configs(tiles, **extra):
+    """triton.Configs from (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps) rows; ``extra``
+    constexprs (GROUP_M) are added to every config."""
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, **extra}, num_stages=st, num_warps=w)
+        for bm, bn, bk, st, w in tiles
+    ]
+
+
 def prune_tiles(size_m, size_n):
     """An autotuner early_config_prune: drop tiles larger than the next power of two of the
     problem in M or N (a 128-row tile over a batch of 8 wastes 15/16 of its work, and each
@@ -73,6 +82,20 @@ def prune_tiles(size_m, size_n):
         return keep or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
     return prune
+
+
+@triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of program ``pid`` in grouped order: GROUP_M row blocks visit each column
+    block in turn, so neighbouring programs share tiles in L2."""
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * grid_n
+    first_m = (pid // width) * GROUP_M
+    group_m = min(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % group_m
+    pid_n = (pid % width) // group_m
+    return pid_m, pid_n
 
 
 @triton.jit

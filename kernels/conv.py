@@ -32,6 +32,8 @@ from ._common import (
     apply_activation,
     autotune_cache,
     dot_precision,
+    gemm_configs,
+    grouped_tile,
     prune_tiles,
     upcast_dot,
 )
@@ -45,61 +47,39 @@ __all__ = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
 def _configs():
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 4})]
-    cfg = []
-    for bm, bn, bk, stages, warps in [
-        (128, 128, 64, 3, 8),
-        (128, 128, 32, 4, 4),
-        (128, 64, 32, 4, 4),
-        (64, 128, 32, 4, 4),
-        (64, 64, 64, 4, 4),
-        (64, 64, 32, 4, 2),
-        (128, 32, 32, 4, 4),
-        (32, 64, 32, 4, 2),
-        (64, 16, 16, 4, 2),  # few output channels (LeNet, depthwise)
-    ]:
-        cfg.append(
-            triton.Config(
-                {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
-                num_stages=stages,
-                num_warps=warps,
-            )
-        )
-    return cfg
+    return gemm_configs(
+        [
+            (128, 128, 64, 3, 8),
+            (128, 128, 32, 4, 4),
+            (128, 64, 32, 4, 4),
+            (64, 128, 32, 4, 4),
+            (64, 64, 64, 4, 4),
+            (64, 64, 32, 4, 2),
+            (128, 32, 32, 4, 4),
+            (32, 64, 32, 4, 2),
+            (64, 16, 16, 4, 2),  # few output channels (LeNet, depthwise)
+        ],
+        GROUP_M=8,
+    )
 
 
 def _wgrad_configs():
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32})]
-    cfg = []
-    for bm, bn, bk, stages, warps in [
-        (64, 64, 64, 3, 4),
-        (128, 64, 32, 4, 4),
-        (64, 128, 32, 4, 4),
-        (128, 128, 32, 3, 8),
-        (32, 32, 64, 4, 2),
-        (16, 16, 64, 4, 2),
-    ]:
-        cfg.append(
-            triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_stages=stages, num_warps=warps)
-        )
-    return cfg
+    return gemm_configs(
+        [
+            (64, 64, 64, 3, 4),
+            (128, 64, 32, 4, 4),
+            (64, 128, 32, 4, 4),
+            (128, 128, 32, 3, 8),
+            (32, 32, 64, 4, 2),
+            (16, 16, 64, 4, 2),
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # kernels
-
-
-@triton.jit
-def _tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-    """Grouped ordering: GROUP_M row blocks visit each column block in turn (L2 reuse)."""
-    grid_m = tl.cdiv(M, BLOCK_M)
-    grid_n = tl.cdiv(N, BLOCK_N)
-    width = GROUP_M * grid_n
-    first_m = (pid // width) * GROUP_M
-    group_m = min(grid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % width) % group_m
-    pid_n = (pid % width) // group_m
-    return pid_m, pid_n
 
 
 @triton.jit
@@ -121,7 +101,7 @@ def _conv2d_fwd_kernel(
 ):
     g = tl.program_id(1)
     M = NB * OH * OW
-    pid_m, pid_n = _tile_ids(tl.program_id(0), M, Og, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, Og, BLOCK_M, BLOCK_N, GROUP_M)
 
     # int64 offsets: tensors may exceed 2**31 elements
     rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # output pixel (n, oh, ow)
@@ -187,7 +167,7 @@ def _conv2d_bwd_input_kernel(
 ):
     g = tl.program_id(1)
     M = NB * H * W
-    pid_m, pid_n = _tile_ids(tl.program_id(0), M, Cg, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, Cg, BLOCK_M, BLOCK_N, GROUP_M)
 
     rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # input pixel (n, ih, iw)
     rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # input channel in group

@@ -20,7 +20,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, apply_activation, autotune_cache, dot_precision, prune_tiles, upcast_dot
+from ._common import (
+    INTERPRET,
+    apply_activation,
+    autotune_cache,
+    dot_precision,
+    gemm_configs,
+    grouped_tile,
+    prune_tiles,
+    upcast_dot,
+)
 
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch: nothing here touches a device at import)
@@ -30,29 +39,23 @@ def _configs():
     if INTERPRET:
         # One config: the interpreter does not time anything, and 32 keeps tests' masks busy.
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4})]
-    cfg = []
-    for bm, bn, bk, stages, warps in [
-        (128, 256, 64, 3, 8),
-        (256, 128, 64, 3, 8),
-        (128, 128, 64, 4, 4),
-        (128, 128, 32, 4, 4),
-        (128, 64, 32, 4, 4),
-        (64, 128, 32, 4, 4),
-        (64, 64, 64, 4, 4),
-        (64, 32, 32, 5, 2),
-        (32, 64, 32, 5, 2),
-        (16, 64, 64, 4, 2),  # small batch (M) layers
-        (16, 128, 64, 4, 4),
-        (16, 32, 64, 4, 2),  # tiny layers (a classifier head of 10 classes)
-    ]:
-        cfg.append(
-            triton.Config(
-                {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
-                num_stages=stages,
-                num_warps=warps,
-            )
-        )
-    return cfg
+    return gemm_configs(
+        [
+            (128, 256, 64, 3, 8),
+            (256, 128, 64, 3, 8),
+            (128, 128, 64, 4, 4),
+            (128, 128, 32, 4, 4),
+            (128, 64, 32, 4, 4),
+            (64, 128, 32, 4, 4),
+            (64, 64, 64, 4, 4),
+            (64, 32, 32, 5, 2),
+            (32, 64, 32, 5, 2),
+            (16, 64, 64, 4, 2),  # small batch (M) layers
+            (16, 128, 64, 4, 4),
+            (16, 32, 64, 4, 2),  # tiny layers (a classifier head of 10 classes)
+        ],
+        GROUP_M=8,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,16 +77,7 @@ def _matmul_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """C = act(A @ B + bias); optionally rowsum[m] = sum_k A[m, k] (the bias gradient)."""
-    pid = tl.program_id(0)
-    grid_m = tl.cdiv(M, BLOCK_M)
-    grid_n = tl.cdiv(N, BLOCK_N)
-    # grouped ordering: GROUP_M row blocks share each column block in turn
-    width = GROUP_M * grid_n
-    group = pid // width
-    first_m = group * GROUP_M
-    group_m = min(grid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % width) % group_m
-    pid_n = (pid % width) // group_m
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     # int64 offsets: a tensor may exceed 2**31 elements
     rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
