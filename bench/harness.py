@@ -329,7 +329,9 @@ class Recorder:
 # the short table
 
 
-MODE_SHORT = {"forward": "fwd", "backward": "bwd", "forward+backward": "fwd+bwd"}
+# in table order; conv times its two gradients on their own (dx, dw)
+MODE_SHORT = {"forward": "fwd", "input-grad": "dx", "weight-grad": "dw", "backward": "bwd",
+              "forward+backward": "fwd+bwd"}
 
 
 def summary_table(df: pd.DataFrame, ours: str = "tritonnet", theirs: str = "torch") -> pd.DataFrame:

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .harness import DTYPES, format_table, summary_table
+from .harness import DTYPES
+from .suite import report
 
-MODE_ORDER = ["forward", "backward", "forward+backward"]
+MODE_ORDER = ["forward", "input-grad", "weight-grad", "backward", "forward+backward"]
 
 
 def _ordered(values, order):
@@ -54,7 +55,8 @@ def plot_op(df: pd.DataFrame, op: str, path: Path) -> Path | None:
     x = np.arange(len(cases))
     width = 0.8 / len(providers)
 
-    col_w = max(4.0, 0.3 * len(cases) * (len(providers) + 1) + 1.0)
+    # wide enough for every bar up to a cap (conv's full matrix has ~80 cases per panel)
+    col_w = min(max(4.0, 0.3 * len(cases) * (len(providers) + 1) + 1.0), 40.0)
     fig = Figure(figsize=(col_w * len(modes), 3.4 * len(dtypes) + 1.2), layout="constrained")
     axes = fig.subplots(len(dtypes), len(modes), squeeze=False, sharey="row")
     for r, dtype in enumerate(dtypes):
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     df = pd.read_csv(args.csv)
     for path in plot_frame(df, out):
         print(f"plot: {path}")
-    table = format_table(summary_table(df))
+    table = report(df)
     (Path(out) / "table.txt").write_text(table + "\n")
     print(table)
     return 0

@@ -20,8 +20,11 @@ import torch
 
 from . import harness
 
-# op name -> module (one per op family) with OP, PROVIDERS, DEFAULT_PROVIDERS and run()
-OPS = {"linear": "tritonnet.bench.linear"}
+# op name -> module (one per op family) with OP, PROVIDERS, DEFAULT_PROVIDERS and run(), and
+# optionally headline(df): lines printed and written under the table (conv's geomean)
+# run in this order under one --budget-s: convolution, the heart of the library, first
+OPS = {"conv": "tritonnet.bench.conv", "linear": "tritonnet.bench.linear",
+       "pool": "tritonnet.bench.pool"}
 
 NO_CUDA = "tritonnet bench: timings come from a GPU only; no CUDA device found"
 
@@ -62,6 +65,18 @@ def default_out(device_slug: str) -> Path:
     here = Path(__file__).resolve().parent / "results"
     base = here if here.is_dir() else Path.cwd() / "bench-results"
     return base / device_slug
+
+
+def report(df) -> str:
+    """The short table, then the headline lines of every op in ``df`` whose module has a
+    ``headline(df)`` (conv: the issue's geomean over ResNet-18): table.txt and the printout."""
+    text = harness.format_table(harness.summary_table(df))
+    lines = []
+    for name in dict.fromkeys(df["op"]):
+        if name in OPS:
+            headline = getattr(importlib.import_module(OPS[name]), "headline", None)
+            lines += headline(df) if headline else []
+    return text + ("\n\n" + "\n".join(lines) if lines else "")
 
 
 def run(args: argparse.Namespace, *, device="cuda", timer=None, loop=None) -> int:
@@ -125,13 +140,14 @@ def _run(args, ops, device, timer, loop) -> int:
 
         for path in plot_frame(df, out):
             print(f"plot: {path}")
-    table = harness.format_table(harness.summary_table(df))
+    table = report(df)
     (out / "table.txt").write_text(table + "\n")
     elapsed = time.monotonic() - start
     print(f"\nfinished in {elapsed:.0f} s; {len(df)} rows in {out / 'results.csv'}")
     if rec.skipped:
+        more = f"; and {len(rec.skipped) - 40} more" if len(rec.skipped) > 40 else ""
         print(f"SKIPPED (budget of {args.budget_s} s spent): {len(rec.skipped)} cases: "
-              + "; ".join(rec.skipped))
+              + "; ".join(rec.skipped[:40]) + more)
     if rec.failures:
         print(f"FAILED: {len(rec.failures)}")
         for f in rec.failures:

@@ -296,13 +296,16 @@ _tuned = {}
 
 def _tuned_kernel(name):
     if name not in _tuned:
-        shape = ["NB", "Cg", "H", "W", "Og", "KH", "KW"]
+        # the shape, the convolution, the precision, and the layout (the channel stride is 1
+        # for channels_last): a config tuned for one never serves another, on disk included
+        key = ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW",
+               "INPUT_PRECISION"]
         kernel, configs, key, size_m, size_n = {
-            "fwd": (_conv2d_fwd_kernel, _configs, shape + ["SH", "SW"],
+            "fwd": (_conv2d_fwd_kernel, _configs, key + ["stride_xc", "stride_yc"],
                     lambda a: a["NB"] * a["OH"] * a["OW"], lambda a: a["Og"]),
-            "dx": (_conv2d_bwd_input_kernel, _configs, shape + ["SH", "SW"],
+            "dx": (_conv2d_bwd_input_kernel, _configs, key + ["stride_dyc", "stride_dxc"],
                    lambda a: a["NB"] * a["H"] * a["W"], lambda a: a["Cg"]),
-            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs, shape + ["SPLIT"],
+            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs, key + ["SPLIT", "stride_dyc", "stride_xc"],
                    lambda a: a["Og"], lambda a: a["Cg"]),
         }[name]
         _tuned[name] = triton.autotune(

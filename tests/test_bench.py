@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tritonnet.bench import harness, linear, plot, suite
+from tritonnet.bench import conv, harness, linear, plot, suite
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ["op", "provider", "mode", "shape", "dtype", "layout", "metric", "p50", "p20", "p80",
@@ -253,7 +253,8 @@ def test_summary_table():
 
 def test_arguments_defaults():
     args = parse()
-    assert args.ops == ["linear"] and args.dtypes == ["bf16", "fp16", "fp32-tf32", "fp32"]
+    assert args.ops == list(suite.OPS) and {"linear", "conv"} <= set(args.ops)
+    assert args.dtypes == ["bf16", "fp16", "fp32-tf32", "fp32"]
     assert args.plot and not args.quick and args.out is None and args.providers is None
     args = parse("--quick", "--no-plot", "--dtypes", "bf16", "--out", "x")
     assert args.quick and not args.plot and args.dtypes == ["bf16"] and args.out == Path("x")
@@ -314,3 +315,211 @@ def test_quick_linear_benchmark_on_gpu(tmp_path):
     assert set(ceilings["mode"]) == {"copy", "matmul"} and (ceilings["p50"] > 0).all()
     assert (tmp_path / "linear.png").exists()
     assert os.path.getsize(tmp_path / "env.json") > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# conv: arithmetic, the case list and run order, a CPU run through the interpreter, the gate
+
+TINY_CONV = [
+    # stride 2 with padding on an odd 9x9 input, 5 -> 7 channels: the input grad's masked taps
+    conv.Case("resnet18", "tiny.s2", 2, 5, 7, 9, 9, 3, 3, 2, 1, quick=True),
+    # 1x1 with a bias on a non-square input, batch 1 (LeNet's layers carry a bias)
+    conv.Case("lenet5", "tiny.1x1", 1, 3, 4, 6, 5, 1, 1, bias=True),
+]
+# torchvision's resnet18 on 224x224, its distinct convs: (C_in, C_out, kernel, stride, H)
+RESNET18 = {
+    (3, 64, 7, 2, 224),
+    (64, 64, 3, 1, 56),
+    (64, 128, 3, 2, 56), (64, 128, 1, 2, 56), (128, 128, 3, 1, 28),
+    (128, 256, 3, 2, 28), (128, 256, 1, 2, 28), (256, 256, 3, 1, 14),
+    (256, 512, 3, 2, 14), (256, 512, 1, 2, 14), (512, 512, 3, 1, 7),
+}
+
+
+def test_conv_flops_and_bytes():
+    c = conv.Case("resnet18", "x", 2, 4, 6, 9, 9, 3, 3, stride=2, padding=1)
+    assert (c.OH, c.OW) == (5, 5)
+    one = 2 * 2 * 5 * 5 * 6 * 4 * 3 * 3  # 2*N*OH*OW*C_out*Cg*KH*KW
+    for mode in ("forward", "input-grad", "weight-grad"):
+        assert conv.flops(c, mode) == one == 21600
+    assert conv.flops(c, "forward+backward") == 3 * one
+    g = conv.Case("resnet18", "x", 2, 4, 6, 9, 9, 3, 3, stride=2, padding=1, groups=2)
+    assert g.Cg == 2 and conv.flops(g, "forward") == one // 2
+    x, w, y = 2 * 4 * 81, 6 * 4 * 9, 2 * 6 * 25  # 648, 216, 300
+    assert conv.min_bytes(c, "forward", 2) == 2 * (x + w + y) == 2328
+    assert conv.min_bytes(c, "input-grad", 2) == 2 * (y + w + x)  # read dy, w; write dx
+    assert conv.min_bytes(c, "weight-grad", 4) == 4 * (y + x + w + 6)  # db written too
+    b = conv.Case("lenet5", "x", 2, 4, 6, 9, 9, 3, 3, stride=2, padding=1, bias=True)
+    assert conv.min_bytes(b, "forward", 2) == 2 * (x + w + 6 + y)
+    assert conv.min_bytes(b, "forward+backward", 2) == 2 * 2 * (x + w + 6 + y)
+    with pytest.raises(KeyError):
+        conv.flops(c, "backward")  # conv times the two gradients on their own
+
+
+def test_conv_cases_cover_resnet18_and_lenet5():
+    for n in conv.BATCHES:
+        at = [c for c in conv.CASES if c.N == n]
+        assert {(c.C_in, c.C_out, c.KH, c.stride, c.H) for c in at if c.net == "resnet18"} == RESNET18
+        assert {(c.C_in, c.C_out, c.KH, c.stride, c.H) for c in at if c.net == "lenet5"} == {
+            (1, 6, 5, 1, 32), (6, 16, 5, 1, 14)}
+    assert set(conv.BATCHES) == {1, 32, 128}
+    assert len({c.label for c in conv.CASES}) == len(conv.CASES) == 13 * 3
+    for c in conv.CASES:
+        assert c.H == c.W and c.KH == c.KW and c.groups == 1
+        assert (c.bias, c.padding) == ((False, c.KH // 2) if c.net == "resnet18" else (True, 0))
+    # the layers chain: each stage starts where the last one ended
+    L = {c.layer: c for c in conv.CASES if c.net == "resnet18" and c.N == 32}
+    assert L["stem"].OH == 112 and (112 + 2 - 3) // 2 + 1 == L["layer1"].H  # 3x3/2 max pool
+    prev = L["layer1"]
+    assert prev.OH == prev.H == 56
+    for s in (2, 3, 4):
+        s2, down, same = L[f"layer{s}.s2"], L[f"layer{s}.down"], L[f"layer{s}"]
+        assert s2.H == down.H == prev.OH and s2.C_in == down.C_in == prev.C_out
+        assert s2.OH == down.OH == same.H == same.OH
+        assert s2.C_out == down.C_out == same.C_in == same.C_out == 2 * prev.C_out
+        prev = same
+    assert (prev.OH, prev.C_out) == (7, 512)
+    lenet = {c.layer: c for c in conv.CASES if c.net == "lenet5" and c.N == 32}
+    assert lenet["conv1"].OH == 28 and lenet["conv1"].OH // 2 == lenet["conv2"].H
+    assert lenet["conv2"].OH == 10
+
+
+def test_conv_plan_puts_the_target_first():
+    order = conv.plan(conv.CASES, list(harness.DTYPES), conv.LAYOUTS)
+    assert len(order) == len(set(order)) == 13 * 3 * 4 * 2  # everything, once
+    head = [(d, lay, c.label) for d, lay, c in order[:2]]
+    assert head == [("bf16", "channels_last", "resnet18.layer1.b32"),
+                    ("bf16", "channels_last", "resnet18.layer2.s2.b32")]
+    target = order[:22]  # the quick two, then the rest of ResNet-18 at batch 32, then 128
+    assert all(d == "bf16" and lay == "channels_last" and c.net == "resnet18" for d, lay, c in target)
+    assert [c.N for _, _, c in target[2:]] == [32] * 9 + [128] * 11
+    # then the quick cases in the other dtypes, channels_last, in the issue's order
+    assert [(d, lay, c.quick) for d, lay, c in order[22:28]] == [
+        (d, "channels_last", True) for d in ("fp32-tf32", "fp32", "fp16") for _ in range(2)]
+    assert all(d != "bf16" or lay != "channels_last" or c.N == 1 or c.net == "lenet5"
+               for d, lay, c in order[28:])
+    # --quick: the quick cases in the first dtype by priority only
+    assert [(d, c.label) for d, _, c in conv.plan(conv.CASES, ["fp16", "bf16"], quick=True)] == [
+        ("bf16", "resnet18.layer1.b32"), ("bf16", "resnet18.layer2.s2.b32")]
+    assert {d for d, _, _ in conv.plan(conv.CASES, ["fp16", "fp32"], quick=True)} == {"fp32"}
+    assert {c.label for c in conv.select_cases(shapes=["layer4.down"])} == {
+        f"resnet18.layer4.down.b{n}" for n in conv.BATCHES}
+
+
+def test_conv_inputs_in_layout():
+    gen = torch.Generator().manual_seed(0)
+    x, w, b, dy = conv._inputs(TINY_CONV[0], "channels_last", torch.bfloat16, "cpu", gen)
+    for t in (x, w, dy):
+        assert t.dtype == torch.bfloat16 and not t.is_contiguous()
+        assert t.is_contiguous(memory_format=torch.channels_last)
+    assert b is None and tuple(dy.shape) == (2, 7, 5, 5) and (x != 0).all()
+    x, w, b, dy = conv._inputs(TINY_CONV[1], "contiguous", torch.float32, "cpu", gen)
+    assert all(t.is_contiguous() for t in (x, w, b, dy)) and tuple(b.shape) == (4,)
+
+
+@pytest.fixture(scope="module")
+def conv_cpu_run():
+    """conv on CPU (Triton's interpreter for tritonnet), bf16, both layouts, a fake timer."""
+    torch.manual_seed(0)
+    calls = []
+    rec = harness.Recorder(harness.environment("cpu"), fake_timer(calls=calls), log=lambda *a: None)
+    rec.ceilings.update({"matmul:bf16": 500.0, "copy": 2000.0})
+    conv.run(rec, device="cpu", dtypes=["bf16"], cases=TINY_CONV)
+    return rec, calls
+
+
+def test_conv_cpu_run_rows(conv_cpu_run):
+    rec, calls = conv_cpu_run
+    assert not rec.failures, rec.failures
+    df = rec.frame()
+    assert df[REQUIRED].notna().all().all() and (df["op"] == "conv").all()
+    assert set(df["mode"]) == set(conv.MODES) and set(df["provider"]) == {"tritonnet", "torch"}
+    assert set(df["layout"]) == {"channels_last", "contiguous"}
+    assert set(df["label"]) == {"resnet18.tiny.s2.b2", "resnet18.tiny.s2.b2.cl",
+                                "lenet5.tiny.1x1.b1", "lenet5.tiny.1x1.b1.cl"}
+    # per (case, layout, provider): rel_err and first_call per mode, then time, TFLOP/s, GB/s
+    assert len(df) == 2 * 2 * 2 * 4 * (2 + 3)
+    assert len(calls) == 2 * 2 * 2 * 4  # every mode of every provider really ran
+    checks = df[df["metric"] == "rel_err"]
+    assert (checks["check"] == "ok").all() and (checks["p50"] <= harness.TOLERANCE["bf16"]).all()
+    c = TINY_CONV[0]
+    row = df[(df["metric"] == "TFLOP/s") & (df["label"] == "resnet18.tiny.s2.b2.cl")
+             & (df["mode"] == "weight-grad") & (df["provider"] == "tritonnet")].iloc[0]
+    assert row["p50"] == pytest.approx(conv.flops(c, "weight-grad") / 2e-3 / 1e12)
+    assert row["shape"] == "x=2x5x9x9,w=7x5x3x3,s=2,p=1"
+
+
+def test_conv_cpu_run_table_and_geomean(conv_cpu_run):
+    rec, _ = conv_cpu_run
+    df = rec.frame()
+    t = harness.summary_table(df)
+    assert list(t["mode"][:4]) == ["fwd", "dx", "dw", "fwd+bwd"] and len(t) == 4 * 4
+    assert (t["check"] == "ok").all() and t["ratio"].tolist() == pytest.approx([1.0] * 16)
+    lines = conv.headline(df)  # only the ResNet-18 case in bf16 channels_last counts
+    assert len(lines) == 1 + 4 and "bf16 channels_last" in lines[0]
+    assert lines[2].split()[:3] == ["input-grad", "1x", "n=1"]
+    text = suite.report(df)
+    assert text.endswith("\n".join(lines)) and "resnet18.tiny.s2.b2.cl" in text
+
+
+def test_conv_headline_geomean():
+    rec = harness.Recorder(ENV, fake_timer())
+    cases = [  # (label, dtype, layout, tritonnet ms, torch ms)
+        ("resnet18.a.b32.cl", "bf16", "channels_last", 1.0, 2.0),  # 2x
+        ("resnet18.b.b32.cl", "bf16", "channels_last", 4.0, 2.0),  # 0.5x
+        ("resnet18.a.b128.cl", "bf16", "channels_last", 4.0, 1.0),  # 0.25x
+        ("resnet18.a.b32", "bf16", "contiguous", 1.0, 9.0),  # other layout: not counted
+        ("resnet18.a.b32.cl", "fp16", "channels_last", 1.0, 9.0),  # other dtype: not counted
+        ("lenet5.a.b32.cl", "bf16", "channels_last", 1.0, 9.0),  # other net: not counted
+    ]
+    for label, dtype, layout, ours, theirs in cases:
+        for p, ms in [("tritonnet", ours), ("torch", theirs)]:
+            rec.timer = fake_timer((ms, ms, ms))
+            rec.measure(lambda: None, op="conv", provider=p, mode="forward", shape=label,
+                        dtype=dtype, layout=layout, label=label, flops=1e9)
+    lines = conv.headline(rec.frame())
+    assert len(lines) == 2
+    # geomean(2, 0.5, 0.25) = 0.63; batch 32: geomean(2, 0.5) = 1
+    assert lines[1].split() == ["forward", "0.63x", "n=3", "(b32", "1x", "n=2,", "b128", "0.25x",
+                                "n=1)"]
+    assert conv.headline(rec.frame().iloc[:0]) == []
+
+
+def test_conv_wrong_provider_fails_and_is_not_timed(monkeypatch):
+    """A torch input grad off by 1% fails the gate: recorded FAIL, never timed; ours is timed."""
+    real = conv.make_provider
+
+    def make(name, case):
+        calls = dict(real(name, case))
+        if name == "torch":
+            grad = calls["input-grad"]
+            calls["input-grad"] = lambda *a: grad(*a) * 1.01
+        return calls
+
+    monkeypatch.setattr(conv, "make_provider", make)
+    rec = harness.Recorder(ENV, fake_timer(), log=lambda *a: None)
+    conv.run(rec, device="cpu", dtypes=["fp32"], cases=TINY_CONV[:1], layouts=("contiguous",))
+    df = rec.frame()
+    bad = df[df["provider"] == "torch"]
+    assert set(bad["metric"]) == {"rel_err", "first_call"}
+    assert set(bad.loc[bad["check"] == "FAIL", "mode"]) == {"input-grad"}
+    assert bad.loc[(bad["mode"] == "input-grad"), "rel_err"].iloc[0] == pytest.approx(0.01, rel=0.05)
+    assert len(rec.failures) == 1 and "torch" in rec.failures[0] and "dx 1.0" in rec.failures[0]
+    ours = df[(df["provider"] == "tritonnet") & (df["metric"] == "time")]
+    assert set(ours["mode"]) == set(conv.MODES)
+    assert (harness.summary_table(df)["check"] == "FAIL torch").all()
+
+
+def test_suite_runs_conv_on_cpu(tmp_path, monkeypatch):
+    """--ops conv through the suite on CPU: CSV, table.txt with the geomean lines, plot."""
+    monkeypatch.setattr(conv, "CASES", TINY_CONV[:1])
+    args = parse("--ops", "conv", "--dtypes", "bf16", "--ceiling-size", "64", "--out",
+                 str(tmp_path), "--no-loop-timing")
+    assert suite.run(args, device="cpu", timer=lambda fn, g=None: (0.01, 0.009, 0.012)) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"results.csv", "env.json", "table.txt",
+                                                    "conv.png"}
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert set(df.loc[df["op"] == "conv", "layout"]) == {"channels_last", "contiguous"}
+    text = (tmp_path / "table.txt").read_text()
+    assert "conv, issue 3's target" in text and "weight-grad" in text
+    assert text == suite.report(df) + "\n"  # the plot step writes the same from the CSV

@@ -1,0 +1,234 @@
+"""pool: tritonnet's pooling and nearest-upsampling kernels against torch.nn.functional's
+(PyTorch's CUDA kernels), and optionally torch.compile of the same call, forward, backward and
+both, NCHW and channels_last.
+
+Memory-bound ops: no FLOP count, GB/s over the fewest bytes, as a fraction of the copy
+bandwidth measured in the same run. Fewest bytes, with x the input, y the output, i the int64
+indices max pooling keeps for its backward (inputs require grad in every mode, so both
+providers write them):
+  forward            read x; write y (and i)
+  backward           read dy (and i); write dx
+  forward+backward   both of the above
+Cases: the pooling layers of LeNet-5 and ResNet-18 at batch 128, nearest x2 upsampling of a
+decoder, and large bandwidth-bound tensors. fp32-tf32 is not run (no matmul in these ops).
+
+Before timing, each provider's output and input gradient are checked against float64 on the
+same inputs (harness.TOLERANCE); a provider that fails is recorded with check=FAIL, not timed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .harness import DTYPES, TOLERANCE, Recorder, precision, rel_err, synchronize
+
+OP = "pool"
+LAYOUTS = ("nchw", "channels_last")
+MODES = ("forward", "backward", "forward+backward")
+PROVIDERS = ("tritonnet", "torch", "torch-compile")
+DEFAULT_PROVIDERS = ("tritonnet", "torch")
+MAX_OPS = ("max_pool2d", "adaptive_max_pool2d")
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    fn: str  # the torch.nn.functional / tritonnet.functional name
+    N: int
+    C: int
+    H: int
+    W: int
+    kwargs: dict = field(default_factory=dict, hash=False)
+    quick: bool = False  # part of --quick
+
+    @property
+    def shape(self) -> str:
+        args = ",".join(f"{k}={v}" for k, v in self.kwargs.items())
+        return f"{self.fn}(N={self.N},C={self.C},H={self.H},W={self.W},{args})"
+
+
+CASES = [
+    # LeNet-5, batch 128: 2x2 subsampling after conv1 (6x28x28) and conv2 (16x10x10)
+    Case("lenet.pool1", "max_pool2d", 128, 6, 28, 28, {"kernel_size": 2}, quick=True),
+    Case("lenet.pool2", "max_pool2d", 128, 16, 10, 10, {"kernel_size": 2}),
+    Case("lenet.avgpool1", "avg_pool2d", 128, 6, 28, 28, {"kernel_size": 2}),
+    # ResNet-18, batch 128: the stem's 3x3/2 max pool and the head's global average pool
+    Case("resnet.maxpool", "max_pool2d", 128, 64, 112, 112,
+         {"kernel_size": 3, "stride": 2, "padding": 1}, quick=True),
+    Case("resnet.avgpool", "adaptive_avg_pool2d", 128, 512, 7, 7, {"output_size": 1}, quick=True),
+    # nearest x2 upsampling (a decoder / FPN step)
+    Case("upsample.x2", "interpolate", 128, 256, 28, 28, {"scale_factor": 2}, quick=True),
+    # large bandwidth-bound tensors: 268M input elements
+    Case("large.maxpool", "max_pool2d", 128, 128, 128, 128, {"kernel_size": 2}),
+    Case("large.avgpool", "avg_pool2d", 128, 128, 128, 128, {"kernel_size": 2}, quick=True),
+    Case("large.adaptive_max", "adaptive_max_pool2d", 128, 128, 128, 128, {"output_size": 7}),
+    Case("large.upsample", "interpolate", 64, 128, 128, 128, {"scale_factor": 2}),
+]
+
+
+def min_bytes(case: Case, out_numel: int, mode: str, itemsize: int) -> int:
+    """Each tensor read or written once (see the module docstring)."""
+    x = case.N * case.C * case.H * case.W * itemsize
+    y = out_numel * itemsize
+    idx = out_numel * 8 if case.fn in MAX_OPS else 0
+    fwd, bwd = x + y + idx, y + idx + x
+    return {"forward": fwd, "backward": bwd, "forward+backward": fwd + bwd}[mode]
+
+
+# ---------------------------------------------------------------------------------------------
+# providers
+
+
+def make_provider(name: str, case: Case):
+    """A function x -> y. torch-compile compiles afresh (dynamo reset) for every case."""
+    if name == "tritonnet":
+        import tritonnet.functional
+
+        fn = getattr(tritonnet.functional, case.fn)
+        return lambda x: fn(x, **case.kwargs)
+    if name in ("torch", "torch-compile"):
+        fn = getattr(F, case.fn)
+
+        def call(x):
+            return fn(x, **case.kwargs)
+
+        if name == "torch":
+            return call
+        torch._dynamo.reset()
+        return torch.compile(call, dynamic=False)
+    raise ValueError(f"pool: unknown provider {name!r}; expected one of {PROVIDERS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# one case
+
+
+def _inputs(case: Case, layout: str, dtype: torch.dtype, device, gen: torch.Generator):
+    x = torch.randn(case.N, case.C, case.H, case.W, device=device, generator=gen).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    return x.requires_grad_()
+
+
+def _reference(case: Case, x, dy):
+    """(y, dx) in float64 from the same (rounded) inputs."""
+    xd = x.detach().double().requires_grad_()
+    y = getattr(F, case.fn)(xd, **case.kwargs)
+    y.backward(dy.double())
+    return y.detach(), xd.grad
+
+
+def _check(fn, x, dy, ref, device):
+    """Forward and backward once on a copy of x: (max rel. error, errors, wall s)."""
+    xs = x.detach().clone().requires_grad_()
+    synchronize(device)
+    t0 = time.perf_counter()
+    y = fn(xs)
+    y.backward(dy)
+    synchronize(device)
+    first = time.perf_counter() - t0
+    errs = [rel_err(y, ref[0]), rel_err(xs.grad, ref[1])]
+    return max(errs), errs, first
+
+
+def _timed(fn, mode, x, dy):
+    """(function to time, tensors whose .grad do_bench resets between calls)."""
+    if mode == "forward":
+        return (lambda: fn(x)), None
+    if mode == "backward":
+        y = fn(x)
+        return (lambda: y.backward(dy, retain_graph=True)), [x]
+    return (lambda: fn(x).backward(dy)), [x]
+
+
+def run_case(rec: Recorder, case: Case, layout: str, dtype: str, providers, device, gen) -> None:
+    """Check, then time, every provider on one (case, layout, dtype); appends rows to ``rec``."""
+    x = _inputs(case, layout, DTYPES[dtype][0], device, gen)
+    with torch.no_grad():
+        out = getattr(F, case.fn)(x, **case.kwargs)
+    dy = torch.randn(out.shape, device=device, generator=gen).to(x.dtype)
+    ref = _reference(case, x, dy)
+    # the layout in the label too: the table and the plot tell cases apart by label
+    label = case.label if layout == "nchw" else f"{case.label}.cl"
+    key = dict(op=OP, shape=case.shape, dtype=dtype, layout=layout, label=label)
+    what = f"{OP} {dtype} {label}"
+    fns = {}
+    for p in providers:
+        try:
+            fn = make_provider(p, case)
+            err, errs, first = _check(fn, x, dy, ref, device)
+        except Exception as e:  # one broken provider must not end the run
+            rec.failures.append(f"{what} {p}: {type(e).__name__}: {e}")
+            rec.log(f"  ERROR {what} {p}: {type(e).__name__}: {e}")
+            continue
+        ok = err <= TOLERANCE[dtype]
+        check = "ok" if ok else "FAIL"
+        for metric, value, unit in [("rel_err", err, ""), ("first_call", first, "s")]:
+            rec.add(**key, provider=p, mode="forward+backward", metric=metric, p50=value,
+                    unit=unit, rel_err=err, check=check)
+        if not ok:
+            detail = f"y {errs[0]:.2e}, dx {errs[1]:.2e}"
+            rec.failures.append(
+                f"{what} {p}: relative error {err:.3g} > {TOLERANCE[dtype]:g} ({detail})"
+            )
+            rec.log(f"  FAIL {what} {p}: relative error {err:.3g} ({detail}); not timed")
+            continue
+        fns[p] = (fn, err)
+
+    times = {p: {} for p in fns}
+    for mode in MODES:
+        for p, (fn, err) in fns.items():  # providers alternate within a mode: drift hits both
+            try:
+                f, grads = _timed(fn, mode, x, dy)
+                times[p][mode] = rec.measure(
+                    f, **key, provider=p, mode=mode, grad_to_none=grads, rel_err=err, check="ok",
+                    nbytes=min_bytes(case, out.numel(), mode, x.element_size()),
+                )
+            except Exception as e:
+                rec.failures.append(f"{what} {p} {mode}: {type(e).__name__}: {e}")
+                rec.log(f"  ERROR {what} {p} {mode}: {type(e).__name__}: {e}")
+    for p, t in times.items():
+        ms = "  ".join(f"{m} {t[m] * 1e3:9.1f} us" for m in MODES if m in t)
+        rec.log(f"  {dtype:5} {label:21} {p:13} err {fns[p][1]:.1e}  {ms}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the op's benchmark
+
+
+def select_cases(cases=None, quick=False, shapes=None) -> list[Case]:
+    """--quick keeps the quick cases; --shapes keeps labels containing any given word."""
+    cases = list(CASES if cases is None else cases)
+    if quick:
+        cases = [c for c in cases if c.quick]
+    if shapes:
+        cases = [c for c in cases if any(s in c.label or s == c.shape for s in shapes)]
+    return cases
+
+
+def run(rec: Recorder, *, device="cuda", dtypes=tuple(DTYPES), providers=DEFAULT_PROVIDERS,
+        quick=False, shapes=None, cases=None, layouts=LAYOUTS, deadline=None, seed=0) -> None:
+    """Every selected (dtype, case, layout); the quick cases of every dtype first, so a run
+    stopped by its ``deadline`` (time.monotonic()) loses the extra shapes, not dtypes."""
+    from tritonnet import use_backend
+
+    dtypes = [d for d in dtypes if d != "fp32-tf32"]  # the same numbers as fp32 here
+    selected = select_cases(cases, quick, shapes)
+    order = [(d, c) for d in dtypes for c in selected if c.quick]
+    order += [(d, c) for d in dtypes for c in selected if not c.quick]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with use_backend("triton"):  # tritonnet's side runs the Triton kernels, never the reference
+        for dtype, case in order:
+            for layout in layouts:
+                if deadline is not None and time.monotonic() > deadline:
+                    rec.skipped.append(f"{OP} {dtype} {layout} {case.label}")
+                    continue
+                with precision(dtype):
+                    run_case(rec, case, layout, dtype, providers, device, gen)
+                rec.flush()
+                if torch.device(device).type == "cuda":
+                    torch.cuda.empty_cache()
