@@ -10,8 +10,10 @@ forward       GEMM per group: M = N*OH*OW rows (n, oh, ow), N = Og columns (co),
               materialised, and the loop pipelines even when Cg fits one block.
               y = act(A @ B + bias), A[m, (c,kh,kw)] = x[n, c, oh*S-P+kh*D, ow*S-P+kw*D].
 input grad    dx[n, ci, ih, iw] = sum_{co,kh,kw} dy[n, co, oh, ow] * w[co, ci, kh, kw]
-              where oh*SH = ih + PH - kh*DH (divisible, in range): M = N*H*W, N = Cg,
-              K = Og*KH*KW. Stride divisibility is a mask: no zero-inserted tensor.
+              where oh*SH = ih + PH - kh*DH (divisible, in range): per group and per
+              parity phase of (ih, iw) a GEMM with M = N*H*W/(SH*SW), N = Cg, K = Og*taps;
+              each phase loops over only the taps the stride lets reach it (no
+              zero-inserted tensor, no masked-out MMA work).
               With w read as (C_in_t, C_out_t/G, KH, KW) it is conv_transpose2d's forward.
 weight grad   dw[co, ci, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih, iw]:
               per (kh, kw) a GEMM with M = Og, N = Cg, K = N*OH*OW. K is split over SPLIT
@@ -22,6 +24,9 @@ Programs: one (BLOCK_M, BLOCK_N) output tile each; grid (tiles, G) or (tiles, KH
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import torch
 import triton
@@ -152,8 +157,8 @@ def _conv2d_fwd_kernel(
 
 @triton.jit
 def _conv2d_bwd_input_kernel(
-    # pointers
-    dy_ptr, w_ptr, dx_ptr,
+    # pointers; taps_ptr: int32 (SH*SW, 4) = first kh, kh step, first kw, kw step per phase
+    dy_ptr, w_ptr, dx_ptr, taps_ptr,
     # sizes: dx is (NB, G*Cg, H, W), dy is (NB, G*Og, OH, OW)
     NB, Cg, H, W, Og, OH, OW, KH, KW,
     # strides
@@ -165,37 +170,55 @@ def _conv2d_bwd_input_kernel(
     INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    g = tl.program_id(1)
-    M = NB * H * W
+    # Parity split (a strided dgrad as SH*SW dense sub-convolutions): input pixel ih reads
+    # tap kh only where SH divides ih + PH - kh*DH. Grouping the pixels by phase
+    # rh = (ih + PH) % SH leaves, per program, exactly the taps with kh*DH = rh (mod SH): an
+    # arithmetic progression from the host's table, so no load or MMA is spent on a tap that
+    # the stride rules out, and a phase without taps just writes zeros.
+    g = tl.program_id(1) // (SH * SW)
+    phase = tl.program_id(1) % (SH * SW)
+    rh = phase // SW
+    rw = phase % SW
+    ih0 = (rh + SH - PH % SH) % SH  # first input row / column of this phase
+    iw0 = (rw + SW - PW % SW) % SW
+    Hp = tl.maximum(H - ih0 + SH - 1, 0) // SH  # rows / columns of this phase
+    Wp = tl.maximum(W - iw0 + SW - 1, 0) // SW
+    M = NB * Hp * Wp
+    if tl.program_id(0) >= tl.cdiv(M, BLOCK_M) * tl.cdiv(Cg, BLOCK_N):
+        return  # the grid is sized for the largest phase
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, Cg, BLOCK_M, BLOCK_N, GROUP_M)
 
-    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # input pixel (n, ih, iw)
+    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # input pixel of the phase
     rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # input channel in group
     rk = tl.arange(0, BLOCK_K).to(tl.int64)  # output channel in group (inner K)
     mask_m = rm < M
     mask_n = rn < Cg
-    iw = rm % W
-    ih = (rm // W) % H
-    n = rm // (W * H)
+    iw = iw0 + (rm % Wp) * SW
+    ih = ih0 + ((rm // Wp) % Hp) * SH
+    n = rm // (Wp * Hp)
     ci = g * Cg + rn
     dy_base = dy_ptr + n * stride_dyn + (g * Og) * stride_dyc
     w_base = w_ptr + rn * stride_wc + (g * Og) * stride_wo
 
+    kh0 = tl.load(taps_ptr + phase * 4)
+    kh_step = tl.load(taps_ptr + phase * 4 + 1)
+    kw0 = tl.load(taps_ptr + phase * 4 + 2)
+    kw_step = tl.load(taps_ptr + phase * 4 + 3)
+    KHp = tl.maximum(KH - kh0 + kh_step - 1, 0) // kh_step  # taps of this phase
+    KWp = tl.maximum(KW - kw0 + kw_step - 1, 0) // kw_step
+
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     OB = tl.cdiv(Og, BLOCK_K)
-    for t in range(0, KH * KW * OB):
-        kh = t // (KW * OB)
-        kw = (t // OB) % KW
+    for t in range(0, KHp * KWp * OB):
+        kh = kh0 + (t // (KWp * OB)) * kh_step
+        kw = kw0 + ((t // OB) % KWp) * kw_step
         c = (t % OB) * BLOCK_K + rk
-        # the output pixel this tap reads from: oh*SH = ih + PH - kh*DH, when divisible
+        # the output pixel this tap reads from: oh*SH = ih + PH - kh*DH (divisible by phase)
         th = ih + PH - kh * DH
         tw = iw + PW - kw * DW
         oh = th // SH
         ow = tw // SW
-        mask_y = (
-            mask_m & (th >= 0) & (th - oh * SH == 0) & (oh < OH)
-            & (tw >= 0) & (tw - ow * SW == 0) & (ow < OW)
-        )
+        mask_y = mask_m & (th >= 0) & (oh < OH) & (tw >= 0) & (ow < OW)
         mask_c = c < Og
         a = tl.load(
             dy_base[:, None] + (oh * stride_dyh + ow * stride_dyw)[:, None] + c[None, :] * stride_dyc,
@@ -359,6 +382,24 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     return y
 
 
+def _first_tap(r, D, S, K):
+    """The taps k (of K, dilation D) with k*D = r (mod S): (first, step); first >= K if none."""
+    step = S // math.gcd(D, S)
+    first = next((k for k in range(min(K, step)) if (k * D - r) % S == 0), K)
+    return first, step
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_taps(KH, KW, SH, SW, DH, DW, device):
+    """int32 (SH*SW, 4) on ``device``: per parity phase (rh, rw) of the input gradient, the
+    first tap and the step of the kh and kw that reach it (cached: built once per layer)."""
+    rows = []
+    for rh in range(SH):
+        for rw in range(SW):
+            rows.append([*_first_tap(rh, DH, SH, KH), *_first_tap(rw, DW, SW, KW)])
+    return torch.tensor(rows, dtype=torch.int32, device=device)
+
+
 def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
     """dx (N, C_in, H, W) with (H, W) = input_size[-2:]; also conv_transpose2d's forward."""
     NB, C_out, OH, OW = grad_output.shape
@@ -373,11 +414,14 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     if grad_output.numel() == 0:
         return dx.zero_()
 
+    # the grid covers the largest phase; programs past their phase's tiles return at once
+    Mp = NB * triton.cdiv(H, SH) * triton.cdiv(W, SW)
+
     def grid(meta):
-        return (triton.cdiv(NB * H * W, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups)
+        return (triton.cdiv(Mp, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups * SH * SW)
 
     _tuned_kernel("dx")[grid](
-        grad_output, weight, dx,
+        grad_output, weight, dx, _phase_taps(KH, KW, SH, SW, DH, DW, dx.device),
         NB, Cg, H, W, Og, OH, OW, KH, KW,
         *grad_output.stride(), *weight.stride(), *dx.stride(),
         SH, SW, PH, PW, DH, DW,

@@ -223,6 +223,41 @@ def test_kernels_channels_last(case):
     assert_close_rel(dw, reference.conv2d_weight_grad(gy, x, w.shape, *conv)[0], 1e-5, "dw")
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 3, 9, 8, 4, 1, 2, 0, 1, 1),  # 1x1 stride 2: three of four phases get no tap (zeros)
+        (1, 2, 11, 10, 3, 3, 2, 1, 2, 1),  # stride 2, dilation 2: odd phases get no tap
+        (2, 2, 10, 11, 3, (2, 3), (3, 2), (2, 1), 1, 1),  # stride 3 > kernel 2, padding 2
+        (1, 4, 7, 9, 4, 5, (2, 3), 3, (3, 1), 2),  # dilation 3 with stride 2, groups
+    ],
+    ids=["1x1s2", "s2d2", "s3k2", "s2x3d3g2"],
+)
+def test_input_grad_parity_phases(case):
+    """The input gradient's parity split: every phase, with and without taps, every pixel."""
+    tf32_off()
+    from tritonnet import kernels
+
+    x, w, b, conv = _kernel_args(case, torch.float32)
+    y = reference.conv2d_forward(x, w, b, *conv)
+    gy = torch.randn(y.shape, device=y.device)
+    dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
+    assert_close_rel(dx, reference.conv2d_input_grad(gy, w, x.shape, *conv), 1e-5, "dx")
+    xt = x.detach().requires_grad_()
+    TF.conv2d(xt, w, b, *conv).backward(gy)
+    assert_close_rel(dx, xt.grad, 1e-5, "dx vs torch")
+
+
+def test_phase_taps_table():
+    from tritonnet.kernels.conv import _first_tap
+
+    assert _first_tap(0, 1, 2, 3) == (0, 2)  # kh in {0, 2} for even phase
+    assert _first_tap(1, 1, 2, 3) == (1, 2)
+    assert _first_tap(1, 2, 2, 3)[0] >= 3  # dilation 2, stride 2: odd phase unreachable
+    assert _first_tap(2, 2, 3, 5) == (1, 3)  # 1*2 = 2 (mod 3), then every 3rd tap
+    assert _first_tap(0, 1, 3, 2) == (0, 3)
+
+
 def test_weight_grad_split_k_covers_every_pixel():
     """A reduction long enough that the weight gradient is split over several programs."""
     tf32_off()
