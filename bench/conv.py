@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .harness import DTYPES, TOLERANCE, Recorder, precision, rel_err, synchronize
+from .harness import select_cases as harness_select
 
 OP = "conv"
 LAYOUTS = ("channels_last", "contiguous")
@@ -375,10 +376,7 @@ def run_case(rec: Recorder, case: Case, layout: str, dtype: str, providers, devi
 def select_cases(cases=None, shapes=None) -> list[Case]:
     """--shapes keeps cases whose label contains any given word (resnet18, lenet5, layer3,
     down, s2, b32, ...) or whose shape equals one."""
-    cases = list(CASES if cases is None else cases)
-    if shapes:
-        cases = [c for c in cases if any(s in c.label or s == c.shape for s in shapes)]
-    return cases
+    return harness_select(CASES if cases is None else cases, shapes=shapes)
 
 
 def _first(values, priority):

@@ -398,3 +398,14 @@ def format_table(table: pd.DataFrame) -> str:
     fmt = {c: g3 for c in ("ours", "theirs", "compiled", "ratio", "frac_ceil", "frac_floor")}
     fmt.update(ours_us=f1, theirs_us=f1)
     return table.to_string(index=False, formatters=fmt, na_rep="-")
+
+
+def select_cases(cases, quick=False, shapes=None) -> list:
+    """Filter an op's case list: --quick keeps the cases marked quick; --shapes keeps those
+    whose label contains any given word (or whose shape string equals one)."""
+    cases = list(cases)
+    if quick:
+        cases = [c for c in cases if c.quick]
+    if shapes:
+        cases = [c for c in cases if any(s in c.label or s == c.shape for s in shapes)]
+    return cases

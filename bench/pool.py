@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .harness import DTYPES, TOLERANCE, Recorder, precision, rel_err, synchronize
+from .harness import select_cases as harness_select
 
 OP = "pool"
 LAYOUTS = ("nchw", "channels_last")
@@ -201,13 +202,8 @@ def run_case(rec: Recorder, case: Case, layout: str, dtype: str, providers, devi
 
 
 def select_cases(cases=None, quick=False, shapes=None) -> list[Case]:
-    """--quick keeps the quick cases; --shapes keeps labels containing any given word."""
-    cases = list(CASES if cases is None else cases)
-    if quick:
-        cases = [c for c in cases if c.quick]
-    if shapes:
-        cases = [c for c in cases if any(s in c.label or s == c.shape for s in shapes)]
-    return cases
+    """This op's cases (or ``cases``) filtered by --quick and --shapes (harness.select_cases)."""
+    return harness_select(CASES if cases is None else cases, quick, shapes)
 
 
 def run(rec: Recorder, *, device="cuda", dtypes=tuple(DTYPES), providers=DEFAULT_PROVIDERS,
