@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, TOLERANCE, Recorder, precision, rel_err, synchronize
+from .harness import DTYPES, TOLERANCE, Recorder, rel_err, run_step, synchronize
 from .harness import select_cases as harness_select
 
 OP = "conv"
@@ -425,14 +425,8 @@ def run(rec: Recorder, *, device="cuda", dtypes=tuple(DTYPES), providers=DEFAULT
     gen = torch.Generator(device=device).manual_seed(seed)
     with use_backend("triton"):  # tritonnet's side runs the Triton kernels, never the reference
         for dtype, layout, case in order:
-            if deadline is not None and time.monotonic() > deadline:
-                rec.skipped.append(f"{OP} {dtype} {layout_label(case, layout)}")
-                continue
-            with precision(dtype):
-                run_case(rec, case, layout, dtype, providers, device, gen)
-            rec.flush()
-            if torch.device(device).type == "cuda":
-                torch.cuda.empty_cache()
+            run_step(rec, f"{OP} {dtype} {layout_label(case, layout)}", dtype, device, deadline,
+                     lambda: run_case(rec, case, layout, dtype, providers, device, gen))  # noqa: B023
 
 
 # ---------------------------------------------------------------------------------------------

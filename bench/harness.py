@@ -409,3 +409,25 @@ def select_cases(cases, quick=False, shapes=None) -> list:
     if shapes:
         cases = [c for c in cases if any(s in c.label or s == c.shape for s in shapes)]
     return cases
+
+
+def quick_first(dtypes, cases) -> list[tuple]:
+    """(dtype, case) pairs: the quick cases of every dtype first, then the rest, so a run cut
+    short by its budget loses extra shapes rather than whole dtypes."""
+    return [(d, c) for d in dtypes for c in cases if c.quick] + [
+        (d, c) for d in dtypes for c in cases if not c.quick
+    ]
+
+
+def run_step(rec: Recorder, name: str, dtype: str, device, deadline, fn) -> None:
+    """One case of an op's benchmark: listed as skipped once ``deadline`` (time.monotonic())
+    has passed, else ``fn()`` under the dtype's precision flags, then the CSV rewritten and
+    the CUDA cache emptied (the next case starts from the same free memory)."""
+    if deadline is not None and time.monotonic() > deadline:
+        rec.skipped.append(name)
+        return
+    with precision(dtype):
+        fn()
+    rec.flush()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, TOLERANCE, Recorder, precision, rel_err, synchronize
+from .harness import DTYPES, TOLERANCE, Recorder, quick_first, rel_err, run_step, synchronize
 from .harness import select_cases as harness_select
 
 OP = "linear"
@@ -222,17 +222,9 @@ def run(rec: Recorder, *, device="cuda", dtypes=tuple(DTYPES), providers=DEFAULT
     stopped by its ``deadline`` (time.monotonic()) loses the extra shapes, not dtypes."""
     from tritonnet import use_backend
 
-    selected = select_cases(cases, quick, shapes)
-    order = [(d, c) for d in dtypes for c in selected if c.quick]
-    order += [(d, c) for d in dtypes for c in selected if not c.quick]
+    order = quick_first(dtypes, select_cases(cases, quick, shapes))
     gen = torch.Generator(device=device).manual_seed(seed)
     with use_backend("triton"):  # tritonnet's side runs the Triton kernels, never the reference
         for dtype, case in order:
-            if deadline is not None and time.monotonic() > deadline:
-                rec.skipped.append(f"{OP} {dtype} {case.label}")
-                continue
-            with precision(dtype):
-                run_case(rec, case, dtype, providers, device, gen)
-            rec.flush()
-            if torch.device(device).type == "cuda":
-                torch.cuda.empty_cache()
+            run_step(rec, f"{OP} {dtype} {case.label}", dtype, device, deadline,
+                     lambda: run_case(rec, case, dtype, providers, device, gen))  # noqa: B023

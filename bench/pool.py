@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, TOLERANCE, Recorder, precision, rel_err, synchronize
+from .harness import DTYPES, TOLERANCE, Recorder, quick_first, rel_err, run_step, synchronize
 from .harness import select_cases as harness_select
 
 OP = "pool"
@@ -213,18 +213,10 @@ def run(rec: Recorder, *, device="cuda", dtypes=tuple(DTYPES), providers=DEFAULT
     from tritonnet import use_backend
 
     dtypes = [d for d in dtypes if d != "fp32-tf32"]  # the same numbers as fp32 here
-    selected = select_cases(cases, quick, shapes)
-    order = [(d, c) for d in dtypes for c in selected if c.quick]
-    order += [(d, c) for d in dtypes for c in selected if not c.quick]
+    order = quick_first(dtypes, select_cases(cases, quick, shapes))
     gen = torch.Generator(device=device).manual_seed(seed)
     with use_backend("triton"):  # tritonnet's side runs the Triton kernels, never the reference
         for dtype, case in order:
             for layout in layouts:
-                if deadline is not None and time.monotonic() > deadline:
-                    rec.skipped.append(f"{OP} {dtype} {layout} {case.label}")
-                    continue
-                with precision(dtype):
-                    run_case(rec, case, layout, dtype, providers, device, gen)
-                rec.flush()
-                if torch.device(device).type == "cuda":
-                    torch.cuda.empty_cache()
+                run_step(rec, f"{OP} {dtype} {layout} {case.label}", dtype, device, deadline,
+                         lambda: run_case(rec, case, layout, dtype, providers, device, gen))  # noqa: B023
