@@ -5,6 +5,7 @@ Device code only, plus the small host-side decisions every launcher makes the sa
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -70,16 +71,78 @@ def gemm_configs(tiles, **extra):
     ]
 
 
+# Shared memory one program may use. None: ask Triton's driver for the tensor's GPU (what Triton
+# itself checks at launch); a number overrides it (bench/compile_check.py sets the target's).
+SHARED_MEMORY_LIMIT = None
+
+
+@functools.lru_cache(maxsize=16)
+def _driver_shared_limit(index: int) -> int:
+    from triton.runtime import driver
+
+    return int(driver.active.utils.get_device_properties(index)["max_shared_mem"])
+
+
+def shared_limit(device: torch.device):
+    """Bytes of shared memory one program may use on ``device``; None on the CPU (the
+    interpreter has no such limit)."""
+    if SHARED_MEMORY_LIMIT is not None:
+        return SHARED_MEMORY_LIMIT
+    if device.type != "cuda":
+        return None
+    return _driver_shared_limit(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def pipeline_bytes(config, itemsize: int) -> int:
+    """Shared memory of a tl.dot K loop: num_stages buffers of an A (BLOCK_M x BLOCK_K) and a
+    B (BLOCK_K x BLOCK_N) tile, plus ~1 KB of barriers. Within 1% of what Triton 3.6 and 3.9
+    allocate for sm_90 wgmma configs (bench/compile_check.py); an overestimate for mma.sync."""
+    k = config.kwargs
+    return config.num_stages * (k["BLOCK_M"] + k["BLOCK_N"]) * k["BLOCK_K"] * itemsize + 1024
+
+
+def fit_shared(configs, itemsize: int, limit):
+    """Each config with its num_stages lowered (not below 2) until its pipeline fits in
+    ``limit`` bytes; configs that never fit are dropped, duplicates merged. fp32 tiles take
+    twice bf16's bytes: without this, 128x128x64 at 4 stages (257 KB) is compiled and then
+    refused at launch on an H100 (227 KB), and the autotuner loses that tile altogether."""
+    if limit is None:
+        return list(configs)
+    out, seen = [], set()
+    for c in configs:
+        stages = c.num_stages
+        while stages > 2 and pipeline_bytes(_with_stages(c, stages), itemsize) > limit:
+            stages -= 1
+        fitted = _with_stages(c, stages)
+        key = (tuple(sorted(fitted.kwargs.items())), fitted.num_warps, stages)
+        if pipeline_bytes(fitted, itemsize) <= limit and key not in seen:
+            seen.add(key)
+            out.append(fitted)
+    return out
+
+
+def _with_stages(config, stages):
+    if stages == config.num_stages:
+        return config
+    return triton.Config(dict(config.kwargs), num_warps=config.num_warps, num_stages=stages)
+
+
 def prune_tiles(size_m, size_n):
     """An autotuner early_config_prune: drop tiles larger than the next power of two of the
     problem in M or N (a 128-row tile over a batch of 8 wastes 15/16 of its work, and each
-    config costs a compile and a timing on first use). size_m/size_n read the kernel's args."""
+    config costs a compile and a timing on first use), then fit the rest in the GPU's shared
+    memory (fit_shared; the operands' element size is the first tensor argument's).
+    size_m/size_n read the kernel's args."""
 
     def prune(configs, nargs, **kwargs):
         cap_m = max(16, triton.next_power_of_2(int(size_m(nargs))))
         cap_n = max(16, triton.next_power_of_2(int(size_n(nargs))))
         keep = [c for c in configs if c.kwargs["BLOCK_M"] <= cap_m and c.kwargs["BLOCK_N"] <= cap_n]
-        return keep or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+        keep = keep or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+        first = next((v for v in nargs.values() if torch.is_tensor(v)), None)
+        if first is None:
+            return keep
+        return fit_shared(keep, first.element_size(), shared_limit(first.device)) or keep
 
     return prune
 

@@ -100,6 +100,49 @@ def test_autotune_prune_keeps_tiles_that_fit():
     assert sizes(prune(cfgs[1:], {"M": 1, "N": 1})) == [(64, 64)]  # smallest, not none
 
 
+def test_fit_shared_lowers_stages_then_drops():
+    """fp32 tiles that overflow an H100's 227 KB lose pipeline stages (never below 2) until
+    they fit; a tile that fits at no stage count goes; bf16 keeps its configs unchanged."""
+    import triton
+
+    from tritonnet.kernels._common import fit_shared, pipeline_bytes
+
+    h100 = 232448
+    cfgs = [
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_stages=4, num_warps=4),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_stages=3, num_warps=8),
+        triton.Config({"BLOCK_M": 256, "BLOCK_N": 256, "BLOCK_K": 128}, num_stages=3, num_warps=8),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_stages=4, num_warps=4),
+    ]
+    # the sizes Triton allocated for the first two on sm_90 (bench/compile_check.py): fp32
+    # 263168 and 295936 bytes, bf16 half the pipeline
+    assert pipeline_bytes(cfgs[0], 4) == 263168 and pipeline_bytes(cfgs[1], 4) == 295936
+    fp32 = fit_shared(cfgs, 4, h100)
+    assert [(c.kwargs["BLOCK_N"], c.num_stages) for c in fp32] == [(128, 3), (256, 2), (64, 4)]
+    assert all(pipeline_bytes(c, 4) <= h100 for c in fp32)
+    assert fp32[0].num_warps == 4 and fp32[1].num_warps == 8
+    bf16 = fit_shared(cfgs, 2, h100)
+    assert [(c.kwargs["BLOCK_N"], c.num_stages) for c in bf16] == [(128, 4), (256, 3), (64, 4)]
+    assert fit_shared(cfgs, 4, None) == cfgs  # the CPU: no limit
+    # two configs that become one after lowering are merged
+    twin = [cfgs[0], triton.Config(dict(cfgs[0].kwargs), num_stages=3, num_warps=4)]
+    assert len(fit_shared(twin, 4, h100)) == 1
+
+
+def test_prune_fits_the_operands_dtype(monkeypatch):
+    """The autotuner's prune reads the element size from the kernel's first tensor."""
+    import triton
+
+    from tritonnet.kernels import _common
+
+    monkeypatch.setattr(_common, "SHARED_MEMORY_LIMIT", 232448)
+    cfg = triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_stages=4, num_warps=4)
+    prune = _common.prune_tiles(lambda a: a["M"], lambda a: a["N"])
+    for dtype, stages in [(torch.float32, 3), (torch.bfloat16, 4)]:
+        nargs = {"a_ptr": torch.empty(1, dtype=dtype), "M": 4096, "N": 4096}
+        assert [c.num_stages for c in prune([cfg], nargs)] == [stages]
+
+
 def test_kernels_strided_inputs():
     """Non-contiguous operands (a transposed weight, a sliced input) go through the strides."""
     from tritonnet import kernels
