@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, TOLERANCE, Recorder, rel_err, run_step, synchronize
+from .harness import DTYPES, TOLERANCE, Recorder, precompile, rel_err, run_step, synchronize
 from .harness import select_cases as harness_select
 
 OP = "conv"
@@ -328,6 +328,7 @@ def run_case(rec: Recorder, case: Case, layout: str, dtype: str, providers, devi
     for p in providers:
         try:
             calls = make_provider(p, case)
+            precompile(rec, key, what, p, device, _check, calls, x, w, b, dy, ref, device)
             checks = _check(calls, x, w, b, dy, ref, device)
         except Exception as e:  # one broken provider must not end the run
             rec.failures.append(f"{what} {p}: {type(e).__name__}: {e}")

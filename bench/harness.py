@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import platform
 import re
 import time
@@ -417,6 +418,33 @@ def quick_first(dtypes, cases) -> list[tuple]:
     return [(d, c) for d in dtypes for c in cases if c.quick] + [
         (d, c) for d in dtypes for c in cases if not c.quick
     ]
+
+
+# Compile a case's Triton configs in parallel before it is first checked (see precompile).
+PRECOMPILE = os.environ.get("TRITONNET_BENCH_PRECOMPILE", "1") != "0"
+
+
+def precompile(rec: Recorder, key: dict, what: str, provider: str, device, step, *args) -> None:
+    """For tritonnet on CUDA: run ``step(*args)`` (the provider's first check) once with every Triton
+    launch turned into a compile of each config its autotuner would try, cpu_count() compiles
+    at a time, nothing launched (bench/compile_check.py's compile_only). Triton's autotuner
+    compiles its configs one by one as it first times them, and on the benchmark's shapes that
+    is most of a case's first call. Adds a ``compile`` row (wall s; first_call then holds the
+    tuning and the check). Any error is logged and the case compiles as usual."""
+    if provider != "tritonnet" or torch.device(device).type != "cuda" or not PRECOMPILE:
+        return
+    from .compile_check import compile_only
+
+    t0 = time.perf_counter()
+    try:
+        with compile_only(jobs=os.cpu_count() or 1):
+            step(*args)
+        synchronize(device)
+    except Exception as e:  # the normal path will meet (and record) any real compile error
+        rec.log(f"  precompile {what}: {type(e).__name__}: {e}; compiling as the autotuner goes")
+        return
+    rec.add(**key, provider=provider, mode="forward+backward", metric="compile",
+            p50=time.perf_counter() - t0, unit="s")
 
 
 def run_step(rec: Recorder, name: str, dtype: str, device, deadline, fn) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, TOLERANCE, Recorder, quick_first, rel_err, run_step, synchronize
+from .harness import DTYPES, TOLERANCE, Recorder, precompile, quick_first, rel_err, run_step, synchronize
 from .harness import select_cases as harness_select
 
 OP = "linear"
@@ -168,6 +168,7 @@ def run_case(rec: Recorder, case: Case, dtype: str, providers, device, gen) -> N
     for p in providers:
         try:
             fn = make_provider(p)
+            precompile(rec, key, what, p, device, _check, fn, x, w, b, dy, ref, device)
             err, errs, first = _check(fn, x, w, b, dy, ref, device)
         except Exception as e:  # one broken provider must not end the run
             rec.failures.append(f"{what} {p}: {type(e).__name__}: {e}")

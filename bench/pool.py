@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, TOLERANCE, Recorder, quick_first, rel_err, run_step, synchronize
+from .harness import DTYPES, TOLERANCE, Recorder, precompile, quick_first, rel_err, run_step, synchronize
 from .harness import select_cases as harness_select
 
 OP = "pool"
@@ -161,6 +161,7 @@ def run_case(rec: Recorder, case: Case, layout: str, dtype: str, providers, devi
     for p in providers:
         try:
             fn = make_provider(p, case)
+            precompile(rec, key, what, p, device, _check, fn, x, dy, ref, device)
             err, errs, first = _check(fn, x, dy, ref, device)
         except Exception as e:  # one broken provider must not end the run
             rec.failures.append(f"{what} {p}: {type(e).__name__}: {e}")

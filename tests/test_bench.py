@@ -523,3 +523,46 @@ def test_suite_runs_conv_on_cpu(tmp_path, monkeypatch):
     text = (tmp_path / "table.txt").read_text()
     assert "conv, issue 3's target" in text and "weight-grad" in text
     assert text == suite.report(df) + "\n"  # the plot step writes the same from the CSV
+
+
+def _compile_env():
+    """The environment of a compile-only run: Triton's compiler, not its interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9 warns when it is unset
+    return env
+
+
+@pytest.mark.slow
+def test_compile_check_compiles_every_kernel_for_sm90(tmp_path):
+    """Every kernel family compiles for an H100 (sm_90) with the installed Triton, no GPU
+    needed: the interpreter never runs Triton's compiler, so this is the CPU suite's only
+    guard against kernels that fail to compile, or ask for more shared memory or registers
+    than the GPU has. One dtype (bf16: tensor-core dots) over the small shapes of ``misc``;
+    `python -m tritonnet.bench.compile_check` with no arguments checks the benchmark's."""
+    pytest.importorskip("triton.backends.nvidia")
+    r = subprocess.run(
+        [sys.executable, "-m", "tritonnet.bench.compile_check", "--ops", "misc", "--dtypes", "bf16",
+         "--jobs", "2", "--out", str(tmp_path)],
+        cwd=REPO, env=_compile_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    df = pd.read_csv(tmp_path / "compile_check.csv")
+    kernels = set(df.kernel)
+    for name in ["_matmul_kernel", "_conv2d_fwd_kernel", "_conv2d_bwd_input_kernel",
+                 "_conv2d_bwd_weight_kernel", "_max_pool2d_fwd_kernel", "_max_pool2d_bwd_kernel",
+                 "_avg_pool2d_fwd_kernel", "_avg_pool2d_bwd_kernel", "_softmax_fwd_kernel",
+                 "_cross_entropy_fwd_kernel", "_cross_entropy_bwd_kernel", "_dropout_fwd_kernel",
+                 "_upsample_nearest_fwd_kernel", "_unfold_kernel", "_fold_kernel"]:
+        assert name in kernels, f"{name} was not compiled; got {sorted(kernels)}"
+    assert (df.regs > 0).all() and (df.error.isna()).all()
+    assert (df.problems.isna()).all()
+    # the GEMM kernels reach the tensor cores in bf16
+    assert (df[df.kernel.str.contains("conv2d|matmul")].mma != "-").all()
+    assert "target sm_90" in r.stdout
+
+
+def test_compile_check_refuses_the_interpreter():
+    r = subprocess.run([sys.executable, "-m", "tritonnet.bench.compile_check", "--ops", "misc"],
+                       cwd=REPO, env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "TRITON_INTERPRET" in r.stderr

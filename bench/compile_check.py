@@ -1,0 +1,385 @@
+"""compile_check: compile the Triton kernels the benchmark and a training step would compile,
+for a GPU target, on a machine without that GPU. Nothing is launched and nothing is timed.
+
+Why: a GPU is lent to some sessions only, for a short time, and may carry another Triton
+than the CPU machines (the lent H100/H200 image has Triton 3.6; the CPU setup installs 3.9).
+The interpreter runs the kernels' Python semantics, not the compiler: a kernel can pass every
+CPU test and still fail to compile, need more shared memory than the GPU has (the autotuner
+then drops that config, after compiling it), spill registers, or miss Hopper's tensor-core
+instructions. This finds those here, per autotune config, before any GPU time is spent.
+
+How: Triton's own JIT path with a stand-in driver that names the target (sm_90 by default) and
+patches that turn every launch into a compile (``warmup``) and every autotuned launch into a
+compile of each config that survives the kernel's pruning. The kernels are driven by real calls
+(tritonnet.functional on CPU tensors whose contents are never read), on the benchmark's cases,
+so the specialisations are the ones a GPU run would meet. Per compiled kernel it reports, from
+the cubin (cuobjdump -res-usage, which ships with Triton): registers per thread, local memory
+(spills), shared memory (Triton's dynamic allocation), whether the PTX uses wgmma (Hopper's
+warpgroup MMA) or mma.sync, and the compile time on this machine.
+
+    python -m tritonnet.bench.compile_check [--ops conv linear pool misc] [--dtypes bf16 ...]
+        [--quick] [--arch 90] [--jobs N] [--out DIR]
+
+Exits 1 when a kernel fails to compile or when a config could not launch on the target (shared
+memory or registers over its limits); spills are reported, not fatal. Must run without
+TRITON_INTERPRET (the interpreter compiles nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+# per-block limits of the targets we meet (CUDA programming guide, compute capability table)
+SHARED_LIMIT = {90: 232448, 100: 232448, 80: 166912, 89: 101376, 86: 101376}
+REGS_PER_SM = 65536
+
+
+@dataclass
+class Compiled:
+    kernel: str
+    config: str
+    signature: str
+    seconds: float
+    shared: int = 0
+    regs: int = -1
+    local: int = -1
+    mma: str = "-"
+    num_warps: int = 0
+    error: str = ""
+    problems: list = field(default_factory=list)
+
+
+class _StubDriver:
+    """What Triton's JIT asks of the active driver before a launch: a device, a stream and the
+    target. Launching needs a real driver; compiling does not."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+
+def _describe(fn, args, kwargs) -> tuple[str, str, str]:
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "fn", None), "__name__", "?")
+    consts = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup") and not torch.is_tensor(v)}
+    config = ",".join(f"{k}={v}" for k, v in consts.items()
+                      if k.isupper() or k in ("num_warps", "num_stages"))
+    dtypes = sorted({str(a.dtype).replace("torch.", "") for a in args if torch.is_tensor(a)})
+    return name, config, "/".join(dtypes)
+
+
+@contextlib.contextmanager
+def compile_only(target=None, on_compile=None, jobs: int = 1):
+    """Within: Triton launches compile instead of running; autotuned launches compile every
+    config that survives the kernel's pruning; ``jobs`` > 1 compiles in that many threads
+    (Triton's async compile; its compiler releases the GIL), all finished on exit.
+    ``target`` (a GPUTarget) compiles for that GPU through a stand-in driver, with tritonnet's
+    'triton' backend taking CPU tensors and the target's shared-memory limit; None keeps the
+    real driver (a GPU run precompiling before it autotunes). ``on_compile(fn, args, kwargs,
+    kernel, seconds)`` sees each new compiled kernel (a future when jobs > 1)."""
+    import triton  # noqa: F401
+    from triton.runtime import driver
+    from triton.runtime.autotuner import Autotuner
+    from triton.runtime.jit import JITFunction
+
+    import tritonnet
+    import tritonnet.backend as backend
+
+    seen = set()
+    jit_run, tuner_run = JITFunction.run, Autotuner.run
+
+    def run(self, *args, grid, warmup, **kwargs):
+        t0 = time.perf_counter()
+        kernel = jit_run(self, *args, grid=grid, warmup=True, **kwargs)
+        if on_compile is not None and kernel is not None and id(kernel) not in seen:
+            seen.add(id(kernel))
+            on_compile(self, args, kwargs, kernel, time.perf_counter() - t0)
+        return kernel
+
+    def tuned_run(self, *args, **kwargs):
+        kwargs.pop("warmup", None)
+        return self.warmup(*args, **kwargs)
+
+    from tritonnet.kernels import _common
+
+    saved = driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT
+    pool = None
+    mode = contextlib.nullcontext()
+    if jobs > 1:
+        from triton.runtime._async_compile import AsyncCompileMode
+
+        pool = ThreadPoolExecutor(jobs)
+        mode = AsyncCompileMode(pool)
+    if target is not None:
+        driver.set_active(_StubDriver(target))
+        backend.interpreter_enabled = lambda: True
+        _common.SHARED_MEMORY_LIMIT = SHARED_LIMIT.get(target.arch, SHARED_LIMIT[90])
+    JITFunction.run, Autotuner.run = run, tuned_run
+    try:
+        with tritonnet.use_backend("triton") if target is not None else contextlib.nullcontext(), mode:
+            yield
+    finally:
+        JITFunction.run, Autotuner.run = jit_run, tuner_run
+        driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT = saved
+        if pool is not None:
+            pool.shutdown()
+
+
+_RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+
+
+def resource_usage(cubin: bytes) -> tuple[int, int, int]:
+    """(registers per thread, static shared bytes, local bytes) from cuobjdump -res-usage."""
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True).stdout
+    m = _RES.search(out)
+    if not m:
+        return -1, 0, -1
+    regs, _stack, shared, local = map(int, m.groups())
+    return regs, shared, local
+
+
+def inspect_kernel(rec: Compiled, kernel, arch: int) -> Compiled:
+    """Fill ``rec`` from the compiled kernel: resources, MMA instructions, limits exceeded."""
+    if hasattr(kernel, "result"):  # a future from async compilation
+        kernel = kernel.result()
+    md = kernel.metadata
+    rec.num_warps = md.num_warps
+    regs, static_shared, local = resource_usage(kernel.asm["cubin"])
+    rec.regs, rec.local, rec.shared = regs, local, md.shared + static_shared
+    ptx = kernel.asm.get("ptx", "")
+    rec.mma = "wgmma" if "wgmma" in ptx else ("mma.sync" if "mma.sync" in ptx else "-")
+    limit = SHARED_LIMIT.get(arch, SHARED_LIMIT[90])
+    if rec.shared > limit:
+        rec.problems.append(f"shared {rec.shared} B > {limit} B")
+    if regs > 0 and regs * 32 * rec.num_warps > REGS_PER_SM:
+        rec.problems.append(f"{regs} regs x {32 * rec.num_warps} threads > {REGS_PER_SM}")
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# drivers: real calls that reach each kernel with the benchmark's shapes (contents unread)
+
+
+def _grad_step(y):
+    """Backward from y (the first output if a tuple) with an unread gradient."""
+    y = y[0] if isinstance(y, tuple) else y
+    y.backward(torch.empty_like(y))
+
+
+def cases_conv(dtypes, quick):
+    from tritonnet.functional import conv2d
+
+    from .conv import CASES, LAYOUTS
+    from .harness import DTYPES, precision
+
+    def step(dname, fmt, c):
+        dtype = DTYPES[dname][0]
+        x = torch.empty(c.N, c.C_in, c.H, c.W, dtype=dtype, memory_format=fmt, requires_grad=True)
+        w = torch.empty(c.C_out, c.Cg, c.KH, c.KW, dtype=dtype, memory_format=fmt, requires_grad=True)
+        b = torch.empty(c.C_out, dtype=dtype, requires_grad=True) if c.bias else None
+        with precision(dname):
+            _grad_step(conv2d(x, w, b, c.stride, c.padding, 1, c.groups))
+
+    for dname in dtypes:
+        for layout in LAYOUTS:
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            for c in CASES:
+                if not quick or c.quick:
+                    yield f"conv {dname} {layout} {c.label}", lambda d=dname, f=fmt, c=c: step(d, f, c)
+
+
+def cases_linear(dtypes, quick):
+    from tritonnet.functional import linear
+
+    from .harness import DTYPES, precision
+    from .linear import CASES
+
+    def step(dname, c):
+        dtype = DTYPES[dname][0]
+        x = torch.empty(c.M, c.K, dtype=dtype, requires_grad=True)
+        w = torch.empty(c.N, c.K, dtype=dtype, requires_grad=True)
+        b = torch.empty(c.N, dtype=dtype, requires_grad=True)
+        with precision(dname):
+            _grad_step(linear(x, w, b))
+
+    for dname in dtypes:
+        for c in CASES:
+            if not quick or c.quick:
+                yield f"linear {dname} {c.label}", lambda d=dname, c=c: step(d, c)
+
+
+def cases_pool(dtypes, quick):
+    from .harness import DTYPES
+    from .pool import CASES, LAYOUTS, make_provider
+
+    def step(dname, fmt, c):
+        x = torch.empty(c.N, c.C, c.H, c.W, dtype=DTYPES[dname][0], memory_format=fmt, requires_grad=True)
+        _grad_step(make_provider("tritonnet", c)(x))
+
+    for dname in dtypes:
+        for layout in LAYOUTS:
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            for c in CASES:
+                if not quick or c.quick:
+                    yield f"pool {dname} {layout} {c.label}", lambda d=dname, f=fmt, c=c: step(d, f, c)
+
+
+def cases_misc(dtypes, quick):
+    """Every kernel family once per dtype on small shapes, the ones no benchmark reaches
+    included: linear, activations, dropout, softmax, the losses, upsampling, unfold/fold,
+    conv_transpose2d (all three conv kernels), adaptive pools."""
+    import tritonnet.functional as TF
+
+    from .harness import DTYPES
+
+    def step(dname):
+        dtype = DTYPES[dname][0]
+
+        def leaf(*shape, fmt=torch.contiguous_format):
+            return torch.empty(*shape, dtype=dtype, memory_format=fmt, requires_grad=True)
+
+        x = leaf(64, 130)
+        _grad_step(TF.linear(x, leaf(40, 130), leaf(40)))
+        for fn in (TF.relu, TF.sigmoid, TF.tanh):
+            _grad_step(fn(x))
+        for fn in (TF.softmax, TF.log_softmax):
+            _grad_step(fn(x, dim=1))
+        _grad_step(TF.dropout(x, 0.3, training=True))
+        _grad_step(TF.dropout2d(leaf(8, 16, 10, 10), 0.3, training=True))
+        target = torch.randint(0, 130, (64,))
+        _grad_step(TF.cross_entropy(x, target, label_smoothing=0.1))
+        _grad_step(TF.nll_loss(x, target))
+        _grad_step(TF.mse_loss(x, torch.empty_like(x)))
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x4 = leaf(8, 16, 10, 10, fmt=fmt)
+            _grad_step(TF.interpolate(x4, scale_factor=2, mode="nearest"))
+            _grad_step(TF.adaptive_avg_pool2d(x4, (3, 3)))
+            _grad_step(TF.adaptive_max_pool2d(x4, 3))
+            w = leaf(16, 8, 3, 3)
+            _grad_step(TF.conv_transpose2d(x4, w, None, stride=2, padding=1, output_padding=1))
+        _grad_step(TF.unfold(leaf(8, 16, 10, 10), 3, padding=1))
+        _grad_step(TF.fold(leaf(8, 16 * 9, 100), (10, 10), 3, padding=1))
+
+    for dname in dtypes:
+        yield f"misc {dname}", lambda d=dname: step(d)
+
+
+CASES = {"conv": cases_conv, "linear": cases_linear, "pool": cases_pool, "misc": cases_misc}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run(args) -> int:
+    import pandas as pd
+    from triton.backends.compiler import GPUTarget
+
+    pending, failures = [], []
+
+    def on_compile(fn, fargs, kwargs, kernel, seconds):
+        name, config, sig = _describe(fn, fargs, kwargs)
+        # a compile's own time is known only when compiles run one at a time
+        pending.append((Compiled(name, config, sig, seconds if args.jobs == 1 else float("nan")), kernel))
+
+    cases = [c for op in args.ops for c in CASES[op](args.dtypes, args.quick)]
+    t0 = time.perf_counter()
+    with compile_only(GPUTarget("cuda", args.arch, 32), on_compile, jobs=args.jobs):
+        for label, step in _progress(cases):
+            try:
+                step()
+            except Exception as e:  # a compile error names the case and goes on
+                failures.append(f"{label}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    wall = time.perf_counter() - t0
+    rows = []
+    for rec, kernel in pending:
+        try:
+            rows.append(inspect_kernel(rec, kernel, args.arch))
+        except Exception as e:
+            rec.error = f"{type(e).__name__}: {e}"
+            rows.append(rec)
+    df = pd.DataFrame([{**r.__dict__, "problems": "; ".join(r.problems)} for r in rows])
+    import triton
+
+    print(f"compile_check: Triton {triton.__version__}, torch {torch.__version__}, target sm_{args.arch}; "
+          f"{len(cases)} cases, {len(df)} kernels compiled in {wall:.0f} s wall (jobs={args.jobs})")
+    if len(df):
+        summary = df.groupby("kernel").agg(
+            compiled=("config", "size"), seconds=("seconds", lambda s: s.sum(min_count=1)),
+            max_regs=("regs", "max"),
+            max_local=("local", "max"), max_shared=("shared", "max"),
+            mma=("mma", lambda m: "/".join(sorted(set(m)))),
+            over_limit=("problems", lambda p: int((p != "").sum())))
+        print(summary.to_string())
+        bad = df[df.problems != ""]
+        if len(bad):
+            print("\nconfigs the target could not launch (the autotuner would compile, then drop them):")
+            cols = ["kernel", "config", "signature", "shared", "regs", "num_warps", "problems"]
+            print(bad[cols].to_string())
+        spills = df[df.local > 0]
+        if len(spills):
+            print(f"\n{len(spills)} kernels spill to local memory:")
+            print(spills[["kernel", "config", "signature", "regs", "local"]].to_string())
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(args.out / "compile_check.csv", index=False)
+    for f in failures:
+        print("FAILED", f)
+    return 1 if failures or (len(df) and (df.problems != "").any()) else 0
+
+
+def _progress(items):
+    try:
+        from tqdm import tqdm
+
+        return tqdm(items, desc="compile", unit="case", file=sys.stderr, mininterval=2)
+    except ImportError:
+        return items
+
+
+def main(argv=None) -> int:
+    from .harness import DTYPES
+
+    p = argparse.ArgumentParser(prog="python -m tritonnet.bench.compile_check",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--ops", nargs="+", choices=list(CASES), default=list(CASES))
+    p.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    p.add_argument("--quick", action="store_true", help="only the benchmark's --quick cases")
+    p.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 for H100/H200")
+    p.add_argument("--jobs", type=int, default=1, help="compile threads (Triton's async compile)")
+    p.add_argument("--out", type=Path, default=None, help="write compile_check.csv here")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        p.error("unset TRITON_INTERPRET: the interpreter compiles nothing")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
