@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 import triton
@@ -242,7 +243,8 @@ def _conv2d_bwd_input_kernel(
 
 @triton.jit
 def _conv2d_bwd_weight_kernel(
-    # pointers: dw_ptr / db_ptr are fp32 partials (SPLIT, C_out, Cg, KH, KW) / (SPLIT, C_out)
+    # pointers: dw_ptr / db_ptr are partials (SPLIT, C_out, Cg, KH, KW) / (SPLIT, C_out), fp32
+    # when SPLIT > 1, else dw / db themselves in the output dtype
     dy_ptr, x_ptr, dw_ptr, db_ptr,
     # sizes
     NB, Cg, H, W, Og, OH, OW, KH, KW, SPLIT, CHUNK,
@@ -308,10 +310,10 @@ def _conv2d_bwd_weight_kernel(
         dw_ptr + split * (C_out * Cg * KH * KW)
         + (co * (Cg * KH * KW))[:, None] + (rn * (KH * KW))[None, :] + khw
     )
-    tl.store(dw_ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
+    tl.store(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     if BIAS_GRAD:
         if (pid_n == 0) & (khw == 0):
-            tl.store(db_ptr + split * C_out + co, db, mask=mask_m)
+            tl.store(db_ptr + split * C_out + co, db.to(db_ptr.dtype.element_ty), mask=mask_m)
 
 
 _tuned = {}
@@ -355,6 +357,24 @@ def _precision(dtype):
     return dot_precision(dtype, torch.backends.cudnn.allow_tf32)
 
 
+# NCHW operands go through channels_last copies (bench/NOTES.md, "NCHW staging"): compiled for
+# sm_90, every conv kernel reads NCHW tiles with 2-byte scalar loads outside the cp.async
+# pipeline (nothing tells Triton that neighbouring GEMM rows are neighbouring pixels), and
+# channels_last tiles with 16-byte cp.async. A copy costs one read and one write of the
+# operand. TRITONNET_CONV_NCHW=direct keeps NCHW in the strided kernels.
+NCHW_VIA_CHANNELS_LAST = os.environ.get("TRITONNET_CONV_NCHW", "channels_last") != "direct"
+
+
+def _stage(t, Cg, Og):
+    """``t`` as channels_last when it is a 4-D tensor that is not already, and the channels of
+    one group (both sides of the GEMM) are multiples of 16, so that the kernels' channel
+    loads are 16-byte vectors; else ``t`` itself."""
+    if (not NCHW_VIA_CHANNELS_LAST or Cg % 16 or Og % 16 or t.dim() != 4
+            or t.is_contiguous(memory_format=torch.channels_last)):
+        return t
+    return t.contiguous(memory_format=torch.channels_last)
+
+
 def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activation="none"):
     """y = act(conv2d(input, weight, bias)) with symmetric zero padding (PH, PW)."""
     NB, C_in, H, W = input.shape
@@ -363,10 +383,12 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
     OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
     Og = C_out // groups
+    out_format = _out_format(input, weight)
+    input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
                     memory_format=_out_format(input, weight))
     if y.numel() == 0:
-        return y
+        return y.contiguous(memory_format=out_format)
 
     def grid(meta):
         return (triton.cdiv(NB * OH * OW, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups)
@@ -379,7 +401,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         HAS_BIAS=bias is not None, ACTIVATION=activation,
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )
-    return y
+    return y.contiguous(memory_format=out_format)
 
 
 def _first_tap(r, D, S, K):
@@ -407,12 +429,12 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     H, W = input_size[-2], input_size[-1]
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
     Og = C_out // groups
+    out_format = _out_format(grad_output, weight)
+    grad_output, weight = _stage(grad_output, Cg, Og), _stage(weight, Cg, Og)
     dx = torch.empty((NB, Cg * groups, H, W), device=grad_output.device, dtype=grad_output.dtype,
                      memory_format=_out_format(grad_output, weight))
-    if dx.numel() == 0:
-        return dx
-    if grad_output.numel() == 0:
-        return dx.zero_()
+    if dx.numel() == 0 or grad_output.numel() == 0:
+        return dx.zero_().contiguous(memory_format=out_format)
 
     # the grid covers the largest phase; programs past their phase's tiles return at once
     Mp = NB * triton.cdiv(H, SH) * triton.cdiv(W, SW)
@@ -427,7 +449,7 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
         SH, SW, PH, PW, DH, DW,
         INPUT_PRECISION=_precision(grad_output.dtype), UPCAST=upcast_dot(grad_output.dtype),
     )
-    return dx
+    return dx.contiguous(memory_format=out_format)
 
 
 def _num_sms(device):
@@ -449,14 +471,18 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     _, Cg, KH, KW = weight_size
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
     Og = C_out // groups
+    grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
     L = NB * OH * OW
     nominal_tiles = triton.cdiv(Og, 64) * triton.cdiv(Cg, 64) * KH * KW * groups
     split = _split_k(L, nominal_tiles, grad_output.device)
     chunk = triton.cdiv(triton.cdiv(L, split), 64) * 64 if L else 0
     split = max(1, triton.cdiv(L, chunk)) if chunk else 1
     dev = grad_output.device
-    dw_part = torch.empty((split, C_out, Cg, KH, KW), device=dev, dtype=torch.float32)
-    db_part = torch.empty((split, C_out), device=dev, dtype=torch.float32)
+    # split partials in fp32, summed and cast below; one split stores dw, db directly in the
+    # output dtype (the kernel's fp32 accumulator is rounded once, in the store)
+    part = torch.float32 if split > 1 else grad_output.dtype
+    dw_part = torch.empty((split, C_out, Cg, KH, KW), device=dev, dtype=part)
+    db_part = torch.empty((split, C_out), device=dev, dtype=part)
     if L == 0 or C_out == 0 or Cg == 0:
         dw_part.zero_()
         db_part.zero_()
@@ -476,6 +502,8 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             SH, SW, PH, PW, DH, DW,
             BIAS_GRAD=True, INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
         )
+    if split == 1:
+        return dw_part[0], db_part[0]
     # deterministic reduction of the split-K partials, one cast at the end
     dw = dw_part.sum(0).to(grad_output.dtype)
     db = db_part.sum(0).to(grad_output.dtype)

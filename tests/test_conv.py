@@ -225,6 +225,52 @@ def test_kernels_channels_last(case):
 
 @pytest.mark.parametrize(
     "case",
+    [(2, 16, 5, 6, 32, 3, 2, 1, 1, 1), (1, 32, 4, 5, 32, 3, 1, 1, 1, 2)],
+    ids=["C16s2", "C32g2"],
+)
+def test_nchw_staged_through_channels_last(case, monkeypatch):
+    """NCHW operands whose group channels are multiples of 16 are copied to channels_last
+    for the kernels (16-byte loads), and the outputs come back NCHW as torch gives them,
+    with the numbers of the direct strided path and of the reference."""
+    tf32_off()
+    from tritonnet import kernels
+    from tritonnet.kernels import conv as kconv
+
+    x, w, b, conv = _kernel_args(case, torch.float32)
+    gy = torch.randn(reference.conv2d_forward(x, w, b, *conv).shape, device=x.device)
+    staged = []
+    real_stage = kconv._stage
+
+    def spy(t, *args):
+        out = real_stage(t, *args)
+        staged.append(out is not t)
+        return out
+
+    monkeypatch.setattr(kconv, "_stage", spy)
+
+    def run():
+        staged.clear()
+        y = kernels.conv2d_forward(x, w, b, *conv)
+        dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
+        dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+        for t in (y, dx):
+            assert t.is_contiguous() and not t.is_contiguous(memory_format=torch.channels_last)
+        return [y, dx, dw, db], list(staged)
+
+    via_cl, copies = run()
+    assert all(copies) and len(copies) == 6  # x, w; dy, w; dy, x
+    monkeypatch.setattr(kconv, "NCHW_VIA_CHANNELS_LAST", False)
+    direct, copies = run()
+    assert not any(copies)
+    ref = [reference.conv2d_forward(x, w, b, *conv), reference.conv2d_input_grad(gy, w, x.shape, *conv),
+           *reference.conv2d_weight_grad(gy, x, w.shape, *conv)]
+    for name, a, d, r in zip(["y", "dx", "dw", "db"], via_cl, direct, ref):
+        assert_close_rel(a, r, 1e-5, name)
+        assert_close_rel(a, d, 1e-5, name + " staged vs direct")
+
+
+@pytest.mark.parametrize(
+    "case",
     [
         (2, 3, 9, 8, 4, 1, 2, 0, 1, 1),  # 1x1 stride 2: three of four phases get no tap (zeros)
         (1, 2, 11, 10, 3, 3, 2, 1, 2, 1),  # stride 2, dilation 2: odd phases get no tap
