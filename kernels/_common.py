@@ -43,15 +43,6 @@ def flat_view(x: torch.Tensor) -> torch.Tensor:
     return x if is_dense(x) else x.contiguous()
 
 
-def ensure_launchable(*tensors: torch.Tensor) -> None:
-    for t in tensors:
-        if t is not None and not t.is_cuda and not INTERPRET:
-            raise RuntimeError(
-                f"Triton kernels need CUDA tensors (got one on {t.device}); set TRITON_INTERPRET=1 "
-                "before importing tritonnet to run them on the CPU through Triton's interpreter"
-            )
-
-
 def autotune_cache() -> dict:
     """Keyword arguments for triton.autotune that keep tuning results on disk between runs
     (Triton's own cache directory), where this Triton version supports it."""
