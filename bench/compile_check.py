@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -194,62 +195,56 @@ def _grad_step(y):
     y.backward(torch.empty_like(y))
 
 
-def cases_conv(dtypes, quick):
-    from tritonnet.functional import conv2d
+def _each(op, dtypes, layouts, cases, quick, step):
+    """(label, thunk) for every (dtype, layout, case) of a benchmark, --quick cases only if
+    asked; the thunk runs ``step(dtype name, memory format, case)``."""
+    for dname in dtypes:
+        for layout in layouts:
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            for c in cases:
+                if not quick or c.quick:
+                    yield f"{op} {dname} {layout} {c.label}", functools.partial(step, dname, fmt, c)
 
-    from .conv import CASES, LAYOUTS
-    from .harness import DTYPES, precision
+
+def _empty(*shape, dname, fmt=torch.contiguous_format, grad=True):
+    from .harness import DTYPES
+
+    return torch.empty(*shape, dtype=DTYPES[dname][0], memory_format=fmt, requires_grad=grad)
+
+
+def cases_conv(dtypes, quick):
+    from .conv import CASES, LAYOUTS, make_provider
+    from .harness import precision
 
     def step(dname, fmt, c):
-        dtype = DTYPES[dname][0]
-        x = torch.empty(c.N, c.C_in, c.H, c.W, dtype=dtype, memory_format=fmt, requires_grad=True)
-        w = torch.empty(c.C_out, c.Cg, c.KH, c.KW, dtype=dtype, memory_format=fmt, requires_grad=True)
-        b = torch.empty(c.C_out, dtype=dtype, requires_grad=True) if c.bias else None
+        x = _empty(c.N, c.C_in, c.H, c.W, dname=dname, fmt=fmt)
+        w = _empty(c.C_out, c.Cg, c.KH, c.KW, dname=dname, fmt=fmt)
+        b = _empty(c.C_out, dname=dname) if c.bias else None
         with precision(dname):
-            _grad_step(conv2d(x, w, b, c.stride, c.padding, 1, c.groups))
+            _grad_step(make_provider("tritonnet", c)["forward+backward"](x, w, b, None))
 
-    for dname in dtypes:
-        for layout in LAYOUTS:
-            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            for c in CASES:
-                if not quick or c.quick:
-                    yield f"conv {dname} {layout} {c.label}", lambda d=dname, f=fmt, c=c: step(d, f, c)
+    return _each("conv", dtypes, LAYOUTS, CASES, quick, step)
 
 
 def cases_linear(dtypes, quick):
-    from tritonnet.functional import linear
+    from .harness import precision
+    from .linear import CASES, LAYOUT, make_provider
 
-    from .harness import DTYPES, precision
-    from .linear import CASES
-
-    def step(dname, c):
-        dtype = DTYPES[dname][0]
-        x = torch.empty(c.M, c.K, dtype=dtype, requires_grad=True)
-        w = torch.empty(c.N, c.K, dtype=dtype, requires_grad=True)
-        b = torch.empty(c.N, dtype=dtype, requires_grad=True)
+    def step(dname, fmt, c):
+        x, w, b = _empty(c.M, c.K, dname=dname), _empty(c.N, c.K, dname=dname), _empty(c.N, dname=dname)
         with precision(dname):
-            _grad_step(linear(x, w, b))
+            _grad_step(make_provider("tritonnet")(x, w, b))
 
-    for dname in dtypes:
-        for c in CASES:
-            if not quick or c.quick:
-                yield f"linear {dname} {c.label}", lambda d=dname, c=c: step(d, c)
+    return _each("linear", dtypes, (LAYOUT,), CASES, quick, step)
 
 
 def cases_pool(dtypes, quick):
-    from .harness import DTYPES
     from .pool import CASES, LAYOUTS, make_provider
 
     def step(dname, fmt, c):
-        x = torch.empty(c.N, c.C, c.H, c.W, dtype=DTYPES[dname][0], memory_format=fmt, requires_grad=True)
-        _grad_step(make_provider("tritonnet", c)(x))
+        _grad_step(make_provider("tritonnet", c)(_empty(c.N, c.C, c.H, c.W, dname=dname, fmt=fmt)))
 
-    for dname in dtypes:
-        for layout in LAYOUTS:
-            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            for c in CASES:
-                if not quick or c.quick:
-                    yield f"pool {dname} {layout} {c.label}", lambda d=dname, f=fmt, c=c: step(d, f, c)
+    return _each("pool", dtypes, LAYOUTS, CASES, quick, step)
 
 
 def cases_misc(dtypes, quick):

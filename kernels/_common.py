@@ -84,12 +84,14 @@ def shared_limit(device: torch.device):
     return _driver_shared_limit(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def pipeline_bytes(config, itemsize: int) -> int:
-    """Shared memory of a tl.dot K loop: num_stages buffers of an A (BLOCK_M x BLOCK_K) and a
-    B (BLOCK_K x BLOCK_N) tile, plus ~1 KB of barriers. Within 1% of what Triton 3.6 and 3.9
-    allocate for sm_90 wgmma configs (bench/compile_check.py); an overestimate for mma.sync."""
+def pipeline_bytes(config, itemsize: int, stages=None) -> int:
+    """Shared memory of a tl.dot K loop: num_stages (or ``stages``) buffers of an A (BLOCK_M x
+    BLOCK_K) and a B (BLOCK_K x BLOCK_N) tile, plus ~1 KB of barriers. Within 1% of what
+    Triton 3.6 and 3.9 allocate for sm_90 wgmma configs (bench/compile_check.py); an
+    overestimate for mma.sync."""
     k = config.kwargs
-    return config.num_stages * (k["BLOCK_M"] + k["BLOCK_N"]) * k["BLOCK_K"] * itemsize + 1024
+    stages = config.num_stages if stages is None else stages
+    return stages * (k["BLOCK_M"] + k["BLOCK_N"]) * k["BLOCK_K"] * itemsize + 1024
 
 
 def fit_shared(configs, itemsize: int, limit):
@@ -102,20 +104,14 @@ def fit_shared(configs, itemsize: int, limit):
     out, seen = [], set()
     for c in configs:
         stages = c.num_stages
-        while stages > 2 and pipeline_bytes(_with_stages(c, stages), itemsize) > limit:
+        while stages > 2 and pipeline_bytes(c, itemsize, stages) > limit:
             stages -= 1
-        fitted = _with_stages(c, stages)
-        key = (tuple(sorted(fitted.kwargs.items())), fitted.num_warps, stages)
-        if pipeline_bytes(fitted, itemsize) <= limit and key not in seen:
+        key = (tuple(sorted(c.kwargs.items())), c.num_warps, stages)
+        if pipeline_bytes(c, itemsize, stages) <= limit and key not in seen:
             seen.add(key)
-            out.append(fitted)
+            out.append(c if stages == c.num_stages else
+                       triton.Config(dict(c.kwargs), num_warps=c.num_warps, num_stages=stages))
     return out
-
-
-def _with_stages(config, stages):
-    if stages == config.num_stages:
-        return config
-    return triton.Config(dict(config.kwargs), num_warps=config.num_warps, num_stages=stages)
 
 
 def prune_tiles(size_m, size_n):
