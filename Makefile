@@ -38,6 +38,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the GPU-marked tests alone (they skip without CUDA)
+test-gpu: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) -m gpu
+
 lint: $(STAMP)
 	$(PY) -m ruff check tritonnet kernels bench tests
 

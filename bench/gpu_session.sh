@@ -7,7 +7,8 @@
 #   1. the GPU's state and the machine's torch/triton (read only: nothing is changed on the card)
 #   2. make setup   a .venv over the machine's CUDA PyTorch and Triton; if that .venv cannot
 #                   import them (python3 there is itself a venv), repaired, else python3 is used
-#   3. make test    the whole test suite, output in $OUT/test.log
+#   3. make test    the whole test suite (TESTS=gpu: make test-gpu, the GPU-marked tests
+#                   alone), output in $OUT/test.log
 #   4. the benchmark suite (python -m tritonnet.bench), results in $OUT/results
 #   5. the plot step, from the CSV (so a cut-short benchmark still gets its plot and table)
 # The short table prints last. Files under $OUT (at most 8 come back, 2 folders deep):
@@ -16,6 +17,7 @@
 #   results/      results.csv, env.json, table.txt, <op>.png (PNGs packed into plots.tar if the
 #                 count would pass 8)
 # Knobs (environment): BUDGET_S whole script in s (default 560; the call's limit is 600),
+# TESTS (all or gpu, default all),
 # TEST_BUDGET_S (default 180), RUN_TESTS / RUN_BENCH (default 1; 0 skips the step, e.g. a
 # tests-only call: RUN_BENCH=0 TEST_BUDGET_S=500), BENCH_ARGS (extra suite arguments, e.g.
 # "--quick" or "--dtypes bf16 --providers tritonnet torch torch-compile").
@@ -28,6 +30,7 @@ BUDGET_S=${BUDGET_S:-560}
 TEST_BUDGET_S=${TEST_BUDGET_S:-180}
 RUN_TESTS=${RUN_TESTS:-1}
 RUN_BENCH=${RUN_BENCH:-1}
+TESTS=${TESTS:-all}
 BENCH_ARGS=${BENCH_ARGS:-}
 PY=.venv/bin/python
 mkdir -p "$OUT/results"
@@ -96,10 +99,13 @@ else
     if [ $t -lt 30 ]; then
         report test skip "only $(left)s left"
     else
+        mark=()
+        target=test
+        [ "$TESTS" = gpu ] && mark=(-m gpu) && target=test-gpu
         if [ "$PY" = .venv/bin/python ] && [ -f .venv/.tritonnet-installed ]; then
-            timeout -k 10 $t make test >"$OUT/test.log" 2>&1
+            timeout -k 10 $t make $target >"$OUT/test.log" 2>&1
         else # the Makefile's venv is not the one in use: its test command, with our python
-            timeout -k 10 $t $PY -m pytest -n auto >"$OUT/test.log" 2>&1
+            timeout -k 10 $t $PY -m pytest -n auto "${mark[@]}" >"$OUT/test.log" 2>&1
         fi
         rc=$?
         report test $rc

@@ -2,10 +2,12 @@
 counts, the correctness gate, the plot step, the no-CUDA exit; and one GPU run end to end."""
 
 import argparse
+import importlib
 import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -287,6 +289,24 @@ def test_suite_run_cpu_fake_timer(tmp_path):
     ceil = df[df["op"] == "ceiling"]
     assert set(ceil["mode"]) == {"copy", "matmul"} and set(ceil["dtype"]) >= {"bf16", "fp32"}
     assert "mlp.fc3" in (tmp_path / "table.txt").read_text()
+
+
+def test_budget_keeps_a_share_for_each_later_op(tmp_path, monkeypatch):
+    """Under --budget-s the first op stops starting cases early enough for the ones after it:
+    each later op keeps LATER_OP_SHARE of the budget; the last op gets the whole deadline."""
+    seen = {}
+    for name in ("conv", "linear", "pool"):
+        mod = importlib.import_module(suite.OPS[name])
+        monkeypatch.setattr(mod, "run", lambda rec, *, deadline, n=name, **kw: seen.setdefault(n, deadline))
+    args = parse("--ops", "conv", "linear", "pool", "--budget-s", "200", "--dtypes", "fp32",
+                 "--ceiling-size", "64", "--out", str(tmp_path), "--no-loop-timing", "--no-plot")
+    t0 = time.monotonic()
+    assert suite.run(args, device="cpu", timer=lambda fn, g=None: (0.01, 0.009, 0.012)) == 0
+    share = suite.LATER_OP_SHARE * 200
+    assert seen["linear"] - seen["conv"] == pytest.approx(share)
+    assert seen["pool"] - seen["linear"] == pytest.approx(share)
+    assert t0 + 200 <= seen["pool"] <= time.monotonic() + 200
+    assert suite.op_deadline(None, None, 2) is None
 
 
 def test_gpu_session_script_parses():
