@@ -15,7 +15,8 @@ compile of each config that survives the kernel's pruning. The kernels are drive
 so the specialisations are the ones a GPU run would meet. Per compiled kernel it reports, from
 the cubin (cuobjdump -res-usage, which ships with Triton): registers per thread, local memory
 (spills), shared memory (Triton's dynamic allocation), whether the PTX uses wgmma (Hopper's
-warpgroup MMA) or mma.sync, and the compile time on this machine.
+warpgroup MMA) or mma.sync, the widths of its global loads (scalar or vectorised, cp.async),
+and the compile time on this machine.
 
     python -m tritonnet.bench.compile_check [--ops conv linear pool misc] [--dtypes bf16 ...]
         [--quick] [--arch 90] [--jobs N] [--out DIR]
@@ -57,6 +58,7 @@ class Compiled:
     regs: int = -1
     local: int = -1
     mma: str = "-"
+    loads: str = ""  # global load widths in bytes, e.g. "2 8 cp16" (see global_loads)
     num_warps: int = 0
     error: str = ""
     problems: list = field(default_factory=list)
@@ -167,6 +169,20 @@ def resource_usage(cubin: bytes) -> tuple[int, int, int]:
     return regs, shared, local
 
 
+_LD = re.compile(r"\bld\.global(?:\.[\w:]+?)*?(?:\.v(\d))?\.[bfsu](\d+)\s")
+_CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global(?:\.[\w:]+)*"
+                       r"\s+\[[^\]]+\],\s*\[[^\]]+\],\s*(0x[0-9a-fA-F]+|\d+)")
+
+
+def global_loads(ptx: str) -> str:
+    """The widths (bytes) of the PTX's global loads, e.g. "2 16" for scalar 2-byte and 16-byte
+    vector ``ld.global``, "cp16" for 16-byte ``cp.async`` copies into shared memory. A memory-bound
+    kernel whose loads are all 2 bytes wide issues 8x the load instructions of a 16-byte one."""
+    widths = {int(v or 1) * int(bits) // 8 for v, bits in _LD.findall(ptx)}
+    copies = {int(n, 0) for n in _CP_ASYNC.findall(ptx)}
+    return " ".join([str(w) for w in sorted(widths)] + [f"cp{n}" for n in sorted(copies)]) or "-"
+
+
 def inspect_kernel(rec: Compiled, kernel, arch: int) -> Compiled:
     """Fill ``rec`` from the compiled kernel: resources, MMA instructions, limits exceeded."""
     if hasattr(kernel, "result"):  # a future from async compilation
@@ -177,6 +193,7 @@ def inspect_kernel(rec: Compiled, kernel, arch: int) -> Compiled:
     rec.regs, rec.local, rec.shared = regs, local, md.shared + static_shared
     ptx = kernel.asm.get("ptx", "")
     rec.mma = "wgmma" if "wgmma" in ptx else ("mma.sync" if "mma.sync" in ptx else "-")
+    rec.loads = global_loads(ptx)
     limit = SHARED_LIMIT.get(arch, SHARED_LIMIT[90])
     if rec.shared > limit:
         rec.problems.append(f"shared {rec.shared} B > {limit} B")
@@ -331,6 +348,7 @@ def run(args) -> int:
             max_regs=("regs", "max"),
             max_local=("local", "max"), max_shared=("shared", "max"),
             mma=("mma", lambda m: "/".join(sorted(set(m)))),
+            loads=("loads", lambda x: " | ".join(sorted(set(x)))),
             over_limit=("problems", lambda p: int((p != "").sum())))
         print(summary.to_string())
         bad = df[df.problems != ""]

@@ -57,10 +57,16 @@ def _configs():
     if INTERPRET:
         # one config; 128 keeps test shapes spread over several programs and the masks busy
         return [triton.Config({"BLOCK": 128})]
+    # Elements per thread = BLOCK / (32 * num_warps). In channels_last, where neighbouring
+    # lanes read neighbouring channels, that is the width of each load: 8 bf16 elements make
+    # one 16-byte load (compile_check's loads column), 2 make a 4-byte one. NCHW loads are
+    # scalar whatever the width (strided taps).
     return [
         triton.Config({"BLOCK": 256}, num_warps=4),
         triton.Config({"BLOCK": 512}, num_warps=4),
+        triton.Config({"BLOCK": 1024}, num_warps=4),
         triton.Config({"BLOCK": 1024}, num_warps=8),
+        triton.Config({"BLOCK": 2048}, num_warps=8),
     ]
 
 

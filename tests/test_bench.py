@@ -578,7 +578,25 @@ def test_compile_check_compiles_every_kernel_for_sm90(tmp_path):
     assert (df.problems.isna()).all()
     # the GEMM kernels reach the tensor cores in bf16
     assert (df[df.kernel.str.contains("conv2d|matmul")].mma != "-").all()
+    assert (df.loads.fillna("-") != "-").all()  # every kernel reads global memory
     assert "target sm_90" in r.stdout
+
+
+def test_global_load_widths_from_ptx():
+    """The loads column: widths of ld.global (scalar, v2, v4, with cache modifiers) and of
+    cp.async copies (hex or decimal sizes), as Triton's PTX spells them."""
+    from tritonnet.bench.compile_check import global_loads
+
+    assert global_loads("mov.u32 %r1, 0;\nst.global.v4.b32 [%rd1], {%r1, %r1, %r1, %r1};") == "-"
+    ptx = "\n".join([
+        "  @%p1 ld.global.b16 { %rs1 }, [ %rd2 + 0 ];",
+        "  ld.global.L1::evict_last.v2.b32 { %r1, %r2 }, [ %rd3 + 0 ];",
+        "  @%p2 ld.global.nc.v4.b32 { %r3, %r4, %r5, %r6 }, [ %rd4 + 0 ];",
+        "  cp.async.cg.shared.global [ %r7 + 0 ], [ %rd5 + 0 ], 0x10, %r8;",
+        "  cp.async.ca.shared.global [ %r7 + 0 ], [ %rd5 + 0 ], 4, %r8;",
+        "  ld.global.b64 %rd6, [ %rd7 + 0 ];",
+    ])
+    assert global_loads(ptx) == "2 8 16 cp4 cp16"
 
 
 def test_compile_check_refuses_the_interpreter():
