@@ -37,7 +37,8 @@ import triton.language as tl
 from ._common import INTERPRET
 
 # ---------------------------------------------------------------------------------------------
-# tile sizes (shared with kernels/loss.py, whose kernels reduce rows of the same layout)
+# tile sizes (shared with kernels/cross_entropy.py and kernels/loss.py, whose kernels reduce rows
+# of the same layout)
 
 
 def row_tile(n_rows: int, C: int, stride_c: int) -> tuple[int, int, int]:

@@ -1,5 +1,5 @@
-"""Loss primitives in plain PyTorch (twins of kernels/loss.py, same signatures): the
-readable spec of the fused cross-entropy, nll_loss and mse_loss kernels.
+"""Loss primitives in plain PyTorch (twins of kernels/cross_entropy.py and kernels/loss.py,
+same signatures): the readable spec of the fused cross-entropy, nll_loss and mse_loss kernels.
 
 Shapes: logits (N, C, R); index targets (N, R) (int64 or uint8), probability targets
 (N, C, R); class weights (C,). Row results are fp32 (fp64 for fp64 input, so gradcheck runs

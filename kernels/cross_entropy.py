@@ -1,0 +1,282 @@
+"""Cross-entropy: a fused log-softmax + NLL over class-index or class-probability targets,
+with class weights and label smoothing; forward and the gradients to the logits and to
+probability targets. kernels/loss.py (nll_loss, mse_loss) shares its row helpers.
+
+Layout: the classification losses see logits as (N, C, R), R the product of the spatial dims
+(1 for (N, C) input), so a row is x[n, :, r]; rows are numbered n * R + r and handled in
+(BLOCK_R, BLOCK_C) tiles as in kernels/softmax.py. Index targets are (N, R), probability
+targets (N, C, R). Every row result (loss, lse, sum of weights) is stored in fp32 (fp64 for
+fp64 input, the reference's contract); the final reduction over rows is a torch.sum of those
+values on the host side (deterministic).
+
+Cross-entropy math, per row. q is the target distribution: index target t with label
+smoothing eps: q = (1 - eps) * onehot(t) + eps / C;  probability target p: q = (1 - eps) * p
++ eps / C. w are the class weights (1 without), lse = log sum_c exp(x_c).
+  loss = -sum_c w_c q_c log_softmax(x)_c = sum_c w_c q_c (lse - x_c)
+  S    = sum_c w_c q_c                                       (saved, with lse, for backward)
+  dloss/dx_j = S * softmax(x)_j - w_j q_j                    (d lse/dx_j = softmax_j)
+  dloss/dp_j = -(1 - eps) * w_j * (x_j - lse)                (probability targets only)
+The forward makes one pass over a row: with a running max m it keeps s = sum exp(x - m) and
+a = sum w q (m - x), both rescaled when m grows (a += S_so_far * (m_new - m_old)); every term
+of a is >= 0, so nothing cancels, and loss = a + S * log(s) at the end. For index targets
+the one-hot part is one gathered logit: (1 - eps) w_t (lse - x_t); only the smoothing part
+(eps / C) w_c runs through a, and only when eps > 0, so an eps = 0 loss never multiplies a
+-inf logit by 0 (torch's nll_loss gathers too). Rows whose target is ignore_index give
+loss 0 and gradient 0 and never read memory at their target index.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "cross_entropy_forward",
+    "cross_entropy_backward",
+    "cross_entropy_target_grad",
+]
+
+import torch
+import triton
+import triton.language as tl
+
+from .softmax import row_tile
+
+# ---------------------------------------------------------------------------------------------
+# cross-entropy kernels
+
+
+@triton.jit
+def _row_start(rows, R, stride_n, stride_r):
+    """Offset of element 0 of each row (n, r) = divmod(rows, R)."""
+    return (rows // R) * stride_n + (rows % R) * stride_r
+
+
+@triton.jit
+def _cross_entropy_fwd_kernel(
+    # pointers
+    x_ptr, t_ptr, w_ptr, loss_ptr, lse_ptr, wsum_ptr,
+    # sizes
+    n_rows, C, R,
+    # strides: logits (N, C, R); target (N, C, R) for probabilities, (N, -, R) for indices
+    stride_xn, stride_xc, stride_xr, stride_tn, stride_tc, stride_tr,
+    # options
+    ignore_index, eps,
+    PROB_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_mask = rows < n_rows
+    x_row = x_ptr + _row_start(rows, R, stride_xn, stride_xr)
+    t_row = t_ptr + _row_start(rows, R, stride_tn, stride_tr)
+    cols = tl.arange(0, BLOCK_C)
+
+    m = tl.full((BLOCK_R,), float("-inf"), tl.float32)  # running max
+    shift = tl.zeros((BLOCK_R,), tl.float32)  # m, or 0 while m = -inf
+    s = tl.zeros((BLOCK_R,), tl.float32)  # sum exp(x - shift)
+    a = tl.zeros((BLOCK_R,), tl.float32)  # sum w q (shift - x)
+    b = tl.zeros((BLOCK_R,), tl.float32)  # sum w q
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + cols
+        c_mask = c < C
+        mask = row_mask[:, None] & c_mask[None, :]
+        x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=float("-inf"))
+        x = x.to(tl.float32)  # compute in fp32
+        m_new = tl.maximum(m, tl.max(x, axis=1))
+        new_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        s = s * tl.exp(m - new_shift) + tl.sum(tl.exp(x - new_shift[:, None]), axis=1)
+        if PROB_TARGET or SMOOTHING:
+            if PROB_TARGET:
+                q = tl.load(t_row[:, None] + c[None, :] * stride_tc, mask=mask, other=0.0)
+                q = q.to(tl.float32)
+                if SMOOTHING:
+                    q = q * (1.0 - eps) + eps / C
+            else:  # the smoothing part of an index target: eps / C on every class
+                q = tl.full((1, BLOCK_C), 1.0, tl.float32) * (eps / C)
+            if HAS_WEIGHT:
+                q = q * tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+            # masked lanes hold x = -inf: keep them out (0 * inf is NaN)
+            a = a + b * (new_shift - shift)
+            a = a + tl.sum(tl.where(mask, q * (new_shift[:, None] - x), 0.0), axis=1)
+            b = b + tl.sum(tl.where(mask, q, 0.0), axis=1)
+        m = m_new
+        shift = new_shift
+
+    log_s = tl.log(s)
+    lse = shift + log_s
+    # S * log(s); S = 0 gives 0 even for an empty row (C = 0, s = 0), as torch's empty sum
+    smooth = a + tl.where(b == 0.0, 0.0, b * log_s)
+    if PROB_TARGET:
+        loss = smooth
+        wsum = b
+    else:
+        t = tl.load(t_row, mask=row_mask, other=ignore_index).to(tl.int64)
+        valid = row_mask & (t != ignore_index)
+        # the target logit: one gather, masked so that ignored rows read nothing
+        x_t = tl.load(x_row + t * stride_xc, mask=valid, other=0.0).to(tl.float32)
+        if HAS_WEIGHT:
+            w_t = tl.load(w_ptr + t, mask=valid, other=0.0).to(tl.float32)
+        else:
+            w_t = tl.where(valid, 1.0, 0.0)
+        loss = (1.0 - eps) * w_t * (lse - x_t)
+        wsum = (1.0 - eps) * w_t
+        if SMOOTHING:
+            loss += smooth
+            wsum += b
+        loss = tl.where(valid, loss, 0.0)  # an ignored row is 0 even if its logits are NaN
+        wsum = tl.where(valid, wsum, 0.0)
+    tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(lse_ptr + rows, lse.to(lse_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(wsum_ptr + rows, wsum.to(wsum_ptr.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _cross_entropy_bwd_kernel(
+    # pointers
+    g_ptr, x_ptr, t_ptr, w_ptr, lse_ptr, wsum_ptr, dx_ptr,
+    # sizes
+    n_rows, C, R,
+    # strides: grad (N, R); logits, target, grad_input as in the forward
+    stride_gn, stride_gr, stride_xn, stride_xc, stride_xr, stride_tn, stride_tc, stride_tr,
+    stride_dxn, stride_dxc, stride_dxr,
+    # options
+    ignore_index, eps,
+    PROB_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """dx_c = g * (softmax_c * S - w_c q_c), softmax_c = exp(x_c - lse); one pass per row."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_mask = rows < n_rows
+    x_row = x_ptr + _row_start(rows, R, stride_xn, stride_xr)
+    t_row = t_ptr + _row_start(rows, R, stride_tn, stride_tr)
+    dx_row = dx_ptr + _row_start(rows, R, stride_dxn, stride_dxr)
+    g = tl.load(g_ptr + _row_start(rows, R, stride_gn, stride_gr), mask=row_mask, other=0.0)
+    g = g.to(tl.float32)
+    lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+    wsum = tl.load(wsum_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+    if not PROB_TARGET:
+        t = tl.load(t_row, mask=row_mask, other=ignore_index).to(tl.int64)
+        g = tl.where(t != ignore_index, g, 0.0)  # ignored rows: zero gradient
+    cols = tl.arange(0, BLOCK_C)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + cols
+        c_mask = c < C
+        mask = row_mask[:, None] & c_mask[None, :]
+        x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=0.0).to(tl.float32)
+        p = tl.exp(x - lse[:, None])
+        if PROB_TARGET:
+            q = tl.load(t_row[:, None] + c[None, :] * stride_tc, mask=mask, other=0.0)
+            q = q.to(tl.float32)
+            if SMOOTHING:
+                q = q * (1.0 - eps) + eps / C
+        else:
+            q = tl.where(c[None, :] == t[:, None], 1.0 - eps, 0.0)
+            if SMOOTHING:
+                q += eps / C
+        if HAS_WEIGHT:
+            q = q * tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        dx = g[:, None] * (p * wsum[:, None] - q)
+        tl.store(dx_row[:, None] + c[None, :] * stride_dxc, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _cross_entropy_bwd_target_kernel(
+    # pointers
+    g_ptr, x_ptr, w_ptr, lse_ptr, dt_ptr,
+    # sizes
+    n_rows, C, R,
+    # strides
+    stride_gn, stride_gr, stride_xn, stride_xc, stride_xr, stride_dtn, stride_dtc, stride_dtr,
+    # options
+    scale, HAS_WEIGHT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """dp_c = -scale * w_c * (x_c - lse) * g, scale = 1 - eps (probability targets)."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_mask = rows < n_rows
+    x_row = x_ptr + _row_start(rows, R, stride_xn, stride_xr)
+    dt_row = dt_ptr + _row_start(rows, R, stride_dtn, stride_dtr)
+    g = tl.load(g_ptr + _row_start(rows, R, stride_gn, stride_gr), mask=row_mask, other=0.0)
+    g = -scale * g.to(tl.float32)
+    lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+    cols = tl.arange(0, BLOCK_C)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + cols
+        c_mask = c < C
+        mask = row_mask[:, None] & c_mask[None, :]
+        x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=0.0).to(tl.float32)
+        dt = (x - lse[:, None]) * g[:, None]
+        if HAS_WEIGHT:
+            dt = dt * tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(dt_row[:, None] + c[None, :] * stride_dtc, dt.to(dt_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# launchers
+
+
+def _row_dtype(dtype):
+    """Row results are fp32, fp64 for fp64 input (the same contract as the reference)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _index_strides(target):
+    """(stride_n, stride_c, stride_r) of a (N, R) index target (no class axis)."""
+    return target.stride(0), 0, target.stride(1)
+
+
+def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
+    """input (N, C, R) logits; target (N, R) class indices (int64 or uint8) or (N, C, R)
+    probabilities; weight (C,) or None; label_smoothing in [0, 1].
+    -> (loss, lse, S), each (N, R) fp32: the row losses (0 where ignored), the row
+    log-sum-exp and S = sum_c w_c q_c (0 where ignored)."""
+    N, C, R = input.shape
+    prob = target.is_floating_point()
+    rd = _row_dtype(input.dtype)
+    loss, lse, wsum = (torch.empty((N, R), device=input.device, dtype=rd) for _ in range(3))
+    n_rows = N * R
+    if n_rows == 0:
+        return loss, lse, wsum
+    block_r, block_c, warps = row_tile(n_rows, C, input.stride(1))
+    _cross_entropy_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
+        input, target, weight if weight is not None else input, loss, lse, wsum,
+        n_rows, C, R, *input.stride(), *(target.stride() if prob else _index_strides(target)),
+        ignore_index, float(label_smoothing),
+        PROB_TARGET=prob, HAS_WEIGHT=weight is not None, SMOOTHING=label_smoothing > 0,
+        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps,
+    )
+    return loss, lse, wsum
+
+
+def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index, label_smoothing):
+    """grad (N, R), the incoming gradient of the row losses -> grad_input (N, C, R), input's dtype."""
+    N, C, R = input.shape
+    prob = target.is_floating_point()
+    grad_input = torch.empty_like(input)
+    n_rows = N * R
+    if n_rows == 0 or C == 0:
+        return grad_input
+    block_r, block_c, warps = row_tile(n_rows, C, input.stride(1))
+    _cross_entropy_bwd_kernel[(triton.cdiv(n_rows, block_r),)](
+        grad, input, target, weight if weight is not None else input, lse, wsum, grad_input,
+        n_rows, C, R, *grad.stride(), *input.stride(),
+        *(target.stride() if prob else _index_strides(target)), *grad_input.stride(),
+        ignore_index, float(label_smoothing),
+        PROB_TARGET=prob, HAS_WEIGHT=weight is not None, SMOOTHING=label_smoothing > 0,
+        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps,
+    )
+    return grad_input
+
+
+def cross_entropy_target_grad(grad, input, weight, lse, label_smoothing):
+    """d loss / d target for probability targets: (N, C, R) fp32,
+    -(1 - eps) * w_c * log_softmax(x)_c * grad."""
+    N, C, R = input.shape
+    out = torch.empty((N, C, R), device=input.device, dtype=_row_dtype(input.dtype))
+    n_rows = N * R
+    if n_rows == 0 or C == 0:
+        return out
+    block_r, block_c, warps = row_tile(n_rows, C, input.stride(1))
+    _cross_entropy_bwd_target_kernel[(triton.cdiv(n_rows, block_r),)](
+        grad, input, weight if weight is not None else input, lse, out,
+        n_rows, C, R, *grad.stride(), *input.stride(), *out.stride(),
+        1.0 - float(label_smoothing), HAS_WEIGHT=weight is not None,
+        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps,
+    )
+    return out
