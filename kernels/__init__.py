@@ -14,5 +14,6 @@ from .im2col import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
 from .pool import *  # noqa: F403
+from .pool_backward import *  # noqa: F403
 from .softmax import *  # noqa: F403
 from .upsample import *  # noqa: F403

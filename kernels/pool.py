@@ -1,5 +1,6 @@
 """Pooling over fixed windows (max_pool2d, avg_pool2d) and adaptive windows
-(adaptive_max_pool2d, adaptive_avg_pool2d): forward and backward.
+(adaptive_max_pool2d, adaptive_avg_pool2d): the forward kernels and the helpers their
+gradients (kernels/pool_backward.py) share.
 
 Windows, along one spatial dimension (H and W alike), of output position o:
   fixed     taps i = o*S - P + k*D,  k = 0..K-1, kept where 0 <= i < I
@@ -15,30 +16,16 @@ no copy; neighbouring windows share cache lines, so DRAM sees each input byte ab
        ties and the last NaN wins, as in PyTorch; the index starts at the window's first valid
        tap (PyTorch's answer for a window holding only -inf). Indices are flat per (H, W)
        plane (ih*W + iw), int64, as max_unpool2d expects.
-  avg: fp32 sum (fp64 for fp64) divided once by the window's divisor (below).
-
-Backward, a gather (no atomics, deterministic): the grid is flat over grad_input, in its memory
-order; one program computes BLOCK input gradients, each summing over the windows that cover it.
-Along one dimension those windows are a contiguous range of outputs:
-  fixed     o in [ceil((i + P - (K-1)*D) / S), floor((i + P) / S)] and [0, O): at most
-            cdiv((K-1)*D + 1, S) of them
-  adaptive  o in [floor(i*O/I), ceil((i+1)*O/I) - 1]: at most cdiv(O, I) + 1
-  max: dx[i] = sum over covering windows w of dy[w] * (argmax[w] == i)  (the saved indices)
-  avg: dx[i] = sum over covering windows w of dy[w] / divisor[w]
-summed in fp32 in ascending window order (PyTorch's CPU order).
+  avg: fp32 sum (fp64 for fp64) divided once by the window's divisor (_extent, or divisor_override).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "max_pool2d_forward",
-    "max_pool2d_backward",
     "avg_pool2d_forward",
-    "avg_pool2d_backward",
     "adaptive_max_pool2d_forward",
-    "adaptive_max_pool2d_backward",
     "adaptive_avg_pool2d_forward",
-    "adaptive_avg_pool2d_backward",
 ]
 
 import functools
@@ -113,21 +100,6 @@ def _window(o, I, O, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, ADAPTIVE
         first = o * S - P
         count = first * 0 + K
     return first, count
-
-
-@triton.jit
-def _covering(i, I, O, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, D: tl.constexpr,
-              ADAPTIVE: tl.constexpr):
-    """First output and number of outputs whose windows cover input position i (see the
-    module docstring); numerators are kept non-negative, so // is a floor."""
-    if ADAPTIVE:
-        lo = (i * O) // I
-        hi = ((i + 1) * O + I - 1) // I - 1
-    else:
-        t = i + P - (K - 1) * D
-        lo = tl.where(t > 0, (t + S - 1) // S, 0)
-        hi = tl.minimum((i + P) // S, O - 1)
-    return lo, hi - lo + 1
 
 
 @triton.jit
@@ -251,114 +223,18 @@ def _avg_pool2d_fwd_kernel(
     tl.store(y_ptr + offs, _div(acc, div).to(y_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _max_pool2d_bwd_kernel(
-    # pointers
-    dy_ptr, idx_ptr, dx_ptr,
-    # sizes
-    C, H, W, OH, OW, total,
-    # grad_output and indices strides
-    stride_gn, stride_gc, stride_gh, stride_gw,
-    stride_in, stride_ic, stride_ih, stride_iw,
-    # windows
-    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    # most windows covering one input position, per dimension
-    MAX_OH: tl.constexpr, MAX_OW: tl.constexpr,
-    # options
-    ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr,
-    INDEX64: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """dx[n, c, h, w] = sum of dy[n, c, oh, ow] over covering windows whose argmax is (h, w)."""
-    offs = _offsets(BLOCK, INDEX64)
-    mask = offs < total
-    n, c, h, w = _unravel(offs, C, H, W, CHANNELS_LAST)
-    oh0, noh = _covering(h, H, OH, KH, SH, PH, DH, ADAPTIVE)
-    ow0, now = _covering(w, W, OW, KW, SW, PW, DW, ADAPTIVE)
-    target = h * W + w
-    if ACC64:
-        acc = tl.zeros([BLOCK], dtype=tl.float64)
-    else:
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
-    g_base = dy_ptr + n * stride_gn + c * stride_gc
-    i_base = idx_ptr + n * stride_in + c * stride_ic
-    for jh in range(MAX_OH):
-        oh = oh0 + jh
-        ok_h = mask & (jh < noh)
-        for jw in range(MAX_OW):
-            ow = ow0 + jw
-            ok = ok_h & (jw < now)
-            idx = tl.load(i_base + oh * stride_ih + ow * stride_iw, mask=ok, other=-1)
-            hit = ok & (idx == target)
-            # dy is read only where this input won the window
-            acc += tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=hit, other=0.0).to(acc.dtype)
-    tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _avg_pool2d_bwd_kernel(
-    # pointers
-    dy_ptr, dx_ptr,
-    # sizes
-    C, H, W, OH, OW, total,
-    # grad_output strides
-    stride_gn, stride_gc, stride_gh, stride_gw,
-    # divisor_override (used when HAS_DIVISOR)
-    divisor,
-    # windows
-    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr,
-    # most windows covering one input position, per dimension
-    MAX_OH: tl.constexpr, MAX_OW: tl.constexpr,
-    # options
-    ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    """dx[n, c, h, w] = sum of dy[n, c, oh, ow] / divisor(oh, ow) over covering windows."""
-    offs = _offsets(BLOCK, INDEX64)
-    mask = offs < total
-    n, c, h, w = _unravel(offs, C, H, W, CHANNELS_LAST)
-    oh0, noh = _covering(h, H, OH, KH, SH, PH, 1, ADAPTIVE)
-    ow0, now = _covering(w, W, OW, KW, SW, PW, 1, ADAPTIVE)
-    if ACC64:
-        acc = tl.zeros([BLOCK], dtype=tl.float64)
-    else:
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
-    g_base = dy_ptr + n * stride_gn + c * stride_gc
-    for jh in range(MAX_OH):
-        oh = oh0 + jh
-        ok_h = mask & (jh < noh)
-        h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
-        ext_h = _extent(h0, nh, H, KH, PH, ADAPTIVE, COUNT_PAD)
-        for jw in range(MAX_OW):
-            ow = ow0 + jw
-            ok = ok_h & (jw < now)
-            g = tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=ok, other=0.0).to(acc.dtype)
-            if HAS_DIVISOR:
-                div = (ow * 0 + divisor).to(acc.dtype)
-            else:
-                w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
-                ext_w = _extent(w0, nw, W, KW, PW, ADAPTIVE, COUNT_PAD)
-                div = tl.where(ok, ext_h * ext_w, 1).to(acc.dtype)
-            acc += _div(g, div)
-    tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
 _tuned: dict = {}
 
 
-def _kernel(name):
-    """The autotuned wrapper of one kernel, built on first use."""
+def _autotuned(name, fn, key):
+    """The autotuned wrapper of a pool kernel (this file's or pool_backward's), built on first
+    use from _configs."""
     if name not in _tuned:
-        fn, key = {
-            "max_fwd": (_max_pool2d_fwd_kernel, ["total", "OH", "OW", "KH", "KW", "CHANNELS_LAST"]),
-            "avg_fwd": (_avg_pool2d_fwd_kernel, ["total", "OH", "OW", "KH", "KW", "CHANNELS_LAST"]),
-            "max_bwd": (_max_pool2d_bwd_kernel, ["total", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST"]),
-            "avg_bwd": (_avg_pool2d_bwd_kernel, ["total", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST"]),
-        }[name]
         _tuned[name] = triton.autotune(configs=_configs(), key=key, **autotune_cache())(fn)
     return _tuned[name]
+
+
+FWD_KEY = ["total", "OH", "OW", "KH", "KW", "CHANNELS_LAST"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +276,7 @@ def _max_forward(x, out_hw, window, channels_last, need_indices, adaptive):
         idx = x.new_empty(0, dtype=torch.int64)
     total = y.numel()
     if total:
-        _kernel("max_fwd")[_grid(total)](
+        _autotuned("max_fwd", _max_pool2d_fwd_kernel, FWD_KEY)[_grid(total)](
             x, y, idx if need_indices else y,
             C, H, W, OH, OW, total,
             *x.stride(),
@@ -411,27 +287,6 @@ def _max_forward(x, out_hw, window, channels_last, need_indices, adaptive):
     return y, idx
 
 
-def _max_backward(grad_output, indices, input_size, window, channels_last, adaptive, max_cover):
-    N, C, H, W = input_size
-    OH, OW = grad_output.shape[-2:]
-    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = window
-    dx = _alloc((N, C, H, W), grad_output, channels_last)
-    total = dx.numel()
-    if grad_output.numel() == 0:  # no windows: nothing flows back
-        return dx.zero_()
-    if total:
-        _kernel("max_bwd")[_grid(total)](
-            grad_output, indices, dx,
-            C, H, W, OH, OW, total,
-            *grad_output.stride(), *indices.stride(),
-            KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
-            MAX_OH=max_cover[0], MAX_OW=max_cover[1],
-            ADAPTIVE=adaptive, CHANNELS_LAST=channels_last,
-            ACC64=dx.dtype == torch.float64, INDEX64=_index64(grad_output, indices, dx),
-        )
-    return dx
-
-
 def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channels_last, adaptive):
     N, C, H, W = x.shape
     OH, OW = out_hw
@@ -439,7 +294,7 @@ def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channel
     y = _alloc((N, C, OH, OW), x, channels_last)
     total = y.numel()
     if total:
-        _kernel("avg_fwd")[_grid(total)](
+        _autotuned("avg_fwd", _avg_pool2d_fwd_kernel, FWD_KEY)[_grid(total)](
             x, y,
             C, H, W, OH, OW, total,
             *x.stride(),
@@ -449,30 +304,6 @@ def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channel
             CHANNELS_LAST=channels_last, ACC64=x.dtype == torch.float64, INDEX64=_index64(x, y),
         )
     return y
-
-
-def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_override,
-                  channels_last, adaptive, max_cover):
-    N, C, H, W = input_size
-    OH, OW = grad_output.shape[-2:]
-    (KH, KW), (SH, SW), (PH, PW) = window
-    dx = _alloc((N, C, H, W), grad_output, channels_last)
-    total = dx.numel()
-    if grad_output.numel() == 0:  # no windows: nothing flows back
-        return dx.zero_()
-    if total:
-        _kernel("avg_bwd")[_grid(total)](
-            grad_output, dx,
-            C, H, W, OH, OW, total,
-            *grad_output.stride(),
-            divisor_override or 1,
-            KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
-            MAX_OH=max_cover[0], MAX_OW=max_cover[1],
-            ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
-            CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
-            INDEX64=_index64(grad_output, dx),
-        )
-    return dx
 
 
 def _fixed_cover(k, s, d):
@@ -493,13 +324,6 @@ def max_pool2d_forward(input, kernel_size, stride, padding, dilation, output_siz
     return _max_forward(input, output_size, window, channels_last, need_indices, False)
 
 
-def max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation,
-                        channels_last):
-    window = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
-    cover = [_fixed_cover(k, s, d) for k, s, d in zip(kernel_size, stride, dilation)]
-    return _max_backward(grad_output, indices, input_size, window, channels_last, False, cover)
-
-
 def avg_pool2d_forward(input, kernel_size, stride, padding, output_size, count_include_pad,
                        divisor_override, channels_last):
     window = (tuple(kernel_size), tuple(stride), tuple(padding))
@@ -507,33 +331,11 @@ def avg_pool2d_forward(input, kernel_size, stride, padding, output_size, count_i
                         channels_last, False)
 
 
-def avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, count_include_pad,
-                        divisor_override, channels_last):
-    window = (tuple(kernel_size), tuple(stride), tuple(padding))
-    cover = [_fixed_cover(k, s, 1) for k, s in zip(kernel_size, stride)]
-    return _avg_backward(grad_output, input_size, window, count_include_pad, divisor_override,
-                         channels_last, False, cover)
-
-
 def adaptive_max_pool2d_forward(input, output_size, channels_last, need_indices):
     window = _adaptive_window(input.shape[-2:], output_size)
     return _max_forward(input, output_size, window, channels_last, need_indices, True)
 
 
-def adaptive_max_pool2d_backward(grad_output, indices, input_size, channels_last):
-    out_hw = grad_output.shape[-2:]
-    window = _adaptive_window(input_size[-2:], out_hw)
-    cover = [-(-o // i) + 1 for i, o in zip(input_size[-2:], out_hw)]
-    return _max_backward(grad_output, indices, input_size, window, channels_last, True, cover)
-
-
 def adaptive_avg_pool2d_forward(input, output_size, channels_last):
     window = _adaptive_window(input.shape[-2:], output_size)[:3]
     return _avg_forward(input, output_size, window, True, None, channels_last, True)
-
-
-def adaptive_avg_pool2d_backward(grad_output, input_size, channels_last):
-    out_hw = grad_output.shape[-2:]
-    window = _adaptive_window(input_size[-2:], out_hw)[:3]
-    cover = [-(-o // i) + 1 for i, o in zip(input_size[-2:], out_hw)]
-    return _avg_backward(grad_output, input_size, window, True, None, channels_last, True, cover)
