@@ -16,7 +16,7 @@ so the specialisations are the ones a GPU run would meet. Per compiled kernel it
 the cubin (cuobjdump -res-usage, which ships with Triton): registers per thread, local memory
 (spills), shared memory (Triton's dynamic allocation), whether the PTX uses wgmma (Hopper's
 warpgroup MMA) or mma.sync, the widths of its global loads (scalar or vectorised, cp.async),
-and the compile time on this machine.
+its machine instruction count (cuobjdump -sass), and the compile time on this machine.
 
     python -m tritonnet.bench.compile_check [--ops conv linear pool misc] [--dtypes bf16 ...]
         [--quick] [--arch 90] [--jobs N] [--out DIR]
@@ -59,6 +59,7 @@ class Compiled:
     local: int = -1
     mma: str = "-"
     loads: str = ""  # global load widths in bytes, e.g. "2 8 cp16" (see global_loads)
+    sass: int = -1  # machine instructions (static; see count_sass)
     num_warps: int = 0
     error: str = ""
     problems: list = field(default_factory=list)
@@ -153,15 +154,28 @@ def compile_only(target=None, on_compile=None, jobs: int = 1):
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
-def resource_usage(cubin: bytes) -> tuple[int, int, int]:
-    """(registers per thread, static shared bytes, local bytes) from cuobjdump -res-usage."""
+def _cuobjdump(cubin: bytes, flag: str) -> str:
     import triton
 
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True).stdout
+        return subprocess.run([str(tool), flag, f.name], capture_output=True, text=True).stdout
+
+
+_SASS = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", re.M)
+
+
+def count_sass(sass: str) -> int:
+    """Machine instructions in cuobjdump -sass text (static count, NOPs left out): loop bodies
+    count once, so compare configs and versions of one kernel, not different kernels."""
+    return sum(1 for op in _SASS.findall(sass) if op != "NOP")
+
+
+def resource_usage(cubin: bytes) -> tuple[int, int, int]:
+    """(registers per thread, static shared bytes, local bytes) from cuobjdump -res-usage."""
+    out = _cuobjdump(cubin, "-res-usage")
     m = _RES.search(out)
     if not m:
         return -1, 0, -1
@@ -194,6 +208,7 @@ def inspect_kernel(rec: Compiled, kernel, arch: int) -> Compiled:
     ptx = kernel.asm.get("ptx", "")
     rec.mma = "wgmma" if "wgmma" in ptx else ("mma.sync" if "mma.sync" in ptx else "-")
     rec.loads = global_loads(ptx)
+    rec.sass = count_sass(_cuobjdump(kernel.asm["cubin"], "-sass"))
     limit = SHARED_LIMIT.get(arch, SHARED_LIMIT[90])
     if rec.shared > limit:
         rec.problems.append(f"shared {rec.shared} B > {limit} B")
@@ -347,6 +362,7 @@ def run(args) -> int:
             compiled=("config", "size"), seconds=("seconds", lambda s: s.sum(min_count=1)),
             max_regs=("regs", "max"),
             max_local=("local", "max"), max_shared=("shared", "max"),
+            sass=("sass", lambda x: f"{x.min()}-{x.max()}"),
             mma=("mma", lambda m: "/".join(sorted(set(m)))),
             loads=("loads", lambda x: " | ".join(sorted(set(x)))),
             over_limit=("problems", lambda p: int((p != "").sum())))

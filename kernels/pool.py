@@ -7,11 +7,15 @@ Windows, along one spatial dimension (H and W alike), of output position o:
   adaptive  taps i = floor(o*I/O) + k, k = 0..ceil((o+1)*I/O) - floor(o*I/O) - 1
 One kernel per reduction (max, mean) serves both kinds through the ADAPTIVE switch.
 
-Forward (memory-bound: one read of the input, one write of the output): the grid is flat,
-cdiv(N*C*OH*OW, BLOCK); one program computes BLOCK outputs, walking the output's memory order
-(NCHW, or NHWC for channels_last, so neighbouring lanes are neighbouring channels there), and
-loops over the KH x KW taps of each window. The input is read through its strides, any layout,
-no copy; neighbouring windows share cache lines, so DRAM sees each input byte about once.
+Forward (memory-bound: one read of the input, one write of the output). The output is seen
+as a 2-D (rows, columns) array in its memory order: rows of pixels (n, oh, ow) by channel
+columns for channels_last, rows of (n, c, oh) by ow columns for NCHW. One program computes a
+(BLOCK // BLOCK_V, BLOCK_V) tile of it (grid: cdiv(rows, BLOCK // BLOCK_V) x cdiv(columns,
+BLOCK_V)) and loops over the KH x KW taps of each window. Rows are divided into coordinates
+once per row, and a tap's bounds along a row-coordinate are checked once per row, not per
+element; in channels_last the columns are contiguous channels, so each thread's taps load
+as one vector (up to 16 bytes). The input is read through its strides, any layout, no copy;
+neighbouring windows share cache lines, so DRAM sees each input byte about once.
   max: a tap replaces the running maximum when it is greater or NaN: the first maximum wins
        ties and the last NaN wins, as in PyTorch; the index starts at the window's first valid
        tap (PyTorch's answer for a window holding only -inf). Indices are flat per (H, W)
@@ -62,30 +66,36 @@ def _configs():
 
 
 @triton.jit
-def _offsets(BLOCK: tl.constexpr, INDEX64: tl.constexpr):
-    pid = tl.program_id(0)
+def _tile(ROWS, COLS, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, INDEX64: tl.constexpr):
+    """This program's rows and columns of the (ROWS, COLS) view (see the module docstring),
+    BLOCK // BLOCK_V rows by BLOCK_V columns, and their masks."""
+    BLOCK_R: tl.constexpr = BLOCK // BLOCK_V
+    pid_r = tl.program_id(0)
     if INDEX64:  # only when a tensor spans 2**31 elements: 64-bit division is slow on GPUs
-        pid = pid.to(tl.int64)
-    return pid * BLOCK + tl.arange(0, BLOCK)
+        pid_r = pid_r.to(tl.int64)
+    r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+    return r, v, r < ROWS, v < COLS
 
 
 @triton.jit
-def _unravel(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
-    """(n, c, h, w) of flat offsets into a dense (N, C, H, W) tensor stored NCHW or NHWC."""
+def _coords(r, v, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """(n, c, h, w) of rows r and columns v of a dense (N, C, H, W) tensor, as 2-D tensors that
+    broadcast to (rows, columns): a row is a pixel (n, h, w) and a column a channel for
+    channels_last, a row is (n, c, h) and a column a position w for NCHW. Only the rows are
+    divided, once per row, not per element."""
     if CHANNELS_LAST:
-        c = offs % C
-        t = offs // C
-        w = t % W
-        t = t // W
+        w = r % W
+        t = r // W
         h = t % H
         n = t // H
+        n, h, w, c = n[:, None], h[:, None], w[:, None], v[None, :]
     else:
-        w = offs % W
-        t = offs // W
-        h = t % H
-        t = t // H
+        h = r % H
+        t = r // H
         c = t % C
         n = t // C
+        n, c, h, w = n[:, None], c[:, None], h[:, None], v[None, :]
     return n, c, h, w
 
 
@@ -137,7 +147,7 @@ def _max_pool2d_fwd_kernel(
     # pointers
     x_ptr, y_ptr, idx_ptr,
     # sizes
-    C, H, W, OH, OW, total,
+    C, H, W, OH, OW, ROWS, COLS,
     # input strides
     stride_xn, stride_xc, stride_xh, stride_xw,
     # windows (KH, KW: the largest window for ADAPTIVE)
@@ -145,23 +155,24 @@ def _max_pool2d_fwd_kernel(
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     # options
     ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, STORE_INDICES: tl.constexpr,
-    ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+    ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     """y[n, c, oh, ow] = max over the window's taps; idx = ih*W + iw of the winning tap."""
-    offs = _offsets(BLOCK, INDEX64)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, OH, OW, CHANNELS_LAST)
+    r, col, r_ok, col_ok = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)
+    mask = r_ok[:, None] & col_ok[None, :]
+    offs = r[:, None] * COLS + col[None, :]  # y and idx are dense in this layout
+    n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
     h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
     w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
     # first valid tap (h0 < 0 only in the padding of a fixed window)
     fh = h0 + ((tl.maximum(-h0, 0) + DH - 1) // DH) * DH
     fw = w0 + ((tl.maximum(-w0, 0) + DW - 1) // DW) * DW
-    best_idx = fh * W + fw
     # compare in fp32 (fp64 for fp64): exact for every input dtype
     if ACC64:
-        best = tl.full([BLOCK], float("-inf"), tl.float64)
+        best = tl.full(mask.shape, float("-inf"), tl.float64)
     else:
-        best = tl.full([BLOCK], float("-inf"), tl.float32)
+        best = tl.full(mask.shape, float("-inf"), tl.float32)
+    best_idx = tl.zeros(mask.shape, tl.int32) + (fh * W + fw)
     x_base = x_ptr + n * stride_xn + c * stride_xc
     for kh in range(KH):
         ih = h0 + kh * DH
@@ -183,7 +194,7 @@ def _avg_pool2d_fwd_kernel(
     # pointers
     x_ptr, y_ptr,
     # sizes
-    C, H, W, OH, OW, total,
+    C, H, W, OH, OW, ROWS, COLS,
     # input strides
     stride_xn, stride_xc, stride_xh, stride_xw,
     # divisor_override (used when HAS_DIVISOR)
@@ -194,18 +205,19 @@ def _avg_pool2d_fwd_kernel(
     # options
     ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     """y[n, c, oh, ow] = (sum of the window's taps) / divisor(oh, ow)."""
-    offs = _offsets(BLOCK, INDEX64)
-    mask = offs < total
-    n, c, oh, ow = _unravel(offs, C, OH, OW, CHANNELS_LAST)
+    r, col, r_ok, col_ok = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)
+    mask = r_ok[:, None] & col_ok[None, :]
+    offs = r[:, None] * COLS + col[None, :]  # y is dense in this layout
+    n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
     h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
     w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
     if ACC64:
-        acc = tl.zeros([BLOCK], dtype=tl.float64)
+        acc = tl.zeros(mask.shape, dtype=tl.float64)
     else:
-        acc = tl.zeros([BLOCK], dtype=tl.float32)  # accumulate in fp32 for fp16/bf16 input
+        acc = tl.zeros(mask.shape, dtype=tl.float32)  # accumulate in fp32 for fp16/bf16 input
     x_base = x_ptr + n * stride_xn + c * stride_xc
     for kh in range(KH):
         ih = h0 + kh
@@ -215,11 +227,11 @@ def _avg_pool2d_fwd_kernel(
             ok = ok_h & (iw >= 0) & (iw < W) & (kw < nw)
             acc += tl.load(x_base + ih * stride_xh + iw * stride_xw, mask=ok, other=0.0).to(acc.dtype)
     if HAS_DIVISOR:
-        div = (oh * 0 + divisor).to(acc.dtype)
+        div = (acc * 0 + divisor).to(acc.dtype)
     else:
         ext_h = _extent(h0, nh, H, KH, PH, ADAPTIVE, COUNT_PAD)
         ext_w = _extent(w0, nw, W, KW, PW, ADAPTIVE, COUNT_PAD)
-        div = (ext_h * ext_w).to(acc.dtype)
+        div = tl.where(mask, ext_h * ext_w, 1).to(acc.dtype)  # masked lanes: no 0 / 0
     tl.store(y_ptr + offs, _div(acc, div).to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -234,15 +246,28 @@ def _autotuned(name, fn, key):
     return _tuned[name]
 
 
-FWD_KEY = ["total", "OH", "OW", "KH", "KW", "CHANNELS_LAST"]
+FWD_KEY = ["ROWS", "COLS", "OH", "OW", "KH", "KW", "CHANNELS_LAST", "BLOCK_V"]
 
 
 # ---------------------------------------------------------------------------------------------
 # launchers: 4-D tensors (N, C, H, W); channels_last picks the layout of what they allocate
 
 
-def _grid(total):
-    return lambda meta: (triton.cdiv(total, meta["BLOCK"]),)
+# widest column block: BLOCK_V = min(next power of 2 >= COLS, this); small under the interpreter,
+# so that the tests' shapes span several column blocks with ragged ends
+MAX_BLOCK_V = 8 if INTERPRET else 128
+
+
+def _view(C, H, W, channels_last):
+    """(rows per image, COLS, BLOCK_V) of the 2-D view of a dense (N, C, H, W) tensor: rows of
+    pixels by channel columns (channels_last), rows of (n, c, h) by w columns (NCHW)."""
+    cols = C if channels_last else W
+    rows = H * W if channels_last else C * H
+    return rows, cols, min(triton.next_power_of_2(max(cols, 1)), MAX_BLOCK_V)
+
+
+def _grid(rows, cols, block_v):
+    return lambda meta: (triton.cdiv(rows, max(1, meta["BLOCK"] // block_v)), triton.cdiv(cols, block_v))
 
 
 def _index64(*tensors) -> bool:
@@ -274,15 +299,16 @@ def _max_forward(x, out_hw, window, channels_last, need_indices, adaptive):
         idx = _alloc((N, C, OH, OW), x, channels_last, torch.int64)
     else:  # inference without return_indices: the output alone is written
         idx = x.new_empty(0, dtype=torch.int64)
-    total = y.numel()
-    if total:
-        _autotuned("max_fwd", _max_pool2d_fwd_kernel, FWD_KEY)[_grid(total)](
+    rows, cols, block_v = _view(C, OH, OW, channels_last)
+    rows *= N
+    if y.numel():
+        _autotuned("max_fwd", _max_pool2d_fwd_kernel, FWD_KEY)[_grid(rows, cols, block_v)](
             x, y, idx if need_indices else y,
-            C, H, W, OH, OW, total,
+            C, H, W, OH, OW, rows, cols,
             *x.stride(),
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
             ADAPTIVE=adaptive, CHANNELS_LAST=channels_last, STORE_INDICES=need_indices,
-            ACC64=x.dtype == torch.float64, INDEX64=_index64(x, y),
+            ACC64=x.dtype == torch.float64, INDEX64=_index64(x, y), BLOCK_V=block_v,
         )
     return y, idx
 
@@ -292,16 +318,18 @@ def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channel
     OH, OW = out_hw
     (KH, KW), (SH, SW), (PH, PW) = window
     y = _alloc((N, C, OH, OW), x, channels_last)
-    total = y.numel()
-    if total:
-        _autotuned("avg_fwd", _avg_pool2d_fwd_kernel, FWD_KEY)[_grid(total)](
+    rows, cols, block_v = _view(C, OH, OW, channels_last)
+    rows *= N
+    if y.numel():
+        _autotuned("avg_fwd", _avg_pool2d_fwd_kernel, FWD_KEY)[_grid(rows, cols, block_v)](
             x, y,
-            C, H, W, OH, OW, total,
+            C, H, W, OH, OW, rows, cols,
             *x.stride(),
             divisor_override or 1,
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
             ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
             CHANNELS_LAST=channels_last, ACC64=x.dtype == torch.float64, INDEX64=_index64(x, y),
+            BLOCK_V=block_v,
         )
     return y
 

@@ -1,8 +1,9 @@
 """Gradients of kernels/pool.py's pooling (max_pool2d, avg_pool2d, adaptive_max_pool2d,
 adaptive_avg_pool2d); windows and layouts as described there.
 
-Backward, a gather (no atomics, deterministic): the grid is flat over grad_input, in its memory
-order; one program computes BLOCK input gradients, each summing over the windows that cover it.
+Backward, a gather (no atomics, deterministic): grad_input is tiled as the forward tiles the
+output (rows of pixels by channels for channels_last, rows of (n, c, h) by w for NCHW); each
+element sums over the windows that cover it.
 Along one dimension those windows are a contiguous range of outputs:
   fixed     o in [ceil((i + P - (K-1)*D) / S), floor((i + P) / S)] and [0, O): at most
             cdiv((K-1)*D + 1, S) of them
@@ -29,17 +30,18 @@ from .pool import (
     _adaptive_window,
     _alloc,
     _autotuned,
+    _coords,
     _div,
     _extent,
     _fixed_cover,
     _grid,
     _index64,
-    _offsets,
-    _unravel,
+    _tile,
+    _view,
     _window,
 )
 
-BWD_KEY = ["total", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST"]
+BWD_KEY = ["ROWS", "COLS", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST", "BLOCK_V"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ def _max_pool2d_bwd_kernel(
     # pointers
     dy_ptr, idx_ptr, dx_ptr,
     # sizes
-    C, H, W, OH, OW, total,
+    C, H, W, OH, OW, ROWS, COLS,
     # grad_output and indices strides
     stride_gn, stride_gc, stride_gh, stride_gw,
     stride_in, stride_ic, stride_ih, stride_iw,
@@ -81,19 +83,20 @@ def _max_pool2d_bwd_kernel(
     MAX_OH: tl.constexpr, MAX_OW: tl.constexpr,
     # options
     ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr,
-    INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+    INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     """dx[n, c, h, w] = sum of dy[n, c, oh, ow] over covering windows whose argmax is (h, w)."""
-    offs = _offsets(BLOCK, INDEX64)
-    mask = offs < total
-    n, c, h, w = _unravel(offs, C, H, W, CHANNELS_LAST)
+    r, col, r_ok, col_ok = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)
+    mask = r_ok[:, None] & col_ok[None, :]
+    offs = r[:, None] * COLS + col[None, :]  # dx is dense in this layout
+    n, c, h, w = _coords(r, col, C, H, W, CHANNELS_LAST)
     oh0, noh = _covering(h, H, OH, KH, SH, PH, DH, ADAPTIVE)
     ow0, now = _covering(w, W, OW, KW, SW, PW, DW, ADAPTIVE)
     target = h * W + w
     if ACC64:
-        acc = tl.zeros([BLOCK], dtype=tl.float64)
+        acc = tl.zeros(mask.shape, dtype=tl.float64)
     else:
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        acc = tl.zeros(mask.shape, dtype=tl.float32)
     g_base = dy_ptr + n * stride_gn + c * stride_gc
     i_base = idx_ptr + n * stride_in + c * stride_ic
     for jh in range(MAX_OH):
@@ -103,9 +106,11 @@ def _max_pool2d_bwd_kernel(
             ow = ow0 + jw
             ok = ok_h & (jw < now)
             idx = tl.load(i_base + oh * stride_ih + ow * stride_iw, mask=ok, other=-1)
-            hit = ok & (idx == target)
-            # dy is read only where this input won the window
-            acc += tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=hit, other=0.0).to(acc.dtype)
+            # dy is loaded under the window's mask, not the hit's: the window's mask is the same
+            # along a channels_last row, so the load stays a vector; where() keeps a NaN in a
+            # window this input did not win out of its sum
+            g = tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=ok, other=0.0)
+            acc += tl.where(ok & (idx == target), g.to(acc.dtype), 0.0)
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -114,7 +119,7 @@ def _avg_pool2d_bwd_kernel(
     # pointers
     dy_ptr, dx_ptr,
     # sizes
-    C, H, W, OH, OW, total,
+    C, H, W, OH, OW, ROWS, COLS,
     # grad_output strides
     stride_gn, stride_gc, stride_gh, stride_gw,
     # divisor_override (used when HAS_DIVISOR)
@@ -127,18 +132,19 @@ def _avg_pool2d_bwd_kernel(
     # options
     ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     """dx[n, c, h, w] = sum of dy[n, c, oh, ow] / divisor(oh, ow) over covering windows."""
-    offs = _offsets(BLOCK, INDEX64)
-    mask = offs < total
-    n, c, h, w = _unravel(offs, C, H, W, CHANNELS_LAST)
+    r, col, r_ok, col_ok = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)
+    mask = r_ok[:, None] & col_ok[None, :]
+    offs = r[:, None] * COLS + col[None, :]  # dx is dense in this layout
+    n, c, h, w = _coords(r, col, C, H, W, CHANNELS_LAST)
     oh0, noh = _covering(h, H, OH, KH, SH, PH, 1, ADAPTIVE)
     ow0, now = _covering(w, W, OW, KW, SW, PW, 1, ADAPTIVE)
     if ACC64:
-        acc = tl.zeros([BLOCK], dtype=tl.float64)
+        acc = tl.zeros(mask.shape, dtype=tl.float64)
     else:
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        acc = tl.zeros(mask.shape, dtype=tl.float32)
     g_base = dy_ptr + n * stride_gn + c * stride_gc
     for jh in range(MAX_OH):
         oh = oh0 + jh
@@ -150,7 +156,7 @@ def _avg_pool2d_bwd_kernel(
             ok = ok_h & (jw < now)
             g = tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=ok, other=0.0).to(acc.dtype)
             if HAS_DIVISOR:
-                div = (ow * 0 + divisor).to(acc.dtype)
+                div = (acc * 0 + divisor).to(acc.dtype)
             else:
                 w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
                 ext_w = _extent(w0, nw, W, KW, PW, ADAPTIVE, COUNT_PAD)
@@ -168,18 +174,20 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
     OH, OW = grad_output.shape[-2:]
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = window
     dx = _alloc((N, C, H, W), grad_output, channels_last)
-    total = dx.numel()
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
-    if total:
-        _autotuned("max_bwd", _max_pool2d_bwd_kernel, BWD_KEY)[_grid(total)](
+    rows, cols, block_v = _view(C, H, W, channels_last)
+    rows *= N
+    if dx.numel():
+        _autotuned("max_bwd", _max_pool2d_bwd_kernel, BWD_KEY)[_grid(rows, cols, block_v)](
             grad_output, indices, dx,
-            C, H, W, OH, OW, total,
+            C, H, W, OH, OW, rows, cols,
             *grad_output.stride(), *indices.stride(),
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
             MAX_OH=max_cover[0], MAX_OW=max_cover[1],
             ADAPTIVE=adaptive, CHANNELS_LAST=channels_last,
             ACC64=dx.dtype == torch.float64, INDEX64=_index64(grad_output, indices, dx),
+            BLOCK_V=block_v,
         )
     return dx
 
@@ -190,20 +198,21 @@ def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_ov
     OH, OW = grad_output.shape[-2:]
     (KH, KW), (SH, SW), (PH, PW) = window
     dx = _alloc((N, C, H, W), grad_output, channels_last)
-    total = dx.numel()
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
-    if total:
-        _autotuned("avg_bwd", _avg_pool2d_bwd_kernel, BWD_KEY)[_grid(total)](
+    rows, cols, block_v = _view(C, H, W, channels_last)
+    rows *= N
+    if dx.numel():
+        _autotuned("avg_bwd", _avg_pool2d_bwd_kernel, BWD_KEY)[_grid(rows, cols, block_v)](
             grad_output, dx,
-            C, H, W, OH, OW, total,
+            C, H, W, OH, OW, rows, cols,
             *grad_output.stride(),
             divisor_override or 1,
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
             MAX_OH=max_cover[0], MAX_OW=max_cover[1],
             ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
             CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
-            INDEX64=_index64(grad_output, dx),
+            INDEX64=_index64(grad_output, dx), BLOCK_V=block_v,
         )
     return dx
 

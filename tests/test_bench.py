@@ -579,6 +579,7 @@ def test_compile_check_compiles_every_kernel_for_sm90(tmp_path):
     # the GEMM kernels reach the tensor cores in bf16
     assert (df[df.kernel.str.contains("conv2d|matmul")].mma != "-").all()
     assert (df.loads.fillna("-") != "-").all()  # every kernel reads global memory
+    assert (df.sass > 10).all()
     assert "target sm_90" in r.stdout
 
 
@@ -597,6 +598,25 @@ def test_global_load_widths_from_ptx():
         "  ld.global.b64 %rd6, [ %rd7 + 0 ];",
     ])
     assert global_loads(ptx) == "2 8 16 cp4 cp16"
+
+
+def test_sass_instruction_count():
+    """count_sass counts cuobjdump -sass instruction lines, predicated ones too, not NOPs,
+    labels or the encoding lines."""
+    from tritonnet.bench.compile_check import count_sass
+
+    sass = "\n".join([
+        "        .text._kernel:",
+        "        /*0000*/                   LDC R1, c[0x0][0x28] ;",
+        "                                                          /* 0x00000a00ff017b82 */",
+        "        /*0010*/                   S2R R0, SR_CTAID.X ;",
+        "        /*0020*/               @!P0 LDG.E.128 R4, desc[UR4][R2.64] ;",
+        "        /*0030*/                @P1 BRA `(.L_x_1) ;",
+        ".L_x_1:",
+        "        /*0040*/                   NOP;",
+        "        /*0050*/                   EXIT ;",
+    ])
+    assert count_sass(sass) == 5
 
 
 def test_compile_check_refuses_the_interpreter():

@@ -387,6 +387,25 @@ def test_kernels_strided_input():
     _check_avg(kernels, x, cl, None, [4, 5], None, 1e-5, adaptive=True)
 
 
+def test_kernels_ragged_tiles():
+    """Tiles are (rows, BLOCK_V columns): channels for channels_last, w for NCHW. 19 columns
+    end a column block part-way (BLOCK_V is 8 under the interpreter), in both layouts, for
+    every kernel, forward and backward."""
+    from tritonnet import kernels
+    from tritonnet.kernels import pool as kpool
+
+    for layout in ("nchw", "channels_last"):
+        x, cl = _kargs((2, 19, 7, 19), layout, torch.float32)
+        if x.device.type == "cpu":
+            assert kpool._view(19, 7, 19, cl)[2] < 19  # the column blocks really are ragged
+        window = _window(3, 2, 1)
+        out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
+        _check_max(kernels, x, cl, window, out_hw, 1e-5)
+        _check_avg(kernels, x, cl, window[:3], out_hw, (False, None), 1e-5)
+        _check_max(kernels, x, cl, None, [3, 10], 1e-5, adaptive=True)
+        _check_avg(kernels, x, cl, None, [3, 10], None, 1e-5, adaptive=True)
+
+
 @pytest.mark.slow
 def test_kernels_exhaustive_options():
     """Every case x layout x option in fp32 (TRITONNET_FULL=1); a reduced set otherwise."""
