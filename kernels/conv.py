@@ -9,6 +9,9 @@ forward       GEMM per group: M = N*OH*OW rows (n, oh, ow), N = Og columns (co),
               im2col gather is a masked, strided tile load (padding = mask) and never
               materialised, and the loop pipelines even when Cg fits one block.
               y = act(A @ B + bias), A[m, (c,kh,kw)] = x[n, c, oh*S-P+kh*D, ow*S-P+kw*D].
+              With fewer than FLAT_K_BELOW channels per group (the stem's 3, LeNet's 1 and 6,
+              depthwise), K = (kh, kw, c) is walked flat in BLOCK_K steps instead: a 7x7
+              stem over 3 channels takes cdiv(147, BLOCK_K) steps, not 49 mostly-masked ones.
 input grad    dx[n, ci, ih, iw] = sum_{co,kh,kw} dy[n, co, oh, ow] * w[co, ci, kh, kw]
               where oh*SH = ih + PH - kh*DH (divisible, in range): per group and per
               parity phase of (ih, iw) a GEMM with M = N*H*W/(SH*SW), N = Cg, K = Og*taps;
@@ -101,7 +104,7 @@ def _conv2d_fwd_kernel(
     # convolution parameters
     SH, SW, PH, PW, DH, DW,
     # epilogue and options
-    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, FLAT_K: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -123,29 +126,55 @@ def _conv2d_fwd_kernel(
     w_base = w_ptr + co * stride_wo  # (BLOCK_N,)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # accumulate in fp32
-    # one flat loop over (kh, kw, channel block): a loop the compiler can software-pipeline
-    # even when a group has a single channel block (3x3 over 64 channels, the 7x7 stem)
-    CB = tl.cdiv(Cg, BLOCK_K)
-    for t in range(0, KH * KW * CB):
-        kh = t // (KW * CB)
-        kw = (t // CB) % KW
-        c = (t % CB) * BLOCK_K + rk
-        ih = oh * SH - PH + kh * DH
-        iw = ow * SW - PW + kw * DW
-        mask_x = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # zero padding = mask
-        mask_c = c < Cg
-        a = tl.load(
-            x_base[:, None] + (ih * stride_xh + iw * stride_xw)[:, None] + c[None, :] * stride_xc,
-            mask=mask_x[:, None] & mask_c[None, :], other=0.0,
-        )
-        b = tl.load(
-            w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wc,
-            mask=mask_c[:, None] & mask_n[None, :], other=0.0,
-        )
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    if FLAT_K:
+        # few channels per group (the stem's 3, LeNet's 1 and 6, depthwise 1): K = (kh, kw, c)
+        # walked in BLOCK_K steps of the whole im2col row, not one (kh, kw) tap at a time,
+        # which would leave BLOCK_K - Cg of every step's MMA columns masked out
+        for k0 in range(0, KH * KW * Cg, BLOCK_K):
+            j = k0 + rk
+            c = j % Cg
+            kw = (j // Cg) % KW
+            kh = j // (Cg * KW)
+            ih = (oh * SH - PH)[:, None] + (kh * DH)[None, :]
+            iw = (ow * SW - PW)[:, None] + (kw * DW)[None, :]
+            mask_j = j < KH * KW * Cg
+            mask_x = mask_m[:, None] & mask_j[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load(
+                x_base[:, None] + ih * stride_xh + iw * stride_xw + (c * stride_xc)[None, :],
+                mask=mask_x, other=0.0,
+            )
+            b = tl.load(
+                w_base[None, :] + (kh * stride_wh + kw * stride_ww + c * stride_wc)[:, None],
+                mask=mask_j[:, None] & mask_n[None, :], other=0.0,
+            )
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    else:
+        # one flat loop over (kh, kw, channel block): a loop the compiler can software-pipeline
+        # even when a group has a single channel block (3x3 over 64 channels)
+        CB = tl.cdiv(Cg, BLOCK_K)
+        for t in range(0, KH * KW * CB):
+            kh = t // (KW * CB)
+            kw = (t // CB) % KW
+            c = (t % CB) * BLOCK_K + rk
+            ih = oh * SH - PH + kh * DH
+            iw = ow * SW - PW + kw * DW
+            mask_x = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # zero padding = mask
+            mask_c = c < Cg
+            a = tl.load(
+                x_base[:, None] + (ih * stride_xh + iw * stride_xw)[:, None] + c[None, :] * stride_xc,
+                mask=mask_x[:, None] & mask_c[None, :], other=0.0,
+            )
+            b = tl.load(
+                w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wc,
+                mask=mask_c[:, None] & mask_n[None, :], other=0.0,
+            )
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(tl.float32)[None, :]
@@ -326,7 +355,7 @@ def _tuned_kernel(name):
         key = ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW",
                "INPUT_PRECISION"]
         kernel, configs, key, size_m, size_n = {
-            "fwd": (_conv2d_fwd_kernel, _configs, key + ["stride_xc", "stride_yc"],
+            "fwd": (_conv2d_fwd_kernel, _configs, key + ["stride_xc", "stride_yc", "FLAT_K"],
                     lambda a: a["NB"] * a["OH"] * a["OW"], lambda a: a["Og"]),
             "dx": (_conv2d_bwd_input_kernel, _configs, key + ["stride_dyc", "stride_dxc"],
                    lambda a: a["NB"] * a["H"] * a["W"], lambda a: a["Cg"]),
@@ -365,6 +394,11 @@ def _precision(dtype):
 NCHW_VIA_CHANNELS_LAST = os.environ.get("TRITONNET_CONV_NCHW", "channels_last") != "direct"
 
 
+# The forward walks K = (kh, kw, c) flat, in BLOCK_K steps, when a group has fewer channels
+# than this; else one (kh, kw) tap at a time in channel blocks (bench/NOTES.md, "flat K").
+FLAT_K_BELOW = 16
+
+
 def _stage(t, Cg, Og):
     """``t`` as channels_last when it is a 4-D tensor that is not already, and the channels of
     one group (both sides of the GEMM) are multiples of 16, so that the kernels' channel
@@ -398,7 +432,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         NB, Cg, H, W, Og, OH, OW, KH, KW,
         *input.stride(), *weight.stride(), *y.stride(),
         SH, SW, PH, PW, DH, DW,
-        HAS_BIAS=bias is not None, ACTIVATION=activation,
+        HAS_BIAS=bias is not None, ACTIVATION=activation, FLAT_K=Cg < FLAT_K_BELOW,
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )
     return y.contiguous(memory_format=out_format)

@@ -205,6 +205,22 @@ def test_kernels_match_reference(case, dtype, tol):
     assert_close_rel(db, rb, tol, "db")
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("flat", [True, False], ids=["flat-k", "tap-k"])
+def test_forward_both_k_walks(flat, layout, monkeypatch):
+    """The forward's two K walks, each forced on every case: flat over (kh, kw, c) (used when a
+    group has few channels) and one tap at a time in channel blocks (used otherwise)."""
+    tf32_off()
+    from tritonnet import kernels
+    from tritonnet.kernels import conv as kconv
+
+    monkeypatch.setattr(kconv, "FLAT_K_BELOW", 10**9 if flat else 0)
+    for case in CASES:
+        x, w, b, conv = _kernel_args(case, torch.float32, channels_last=layout == "channels_last")
+        y = kernels.conv2d_forward(x, w, b, *conv)
+        assert_close_rel(y, reference.conv2d_forward(x.contiguous(), w, b, *conv), 1e-5, f"forward {case}")
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=["3x3", "s2g2"])
 def test_kernels_channels_last(case):
     """channels_last in -> channels_last out, and the same numbers as NCHW."""
