@@ -43,6 +43,17 @@ def flat_view(x: torch.Tensor) -> torch.Tensor:
     return x if is_dense(x) else x.contiguous()
 
 
+def index64(*tensors: torch.Tensor) -> bool:
+    """Whether an offset into any of the tensors can reach 2**31 (strides included): only then
+    do kernels compute offsets in int64 (their INDEX64 switch). int32 address arithmetic
+    takes half the instructions, which matters where a loop is issue-bound."""
+    for t in tensors:
+        span = 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()) if n > 0)
+        if t.numel() >= 2**31 or span >= 2**31:
+            return True
+    return False
+
+
 def autotune_cache() -> dict:
     """Keyword arguments for triton.autotune that keep tuning results on disk between runs
     (Triton's own cache directory), where this Triton version supports it."""

@@ -43,6 +43,7 @@ from ._common import (
     dot_precision,
     gemm_configs,
     grouped_tile,
+    index64,
     prune_tiles,
     upcast_dot,
 )
@@ -92,6 +93,30 @@ def _wgrad_configs():
 
 
 @triton.jit
+def _index(offs, INDEX64: tl.constexpr):
+    """Offsets as int64 only when a tensor can pass 2**31 elements (_common.index64):
+    int32 address arithmetic takes half the instructions, and the tile loops are bound by
+    instruction issue as much as by the tensor cores (bench/NOTES.md)."""
+    if INDEX64:
+        offs = offs.to(tl.int64)
+    return offs
+
+
+@triton.jit
+def _next_tap(c0, kw, kh, C, KW, BLOCK_K: tl.constexpr, kw0, kw_step, kh_step):
+    """The (channel block, kw, kh) after (c0, kw, kh) in the loop order kh, kw, channel
+    block, for taps kw = kw0, kw0 + kw_step, ... < KW and kh stepping by kh_step."""
+    c0 += BLOCK_K
+    wrap = c0 >= C
+    c0 = tl.where(wrap, 0, c0)
+    kw = tl.where(wrap, kw + kw_step, kw)
+    wrap = kw >= KW
+    kw = tl.where(wrap, kw0, kw)
+    kh = tl.where(wrap, kh + kh_step, kh)
+    return c0, kw, kh
+
+
+@triton.jit
 def _conv2d_fwd_kernel(
     # pointers
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -105,17 +130,16 @@ def _conv2d_fwd_kernel(
     SH, SW, PH, PW, DH, DW,
     # epilogue and options
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, FLAT_K: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     g = tl.program_id(1)
     M = NB * OH * OW
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, Og, BLOCK_M, BLOCK_N, GROUP_M)
 
-    # int64 offsets: tensors may exceed 2**31 elements
-    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # output pixel (n, oh, ow)
-    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # output channel in group
-    rk = tl.arange(0, BLOCK_K).to(tl.int64)  # input channel in group (inner K)
+    rm = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), INDEX64)  # output pixel (n, oh, ow)
+    rn = _index(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), INDEX64)  # output channel in group
+    rk = _index(tl.arange(0, BLOCK_K), INDEX64)  # input channel in group (inner K)
     mask_m = rm < M
     mask_n = rn < Og
     ow = rm % OW
@@ -153,12 +177,13 @@ def _conv2d_fwd_kernel(
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
     else:
         # one flat loop over (kh, kw, channel block): a loop the compiler can software-pipeline
-        # even when a group has a single channel block (3x3 over 64 channels)
-        CB = tl.cdiv(Cg, BLOCK_K)
-        for t in range(0, KH * KW * CB):
-            kh = t // (KW * CB)
-            kw = (t // CB) % KW
-            c = (t % CB) * BLOCK_K + rk
+        # even when a group has a single channel block (3x3 over 64 channels); the tap and
+        # block advance by counters, not by dividing t (three integer divisions a step)
+        kh = g * 0  # int32 scalars carried through the loop
+        kw = g * 0
+        c0 = g * 0
+        for _t in range(0, KH * KW * tl.cdiv(Cg, BLOCK_K)):
+            c = c0 + rk
             ih = oh * SH - PH + kh * DH
             iw = ow * SW - PW + kw * DW
             mask_x = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # zero padding = mask
@@ -175,6 +200,7 @@ def _conv2d_fwd_kernel(
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+            c0, kw, kh = _next_tap(c0, kw, kh, Cg, KW, BLOCK_K, 0, 1, 1)
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(tl.float32)[None, :]
@@ -197,7 +223,7 @@ def _conv2d_bwd_input_kernel(
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
     # convolution parameters (of the forward convolution)
     SH, SW, PH, PW, DH, DW,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Parity split (a strided dgrad as SH*SW dense sub-convolutions): input pixel ih reads
@@ -218,9 +244,9 @@ def _conv2d_bwd_input_kernel(
         return  # the grid is sized for the largest phase
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, Cg, BLOCK_M, BLOCK_N, GROUP_M)
 
-    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # input pixel of the phase
-    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # input channel in group
-    rk = tl.arange(0, BLOCK_K).to(tl.int64)  # output channel in group (inner K)
+    rm = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), INDEX64)  # input pixel of the phase
+    rn = _index(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), INDEX64)  # input channel in group
+    rk = _index(tl.arange(0, BLOCK_K), INDEX64)  # output channel in group (inner K)
     mask_m = rm < M
     mask_n = rn < Cg
     iw = iw0 + (rm % Wp) * SW
@@ -238,11 +264,11 @@ def _conv2d_bwd_input_kernel(
     KWp = tl.maximum(KW - kw0 + kw_step - 1, 0) // kw_step
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    OB = tl.cdiv(Og, BLOCK_K)
-    for t in range(0, KHp * KWp * OB):
-        kh = kh0 + (t // (KWp * OB)) * kh_step
-        kw = kw0 + ((t // OB) % KWp) * kw_step
-        c = (t % OB) * BLOCK_K + rk
+    kh = kh0
+    kw = kw0
+    c0 = kh0 * 0
+    for _t in range(0, KHp * KWp * tl.cdiv(Og, BLOCK_K)):
+        c = c0 + rk
         # the output pixel this tap reads from: oh*SH = ih + PH - kh*DH (divisible by phase)
         th = ih + PH - kh * DH
         tw = iw + PW - kw * DW
@@ -262,6 +288,7 @@ def _conv2d_bwd_input_kernel(
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        c0, kw, kh = _next_tap(c0, kw, kh, Og, KW, BLOCK_K, kw0, kw_step, kh_step)
 
     dx_ptrs = (
         dx_ptr + (n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
@@ -282,8 +309,8 @@ def _conv2d_bwd_weight_kernel(
     stride_xn, stride_xc, stride_xh, stride_xw,
     # convolution parameters
     SH, SW, PH, PW, DH, DW,
-    BIAS_GRAD: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BIAS_GRAD: tl.constexpr, INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     grid_n = tl.cdiv(Cg, BLOCK_N)
     pid_m = tl.program_id(0) // grid_n
@@ -294,8 +321,8 @@ def _conv2d_bwd_weight_kernel(
     g = tl.program_id(2) // SPLIT
     split = tl.program_id(2) % SPLIT
 
-    rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # output channel in group
-    rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # input channel in group
+    rm = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), INDEX64)  # output channel in group
+    rn = _index(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), INDEX64)  # input channel in group
     mask_m = rm < Og
     mask_n = rn < Cg
     co = g * Og + rm
@@ -303,7 +330,7 @@ def _conv2d_bwd_weight_kernel(
     x_base = x_ptr + (g * Cg + rn) * stride_xc  # (BLOCK_N,)
 
     L = NB * OH * OW
-    k_start = split.to(tl.int64) * CHUNK
+    k_start = _index(split, INDEX64) * CHUNK  # the pixel divisions below run in int32 unless INDEX64
     k_end = tl.minimum(k_start + CHUNK, L)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if BIAS_GRAD:
@@ -353,7 +380,7 @@ def _tuned_kernel(name):
         # the shape, the convolution, the precision, and the layout (the channel stride is 1
         # for channels_last): a config tuned for one never serves another, on disk included
         key = ["NB", "Cg", "H", "W", "Og", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW",
-               "INPUT_PRECISION"]
+               "INPUT_PRECISION", "INDEX64"]
         kernel, configs, key, size_m, size_n = {
             "fwd": (_conv2d_fwd_kernel, _configs, key + ["stride_xc", "stride_yc", "FLAT_K"],
                     lambda a: a["NB"] * a["OH"] * a["OW"], lambda a: a["Og"]),
@@ -433,6 +460,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         *input.stride(), *weight.stride(), *y.stride(),
         SH, SW, PH, PW, DH, DW,
         HAS_BIAS=bias is not None, ACTIVATION=activation, FLAT_K=Cg < FLAT_K_BELOW,
+        INDEX64=index64(input, weight, y),
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )
     return y.contiguous(memory_format=out_format)
@@ -480,7 +508,7 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
         grad_output, weight, dx, _phase_taps(KH, KW, SH, SW, DH, DW, dx.device),
         NB, Cg, H, W, Og, OH, OW, KH, KW,
         *grad_output.stride(), *weight.stride(), *dx.stride(),
-        SH, SW, PH, PW, DH, DW,
+        SH, SW, PH, PW, DH, DW, INDEX64=index64(grad_output, weight, dx),
         INPUT_PRECISION=_precision(grad_output.dtype), UPCAST=upcast_dot(grad_output.dtype),
     )
     return dx.contiguous(memory_format=out_format)
@@ -534,7 +562,8 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             NB, Cg, H, W, Og, OH, OW, KH, KW, split, chunk,
             *grad_output.stride(), *input.stride(),
             SH, SW, PH, PW, DH, DW,
-            BIAS_GRAD=True, INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
+            BIAS_GRAD=True, INDEX64=index64(grad_output, input, dw_part),
+            INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
         )
     if split == 1:
         return dw_part[0], db_part[0]

@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune_cache
+from ._common import INTERPRET, autotune_cache, index64
 
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch: nothing here touches a device at import)
@@ -270,15 +270,6 @@ def _grid(rows, cols, block_v):
     return lambda meta: (triton.cdiv(rows, max(1, meta["BLOCK"] // block_v)), triton.cdiv(cols, block_v))
 
 
-def _index64(*tensors) -> bool:
-    """Whether an offset into any of the tensors can reach 2**31 (strides included)."""
-    for t in tensors:
-        span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
-        if t.numel() >= 2**31 or span >= 2**31:
-            return True
-    return False
-
-
 def _alloc(shape, like, channels_last, dtype=None):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
@@ -308,7 +299,7 @@ def _max_forward(x, out_hw, window, channels_last, need_indices, adaptive):
             *x.stride(),
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
             ADAPTIVE=adaptive, CHANNELS_LAST=channels_last, STORE_INDICES=need_indices,
-            ACC64=x.dtype == torch.float64, INDEX64=_index64(x, y), BLOCK_V=block_v,
+            ACC64=x.dtype == torch.float64, INDEX64=index64(x, y), BLOCK_V=block_v,
         )
     return y, idx
 
@@ -328,7 +319,7 @@ def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channel
             divisor_override or 1,
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
             ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
-            CHANNELS_LAST=channels_last, ACC64=x.dtype == torch.float64, INDEX64=_index64(x, y),
+            CHANNELS_LAST=channels_last, ACC64=x.dtype == torch.float64, INDEX64=index64(x, y),
             BLOCK_V=block_v,
         )
     return y

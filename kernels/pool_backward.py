@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import index64
 from .pool import (
     _adaptive_window,
     _alloc,
@@ -35,7 +36,6 @@ from .pool import (
     _extent,
     _fixed_cover,
     _grid,
-    _index64,
     _tile,
     _view,
     _window,
@@ -186,7 +186,7 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
             MAX_OH=max_cover[0], MAX_OW=max_cover[1],
             ADAPTIVE=adaptive, CHANNELS_LAST=channels_last,
-            ACC64=dx.dtype == torch.float64, INDEX64=_index64(grad_output, indices, dx),
+            ACC64=dx.dtype == torch.float64, INDEX64=index64(grad_output, indices, dx),
             BLOCK_V=block_v,
         )
     return dx
@@ -212,7 +212,7 @@ def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_ov
             MAX_OH=max_cover[0], MAX_OW=max_cover[1],
             ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
             CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
-            INDEX64=_index64(grad_output, dx), BLOCK_V=block_v,
+            INDEX64=index64(grad_output, dx), BLOCK_V=block_v,
         )
     return dx
 

@@ -32,8 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune_cache
-from .pool import _index64
+from ._common import INTERPRET, autotune_cache, index64
 
 
 def _configs():
@@ -260,7 +259,7 @@ def upsample_nearest_forward(input, output_size, scales, exact, channels_last):
         *x5.stride(),
         maps[0][1], maps[1][1], maps[2][1],
         MAP_D=maps[0][0], MAP_H=maps[1][0], MAP_W=maps[2][0], EXACT=exact,
-        CHANNELS_LAST=channels_last, INDEX64=_index64(x5, y5),
+        CHANNELS_LAST=channels_last, INDEX64=index64(x5, y5),
     )
     return y
 
@@ -287,6 +286,6 @@ def upsample_nearest_backward(grad_output, input_size, scales, exact, channels_l
         MAP_D=maps[0][0], MAP_H=maps[1][0], MAP_W=maps[2][0], EXACT=exact,
         CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
         WIDE=max(i * o for i, o in zip((ID, IH, IW), (OD, OH, OW))) >= 2**31 - 2**16,
-        INDEX64=_index64(g5, dx5),
+        INDEX64=index64(g5, dx5),
     )
     return dx

@@ -205,6 +205,34 @@ def test_kernels_match_reference(case, dtype, tol):
     assert_close_rel(db, rb, tol, "db")
 
 
+def test_int64_offsets_path(monkeypatch):
+    """Offsets are int32 unless a tensor can pass 2**31 elements; the int64 variant of all
+    three kernels, forced here on small shapes, gives the same numbers (on a GPU the
+    > 2**31-element test reaches it for real)."""
+    tf32_off()
+    from tritonnet import kernels
+    from tritonnet.kernels import _common
+    from tritonnet.kernels import conv as kconv
+
+    assert not _common.index64(torch.empty(4, 3, 8, 8))
+    assert _common.index64(torch.empty(2, 2**30, device="meta"))  # 2**31 elements
+    assert _common.index64(torch.empty(2, 2, device="meta").as_strided((2, 2), (2**31, 1)))  # a span
+    seen = []
+    monkeypatch.setattr(kconv, "index64", lambda *t: seen.append(len(t)) or True)
+    for case in (CASES[1], CASES[5], CASES[6]):
+        x, w, b, conv = _kernel_args(case, torch.float32)
+        y = kernels.conv2d_forward(x, w, b, *conv)
+        assert_close_rel(y, reference.conv2d_forward(x, w, b, *conv), 1e-5, "forward")
+        gy = torch.randn(y.shape, device=y.device)
+        assert_close_rel(kernels.conv2d_input_grad(gy, w, x.shape, *conv),
+                         reference.conv2d_input_grad(gy, w, x.shape, *conv), 1e-5, "dx")
+        dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+        rw, rb = reference.conv2d_weight_grad(gy, x, w.shape, *conv)
+        assert_close_rel(dw, rw, 1e-5, "dw")
+        assert_close_rel(db, rb, 1e-5, "db")
+    assert len(seen) == 9  # every launch asked
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("flat", [True, False], ids=["flat-k", "tap-k"])
 def test_forward_both_k_walks(flat, layout, monkeypatch):
