@@ -302,8 +302,9 @@ def _conv2d_bwd_weight_kernel(
     # pointers: dw_ptr / db_ptr are partials (SPLIT, C_out, Cg, KH, KW) / (SPLIT, C_out), fp32
     # when SPLIT > 1, else dw / db themselves in the output dtype
     dy_ptr, x_ptr, dw_ptr, db_ptr,
-    # sizes
-    NB, Cg, H, W, Og, OH, OW, KH, KW, SPLIT, CHUNK,
+    # sizes; OH and OW compile in, so that splitting each pixel index into (n, oh, ow), the
+    # loop's main cost, divides by constants (a multiply and a shift) rather than by values
+    NB, Cg, H, W, Og, OH: tl.constexpr, OW: tl.constexpr, KH, KW, SPLIT, CHUNK,
     # strides
     stride_dyn, stride_dyc, stride_dyh, stride_dyw,
     stride_xn, stride_xc, stride_xh, stride_xw,
