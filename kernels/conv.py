@@ -310,25 +310,40 @@ def _conv2d_bwd_weight_kernel(
     stride_xn, stride_xc, stride_xh, stride_xw,
     # convolution parameters
     SH, SW, PH, PW, DH, DW,
-    BIAS_GRAD: tl.constexpr, INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BIAS_GRAD: tl.constexpr, FLAT_N: tl.constexpr, INDEX64: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    grid_n = tl.cdiv(Cg, BLOCK_N)
+    # columns: input channels of one tap (kh, kw) = program_id(1); with FLAT_N (few channels
+    # per group) the whole filter's (c, kh, kw), dw's own order, and program_id(1) is 0
+    if FLAT_N:
+        N_COLS = Cg * KH * KW
+    else:
+        N_COLS = Cg
+    grid_n = tl.cdiv(N_COLS, BLOCK_N)
     pid_m = tl.program_id(0) // grid_n
     pid_n = tl.program_id(0) % grid_n
     khw = tl.program_id(1)
-    kh = khw // KW
-    kw = khw % KW
     g = tl.program_id(2) // SPLIT
     split = tl.program_id(2) % SPLIT
 
     rm = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), INDEX64)  # output channel in group
-    rn = _index(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), INDEX64)  # input channel in group
+    rn = _index(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), INDEX64)  # column
     mask_m = rm < Og
-    mask_n = rn < Cg
+    mask_n = rn < N_COLS
+    if FLAT_N:
+        c = rn // (KH * KW)
+        kh = (rn // KW) % KH  # (BLOCK_N,) vectors, split once per program
+        kw = rn % KW
+        col = rn  # offset in dw[co] of (c, kh, kw)
+    else:
+        c = rn
+        kh = khw // KW  # scalars
+        kw = khw % KW
+        col = rn * (KH * KW) + khw
     co = g * Og + rm
     dy_base = dy_ptr + co * stride_dyc  # (BLOCK_M,)
-    x_base = x_ptr + (g * Cg + rn) * stride_xc  # (BLOCK_N,)
+    x_base = x_ptr + (g * Cg + c) * stride_xc  # (BLOCK_N,)
 
     L = NB * OH * OW
     k_start = _index(split, INDEX64) * CHUNK  # the pixel divisions below run in int32 unless INDEX64
@@ -342,17 +357,26 @@ def _conv2d_bwd_weight_kernel(
         ow = rk % OW
         oh = (rk // OW) % OH
         n = rk // (OW * OH)
-        ih = oh * SH - PH + kh * DH
-        iw = ow * SW - PW + kw * DW
-        mask_x = mask_k & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a = tl.load(
             dy_base[:, None] + (n * stride_dyn + oh * stride_dyh + ow * stride_dyw)[None, :],
             mask=mask_m[:, None] & mask_k[None, :], other=0.0,
         )
-        b = tl.load(
-            x_base[None, :] + (n * stride_xn + ih * stride_xh + iw * stride_xw)[:, None],
-            mask=mask_x[:, None] & mask_n[None, :], other=0.0,
-        )
+        if FLAT_N:
+            ih = (oh * SH - PH)[:, None] + (kh * DH)[None, :]  # (BLOCK_K, BLOCK_N)
+            iw = (ow * SW - PW)[:, None] + (kw * DW)[None, :]
+            mask_x = mask_k[:, None] & mask_n[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            b = tl.load(
+                x_base[None, :] + (n * stride_xn)[:, None] + ih * stride_xh + iw * stride_xw,
+                mask=mask_x, other=0.0,
+            )
+        else:
+            ih = oh * SH - PH + kh * DH
+            iw = ow * SW - PW + kw * DW
+            mask_x = mask_k & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            b = tl.load(
+                x_base[None, :] + (n * stride_xn + ih * stride_xh + iw * stride_xw)[:, None],
+                mask=mask_x[:, None] & mask_n[None, :], other=0.0,
+            )
         if BIAS_GRAD:
             if (pid_n == 0) & (khw == 0):
                 db += tl.sum(a.to(tl.float32), axis=1)
@@ -365,7 +389,7 @@ def _conv2d_bwd_weight_kernel(
     C_out = Og * tl.num_programs(2) // SPLIT
     dw_ptrs = (
         dw_ptr + split * (C_out * Cg * KH * KW)
-        + (co * (Cg * KH * KW))[:, None] + (rn * (KH * KW))[None, :] + khw
+        + (co * (Cg * KH * KW))[:, None] + col[None, :]
     )
     tl.store(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     if BIAS_GRAD:
@@ -387,8 +411,9 @@ def _tuned_kernel(name):
                     lambda a: a["NB"] * a["OH"] * a["OW"], lambda a: a["Og"]),
             "dx": (_conv2d_bwd_input_kernel, _configs, key + ["stride_dyc", "stride_dxc"],
                    lambda a: a["NB"] * a["H"] * a["W"], lambda a: a["Cg"]),
-            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs, key + ["SPLIT", "stride_dyc", "stride_xc"],
-                   lambda a: a["Og"], lambda a: a["Cg"]),
+            "dw": (_conv2d_bwd_weight_kernel, _wgrad_configs,
+                   key + ["SPLIT", "stride_dyc", "stride_xc", "FLAT_N"], lambda a: a["Og"],
+                   lambda a: a["Cg"] * a["KH"] * a["KW"] if a["Cg"] < FLAT_K_BELOW else a["Cg"]),
         }[name]
         _tuned[name] = triton.autotune(
             configs=configs(), key=key,
@@ -536,7 +561,9 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     Og = C_out // groups
     grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
     L = NB * OH * OW
-    nominal_tiles = triton.cdiv(Og, 64) * triton.cdiv(Cg, 64) * KH * KW * groups
+    flat = Cg < FLAT_K_BELOW  # columns over the whole filter (c, kh, kw), not one tap's channels
+    cols, taps = (Cg * KH * KW, 1) if flat else (Cg, KH * KW)
+    nominal_tiles = triton.cdiv(Og, 64) * triton.cdiv(cols, 64) * taps * groups
     split = _split_k(L, nominal_tiles, grad_output.device)
     chunk = triton.cdiv(triton.cdiv(L, split), 64) * 64 if L else 0
     split = max(1, triton.cdiv(L, chunk)) if chunk else 1
@@ -552,18 +579,15 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     else:
 
         def grid(meta):
-            return (
-                triton.cdiv(Og, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]),
-                KH * KW,
-                groups * split,
-            )
+            tiles = triton.cdiv(Og, meta["BLOCK_M"]) * triton.cdiv(cols, meta["BLOCK_N"])
+            return (tiles, taps, groups * split)
 
         _tuned_kernel("dw")[grid](
             grad_output, input, dw_part, db_part,
             NB, Cg, H, W, Og, OH, OW, KH, KW, split, chunk,
             *grad_output.stride(), *input.stride(),
             SH, SW, PH, PW, DH, DW,
-            BIAS_GRAD=True, INDEX64=index64(grad_output, input, dw_part),
+            BIAS_GRAD=True, FLAT_N=flat, INDEX64=index64(grad_output, input, dw_part),
             INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
         )
     if split == 1:

@@ -234,10 +234,11 @@ def test_int64_offsets_path(monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("flat", [True, False], ids=["flat-k", "tap-k"])
-def test_forward_both_k_walks(flat, layout, monkeypatch):
-    """The forward's two K walks, each forced on every case: flat over (kh, kw, c) (used when a
-    group has few channels) and one tap at a time in channel blocks (used otherwise)."""
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-tap"])
+def test_both_filter_walks(flat, layout, monkeypatch):
+    """The forward's K and the weight gradient's N run over the filter two ways, each forced
+    on every case: flat over (kh, kw, c) (used when a group has few channels) and one tap at a
+    time in channel blocks (used otherwise)."""
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
@@ -247,6 +248,11 @@ def test_forward_both_k_walks(flat, layout, monkeypatch):
         x, w, b, conv = _kernel_args(case, torch.float32, channels_last=layout == "channels_last")
         y = kernels.conv2d_forward(x, w, b, *conv)
         assert_close_rel(y, reference.conv2d_forward(x.contiguous(), w, b, *conv), 1e-5, f"forward {case}")
+        gy = torch.randn(y.shape, device=y.device)
+        dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+        rw, rb = reference.conv2d_weight_grad(gy, x.contiguous(), w.shape, *conv)
+        assert_close_rel(dw, rw, 1e-5, f"dw {case}")
+        assert_close_rel(db, rb, 1e-5, f"db {case}")
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=["3x3", "s2g2"])
