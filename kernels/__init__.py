@@ -8,6 +8,7 @@ used. Set TRITON_INTERPRET=1 before the first import to run the kernels on CPU t
 # one line per op family; each family file lists its primitives in __all__
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403
+from .conv_backward import *  # noqa: F403
 from .cross_entropy import *  # noqa: F403
 from .dropout import *  # noqa: F403
 from .im2col import *  # noqa: F403

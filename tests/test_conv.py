@@ -213,12 +213,14 @@ def test_int64_offsets_path(monkeypatch):
     from tritonnet import kernels
     from tritonnet.kernels import _common
     from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
 
     assert not _common.index64(torch.empty(4, 3, 8, 8))
     assert _common.index64(torch.empty(2, 2**30, device="meta"))  # 2**31 elements
     assert _common.index64(torch.empty(2, 2, device="meta").as_strided((2, 2), (2**31, 1)))  # a span
     seen = []
-    monkeypatch.setattr(kconv, "index64", lambda *t: seen.append(len(t)) or True)
+    for mod in (kconv, kconvb):
+        monkeypatch.setattr(mod, "index64", lambda *t: seen.append(len(t)) or True)
     for case in (CASES[1], CASES[5], CASES[6]):
         x, w, b, conv = _kernel_args(case, torch.float32)
         y = kernels.conv2d_forward(x, w, b, *conv)
@@ -242,8 +244,10 @@ def test_both_filter_walks(flat, layout, monkeypatch):
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
 
-    monkeypatch.setattr(kconv, "FLAT_K_BELOW", 10**9 if flat else 0)
+    for mod in (kconv, kconvb):
+        monkeypatch.setattr(mod, "FLAT_K_BELOW", 10**9 if flat else 0)
     for case in CASES:
         x, w, b, conv = _kernel_args(case, torch.float32, channels_last=layout == "channels_last")
         y = kernels.conv2d_forward(x, w, b, *conv)
@@ -285,6 +289,7 @@ def test_nchw_staged_through_channels_last(case, monkeypatch):
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
 
     x, w, b, conv = _kernel_args(case, torch.float32)
     gy = torch.randn(reference.conv2d_forward(x, w, b, *conv).shape, device=x.device)
@@ -297,6 +302,7 @@ def test_nchw_staged_through_channels_last(case, monkeypatch):
         return out
 
     monkeypatch.setattr(kconv, "_stage", spy)
+    monkeypatch.setattr(kconvb, "_stage", spy)
 
     def run():
         staged.clear()
@@ -345,7 +351,7 @@ def test_input_grad_parity_phases(case):
 
 
 def test_phase_taps_table():
-    from tritonnet.kernels.conv import _first_tap
+    from tritonnet.kernels.conv_backward import _first_tap
 
     assert _first_tap(0, 1, 2, 3) == (0, 2)  # kh in {0, 2} for even phase
     assert _first_tap(1, 1, 2, 3) == (1, 2)
@@ -358,12 +364,12 @@ def test_weight_grad_split_k_covers_every_pixel():
     """A reduction long enough that the weight gradient is split over several programs."""
     tf32_off()
     from tritonnet import kernels
-    from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
 
     x = torch.randn(4, 2, 16, 16, device=KERNEL_DEVICE)
     gy = torch.randn(4, 3, 16, 16, device=KERNEL_DEVICE)
     conv = ((1, 1), (1, 1), (1, 1), 1)
-    assert kconv._split_k(4 * 16 * 16, 1, x.device) > 1
+    assert kconvb._split_k(4 * 16 * 16, 1, x.device) > 1
     dw, db = kernels.conv2d_weight_grad(gy, x, (3, 2, 3, 3), *conv)
     rw, rb = reference.conv2d_weight_grad(gy, x, (3, 2, 3, 3), *conv)
     assert_close_rel(dw, rw, 1e-5, "dw")
@@ -492,6 +498,7 @@ def test_every_config_including_num_warps_8(dtype, tol, monkeypatch):
 
     from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
 
     tf32_off()
     pinned = {}
@@ -504,8 +511,8 @@ def test_every_config_including_num_warps_8(dtype, tol, monkeypatch):
         rdw, rdb = reference.conv2d_weight_grad(gy, x, w.shape, *conv)
         for name, configs, kernel in [
             ("fwd", kconv._configs(), kconv._conv2d_fwd_kernel),
-            ("dx", kconv._configs(), kconv._conv2d_bwd_input_kernel),
-            ("dw", kconv._wgrad_configs(), kconv._conv2d_bwd_weight_kernel),
+            ("dx", kconv._configs(), kconvb._conv2d_bwd_input_kernel),
+            ("dw", kconvb._wgrad_configs(), kconvb._conv2d_bwd_weight_kernel),
         ]:
             for cfg in configs:
                 pinned.clear()

@@ -1,0 +1,367 @@
+"""Gradients of kernels/conv.py's convolution (same shapes and names): the input gradient,
+which is also conv_transpose2d's forward, and the weight and bias gradients.
+
+input grad    dx[n, ci, ih, iw] = sum_{co,kh,kw} dy[n, co, oh, ow] * w[co, ci, kh, kw]
+              where oh*SH = ih + PH - kh*DH (divisible, in range): per group and per
+              parity phase of (ih, iw) a GEMM with M = N*H*W/(SH*SW), N = Cg, K = Og*taps;
+              each phase loops over only the taps the stride lets reach it (no
+              zero-inserted tensor, no masked-out MMA work).
+              With w read as (C_in_t, C_out_t/G, KH, KW) it is conv_transpose2d's forward.
+weight grad   dw[co, ci, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih, iw]:
+              per (kh, kw) a GEMM with M = Og, N = Cg, K = N*OH*OW (with fewer than
+              FLAT_K_BELOW channels per group, one GEMM with N = (c, kh, kw) of the whole
+              filter instead). K is split over SPLIT
+              programs writing fp32 partials that the host sums (deterministic; small-batch,
+              large-image layers still fill the GPU). The bias gradient (row sums of dy) is
+              accumulated by the programs of the first (ci, kh, kw) tile.
+Programs: one (BLOCK_M, BLOCK_N) output tile each; grid (tiles, G*SH*SW) for the input
+gradient, (tiles, KH*KW, G*SPLIT) for the weight gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import INTERPRET, gemm_configs, grouped_tile, index64, upcast_dot
+from .conv import (
+    FLAT_K_BELOW,
+    _autotuned,
+    _configs,
+    _index,
+    _next_tap,
+    _out_format,
+    _precision,
+    _stage,
+)
+
+__all__ = ["conv2d_input_grad", "conv2d_weight_grad"]
+
+
+# ---------------------------------------------------------------------------------------------
+# autotune configs of the weight gradient (the input gradient shares the forward's)
+
+
+def _wgrad_configs():
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32})]
+    return gemm_configs(
+        [
+            (64, 64, 64, 3, 4),
+            (128, 64, 32, 4, 4),
+            (64, 128, 32, 4, 4),
+            (128, 128, 32, 3, 8),
+            (32, 32, 64, 4, 2),
+            (16, 16, 64, 4, 2),
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+
+
+@triton.jit
+def _conv2d_bwd_input_kernel(
+    # pointers; taps_ptr: int32 (SH*SW, 4) = first kh, kh step, first kw, kw step per phase
+    dy_ptr, w_ptr, dx_ptr, taps_ptr,
+    # sizes: dx is (NB, G*Cg, H, W), dy is (NB, G*Og, OH, OW)
+    NB, Cg, H, W, Og, OH, OW, KH, KW,
+    # strides
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    stride_wo, stride_wc, stride_wh, stride_ww,
+    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+    # convolution parameters (of the forward convolution)
+    SH, SW, PH, PW, DH, DW,
+    INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    # Parity split (a strided dgrad as SH*SW dense sub-convolutions): input pixel ih reads
+    # tap kh only where SH divides ih + PH - kh*DH. Grouping the pixels by phase
+    # rh = (ih + PH) % SH leaves, per program, exactly the taps with kh*DH = rh (mod SH): an
+    # arithmetic progression from the host's table, so no load or MMA is spent on a tap that
+    # the stride rules out, and a phase without taps just writes zeros.
+    g = tl.program_id(1) // (SH * SW)
+    phase = tl.program_id(1) % (SH * SW)
+    rh = phase // SW
+    rw = phase % SW
+    ih0 = (rh + SH - PH % SH) % SH  # first input row / column of this phase
+    iw0 = (rw + SW - PW % SW) % SW
+    Hp = tl.maximum(H - ih0 + SH - 1, 0) // SH  # rows / columns of this phase
+    Wp = tl.maximum(W - iw0 + SW - 1, 0) // SW
+    M = NB * Hp * Wp
+    if tl.program_id(0) >= tl.cdiv(M, BLOCK_M) * tl.cdiv(Cg, BLOCK_N):
+        return  # the grid is sized for the largest phase
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, Cg, BLOCK_M, BLOCK_N, GROUP_M)
+
+    rm = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), INDEX64)  # input pixel of the phase
+    rn = _index(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), INDEX64)  # input channel in group
+    rk = _index(tl.arange(0, BLOCK_K), INDEX64)  # output channel in group (inner K)
+    mask_m = rm < M
+    mask_n = rn < Cg
+    iw = iw0 + (rm % Wp) * SW
+    ih = ih0 + ((rm // Wp) % Hp) * SH
+    n = rm // (Wp * Hp)
+    ci = g * Cg + rn
+    dy_base = dy_ptr + n * stride_dyn + (g * Og) * stride_dyc
+    w_base = w_ptr + rn * stride_wc + (g * Og) * stride_wo
+
+    kh0 = tl.load(taps_ptr + phase * 4)
+    kh_step = tl.load(taps_ptr + phase * 4 + 1)
+    kw0 = tl.load(taps_ptr + phase * 4 + 2)
+    kw_step = tl.load(taps_ptr + phase * 4 + 3)
+    KHp = tl.maximum(KH - kh0 + kh_step - 1, 0) // kh_step  # taps of this phase
+    KWp = tl.maximum(KW - kw0 + kw_step - 1, 0) // kw_step
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    kh = kh0
+    kw = kw0
+    c0 = kh0 * 0
+    for _t in range(0, KHp * KWp * tl.cdiv(Og, BLOCK_K)):
+        c = c0 + rk
+        # the output pixel this tap reads from: oh*SH = ih + PH - kh*DH (divisible by phase)
+        th = ih + PH - kh * DH
+        tw = iw + PW - kw * DW
+        oh = th // SH
+        ow = tw // SW
+        mask_y = mask_m & (th >= 0) & (oh < OH) & (tw >= 0) & (ow < OW)
+        mask_c = c < Og
+        a = tl.load(
+            dy_base[:, None] + (oh * stride_dyh + ow * stride_dyw)[:, None] + c[None, :] * stride_dyc,
+            mask=mask_y[:, None] & mask_c[None, :], other=0.0,
+        )
+        b = tl.load(
+            w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wo,
+            mask=mask_c[:, None] & mask_n[None, :], other=0.0,
+        )
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        c0, kw, kh = _next_tap(c0, kw, kh, Og, KW, BLOCK_K, kw0, kw_step, kh_step)
+
+    dx_ptrs = (
+        dx_ptr + (n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
+        + (ci * stride_dxc)[None, :]
+    )
+    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv2d_bwd_weight_kernel(
+    # pointers: dw_ptr / db_ptr are partials (SPLIT, C_out, Cg, KH, KW) / (SPLIT, C_out), fp32
+    # when SPLIT > 1, else dw / db themselves in the output dtype
+    dy_ptr, x_ptr, dw_ptr, db_ptr,
+    # sizes; OH and OW compile in, so that splitting each pixel index into (n, oh, ow), the
+    # loop's main cost, divides by constants (a multiply and a shift) rather than by values
+    NB, Cg, H, W, Og, OH: tl.constexpr, OW: tl.constexpr, KH, KW, SPLIT, CHUNK,
+    # strides
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    # convolution parameters
+    SH, SW, PH, PW, DH, DW,
+    BIAS_GRAD: tl.constexpr, FLAT_N: tl.constexpr, INDEX64: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # columns: input channels of one tap (kh, kw) = program_id(1); with FLAT_N (few channels
+    # per group) the whole filter's (c, kh, kw), dw's own order, and program_id(1) is 0
+    if FLAT_N:
+        N_COLS = Cg * KH * KW
+    else:
+        N_COLS = Cg
+    grid_n = tl.cdiv(N_COLS, BLOCK_N)
+    pid_m = tl.program_id(0) // grid_n
+    pid_n = tl.program_id(0) % grid_n
+    khw = tl.program_id(1)
+    g = tl.program_id(2) // SPLIT
+    split = tl.program_id(2) % SPLIT
+
+    rm = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), INDEX64)  # output channel in group
+    rn = _index(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), INDEX64)  # column
+    mask_m = rm < Og
+    mask_n = rn < N_COLS
+    if FLAT_N:
+        c = rn // (KH * KW)
+        kh = (rn // KW) % KH  # (BLOCK_N,) vectors, split once per program
+        kw = rn % KW
+        col = rn  # offset in dw[co] of (c, kh, kw)
+    else:
+        c = rn
+        kh = khw // KW  # scalars
+        kw = khw % KW
+        col = rn * (KH * KW) + khw
+    co = g * Og + rm
+    dy_base = dy_ptr + co * stride_dyc  # (BLOCK_M,)
+    x_base = x_ptr + (g * Cg + c) * stride_xc  # (BLOCK_N,)
+
+    L = NB * OH * OW
+    k_start = _index(split, INDEX64) * CHUNK  # the pixel divisions below run in int32 unless INDEX64
+    k_end = tl.minimum(k_start + CHUNK, L)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if BIAS_GRAD:
+        db = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)  # output pixel (n, oh, ow)
+        mask_k = rk < k_end
+        ow = rk % OW
+        oh = (rk // OW) % OH
+        n = rk // (OW * OH)
+        a = tl.load(
+            dy_base[:, None] + (n * stride_dyn + oh * stride_dyh + ow * stride_dyw)[None, :],
+            mask=mask_m[:, None] & mask_k[None, :], other=0.0,
+        )
+        if FLAT_N:
+            ih = (oh * SH - PH)[:, None] + (kh * DH)[None, :]  # (BLOCK_K, BLOCK_N)
+            iw = (ow * SW - PW)[:, None] + (kw * DW)[None, :]
+            mask_x = mask_k[:, None] & mask_n[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            b = tl.load(
+                x_base[None, :] + (n * stride_xn)[:, None] + ih * stride_xh + iw * stride_xw,
+                mask=mask_x, other=0.0,
+            )
+        else:
+            ih = oh * SH - PH + kh * DH
+            iw = ow * SW - PW + kw * DW
+            mask_x = mask_k & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            b = tl.load(
+                x_base[None, :] + (n * stride_xn + ih * stride_xh + iw * stride_xw)[:, None],
+                mask=mask_x[:, None] & mask_n[None, :], other=0.0,
+            )
+        if BIAS_GRAD:
+            if (pid_n == 0) & (khw == 0):
+                db += tl.sum(a.to(tl.float32), axis=1)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+    # partials laid out (SPLIT, C_out, Cg, KH, KW), contiguous
+    C_out = Og * tl.num_programs(2) // SPLIT
+    dw_ptrs = (
+        dw_ptr + split * (C_out * Cg * KH * KW)
+        + (co * (Cg * KH * KW))[:, None] + col[None, :]
+    )
+    tl.store(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    if BIAS_GRAD:
+        if (pid_n == 0) & (khw == 0):
+            tl.store(db_ptr + split * C_out + co, db.to(db_ptr.dtype.element_ty), mask=mask_m)
+
+
+# ---------------------------------------------------------------------------------------------
+# launchers
+
+
+def _first_tap(r, D, S, K):
+    """The taps k (of K, dilation D) with k*D = r (mod S): (first, step); first >= K if none."""
+    step = S // math.gcd(D, S)
+    first = next((k for k in range(min(K, step)) if (k * D - r) % S == 0), K)
+    return first, step
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_taps(KH, KW, SH, SW, DH, DW, device):
+    """int32 (SH*SW, 4) on ``device``: per parity phase (rh, rw) of the input gradient, the
+    first tap and the step of the kh and kw that reach it (cached: built once per layer)."""
+    rows = []
+    for rh in range(SH):
+        for rw in range(SW):
+            rows.append([*_first_tap(rh, DH, SH, KH), *_first_tap(rw, DW, SW, KW)])
+    return torch.tensor(rows, dtype=torch.int32, device=device)
+
+
+def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
+    """dx (N, C_in, H, W) with (H, W) = input_size[-2:]; also conv_transpose2d's forward."""
+    NB, C_out, OH, OW = grad_output.shape
+    _, Cg, KH, KW = weight.shape
+    H, W = input_size[-2], input_size[-1]
+    (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
+    Og = C_out // groups
+    out_format = _out_format(grad_output, weight)
+    grad_output, weight = _stage(grad_output, Cg, Og), _stage(weight, Cg, Og)
+    dx = torch.empty((NB, Cg * groups, H, W), device=grad_output.device, dtype=grad_output.dtype,
+                     memory_format=_out_format(grad_output, weight))
+    if dx.numel() == 0 or grad_output.numel() == 0:
+        return dx.zero_().contiguous(memory_format=out_format)
+
+    # the grid covers the largest phase; programs past their phase's tiles return at once
+    Mp = NB * triton.cdiv(H, SH) * triton.cdiv(W, SW)
+
+    def grid(meta):
+        return (triton.cdiv(Mp, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups * SH * SW)
+
+    _autotuned(
+        "dx", _conv2d_bwd_input_kernel, _configs, ["stride_dyc", "stride_dxc"],
+        lambda a: a["NB"] * a["H"] * a["W"], lambda a: a["Cg"],
+    )[grid](
+        grad_output, weight, dx, _phase_taps(KH, KW, SH, SW, DH, DW, dx.device),
+        NB, Cg, H, W, Og, OH, OW, KH, KW,
+        *grad_output.stride(), *weight.stride(), *dx.stride(),
+        SH, SW, PH, PW, DH, DW, INDEX64=index64(grad_output, weight, dx),
+        INPUT_PRECISION=_precision(grad_output.dtype), UPCAST=upcast_dot(grad_output.dtype),
+    )
+    return dx.contiguous(memory_format=out_format)
+
+
+def _num_sms(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # interpreter: a small split still exercises the partial sums
+
+
+def _split_k(L, tiles, device):
+    """Enough programs to fill the GPU twice over, each reducing at least 256 pixels."""
+    want = triton.cdiv(2 * _num_sms(device), max(tiles, 1))
+    return max(1, min(want, triton.cdiv(L, 256), 64))
+
+
+def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups):
+    """-> (dw of weight_size (C_out, Cg, KH, KW), db (C_out,)), in grad_output's dtype."""
+    NB, C_out, OH, OW = grad_output.shape
+    _, C_in, H, W = input.shape
+    _, Cg, KH, KW = weight_size
+    (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
+    Og = C_out // groups
+    grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
+    L = NB * OH * OW
+    flat = Cg < FLAT_K_BELOW  # columns over the whole filter (c, kh, kw), not one tap's channels
+    cols, taps = (Cg * KH * KW, 1) if flat else (Cg, KH * KW)
+    nominal_tiles = triton.cdiv(Og, 64) * triton.cdiv(cols, 64) * taps * groups
+    split = _split_k(L, nominal_tiles, grad_output.device)
+    chunk = triton.cdiv(triton.cdiv(L, split), 64) * 64 if L else 0
+    split = max(1, triton.cdiv(L, chunk)) if chunk else 1
+    dev = grad_output.device
+    # split partials in fp32, summed and cast below; one split stores dw, db directly in the
+    # output dtype (the kernel's fp32 accumulator is rounded once, in the store)
+    part = torch.float32 if split > 1 else grad_output.dtype
+    dw_part = torch.empty((split, C_out, Cg, KH, KW), device=dev, dtype=part)
+    db_part = torch.empty((split, C_out), device=dev, dtype=part)
+    if L == 0 or C_out == 0 or Cg == 0:
+        dw_part.zero_()
+        db_part.zero_()
+    else:
+
+        def grid(meta):
+            tiles = triton.cdiv(Og, meta["BLOCK_M"]) * triton.cdiv(cols, meta["BLOCK_N"])
+            return (tiles, taps, groups * split)
+
+        _autotuned(
+            "dw", _conv2d_bwd_weight_kernel, _wgrad_configs, ["SPLIT", "stride_dyc", "stride_xc", "FLAT_N"],
+            lambda a: a["Og"], lambda a: a["Cg"] * a["KH"] * a["KW"] if a["Cg"] < FLAT_K_BELOW else a["Cg"],
+        )[grid](
+            grad_output, input, dw_part, db_part,
+            NB, Cg, H, W, Og, OH, OW, KH, KW, split, chunk,
+            *grad_output.stride(), *input.stride(),
+            SH, SW, PH, PW, DH, DW,
+            BIAS_GRAD=True, FLAT_N=flat, INDEX64=index64(grad_output, input, dw_part),
+            INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
+        )
+    if split == 1:
+        return dw_part[0], db_part[0]
+    # deterministic reduction of the split-K partials, one cast at the end
+    dw = dw_part.sum(0).to(grad_output.dtype)
+    db = db_part.sum(0).to(grad_output.dtype)
+    return dw, db
