@@ -128,17 +128,24 @@ def _conv2d_fwd_kernel(
         # few channels per group (the stem's 3, LeNet's 1 and 6, depthwise 1): K = (kh, kw, c)
         # walked in BLOCK_K steps of the whole im2col row, not one (kh, kw) tap at a time,
         # which would leave BLOCK_K - Cg of every step's MMA columns masked out
+        # the gather's address splits into a row part (the window's corner, outside the loop)
+        # and a column part (the tap and channel, one vector a step), one add per element
+        ih0 = oh * SH - PH
+        iw0 = ow * SW - PW
+        x_row = x_base + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,)
         for k0 in range(0, KH * KW * Cg, BLOCK_K):
             j = k0 + rk
             c = j % Cg
             kw = (j // Cg) % KW
             kh = j // (Cg * KW)
-            ih = (oh * SH - PH)[:, None] + (kh * DH)[None, :]
-            iw = (ow * SW - PW)[:, None] + (kw * DW)[None, :]
+            dh = kh * DH
+            dw = kw * DW
+            ih = ih0[:, None] + dh[None, :]
+            iw = iw0[:, None] + dw[None, :]
             mask_j = j < KH * KW * Cg
             mask_x = mask_m[:, None] & mask_j[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             a = tl.load(
-                x_base[:, None] + ih * stride_xh + iw * stride_xw + (c * stride_xc)[None, :],
+                x_row[:, None] + (dh * stride_xh + dw * stride_xw + c * stride_xc)[None, :],
                 mask=mask_x, other=0.0,
             )
             b = tl.load(

@@ -75,8 +75,9 @@ def _conv2d_bwd_input_kernel(
     stride_dyn, stride_dyc, stride_dyh, stride_dyw,
     stride_wo, stride_wc, stride_wh, stride_ww,
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
-    # convolution parameters (of the forward convolution)
-    SH, SW, PH, PW, DH, DW,
+    # convolution parameters (of the forward convolution); the strides compile in, so the
+    # per-row divisions by them in the tap loop are shifts (1 and 2 in every common network)
+    SH: tl.constexpr, SW: tl.constexpr, PH, PW, DH, DW,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
