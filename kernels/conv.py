@@ -103,7 +103,9 @@ def _conv2d_fwd_kernel(
     # convolution parameters
     SH, SW, PH, PW, DH, DW,
     # epilogue and options
-    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, FLAT_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+    # FLAT_K: walk K = (kh, kw, c) flat, dividing by Cg and KW compiled in as FLAT_CG, FLAT_KW
+    FLAT_K: tl.constexpr, FLAT_CG: tl.constexpr, FLAT_KW: tl.constexpr,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -135,9 +137,9 @@ def _conv2d_fwd_kernel(
         x_row = x_base + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,)
         for k0 in range(0, KH * KW * Cg, BLOCK_K):
             j = k0 + rk
-            c = j % Cg
-            kw = (j // Cg) % KW
-            kh = j // (Cg * KW)
+            c = j % FLAT_CG  # constant divisors: a multiply and a shift, not a division
+            kw = (j // FLAT_CG) % FLAT_KW
+            kh = j // (FLAT_CG * FLAT_KW)
             dh = kh * DH
             dw = kw * DW
             ih = ih0[:, None] + dh[None, :]
@@ -261,6 +263,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     Og = C_out // groups
     out_format = _out_format(input, weight)
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
+    flat = Cg < FLAT_K_BELOW
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
                     memory_format=_out_format(input, weight))
     if y.numel() == 0:
@@ -270,14 +273,16 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         return (triton.cdiv(NB * OH * OW, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups)
 
     _autotuned(
-        "fwd", _conv2d_fwd_kernel, _configs, ["stride_xc", "stride_yc", "FLAT_K"],
+        "fwd", _conv2d_fwd_kernel, _configs, ["stride_xc", "stride_yc", "FLAT_K", "FLAT_CG", "FLAT_KW"],
         lambda a: a["NB"] * a["OH"] * a["OW"], lambda a: a["Og"],
     )[grid](
         input, weight, bias if bias is not None else weight, y,
         NB, Cg, H, W, Og, OH, OW, KH, KW,
         *input.stride(), *weight.stride(), *y.stride(),
         SH, SW, PH, PW, DH, DW,
-        HAS_BIAS=bias is not None, ACTIVATION=activation, FLAT_K=Cg < FLAT_K_BELOW,
+        HAS_BIAS=bias is not None, ACTIVATION=activation,
+        # the flat walk's divisors compile in (few-channel layers only: a handful of shapes)
+        FLAT_K=flat, FLAT_CG=Cg if flat else 1, FLAT_KW=KW if flat else 1,
         INDEX64=index64(input, weight, y),
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )
