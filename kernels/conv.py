@@ -238,9 +238,16 @@ def _precision(dtype):
 NCHW_VIA_CHANNELS_LAST = os.environ.get("TRITONNET_CONV_NCHW", "channels_last") != "direct"
 
 
-# The forward walks K = (kh, kw, c) flat, in BLOCK_K steps, when a group has fewer channels
-# than this; else one (kh, kw) tap at a time in channel blocks (bench/NOTES.md, "flat K").
+# The forward's K and the weight gradient's N walk the filter (kh, kw, c) flat when a group
+# has fewer channels than this; else one (kh, kw) tap at a time in channel blocks
+# (bench/NOTES.md, "flat K").
 FLAT_K_BELOW = 16
+
+
+def _flat(Cg) -> bool:
+    """Whether a group of Cg channels walks the filter flat (FLAT_K_BELOW): the one decision
+    the forward and the weight gradient share."""
+    return Cg < FLAT_K_BELOW
 
 
 def _stage(t, Cg, Og):
@@ -263,7 +270,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     Og = C_out // groups
     out_format = _out_format(input, weight)
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
-    flat = Cg < FLAT_K_BELOW
+    flat = _flat(Cg)
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
                     memory_format=_out_format(input, weight))
     if y.numel() == 0:

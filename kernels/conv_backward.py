@@ -29,9 +29,9 @@ import triton.language as tl
 
 from ._common import INTERPRET, gemm_configs, grouped_tile, index64, upcast_dot
 from .conv import (
-    FLAT_K_BELOW,
     _autotuned,
     _configs,
+    _flat,
     _index,
     _next_tap,
     _out_format,
@@ -328,7 +328,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     Og = C_out // groups
     grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
     L = NB * OH * OW
-    flat = Cg < FLAT_K_BELOW  # columns over the whole filter (c, kh, kw), not one tap's channels
+    flat = _flat(Cg)  # columns over the whole filter (c, kh, kw), not one tap's channels
     cols, taps = (Cg * KH * KW, 1) if flat else (Cg, KH * KW)
     nominal_tiles = triton.cdiv(Og, 64) * triton.cdiv(cols, 64) * taps * groups
     split = _split_k(L, nominal_tiles, grad_output.device)
@@ -351,7 +351,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
 
         _autotuned(
             "dw", _conv2d_bwd_weight_kernel, _wgrad_configs, ["SPLIT", "stride_dyc", "stride_xc", "FLAT_N"],
-            lambda a: a["Og"], lambda a: a["Cg"] * a["KH"] * a["KW"] if a["Cg"] < FLAT_K_BELOW else a["Cg"],
+            lambda a: a["Og"], lambda a: a["Cg"] * a["KH"] * a["KW"] if _flat(a["Cg"]) else a["Cg"],
         )[grid](
             grad_output, input, dw_part, db_part,
             NB, Cg, H, W, Og, OH, OW, KH, KW, split, chunk,
