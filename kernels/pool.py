@@ -67,15 +67,16 @@ def _configs():
 
 @triton.jit
 def _tile(ROWS, COLS, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, INDEX64: tl.constexpr):
-    """This program's rows and columns of the (ROWS, COLS) view (see the module docstring),
-    BLOCK // BLOCK_V rows by BLOCK_V columns, and their masks."""
+    """This program's rows r and columns v of the dense (ROWS, COLS) view (see the module
+    docstring), BLOCK // BLOCK_V rows by BLOCK_V columns, with the tile's mask and its offsets
+    into a tensor stored in that view's order."""
     BLOCK_R: tl.constexpr = BLOCK // BLOCK_V
     pid_r = tl.program_id(0)
     if INDEX64:  # only when a tensor spans 2**31 elements: 64-bit division is slow on GPUs
         pid_r = pid_r.to(tl.int64)
     r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    return r, v, r < ROWS, v < COLS
+    return r, v, (r < ROWS)[:, None] & (v < COLS)[None, :], r[:, None] * COLS + v[None, :]
 
 
 @triton.jit
@@ -158,9 +159,7 @@ def _max_pool2d_fwd_kernel(
     ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     """y[n, c, oh, ow] = max over the window's taps; idx = ih*W + iw of the winning tap."""
-    r, col, r_ok, col_ok = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)
-    mask = r_ok[:, None] & col_ok[None, :]
-    offs = r[:, None] * COLS + col[None, :]  # y and idx are dense in this layout
+    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)  # y and idx are dense in this layout
     n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
     h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
     w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
@@ -208,9 +207,7 @@ def _avg_pool2d_fwd_kernel(
     BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     """y[n, c, oh, ow] = (sum of the window's taps) / divisor(oh, ow)."""
-    r, col, r_ok, col_ok = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)
-    mask = r_ok[:, None] & col_ok[None, :]
-    offs = r[:, None] * COLS + col[None, :]  # y is dense in this layout
+    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)  # y is dense in this layout
     n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
     h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
     w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
@@ -258,11 +255,11 @@ FWD_KEY = ["ROWS", "COLS", "OH", "OW", "KH", "KW", "CHANNELS_LAST", "BLOCK_V"]
 MAX_BLOCK_V = 8 if INTERPRET else 128
 
 
-def _view(C, H, W, channels_last):
-    """(rows per image, COLS, BLOCK_V) of the 2-D view of a dense (N, C, H, W) tensor: rows of
-    pixels by channel columns (channels_last), rows of (n, c, h) by w columns (NCHW)."""
+def _view(N, C, H, W, channels_last):
+    """(ROWS, COLS, BLOCK_V) of the 2-D view of a dense (N, C, H, W) tensor: rows of pixels by
+    channel columns (channels_last), rows of (n, c, h) by w columns (NCHW)."""
     cols = C if channels_last else W
-    rows = H * W if channels_last else C * H
+    rows = N * H * W if channels_last else N * C * H
     return rows, cols, min(triton.next_power_of_2(max(cols, 1)), MAX_BLOCK_V)
 
 
@@ -290,8 +287,7 @@ def _max_forward(x, out_hw, window, channels_last, need_indices, adaptive):
         idx = _alloc((N, C, OH, OW), x, channels_last, torch.int64)
     else:  # inference without return_indices: the output alone is written
         idx = x.new_empty(0, dtype=torch.int64)
-    rows, cols, block_v = _view(C, OH, OW, channels_last)
-    rows *= N
+    rows, cols, block_v = _view(N, C, OH, OW, channels_last)
     if y.numel():
         _autotuned("max_fwd", _max_pool2d_fwd_kernel, FWD_KEY)[_grid(rows, cols, block_v)](
             x, y, idx if need_indices else y,
@@ -309,8 +305,7 @@ def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channel
     OH, OW = out_hw
     (KH, KW), (SH, SW), (PH, PW) = window
     y = _alloc((N, C, OH, OW), x, channels_last)
-    rows, cols, block_v = _view(C, OH, OW, channels_last)
-    rows *= N
+    rows, cols, block_v = _view(N, C, OH, OW, channels_last)
     if y.numel():
         _autotuned("avg_fwd", _avg_pool2d_fwd_kernel, FWD_KEY)[_grid(rows, cols, block_v)](
             x, y,

@@ -86,9 +86,7 @@ def _max_pool2d_bwd_kernel(
     INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     """dx[n, c, h, w] = sum of dy[n, c, oh, ow] over covering windows whose argmax is (h, w)."""
-    r, col, r_ok, col_ok = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)
-    mask = r_ok[:, None] & col_ok[None, :]
-    offs = r[:, None] * COLS + col[None, :]  # dx is dense in this layout
+    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)  # dx is dense in this layout
     n, c, h, w = _coords(r, col, C, H, W, CHANNELS_LAST)
     oh0, noh = _covering(h, H, OH, KH, SH, PH, DH, ADAPTIVE)
     ow0, now = _covering(w, W, OW, KW, SW, PW, DW, ADAPTIVE)
@@ -135,9 +133,7 @@ def _avg_pool2d_bwd_kernel(
     BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     """dx[n, c, h, w] = sum of dy[n, c, oh, ow] / divisor(oh, ow) over covering windows."""
-    r, col, r_ok, col_ok = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)
-    mask = r_ok[:, None] & col_ok[None, :]
-    offs = r[:, None] * COLS + col[None, :]  # dx is dense in this layout
+    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)  # dx is dense in this layout
     n, c, h, w = _coords(r, col, C, H, W, CHANNELS_LAST)
     oh0, noh = _covering(h, H, OH, KH, SH, PH, 1, ADAPTIVE)
     ow0, now = _covering(w, W, OW, KW, SW, PW, 1, ADAPTIVE)
@@ -176,8 +172,7 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
-    rows, cols, block_v = _view(C, H, W, channels_last)
-    rows *= N
+    rows, cols, block_v = _view(N, C, H, W, channels_last)
     if dx.numel():
         _autotuned("max_bwd", _max_pool2d_bwd_kernel, BWD_KEY)[_grid(rows, cols, block_v)](
             grad_output, indices, dx,
@@ -200,8 +195,7 @@ def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_ov
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
-    rows, cols, block_v = _view(C, H, W, channels_last)
-    rows *= N
+    rows, cols, block_v = _view(N, C, H, W, channels_last)
     if dx.numel():
         _autotuned("avg_bwd", _avg_pool2d_bwd_kernel, BWD_KEY)[_grid(rows, cols, block_v)](
             grad_output, dx,

@@ -397,7 +397,7 @@ def test_kernels_ragged_tiles():
     for layout in ("nchw", "channels_last"):
         x, cl = _kargs((2, 19, 7, 19), layout, torch.float32)
         if x.device.type == "cpu":
-            assert kpool._view(19, 7, 19, cl)[2] < 19  # the column blocks really are ragged
+            assert kpool._view(2, 19, 7, 19, cl)[2] < 19  # the column blocks really are ragged
         window = _window(3, 2, 1)
         out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
         _check_max(kernels, x, cl, window, out_hw, 1e-5)
