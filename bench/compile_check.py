@@ -154,14 +154,17 @@ def compile_only(target=None, on_compile=None, jobs: int = 1):
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
-def _cuobjdump(cubin: bytes, flag: str) -> str:
+def cuobjdump(cubin: bytes) -> str:
+    """cuobjdump -res-usage -sass of a cubin (the tool ships with Triton): one run gives both
+    the resource line and the machine code."""
     import triton
 
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        return subprocess.run([str(tool), flag, f.name], capture_output=True, text=True).stdout
+        cmd = [str(tool), "-res-usage", "-sass", f.name]
+        return subprocess.run(cmd, capture_output=True, text=True).stdout
 
 
 _SASS = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", re.M)
@@ -173,10 +176,9 @@ def count_sass(sass: str) -> int:
     return sum(1 for op in _SASS.findall(sass) if op != "NOP")
 
 
-def resource_usage(cubin: bytes) -> tuple[int, int, int]:
-    """(registers per thread, static shared bytes, local bytes) from cuobjdump -res-usage."""
-    out = _cuobjdump(cubin, "-res-usage")
-    m = _RES.search(out)
+def resource_usage(dump: str) -> tuple[int, int, int]:
+    """(registers per thread, static shared bytes, local bytes) from cuobjdump -res-usage text."""
+    m = _RES.search(dump)
     if not m:
         return -1, 0, -1
     regs, _stack, shared, local = map(int, m.groups())
@@ -203,12 +205,13 @@ def inspect_kernel(rec: Compiled, kernel, arch: int) -> Compiled:
         kernel = kernel.result()
     md = kernel.metadata
     rec.num_warps = md.num_warps
-    regs, static_shared, local = resource_usage(kernel.asm["cubin"])
+    dump = cuobjdump(kernel.asm["cubin"])
+    regs, static_shared, local = resource_usage(dump)
     rec.regs, rec.local, rec.shared = regs, local, md.shared + static_shared
     ptx = kernel.asm.get("ptx", "")
     rec.mma = "wgmma" if "wgmma" in ptx else ("mma.sync" if "mma.sync" in ptx else "-")
     rec.loads = global_loads(ptx)
-    rec.sass = count_sass(_cuobjdump(kernel.asm["cubin"], "-sass"))
+    rec.sass = count_sass(dump)
     limit = SHARED_LIMIT.get(arch, SHARED_LIMIT[90])
     if rec.shared > limit:
         rec.problems.append(f"shared {rec.shared} B > {limit} B")
