@@ -6,12 +6,12 @@ Modes, each timed on its own (the issue asks for every one of them against cuDNN
   forward           y = conv2d(x, w) + b      tritonnet::conv2d               F.conv2d
   input-grad        dx from dy and w          tritonnet::conv2d_input_grad    convolution_backward,
                                                                               mask [1, 0, 0]
-  weight-grad       dw, db from dy and x      tritonnet::conv2d_weight_grad   convolution_backward,
-                                                                              mask [0, 1, 1]
+  weight-grad       dw (and db with a bias)   tritonnet::conv2d_weight_grad   convolution_backward,
+                    from dy and x                                             mask [0, 1, bias]
   forward+backward  y, then dx, dw (and db    tritonnet.functional.conv2d     F.conv2d
                     with a bias) by autograd
 torch's gradients are torch.ops.aten.convolution_backward, the cuDNN call autograd makes.
-tritonnet's weight-grad kernel always sums db as well, so torch's weight-grad asks for db too.
+Both sides sum db in the weight-grad mode exactly when the case has a bias (ResNet's convs have none).
 The forward runs on inputs that require grad (a training step's forward); the gradient
 primitives on detached tensors. cudnn.benchmark is on (the suite sets it); TF32 per
 harness.precision, the same on both sides.
@@ -26,7 +26,7 @@ the bias-gradient sum are not counted.
 Fewest bytes, each input read once and each output written once:
   forward           read x, w, b; write y
   input-grad        read dy, w; write dx
-  weight-grad       read dy, x; write dw, db
+  weight-grad       read dy, x; write dw, db (db only with a bias)
   forward+backward  read x, w, b, dy; write y, dx, dw, db (b and db only with a bias)
 
 Layouts: "contiguous" (NCHW) and "channels_last"; x, w and dy all in that memory format
@@ -156,7 +156,7 @@ def min_bytes(case: Case, mode: str, itemsize: int) -> int:
     elems = {
         "forward": x + w + b + y,
         "input-grad": y + w + x,
-        "weight-grad": y + x + w + c.C_out,  # db always: both sides compute it
+        "weight-grad": y + x + w + b,  # db only with a bias, on both sides
         "forward+backward": (x + w + b + y) + (y + x + w + b),
     }[mode]
     return elems * itemsize
@@ -179,8 +179,8 @@ def _torch_calls(case: Case) -> dict:
                         [True, False, False])[0]
 
     def weight_grad(x, w, b, dy):
-        _, dw, db = conv_bwd(dy, x, w, [case.C_out], stride, padding, dilation, False, [0, 0],
-                             groups, [False, True, True])
+        _, dw, db = conv_bwd(dy, x, w, [case.C_out] if case.bias else None, stride, padding,
+                             dilation, False, [0, 0], groups, [False, True, case.bias])
         return dw, db
 
     return {"forward": forward, "input-grad": input_grad, "weight-grad": weight_grad,
@@ -200,7 +200,8 @@ def _tritonnet_calls(case: Case) -> dict:
         return ops.conv2d_input_grad(dy, w, list(x.shape), stride, padding, dilation, groups)
 
     def weight_grad(x, w, b, dy):
-        return ops.conv2d_weight_grad(dy, x, list(w.shape), stride, padding, dilation, groups)
+        return ops.conv2d_weight_grad(dy, x, list(w.shape), stride, padding, dilation, groups,
+                                      case.bias)
 
     def train(x, w, b, dy):
         return tritonnet.functional.conv2d(x, w, b, case.stride, case.padding, 1, groups)
@@ -277,7 +278,7 @@ def _outputs(calls, mode, x, w, b, dy) -> dict:
         return {"dx": calls[mode](x, w, b, dy)}
     if mode == "weight-grad":
         dw, db = calls[mode](x, w, b, dy)
-        return {"dw": dw, "db": db}
+        return {"dw": dw, "db": db} if b is not None else {"dw": dw}
     xl, wl, bl = _leaves(x, w, b)
     y = calls[mode](xl, wl, bl, dy)
     y.backward(dy)

@@ -319,8 +319,10 @@ def _split_k(L, tiles, device):
     return max(1, min(want, triton.cdiv(L, 256), 64))
 
 
-def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups):
-    """-> (dw of weight_size (C_out, Cg, KH, KW), db (C_out,)), in grad_output's dtype."""
+def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups,
+                       bias_grad=True):
+    """-> (dw of weight_size (C_out, Cg, KH, KW), db (C_out,)), in grad_output's dtype; db is
+    empty (0,) unless bias_grad, and the kernel then compiles without its reduction."""
     NB, C_out, OH, OW = grad_output.shape
     _, C_in, H, W = input.shape
     _, Cg, KH, KW = weight_size
@@ -339,7 +341,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     # output dtype (the kernel's fp32 accumulator is rounded once, in the store)
     part = torch.float32 if split > 1 else grad_output.dtype
     dw_part = torch.empty((split, C_out, Cg, KH, KW), device=dev, dtype=part)
-    db_part = torch.empty((split, C_out), device=dev, dtype=part)
+    db_part = torch.empty((split, C_out if bias_grad else 0), device=dev, dtype=part)
     if L == 0 or C_out == 0 or Cg == 0:
         dw_part.zero_()
         db_part.zero_()
@@ -350,14 +352,15 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             return (tiles, taps, groups * split)
 
         _autotuned(
-            "dw", _conv2d_bwd_weight_kernel, _wgrad_configs, ["SPLIT", "stride_dyc", "stride_xc", "FLAT_N"],
+            "dw", _conv2d_bwd_weight_kernel, _wgrad_configs,
+            ["SPLIT", "stride_dyc", "stride_xc", "FLAT_N", "BIAS_GRAD"],
             lambda a: a["Og"], lambda a: a["Cg"] * a["KH"] * a["KW"] if _flat(a["Cg"]) else a["Cg"],
         )[grid](
-            grad_output, input, dw_part, db_part,
+            grad_output, input, dw_part, db_part if bias_grad else dw_part,  # no empty pointers
             NB, Cg, H, W, Og, OH, OW, KH, KW, split, chunk,
             *grad_output.stride(), *input.stride(),
             SH, SW, PH, PW, DH, DW,
-            BIAS_GRAD=True, FLAT_N=flat, INDEX64=index64(grad_output, input, dw_part),
+            BIAS_GRAD=bias_grad, FLAT_N=flat, INDEX64=index64(grad_output, input, dw_part),
             INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
         )
     if split == 1:

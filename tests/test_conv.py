@@ -374,6 +374,44 @@ def test_weight_grad_split_k_covers_every_pixel():
     assert_close_rel(db, rb, 1e-5, "db")
 
 
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_weight_grad_sums_db_only_for_a_bias_that_needs_it(backend, monkeypatch):
+    """A conv without a bias (every ResNet conv) asks the weight gradient for no db, so its
+    kernel compiles without the reduction; dw is the same either way, and a bias that needs
+    its gradient still gets it."""
+    tf32_off()
+    if backend == "triton":
+        from tritonnet import kernels as prims
+    else:
+        prims = reference
+    x = torch.randn(2, 4, 9, 9, device=KERNEL_DEVICE)
+    gy = torch.randn(2, 6, 5, 5, device=KERNEL_DEVICE)
+    conv = ((2, 2), (1, 1), (1, 1), 2)
+    dw, db = prims.conv2d_weight_grad(gy, x, (6, 2, 3, 3), *conv, bias_grad=False)
+    rw, rb = reference.conv2d_weight_grad(gy, x, (6, 2, 3, 3), *conv)
+    assert_close_rel(dw, rw, 1e-5, "dw")
+    assert db.shape == (0,)
+
+    seen = []
+    inner = prims.conv2d_weight_grad
+
+    def spy(*args):
+        seen.append(args[-1])
+        return inner(*args)
+
+    monkeypatch.setattr(prims, "conv2d_weight_grad", spy)
+    w = torch.randn(6, 2, 3, 3, device=KERNEL_DEVICE, requires_grad=True)
+    b = torch.randn(6, device=KERNEL_DEVICE)
+    with tritonnet.use_backend(backend):
+        for bias, wants in ((None, False), (b, False), (b, True)):
+            b.requires_grad_(wants)
+            w.grad = None
+            F.conv2d(x, w, bias, 2, 1, 1, 2).backward(gy)
+            assert seen[-1] is wants
+            assert_close_rel(w.grad, rw, 1e-5, "dw")
+        assert_close_rel(b.grad, rb, 1e-5, "db")
+
 def test_triton_backend_end_to_end_fused_relu():
     tf32_off()
     tritonnet.set_backend("triton")

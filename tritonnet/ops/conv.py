@@ -2,7 +2,8 @@
 
 conv2d, y = conv(x, w) + b (stride S, padding P, dilation D, groups G):
   dx = conv2d_input_grad(dy, w)     the transposed convolution of dy
-  dw, db = conv2d_weight_grad(dy, x)   dw[co,ci,kh,kw] = sum dy[n,co,oh,ow] x[n,ci,ih,iw]
+  dw, db = conv2d_weight_grad(dy, x)   dw[co,ci,kh,kw] = sum dy[n,co,oh,ow] x[n,ci,ih,iw];
+                                    db (empty unless bias_grad) = sum of dy over (n, oh, ow)
 With a fused activation y = act(z): dz = dy * act'(y) first (activation_backward).
 
 conv_transpose2d, y = conv2d_input_grad(x, w) + b (the adjoint of conv2d), so
@@ -62,16 +63,17 @@ def _(grad_output, weight, input_size, stride, padding, dilation, groups):
 @torch.library.custom_op("tritonnet::conv2d_weight_grad", mutates_args=())
 def conv2d_weight_grad(
     grad_output: Tensor, input: Tensor, weight_size: list[int], stride: list[int],
-    padding: list[int], dilation: list[int], groups: int,
+    padding: list[int], dilation: list[int], groups: int, bias_grad: bool = True,
 ) -> tuple[Tensor, Tensor]:
     return backend_for(grad_output).conv2d_weight_grad(
-        grad_output, input, weight_size, stride, padding, dilation, groups
+        grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad
     )
 
 
 @conv2d_weight_grad.register_fake
-def _(grad_output, input, weight_size, stride, padding, dilation, groups):
-    return grad_output.new_empty(tuple(weight_size)), grad_output.new_empty((weight_size[0],))
+def _(grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad=True):
+    return (grad_output.new_empty(tuple(weight_size)),
+            grad_output.new_empty((weight_size[0] if bias_grad else 0,)))
 
 
 def _setup(ctx, inputs, output):
@@ -91,7 +93,10 @@ def _backward(ctx, grad):
     if need_x:
         dx = conv2d_input_grad(grad, weight, list(input.shape), *ctx.conv)
     if need_w or need_b:
-        dw, db = conv2d_weight_grad(grad, input, list(weight.shape), *ctx.conv)
+        # db only for a bias that wants it: a ResNet conv has none, and the sum costs the
+        # weight-grad kernel a reduction in its loop
+        bias_grad = bool(need_b and ctx.has_bias)
+        dw, db = conv2d_weight_grad(grad, input, list(weight.shape), *ctx.conv, bias_grad)
     return dx, dw if need_w else None, db if (need_b and ctx.has_bias) else None, None, None, None, None, None
 
 
@@ -131,7 +136,8 @@ def _backward_t(ctx, grad):
         dx = conv2d(grad, weight, None, stride, padding, dilation, groups, "none")
     if need_w or need_b:
         # weight (C_in_t, C_out_t/G, KH, KW) plays conv2d's (C_out, Cg, KH, KW): "input" is dy
-        dw, _ = conv2d_weight_grad(input, grad, list(weight.shape), stride, padding, dilation, groups)
+        dw, _ = conv2d_weight_grad(input, grad, list(weight.shape), stride, padding, dilation, groups,
+                                   False)
         db = grad.sum((0, 2, 3)) if ctx.has_bias else None
     return dx, dw if need_w else None, db if need_b else None, None, None, None, None, None
 

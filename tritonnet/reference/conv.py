@@ -67,7 +67,8 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     return out.copy_(dx)
 
 
-def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups):
+def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups,
+                       bias_grad=True):
     acc = acc_dtype(grad_output.dtype)
     N, C_out, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight_size
@@ -75,5 +76,5 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     cols = cols.view(N, groups, Cg * KH * KW, -1)
     dy = grad_output.to(acc).reshape(N, groups, C_out // groups, OH * OW)
     dw = torch.einsum("ngol,ngkl->gok", dy, cols).reshape(C_out, Cg, KH, KW)
-    db = dy.sum((0, 3)).reshape(C_out)
+    db = dy.sum((0, 3)).reshape(C_out) if bias_grad else dy.new_empty(0)
     return dw.to(grad_output.dtype), db.to(grad_output.dtype)
