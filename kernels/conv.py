@@ -56,6 +56,10 @@ def _configs():
             (64, 64, 32, 4, 2),
             (128, 32, 32, 4, 4),
             (32, 64, 32, 4, 2),
+            # 64 output channels (ResNet layer1, the stem) allow no 128-wide N tile: K steps of
+            # 64 halve the gather's address work per MMA (bench/NOTES.md, "BLOCK_K 64")
+            (128, 64, 64, 4, 4),
+            (256, 64, 64, 3, 8),
             (64, 16, 16, 4, 2),  # few output channels (LeNet, depthwise)
         ],
         GROUP_M=8,
