@@ -19,6 +19,19 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
+def _bounds_checked():
+    """Under the interpreter every kernel access of every test is checked against the storage
+    of the kernel's tensor arguments (tests/helpers.py bounds_checked)."""
+    if HAS_CUDA:
+        yield
+        return
+    from tests.helpers import bounds_checked
+
+    with bounds_checked():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _seed_and_backend():
     """Fresh seed per test (deterministic, not zeros) and the default backend restored."""
     import tritonnet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -40,3 +41,89 @@ def tf32_off():
     if HAS_CUDA:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+
+
+class OutOfBounds(AssertionError):
+    """A Triton kernel touched memory outside every tensor it was launched with."""
+
+
+def _storage_spans(args):
+    spans = []
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.device.type == "cpu":
+            s = a.untyped_storage()
+            spans.append((s.data_ptr(), s.nbytes()))
+    return spans
+
+
+@contextlib.contextmanager
+def bounds_checked():
+    """Within (interpreter only): every load and store a Triton kernel issues, masked-off lanes
+    excepted, must lie wholly inside the storage of one of the tensors its launch was given;
+    else OutOfBounds names the kernel, the access and the first stray address. Results alone
+    cannot show a stray read whose value is never stored (a clamped or masked tile edge), and
+    on a GPU such a read can fault or read another allocation's bytes."""
+    import numpy as np
+    from triton.runtime import interpreter as ti
+
+    launches = []  # (kernel name, spans) of the launches running now, innermost last
+    B = ti.InterpreterBuilder
+    saved = {k: getattr(B, k) for k in ("create_load", "create_store", "create_masked_load",
+                                         "create_masked_store")}
+    call = ti.GridExecutor.__call__
+
+    def traced_call(self, *args, **kwargs):
+        name = getattr(self.fn, "__name__", "?")
+        launches.append((name, _storage_spans(list(args) + list(kwargs.values()))))
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            launches.pop()
+
+    def check(ptrs, mask, what):
+        if not launches:
+            return
+        name, spans = launches[-1]
+        size = ptrs.get_element_ty().primitive_bitwidth // 8
+        addr = np.asarray(ptrs.data, dtype=np.uint64)
+        if mask is not None:
+            addr = addr[np.broadcast_to(np.asarray(mask.data, dtype=bool), addr.shape)]
+        addr = addr.ravel()
+        ok = np.zeros(addr.shape, dtype=bool)
+        for lo, n in spans:
+            ok |= (addr >= lo) & (addr + size <= lo + n)
+        if not ok.all():
+            bad = addr[~ok]
+            raise OutOfBounds(
+                f"{name}: {what} of {bad.size} element(s) outside every argument tensor, first at "
+                f"{int(bad[0]):#x}; arguments span "
+                + ", ".join(f"[{lo:#x}, {lo + n:#x})" for lo, n in spans)
+            )
+
+    def load(self, ptr, *a):
+        check(ptr, None, "load")
+        return saved["create_load"](self, ptr, *a)
+
+    def store(self, ptr, val, *a):
+        check(ptr, None, "store")
+        return saved["create_store"](self, ptr, val, *a)
+
+    def masked_load(self, ptrs, mask, *a):
+        check(ptrs, mask, "load")
+        return saved["create_masked_load"](self, ptrs, mask, *a)
+
+    def masked_store(self, ptrs, value, mask, *a):
+        check(ptrs, mask, "store")
+        return saved["create_masked_store"](self, ptrs, value, mask, *a)
+
+    patched = {"create_load": load, "create_store": store, "create_masked_load": masked_load,
+               "create_masked_store": masked_store}
+    for k, f in patched.items():
+        setattr(B, k, f)
+    ti.GridExecutor.__call__ = traced_call
+    try:
+        yield
+    finally:
+        for k, f in saved.items():
+            setattr(B, k, f)
+        ti.GridExecutor.__call__ = call
