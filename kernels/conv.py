@@ -81,6 +81,16 @@ def _index(offs, INDEX64: tl.constexpr):
 
 
 @triton.jit
+def _inside(i, n, INDEX64: tl.constexpr):
+    """0 <= i < n, as one unsigned compare (a negative i wraps past any n) in int32."""
+    if INDEX64:
+        ok = (i >= 0) & (i < n)
+    else:
+        ok = i.to(tl.uint32, bitcast=True) < n.to(tl.uint32, bitcast=True)
+    return ok
+
+
+@triton.jit
 def _next_tap(c0, kw, kh, C, KW, BLOCK_K: tl.constexpr, kw0, kw_step, kh_step):
     """The (channel block, kw, kh) after (c0, kw, kh) in the loop order kh, kw, channel
     block, for taps kw = kw0, kw0 + kw_step, ... < KW and kh stepping by kh_step."""
@@ -110,6 +120,9 @@ def _conv2d_fwd_kernel(
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
     # FLAT_K: walk K = (kh, kw, c) flat, dividing by Cg and KW compiled in as FLAT_CG, FLAT_KW
     FLAT_K: tl.constexpr, FLAT_CG: tl.constexpr, FLAT_KW: tl.constexpr,
+    # C_ALIGN: the largest power of 2 (up to 64) dividing Cg; where BLOCK_K divides it, every
+    # channel block is full and the tap loop's loads need no channel mask
+    C_ALIGN: tl.constexpr,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -122,12 +135,14 @@ def _conv2d_fwd_kernel(
     rk = _index(tl.arange(0, BLOCK_K), INDEX64)  # input channel in group (inner K)
     mask_m = rm < M
     mask_n = rn < Og
-    ow = rm % OW
-    oh = (rm // OW) % OH
-    n = rm // (OW * OH)
+    # rows past M and columns past Og gather row M-1 and column Og-1 (in bounds, never
+    # stored), so the tap loop's loads need no row or column mask
+    ow = tl.minimum(rm, M - 1) % OW
+    oh = (tl.minimum(rm, M - 1) // OW) % OH
+    n = tl.minimum(rm, M - 1) // (OW * OH)
     co = g * Og + rn
     x_base = x_ptr + n * stride_xn + (g * Cg) * stride_xc  # (BLOCK_M,)
-    w_base = w_ptr + co * stride_wo  # (BLOCK_N,)
+    w_base = w_ptr + (g * Og + tl.minimum(rn, Og - 1)) * stride_wo  # (BLOCK_N,)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # accumulate in fp32
     if FLAT_K:
@@ -166,23 +181,28 @@ def _conv2d_fwd_kernel(
         # one flat loop over (kh, kw, channel block): a loop the compiler can software-pipeline
         # even when a group has a single channel block (3x3 over 64 channels); the tap and
         # block advance by counters, not by dividing t (three integer divisions a step)
+        # the gather's address: a row part (the window's corner, outside the loop) plus the
+        # tap and channel part, the same for every row: one add per element
         kh = g * 0  # int32 scalars carried through the loop
         kw = g * 0
         c0 = g * 0
+        ih0 = oh * SH - PH
+        iw0 = ow * SW - PW
+        x_row = x_base + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,)
         for _t in range(0, KH * KW * tl.cdiv(Cg, BLOCK_K)):
             c = c0 + rk
-            ih = oh * SH - PH + kh * DH
-            iw = ow * SW - PW + kw * DW
-            mask_x = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # zero padding = mask
-            mask_c = c < Cg
-            a = tl.load(
-                x_base[:, None] + (ih * stride_xh + iw * stride_xw)[:, None] + c[None, :] * stride_xc,
-                mask=mask_x[:, None] & mask_c[None, :], other=0.0,
-            )
-            b = tl.load(
-                w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wc,
-                mask=mask_c[:, None] & mask_n[None, :], other=0.0,
-            )
+            dh = kh * DH
+            dw = kw * DW
+            mask_x = _inside(ih0 + dh, H, INDEX64) & _inside(iw0 + dw, W, INDEX64)  # zero padding
+            a_ptrs = x_row[:, None] + (dh * stride_xh + dw * stride_xw + c * stride_xc)[None, :]
+            b_ptrs = w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wc
+            if C_ALIGN % BLOCK_K == 0:
+                a = tl.load(a_ptrs, mask=mask_x[:, None], other=0.0)
+                b = tl.load(b_ptrs)
+            else:
+                mask_c = c < Cg
+                a = tl.load(a_ptrs, mask=mask_x[:, None] & mask_c[None, :], other=0.0)
+                b = tl.load(b_ptrs, mask=mask_c[:, None], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -254,6 +274,12 @@ def _flat(Cg) -> bool:
     return Cg < FLAT_K_BELOW
 
 
+def _align(c) -> int:
+    """The largest power of 2 up to 64 that divides c (a kernel's C_ALIGN: whether its channel
+    blocks are all full is then known when it compiles, one compile per alignment)."""
+    return min(c & -c, 64) if c else 64
+
+
 def _stage(t, Cg, Og):
     """``t`` as channels_last when it is a 4-D tensor that is not already, and the channels of
     one group (both sides of the GEMM) are multiples of 16, so that the kernels' channel
@@ -293,7 +319,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         SH, SW, PH, PW, DH, DW,
         HAS_BIAS=bias is not None, ACTIVATION=activation,
         # the flat walk's divisors compile in (few-channel layers only: a handful of shapes)
-        FLAT_K=flat, FLAT_CG=Cg if flat else 1, FLAT_KW=KW if flat else 1,
+        FLAT_K=flat, FLAT_CG=Cg if flat else 1, FLAT_KW=KW if flat else 1, C_ALIGN=_align(Cg),
         INDEX64=index64(input, weight, y),
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )

@@ -29,10 +29,12 @@ import triton.language as tl
 
 from ._common import INTERPRET, gemm_configs, grouped_tile, index64, upcast_dot
 from .conv import (
+    _align,
     _autotuned,
     _configs,
     _flat,
     _index,
+    _inside,
     _next_tap,
     _out_format,
     _precision,
@@ -78,6 +80,8 @@ def _conv2d_bwd_input_kernel(
     # convolution parameters (of the forward convolution); the strides compile in, so the
     # per-row divisions by them in the tap loop are shifts (1 and 2 in every common network)
     SH: tl.constexpr, SW: tl.constexpr, PH, PW, DH, DW,
+    # the largest power of 2 (up to 64) dividing Og, the K channels (conv._align)
+    C_ALIGN: tl.constexpr,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -104,12 +108,16 @@ def _conv2d_bwd_input_kernel(
     rk = _index(tl.arange(0, BLOCK_K), INDEX64)  # output channel in group (inner K)
     mask_m = rm < M
     mask_n = rn < Cg
-    iw = iw0 + (rm % Wp) * SW
-    ih = ih0 + ((rm // Wp) % Hp) * SH
-    n = rm // (Wp * Hp)
+    # rows past M and columns past Cg gather row M-1 and column Cg-1 (in bounds, never
+    # stored): the tap loop's loads need no row or column mask
+    jw = tl.minimum(rm, M - 1) % Wp  # (row, column) of the pixel within its phase
+    jh = (tl.minimum(rm, M - 1) // Wp) % Hp
+    n = tl.minimum(rm, M - 1) // (Wp * Hp)
+    iw = iw0 + jw * SW
+    ih = ih0 + jh * SH
     ci = g * Cg + rn
-    dy_base = dy_ptr + n * stride_dyn + (g * Og) * stride_dyc
-    w_base = w_ptr + rn * stride_wc + (g * Og) * stride_wo
+    dy_row = dy_ptr + n * stride_dyn + (g * Og) * stride_dyc + jh * stride_dyh + jw * stride_dyw
+    w_base = w_ptr + tl.minimum(rn, Cg - 1) * stride_wc + (g * Og) * stride_wo
 
     kh0 = tl.load(taps_ptr + phase * 4)
     kh_step = tl.load(taps_ptr + phase * 4 + 1)
@@ -124,21 +132,21 @@ def _conv2d_bwd_input_kernel(
     c0 = kh0 * 0
     for _t in range(0, KHp * KWp * tl.cdiv(Og, BLOCK_K)):
         c = c0 + rk
-        # the output pixel this tap reads from: oh*SH = ih + PH - kh*DH (divisible by phase)
-        th = ih + PH - kh * DH
-        tw = iw + PW - kw * DW
-        oh = th // SH
-        ow = tw // SW
-        mask_y = mask_m & (th >= 0) & (oh < OH) & (tw >= 0) & (ow < OW)
-        mask_c = c < Og
-        a = tl.load(
-            dy_base[:, None] + (oh * stride_dyh + ow * stride_dyw)[:, None] + c[None, :] * stride_dyc,
-            mask=mask_y[:, None] & mask_c[None, :], other=0.0,
-        )
-        b = tl.load(
-            w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wo,
-            mask=mask_c[:, None] & mask_n[None, :], other=0.0,
-        )
+        # the output pixel this tap reads from: oh*SH = ih + PH - kh*DH, and with ih = ih0 +
+        # jh*SH that is oh = jh + dh, dh = (ih0 + PH - kh*DH) / SH exactly (the phase keeps only
+        # the taps that make it divisible): the same shift for every row of the tile
+        dh = (ih0 + PH - kh * DH) // SH
+        dw = (iw0 + PW - kw * DW) // SW
+        mask_y = _inside(jh + dh, OH, INDEX64) & _inside(jw + dw, OW, INDEX64)
+        a_ptrs = dy_row[:, None] + (dh * stride_dyh + dw * stride_dyw + c * stride_dyc)[None, :]
+        b_ptrs = w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wo
+        if C_ALIGN % BLOCK_K == 0:
+            a = tl.load(a_ptrs, mask=mask_y[:, None], other=0.0)
+            b = tl.load(b_ptrs)
+        else:
+            mask_c = c < Og
+            a = tl.load(a_ptrs, mask=mask_y[:, None] & mask_c[None, :], other=0.0)
+            b = tl.load(b_ptrs, mask=mask_c[:, None], other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -301,7 +309,7 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
         grad_output, weight, dx, _phase_taps(KH, KW, SH, SW, DH, DW, dx.device),
         NB, Cg, H, W, Og, OH, OW, KH, KW,
         *grad_output.stride(), *weight.stride(), *dx.stride(),
-        SH, SW, PH, PW, DH, DW, INDEX64=index64(grad_output, weight, dx),
+        SH, SW, PH, PW, DH, DW, C_ALIGN=_align(Og), INDEX64=index64(grad_output, weight, dx),
         INPUT_PRECISION=_precision(grad_output.dtype), UPCAST=upcast_dot(grad_output.dtype),
     )
     return dx.contiguous(memory_format=out_format)

@@ -235,6 +235,36 @@ def test_int64_offsets_path(monkeypatch):
     assert len(seen) == 9  # every launch asked
 
 
+@pytest.mark.parametrize(
+    "case",
+    [(2, 32, 5, 7, 20, 3, 1, 1, 1, 1), (2, 20, 5, 7, 32, 3, 2, 1, 1, 1), (1, 64, 6, 5, 36, 3, 1, 2, 2, 2)],
+    ids=["C32-O20", "C20-O32s2", "C32g2d2"],
+)
+def test_tap_loop_full_channel_blocks_and_ragged_tiles(case):
+    """The tap loops load without a channel mask when BLOCK_K divides the channels (C_ALIGN)
+    and without row or column masks anywhere (edge rows and columns gather clamped, in-bounds
+    pixels that are never stored). Cases: the forward's K channels full and the input
+    gradient's not, then the other way round, and groups with dilation; every one with a
+    ragged last row block (M = 70 or 60 pixels) and a ragged column block (20 or 18)."""
+    tf32_off()
+    from tritonnet import kernels
+    from tritonnet.kernels import conv as kconv
+
+    x, w, b, conv = _kernel_args(case, torch.float32, channels_last=True)
+    assert not kconv._flat(w.shape[1])  # the tap loop, not the flat walk
+    y = kernels.conv2d_forward(x, w, b, *conv)
+    assert_close_rel(y, reference.conv2d_forward(x, w, b, *conv), 1e-5, "forward")
+    gy = torch.randn(y.shape, device=y.device).to(memory_format=torch.channels_last)
+    assert_close_rel(kernels.conv2d_input_grad(gy, w, x.shape, *conv),
+                     reference.conv2d_input_grad(gy, w, x.shape, *conv), 1e-5, "dx")
+
+
+def test_align():
+    from tritonnet.kernels.conv import _align
+
+    assert [_align(c) for c in (1, 3, 6, 16, 20, 48, 64, 96, 256)] == [1, 1, 2, 16, 4, 16, 64, 32, 64]
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-tap"])
 def test_both_filter_walks(flat, layout, monkeypatch):
