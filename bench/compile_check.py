@@ -61,6 +61,7 @@ class Compiled:
     loads: str = ""  # global load widths in bytes, e.g. "2 8 cp16" (see global_loads)
     sass: int = -1  # machine instructions (static; see count_sass)
     num_warps: int = 0
+    case: str = ""  # the case whose call first compiled this kernel
     error: str = ""
     problems: list = field(default_factory=list)
 
@@ -318,8 +319,17 @@ def cases_misc(dtypes, quick):
         _grad_step(TF.unfold(leaf(8, 16, 10, 10), 3, padding=1))
         _grad_step(TF.fold(leaf(8, 16 * 9, 100), (10, 10), 3, padding=1))
 
+    def conv_cl(dname):
+        # a channels_last conv whose channels are multiples of 16: each of its three kernels
+        # should load its tiles with 16-byte cp.async only (the test checks the loads column)
+        dtype = DTYPES[dname][0]
+        x = torch.empty(4, 32, 12, 12, dtype=dtype, memory_format=torch.channels_last, requires_grad=True)
+        w = torch.empty(48, 32, 3, 3, dtype=dtype, memory_format=torch.channels_last, requires_grad=True)
+        _grad_step(TF.conv2d(x, w, None, 1, 1))
+
     for dname in dtypes:
         yield f"misc {dname}", lambda d=dname: step(d)
+        yield f"misc {dname} channels_last conv", lambda d=dname: conv_cl(d)
 
 
 CASES = {"conv": cases_conv, "linear": cases_linear, "pool": cases_pool, "misc": cases_misc}
@@ -333,16 +343,19 @@ def run(args) -> int:
     from triton.backends.compiler import GPUTarget
 
     pending, failures = [], []
+    current = [""]  # the label of the case running
 
     def on_compile(fn, fargs, kwargs, kernel, seconds):
         name, config, sig = _describe(fn, fargs, kwargs)
         # a compile's own time is known only when compiles run one at a time
-        pending.append((Compiled(name, config, sig, seconds if args.jobs == 1 else float("nan")), kernel))
+        rec = Compiled(name, config, sig, seconds if args.jobs == 1 else float("nan"), case=current[0])
+        pending.append((rec, kernel))
 
     cases = [c for op in args.ops for c in CASES[op](args.dtypes, args.quick)]
     t0 = time.perf_counter()
     with compile_only(GPUTarget("cuda", args.arch, 32), on_compile, jobs=args.jobs):
         for label, step in _progress(cases):
+            current[0] = label
             try:
                 step()
             except Exception as e:  # a compile error names the case and goes on

@@ -108,8 +108,9 @@ def _conv2d_bwd_input_kernel(
     rk = _index(tl.arange(0, BLOCK_K), INDEX64)  # output channel in group (inner K)
     mask_m = rm < M
     mask_n = rn < Cg
-    # rows past M and columns past Cg gather row M-1 and column Cg-1 (in bounds, never
-    # stored): the tap loop's loads need no row or column mask
+    # rows past M gather row M-1 (in bounds, never stored): the dy loads need no row mask.
+    # (Columns keep their mask: they are the weight's contiguous channels in channels_last,
+    # and a clamped column index would cost those loads their 16-byte vectors.)
     jw = tl.minimum(rm, M - 1) % Wp  # (row, column) of the pixel within its phase
     jh = (tl.minimum(rm, M - 1) // Wp) % Hp
     n = tl.minimum(rm, M - 1) // (Wp * Hp)
@@ -117,7 +118,7 @@ def _conv2d_bwd_input_kernel(
     ih = ih0 + jh * SH
     ci = g * Cg + rn
     dy_row = dy_ptr + n * stride_dyn + (g * Og) * stride_dyc + jh * stride_dyh + jw * stride_dyw
-    w_base = w_ptr + tl.minimum(rn, Cg - 1) * stride_wc + (g * Og) * stride_wo
+    w_base = w_ptr + rn * stride_wc + (g * Og) * stride_wo
 
     kh0 = tl.load(taps_ptr + phase * 4)
     kh_step = tl.load(taps_ptr + phase * 4 + 1)
@@ -142,11 +143,11 @@ def _conv2d_bwd_input_kernel(
         b_ptrs = w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wo
         if C_ALIGN % BLOCK_K == 0:
             a = tl.load(a_ptrs, mask=mask_y[:, None], other=0.0)
-            b = tl.load(b_ptrs)
+            b = tl.load(b_ptrs, mask=mask_n[None, :], other=0.0)
         else:
             mask_c = c < Og
             a = tl.load(a_ptrs, mask=mask_y[:, None] & mask_c[None, :], other=0.0)
-            b = tl.load(b_ptrs, mask=mask_c[:, None], other=0.0)
+            b = tl.load(b_ptrs, mask=mask_c[:, None] & mask_n[None, :], other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)

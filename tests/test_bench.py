@@ -582,6 +582,14 @@ def test_compile_check_compiles_every_kernel_for_sm90(tmp_path):
     assert (df.loads.fillna("-") != "-").all()  # every kernel reads global memory
     assert (df.sass > 10).all()
     assert "target sm_90" in r.stdout
+    # channels_last with channels in multiples of 16: the conv tiles load as cp.async vectors
+    # (16 bytes; 8 in the 16-wide tiles), never as scalar 2-byte bf16 loads, which would mean
+    # an index change cost the gathers their vectors (the input gradient's 4-byte loads are
+    # its tap table)
+    cl = df[df.case == "misc bf16 channels_last conv"]
+    assert set(cl.kernel) == {"_conv2d_fwd_kernel", "_conv2d_bwd_input_kernel", "_conv2d_bwd_weight_kernel"}
+    for _, row in cl.iterrows():
+        assert "2" not in row.loads.split() and "cp16" in row.loads, (row.kernel, row.config, row.loads)
 
 
 def test_global_load_widths_from_ptx():
