@@ -275,9 +275,10 @@ def _flat(Cg) -> bool:
 
 
 def _align(c) -> int:
-    """The largest power of 2 up to 64 that divides c (a kernel's C_ALIGN: whether its channel
-    blocks are all full is then known when it compiles, one compile per alignment)."""
-    return min(c & -c, 64) if c else 64
+    """The largest power of 2 up to 256 (the largest block) that divides c: passed to a kernel
+    as a constexpr, it tells at compile time whether every block of c is full (one compile per
+    alignment, a handful in a network)."""
+    return min(c & -c, 256) if c else 256
 
 
 def _stage(t, Cg, Og):

@@ -80,7 +80,7 @@ def _conv2d_bwd_input_kernel(
     # convolution parameters (of the forward convolution); the strides compile in, so the
     # per-row divisions by them in the tap loop are shifts (1 and 2 in every common network)
     SH: tl.constexpr, SW: tl.constexpr, PH, PW, DH, DW,
-    # the largest power of 2 (up to 64) dividing Og, the K channels (conv._align)
+    # the largest power of 2 dividing Og, the K channels (conv._align)
     C_ALIGN: tl.constexpr,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -176,6 +176,10 @@ def _conv2d_bwd_weight_kernel(
     SH, SW, PH, PW, DH, DW,
     BIAS_GRAD: tl.constexpr, FLAT_N: tl.constexpr, INDEX64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    # DY_DENSE: dy's pixels (n, oh, ow) lie stride_dyw apart in order (dense channels_last),
+    # so a pixel's offset is rk * stride_dyw with no division; M_ALIGN, N_ALIGN: the powers
+    # of 2 dividing Og and the column count (conv._align), which make full tiles known
+    DY_DENSE: tl.constexpr, M_ALIGN: tl.constexpr, N_ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # columns: input channels of one tap (kh, kw) = program_id(1); with FLAT_N (few channels
@@ -217,18 +221,26 @@ def _conv2d_bwd_weight_kernel(
         db = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)  # output pixel (n, oh, ow)
-        mask_k = rk < k_end
-        ow = rk % OW
-        oh = (rk // OW) % OH
-        n = rk // (OW * OH)
-        a = tl.load(
-            dy_base[:, None] + (n * stride_dyn + oh * stride_dyh + ow * stride_dyw)[None, :],
-            mask=mask_m[:, None] & mask_k[None, :], other=0.0,
-        )
+        mask_k = rk < k_end  # dy's zeros past the chunk keep those pixels out of the sum, so
+        rk_x = tl.minimum(rk, k_end - 1)  # x may read a clamped in-bounds pixel there, unmasked
+        ow = rk_x % OW
+        oh = (rk_x // OW) % OH
+        n = rk_x // (OW * OH)
+        if DY_DENSE:
+            dy_off = rk * stride_dyw
+        else:
+            dy_off = n * stride_dyn + oh * stride_dyh + ow * stride_dyw
+        if M_ALIGN % BLOCK_M == 0:  # full row tiles: no channel mask, decided at compile time
+            mask_a = mask_k[None, :]
+        else:
+            mask_a = mask_m[:, None] & mask_k[None, :]
+        a = tl.load(dy_base[:, None] + dy_off[None, :], mask=mask_a, other=0.0)
         if FLAT_N:
             ih = (oh * SH - PH)[:, None] + (kh * DH)[None, :]  # (BLOCK_K, BLOCK_N)
             iw = (ow * SW - PW)[:, None] + (kw * DW)[None, :]
-            mask_x = mask_k[:, None] & mask_n[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            mask_x = _inside(ih, H, INDEX64) & _inside(iw, W, INDEX64)
+            if N_ALIGN % BLOCK_N != 0:
+                mask_x = mask_x & mask_n[None, :]
             b = tl.load(
                 x_base[None, :] + (n * stride_xn)[:, None] + ih * stride_xh + iw * stride_xw,
                 mask=mask_x, other=0.0,
@@ -236,10 +248,14 @@ def _conv2d_bwd_weight_kernel(
         else:
             ih = oh * SH - PH + kh * DH
             iw = ow * SW - PW + kw * DW
-            mask_x = mask_k & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            mask_x = _inside(ih, H, INDEX64) & _inside(iw, W, INDEX64)
+            if N_ALIGN % BLOCK_N == 0:
+                mask_b = mask_x[:, None]
+            else:
+                mask_b = mask_x[:, None] & mask_n[None, :]
             b = tl.load(
                 x_base[None, :] + (n * stride_xn + ih * stride_xh + iw * stride_xw)[:, None],
-                mask=mask_x[:, None] & mask_n[None, :], other=0.0,
+                mask=mask_b, other=0.0,
             )
         if BIAS_GRAD:
             if (pid_n == 0) & (khw == 0):
@@ -316,6 +332,14 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     return dx.contiguous(memory_format=out_format)
 
 
+def _pixels_dense(t) -> bool:
+    """Whether a 4-D tensor's pixels (n, h, w) lie stride(3) apart in that order (a dense
+    channels_last tensor; or one channel), so that pixel p sits at p * stride(3)."""
+    N, C, H, W = t.shape
+    sn, sc, sh, sw = t.stride()
+    return (H == 1 or sh == W * sw) and (N == 1 or sn == H * W * sw)
+
+
 def _num_sms(device):
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -371,6 +395,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             SH, SW, PH, PW, DH, DW,
             BIAS_GRAD=bias_grad, FLAT_N=flat, INDEX64=index64(grad_output, input, dw_part),
             INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
+            DY_DENSE=_pixels_dense(grad_output), M_ALIGN=_align(Og), N_ALIGN=_align(cols),
         )
     if split == 1:
         return dw_part[0], db_part[0]

@@ -241,11 +241,12 @@ def test_int64_offsets_path(monkeypatch):
     ids=["C32-O20", "C20-O32s2", "C32g2d2"],
 )
 def test_tap_loop_full_channel_blocks_and_ragged_tiles(case):
-    """The tap loops load without a channel mask when BLOCK_K divides the channels (C_ALIGN)
-    and without row or column masks anywhere (edge rows and columns gather clamped, in-bounds
-    pixels that are never stored). Cases: the forward's K channels full and the input
-    gradient's not, then the other way round, and groups with dilation; every one with a
-    ragged last row block (M = 70 or 60 pixels) and a ragged column block (20 or 18)."""
+    """The tap loops load without a channel mask when BLOCK_K divides the channels (C_ALIGN),
+    and the forward without row or column masks (edge rows and columns gather clamped,
+    in-bounds pixels that are never stored; the bounds check sees every address). Cases: the
+    forward's K channels full and the input gradient's not, then the other way round, and
+    groups with dilation; every one with a ragged last row block (M = 70 or 60 pixels) and a
+    ragged column block (20 or 18)."""
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
@@ -257,12 +258,27 @@ def test_tap_loop_full_channel_blocks_and_ragged_tiles(case):
     gy = torch.randn(y.shape, device=y.device).to(memory_format=torch.channels_last)
     assert_close_rel(kernels.conv2d_input_grad(gy, w, x.shape, *conv),
                      reference.conv2d_input_grad(gy, w, x.shape, *conv), 1e-5, "dx")
+    # the weight gradient: full or ragged output-channel and column tiles, pixel steps past
+    # the end of the reduction, dy read as dense pixels (channels_last) or through its strides
+    rw, rb = reference.conv2d_weight_grad(gy, x, w.shape, *conv)
+    for dy in (gy, gy.contiguous()):
+        dw, db = kernels.conv2d_weight_grad(dy, x, w.shape, *conv)
+        assert_close_rel(dw, rw, 1e-5, "dw")
+        assert_close_rel(db, rb, 1e-5, "db")
 
 
-def test_align():
+def test_align_and_dense_pixels():
     from tritonnet.kernels.conv import _align
+    from tritonnet.kernels.conv_backward import _pixels_dense
 
-    assert [_align(c) for c in (1, 3, 6, 16, 20, 48, 64, 96, 256)] == [1, 1, 2, 16, 4, 16, 64, 32, 64]
+    cl = torch.empty(2, 8, 5, 7).to(memory_format=torch.channels_last)
+    assert _pixels_dense(cl) and not _pixels_dense(torch.empty(2, 8, 5, 7))
+    assert _pixels_dense(torch.empty(2, 1, 5, 7))  # one channel: NCHW is pixel-dense too
+    assert not _pixels_dense(cl[:, :, :, :6])  # a cropped row
+    assert _pixels_dense(cl[:, :4])  # half the channels: pixels still 8 apart, in order
+
+    cs = (1, 3, 6, 16, 20, 48, 64, 96, 256, 1024)
+    assert [_align(c) for c in cs] == [1, 1, 2, 16, 4, 16, 64, 32, 256, 256]
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
