@@ -146,6 +146,18 @@ def prune_tiles(size_m, size_n):
 
 
 @triton.jit
+def inside(i, n):
+    """0 <= i < n for an index tensor i and a non-negative n, as one unsigned compare (a
+    negative i wraps past any n): half the instructions of two signed ones, in the bounds
+    checks of the conv and pool gathers."""
+    if i.dtype == tl.int64:  # (tl.cast: n may be a constexpr, as a size of 1 compiles in)
+        ok = i.to(tl.uint64, bitcast=True) < tl.cast(n, tl.uint64)
+    else:
+        ok = i.to(tl.uint32, bitcast=True) < tl.cast(n, tl.uint32)
+    return ok
+
+
+@triton.jit
 def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """(pid_m, pid_n) of program ``pid`` in grouped order: GROUP_M row blocks visit each column
     block in turn, so neighbouring programs share tiles in L2."""

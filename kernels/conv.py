@@ -32,6 +32,7 @@ from ._common import (
     gemm_configs,
     grouped_tile,
     index64,
+    inside,
     prune_tiles,
     upcast_dot,
 )
@@ -78,16 +79,6 @@ def _index(offs, INDEX64: tl.constexpr):
     if INDEX64:
         offs = offs.to(tl.int64)
     return offs
-
-
-@triton.jit
-def _inside(i, n, INDEX64: tl.constexpr):
-    """0 <= i < n, as one unsigned compare (a negative i wraps past any n) in int32."""
-    if INDEX64:
-        ok = (i >= 0) & (i < n)
-    else:
-        ok = i.to(tl.uint32, bitcast=True) < n.to(tl.uint32, bitcast=True)
-    return ok
 
 
 @triton.jit
@@ -193,7 +184,7 @@ def _conv2d_fwd_kernel(
             c = c0 + rk
             dh = kh * DH
             dw = kw * DW
-            mask_x = _inside(ih0 + dh, H, INDEX64) & _inside(iw0 + dw, W, INDEX64)  # zero padding
+            mask_x = inside(ih0 + dh, H) & inside(iw0 + dw, W)  # zero padding
             a_ptrs = x_row[:, None] + (dh * stride_xh + dw * stride_xw + c * stride_xc)[None, :]
             b_ptrs = w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wc
             if C_ALIGN % BLOCK_K == 0:

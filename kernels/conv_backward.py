@@ -27,14 +27,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, gemm_configs, grouped_tile, index64, upcast_dot
+from ._common import INTERPRET, gemm_configs, grouped_tile, index64, inside, upcast_dot
 from .conv import (
     _align,
     _autotuned,
     _configs,
     _flat,
     _index,
-    _inside,
     _next_tap,
     _out_format,
     _precision,
@@ -138,7 +137,7 @@ def _conv2d_bwd_input_kernel(
         # the taps that make it divisible): the same shift for every row of the tile
         dh = (ih0 + PH - kh * DH) // SH
         dw = (iw0 + PW - kw * DW) // SW
-        mask_y = _inside(jh + dh, OH, INDEX64) & _inside(jw + dw, OW, INDEX64)
+        mask_y = inside(jh + dh, OH) & inside(jw + dw, OW)
         a_ptrs = dy_row[:, None] + (dh * stride_dyh + dw * stride_dyw + c * stride_dyc)[None, :]
         b_ptrs = w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wo
         if C_ALIGN % BLOCK_K == 0:
@@ -238,7 +237,7 @@ def _conv2d_bwd_weight_kernel(
         if FLAT_N:
             ih = (oh * SH - PH)[:, None] + (kh * DH)[None, :]  # (BLOCK_K, BLOCK_N)
             iw = (ow * SW - PW)[:, None] + (kw * DW)[None, :]
-            mask_x = _inside(ih, H, INDEX64) & _inside(iw, W, INDEX64)
+            mask_x = inside(ih, H) & inside(iw, W)
             if N_ALIGN % BLOCK_N != 0:
                 mask_x = mask_x & mask_n[None, :]
             b = tl.load(
@@ -248,7 +247,7 @@ def _conv2d_bwd_weight_kernel(
         else:
             ih = oh * SH - PH + kh * DH
             iw = ow * SW - PW + kw * DW
-            mask_x = _inside(ih, H, INDEX64) & _inside(iw, W, INDEX64)
+            mask_x = inside(ih, H) & inside(iw, W)
             if N_ALIGN % BLOCK_N == 0:
                 mask_b = mask_x[:, None]
             else:

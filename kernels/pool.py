@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune_cache, index64
+from ._common import INTERPRET, autotune_cache, index64, inside
 
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch: nothing here touches a device at import)
@@ -66,17 +66,22 @@ def _configs():
 
 
 @triton.jit
-def _tile(ROWS, COLS, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, INDEX64: tl.constexpr):
+def _tile(ROWS, COLS, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
+          INDEX64: tl.constexpr):
     """This program's rows r and columns v of the dense (ROWS, COLS) view (see the module
     docstring), BLOCK // BLOCK_V rows by BLOCK_V columns, with the tile's mask and its offsets
-    into a tensor stored in that view's order."""
+    into a tensor stored in that view's order. VEC (a power of 2 dividing COLS, _view) tells
+    the compiler that runs of VEC columns start aligned and are masked alike, so that each
+    thread takes VEC neighbouring columns of one row and stores them as one vector: a row's
+    coordinates and bounds are then worked out once per VEC elements, not per element."""
     BLOCK_R: tl.constexpr = BLOCK // BLOCK_V
     pid_r = tl.program_id(0)
     if INDEX64:  # only when a tensor spans 2**31 elements: 64-bit division is slow on GPUs
         pid_r = pid_r.to(tl.int64)
     r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    return r, v, (r < ROWS)[:, None] & (v < COLS)[None, :], r[:, None] * COLS + v[None, :]
+    mask = (r < ROWS)[:, None] & ((v // VEC) < (COLS // VEC))[None, :]  # = v < COLS, in runs of VEC
+    return r, v, mask, tl.multiple_of(r * COLS, VEC)[:, None] + v[None, :]
 
 
 @triton.jit
@@ -157,9 +162,10 @@ def _max_pool2d_fwd_kernel(
     # options
     ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, STORE_INDICES: tl.constexpr,
     ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     """y[n, c, oh, ow] = max over the window's taps; idx = ih*W + iw of the winning tap."""
-    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)  # y and idx are dense in this layout
+    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)  # y and idx are dense in this layout
     n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
     h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
     w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
@@ -171,21 +177,28 @@ def _max_pool2d_fwd_kernel(
         best = tl.full(mask.shape, float("-inf"), tl.float64)
     else:
         best = tl.full(mask.shape, float("-inf"), tl.float32)
-    best_idx = tl.zeros(mask.shape, tl.int32) + (fh * W + fw)
-    x_base = x_ptr + n * stride_xn + c * stride_xc
+    # the winning tap's number kh*KW + kw, a constant per tap; its (ih, iw) is worked out once
+    # at the end. -1: no tap taken (a window of -inf alone), which keeps the first valid tap
+    best_k = tl.full(mask.shape, -1, tl.int32)
+    # each element's window corner, then one constant offset per tap
+    x_win = x_ptr + n * stride_xn + c * stride_xc + h0 * stride_xh + w0 * stride_xw
     for kh in range(KH):
-        ih = h0 + kh * DH
-        ok_h = mask & (ih >= 0) & (ih < H) & (kh < nh)
+        ok_h = mask & inside(h0 + kh * DH, H) & (kh < nh)
         for kw in range(KW):
-            iw = w0 + kw * DW
-            ok = ok_h & (iw >= 0) & (iw < W) & (kw < nw)
-            v = tl.load(x_base + ih * stride_xh + iw * stride_xw, mask=ok).to(best.dtype)
-            take = ok & ((v > best) | (v != v))  # v != v: NaN wins
+            ok = ok_h & inside(w0 + kw * DW, W) & (kw < nw)
+            # masked-off taps read -inf, which never beats the running maximum (not even
+            # -inf), so the comparison needs no mask of its own
+            v = tl.load(x_win + (kh * DH * stride_xh + kw * DW * stride_xw), mask=ok,
+                        other=float("-inf")).to(best.dtype)
+            take = (v > best) | (v != v)  # v != v: NaN wins
             best = tl.where(take, v, best)
-            best_idx = tl.where(take, ih * W + iw, best_idx)
+            if STORE_INDICES:
+                best_k = tl.where(take, kh * KW + kw, best_k)
     tl.store(y_ptr + offs, best.to(y_ptr.dtype.element_ty), mask=mask)
     if STORE_INDICES:
-        tl.store(idx_ptr + offs, best_idx.to(tl.int64), mask=mask)
+        ih = tl.where(best_k < 0, fh, h0 + (best_k // KW) * DH)
+        iw = tl.where(best_k < 0, fw, w0 + (best_k % KW) * DW)
+        tl.store(idx_ptr + offs, (ih * W + iw).to(tl.int64), mask=mask)
 
 
 @triton.jit
@@ -204,10 +217,10 @@ def _avg_pool2d_fwd_kernel(
     # options
     ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
 ):
     """y[n, c, oh, ow] = (sum of the window's taps) / divisor(oh, ow)."""
-    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)  # y is dense in this layout
+    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)  # y is dense in this layout
     n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
     h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
     w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
@@ -256,11 +269,13 @@ MAX_BLOCK_V = 8 if INTERPRET else 128
 
 
 def _view(N, C, H, W, channels_last):
-    """(ROWS, COLS, BLOCK_V) of the 2-D view of a dense (N, C, H, W) tensor: rows of pixels by
-    channel columns (channels_last), rows of (n, c, h) by w columns (NCHW)."""
+    """(ROWS, COLS, BLOCK_V, VEC) of the 2-D view of a dense (N, C, H, W) tensor: rows of
+    pixels by channel columns (channels_last), rows of (n, c, h) by w columns (NCHW); VEC is
+    the largest power of 2 up to 8 (16 bytes of bf16) that divides COLS (and fits BLOCK_V)."""
     cols = C if channels_last else W
     rows = N * H * W if channels_last else N * C * H
-    return rows, cols, min(triton.next_power_of_2(max(cols, 1)), MAX_BLOCK_V)
+    block_v = min(triton.next_power_of_2(max(cols, 1)), MAX_BLOCK_V)
+    return rows, cols, block_v, min(cols & -cols if cols else 8, 8, block_v)
 
 
 def _grid(rows, cols, block_v):
@@ -287,7 +302,7 @@ def _max_forward(x, out_hw, window, channels_last, need_indices, adaptive):
         idx = _alloc((N, C, OH, OW), x, channels_last, torch.int64)
     else:  # inference without return_indices: the output alone is written
         idx = x.new_empty(0, dtype=torch.int64)
-    rows, cols, block_v = _view(N, C, OH, OW, channels_last)
+    rows, cols, block_v, vec = _view(N, C, OH, OW, channels_last)
     if y.numel():
         _autotuned("max_fwd", _max_pool2d_fwd_kernel, FWD_KEY)[_grid(rows, cols, block_v)](
             x, y, idx if need_indices else y,
@@ -295,7 +310,7 @@ def _max_forward(x, out_hw, window, channels_last, need_indices, adaptive):
             *x.stride(),
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
             ADAPTIVE=adaptive, CHANNELS_LAST=channels_last, STORE_INDICES=need_indices,
-            ACC64=x.dtype == torch.float64, INDEX64=index64(x, y), BLOCK_V=block_v,
+            ACC64=x.dtype == torch.float64, INDEX64=index64(x, y), BLOCK_V=block_v, VEC=vec,
         )
     return y, idx
 
@@ -305,7 +320,7 @@ def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channel
     OH, OW = out_hw
     (KH, KW), (SH, SW), (PH, PW) = window
     y = _alloc((N, C, OH, OW), x, channels_last)
-    rows, cols, block_v = _view(N, C, OH, OW, channels_last)
+    rows, cols, block_v, vec = _view(N, C, OH, OW, channels_last)
     if y.numel():
         _autotuned("avg_fwd", _avg_pool2d_fwd_kernel, FWD_KEY)[_grid(rows, cols, block_v)](
             x, y,
@@ -315,7 +330,7 @@ def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channel
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
             ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
             CHANNELS_LAST=channels_last, ACC64=x.dtype == torch.float64, INDEX64=index64(x, y),
-            BLOCK_V=block_v,
+            BLOCK_V=block_v, VEC=vec,
         )
     return y
 

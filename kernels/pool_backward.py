@@ -83,10 +83,10 @@ def _max_pool2d_bwd_kernel(
     MAX_OH: tl.constexpr, MAX_OW: tl.constexpr,
     # options
     ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr,
-    INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
+    INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
 ):
     """dx[n, c, h, w] = sum of dy[n, c, oh, ow] over covering windows whose argmax is (h, w)."""
-    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)  # dx is dense in this layout
+    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)  # dx is dense in this layout
     n, c, h, w = _coords(r, col, C, H, W, CHANNELS_LAST)
     oh0, noh = _covering(h, H, OH, KH, SH, PH, DH, ADAPTIVE)
     ow0, now = _covering(w, W, OW, KW, SW, PW, DW, ADAPTIVE)
@@ -130,10 +130,10 @@ def _avg_pool2d_bwd_kernel(
     # options
     ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
-    BLOCK: tl.constexpr, BLOCK_V: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
 ):
     """dx[n, c, h, w] = sum of dy[n, c, oh, ow] / divisor(oh, ow) over covering windows."""
-    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, INDEX64)  # dx is dense in this layout
+    r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)  # dx is dense in this layout
     n, c, h, w = _coords(r, col, C, H, W, CHANNELS_LAST)
     oh0, noh = _covering(h, H, OH, KH, SH, PH, 1, ADAPTIVE)
     ow0, now = _covering(w, W, OW, KW, SW, PW, 1, ADAPTIVE)
@@ -172,7 +172,7 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
-    rows, cols, block_v = _view(N, C, H, W, channels_last)
+    rows, cols, block_v, vec = _view(N, C, H, W, channels_last)
     if dx.numel():
         _autotuned("max_bwd", _max_pool2d_bwd_kernel, BWD_KEY)[_grid(rows, cols, block_v)](
             grad_output, indices, dx,
@@ -182,7 +182,7 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
             MAX_OH=max_cover[0], MAX_OW=max_cover[1],
             ADAPTIVE=adaptive, CHANNELS_LAST=channels_last,
             ACC64=dx.dtype == torch.float64, INDEX64=index64(grad_output, indices, dx),
-            BLOCK_V=block_v,
+            BLOCK_V=block_v, VEC=vec,
         )
     return dx
 
@@ -195,7 +195,7 @@ def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_ov
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
-    rows, cols, block_v = _view(N, C, H, W, channels_last)
+    rows, cols, block_v, vec = _view(N, C, H, W, channels_last)
     if dx.numel():
         _autotuned("avg_bwd", _avg_pool2d_bwd_kernel, BWD_KEY)[_grid(rows, cols, block_v)](
             grad_output, dx,
@@ -206,7 +206,7 @@ def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_ov
             MAX_OH=max_cover[0], MAX_OW=max_cover[1],
             ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
             CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
-            INDEX64=index64(grad_output, dx), BLOCK_V=block_v,
+            INDEX64=index64(grad_output, dx), BLOCK_V=block_v, VEC=vec,
         )
     return dx
 
