@@ -103,12 +103,17 @@ def _max_pool2d_bwd_kernel(
         for jw in range(MAX_OW):
             ow = ow0 + jw
             ok = ok_h & (jw < now)
-            idx = tl.load(i_base + oh * stride_ih + ow * stride_iw, mask=ok, other=-1)
+            idx = tl.load(i_base + oh * stride_ih + ow * stride_iw, mask=ok)
             # dy is loaded under the window's mask, not the hit's: the window's mask is the same
             # along a channels_last row, so the load stays a vector; where() keeps a NaN in a
-            # window this input did not win out of its sum
+            # window this input did not win out of its sum. A masked-off window reads dy = 0,
+            # so whatever its (unread) index says, it adds nothing.
             g = tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=ok, other=0.0)
-            acc += tl.where(ok & (idx == target), g.to(acc.dtype), 0.0)
+            if INDEX64:
+                hit = idx == target
+            else:  # a plane index is below H*W < 2**31: compare the low words alone
+                hit = idx.to(tl.int32) == target
+            acc += tl.where(hit, g.to(acc.dtype), 0.0)
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
