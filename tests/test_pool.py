@@ -406,6 +406,26 @@ def test_kernels_ragged_tiles():
         _check_avg(kernels, x, cl, None, [3, 10], None, 1e-5, adaptive=True)
 
 
+def test_kernels_int64_offsets_path(monkeypatch):
+    """Offsets are int32 unless a tensor can pass 2**31 elements (_common.index64); the int64
+    variants of the four kernels, forced here on small shapes, give the same numbers (the
+    forward compares in its own width, the backward the saved indices' full 64 bits)."""
+    from tritonnet import kernels
+    from tritonnet.kernels import pool as kpool
+    from tritonnet.kernels import pool_backward as kpoolb
+
+    seen = []
+    for mod in (kpool, kpoolb):
+        monkeypatch.setattr(mod, "index64", lambda *t: seen.append(len(t)) or True)
+    for layout in ("nchw", "channels_last"):
+        x, cl = _kargs((2, 8, 7, 9), layout, torch.float32)
+        window = _window(3, 2, 1)
+        out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
+        _check_max(kernels, x, cl, window, out_hw, 1e-5)
+        _check_avg(kernels, x, cl, window[:3], out_hw, (False, None), 1e-5)
+    assert len(seen) == 8  # every launch asked
+
+
 @pytest.mark.slow
 def test_kernels_exhaustive_options():
     """Every case x layout x option in fp32 (TRITONNET_FULL=1); a reduced set otherwise."""
