@@ -134,17 +134,17 @@ def _conv2d_fwd_kernel(
     co = g * Og + rn
     x_base = x_ptr + n * stride_xn + (g * Cg) * stride_xc  # (BLOCK_M,)
     w_base = w_ptr + (g * Og + tl.minimum(rn, Og - 1)) * stride_wo  # (BLOCK_N,)
+    # the gather's address: a row part (the window's corner, outside the loop) plus a part
+    # for the tap and channel, the same for every row: one add per element
+    ih0 = oh * SH - PH
+    iw0 = ow * SW - PW
+    x_row = x_base + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # accumulate in fp32
     if FLAT_K:
         # few channels per group (the stem's 3, LeNet's 1 and 6, depthwise 1): K = (kh, kw, c)
         # walked in BLOCK_K steps of the whole im2col row, not one (kh, kw) tap at a time,
         # which would leave BLOCK_K - Cg of every step's MMA columns masked out
-        # the gather's address splits into a row part (the window's corner, outside the loop)
-        # and a column part (the tap and channel, one vector a step), one add per element
-        ih0 = oh * SH - PH
-        iw0 = ow * SW - PW
-        x_row = x_base + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,)
         for k0 in range(0, KH * KW * Cg, BLOCK_K):
             j = k0 + rk
             c = j % FLAT_CG  # constant divisors: a multiply and a shift, not a division
@@ -155,14 +155,14 @@ def _conv2d_fwd_kernel(
             ih = ih0[:, None] + dh[None, :]
             iw = iw0[:, None] + dw[None, :]
             mask_j = j < KH * KW * Cg
-            mask_x = mask_m[:, None] & mask_j[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            mask_x = mask_j[None, :] & inside(ih, H) & inside(iw, W)
             a = tl.load(
                 x_row[:, None] + (dh * stride_xh + dw * stride_xw + c * stride_xc)[None, :],
                 mask=mask_x, other=0.0,
             )
             b = tl.load(
                 w_base[None, :] + (kh * stride_wh + kw * stride_ww + c * stride_wc)[:, None],
-                mask=mask_j[:, None] & mask_n[None, :], other=0.0,
+                mask=mask_j[:, None], other=0.0,
             )
             if UPCAST:
                 a = a.to(tl.float32)
@@ -172,14 +172,9 @@ def _conv2d_fwd_kernel(
         # one flat loop over (kh, kw, channel block): a loop the compiler can software-pipeline
         # even when a group has a single channel block (3x3 over 64 channels); the tap and
         # block advance by counters, not by dividing t (three integer divisions a step)
-        # the gather's address: a row part (the window's corner, outside the loop) plus the
-        # tap and channel part, the same for every row: one add per element
         kh = g * 0  # int32 scalars carried through the loop
         kw = g * 0
         c0 = g * 0
-        ih0 = oh * SH - PH
-        iw0 = ow * SW - PW
-        x_row = x_base + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,)
         for _t in range(0, KH * KW * tl.cdiv(Cg, BLOCK_K)):
             c = c0 + rk
             dh = kh * DH
