@@ -228,14 +228,14 @@ def _avg_pool2d_fwd_kernel(
         acc = tl.zeros(mask.shape, dtype=tl.float64)
     else:
         acc = tl.zeros(mask.shape, dtype=tl.float32)  # accumulate in fp32 for fp16/bf16 input
-    x_base = x_ptr + n * stride_xn + c * stride_xc
+    # each element's window corner, then one constant offset per tap
+    x_win = x_ptr + n * stride_xn + c * stride_xc + h0 * stride_xh + w0 * stride_xw
     for kh in range(KH):
-        ih = h0 + kh
-        ok_h = mask & (ih >= 0) & (ih < H) & (kh < nh)
+        ok_h = mask & inside(h0 + kh, H) & (kh < nh)
         for kw in range(KW):
-            iw = w0 + kw
-            ok = ok_h & (iw >= 0) & (iw < W) & (kw < nw)
-            acc += tl.load(x_base + ih * stride_xh + iw * stride_xw, mask=ok, other=0.0).to(acc.dtype)
+            ok = ok_h & inside(w0 + kw, W) & (kw < nw)
+            v = tl.load(x_win + (kh * stride_xh + kw * stride_xw), mask=ok, other=0.0)
+            acc += v.to(acc.dtype)
     if HAS_DIVISOR:
         div = (acc * 0 + divisor).to(acc.dtype)
     else:
