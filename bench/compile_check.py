@@ -46,6 +46,8 @@ import torch
 # per-block limits of the targets we meet (CUDA programming guide, compute capability table)
 SHARED_LIMIT = {90: 232448, 100: 232448, 80: 166912, 89: 101376, 86: 101376}
 REGS_PER_SM = 65536
+# SMs of the targets' data-centre parts (H100/H200 SXM: 132; A100: 108)
+NUM_SMS = {90: 132, 100: 148, 80: 108, 89: 128, 86: 84}
 
 
 @dataclass
@@ -128,8 +130,9 @@ def compile_only(target=None, on_compile=None, jobs: int = 1):
         return self.warmup(*args, **kwargs)
 
     from tritonnet.kernels import _common
+    from tritonnet.kernels import conv as kconv
 
-    saved = driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT
+    saved = driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, kconv.NUM_SMS
     pool = None
     mode = contextlib.nullcontext()
     if jobs > 1:
@@ -141,13 +144,14 @@ def compile_only(target=None, on_compile=None, jobs: int = 1):
         driver.set_active(_StubDriver(target))
         backend.interpreter_enabled = lambda: True
         _common.SHARED_MEMORY_LIMIT = SHARED_LIMIT.get(target.arch, SHARED_LIMIT[90])
+        kconv.NUM_SMS = NUM_SMS.get(target.arch, NUM_SMS[90])  # the split-K plans a GPU would make
     JITFunction.run, Autotuner.run = run, tuned_run
     try:
         with tritonnet.use_backend("triton") if target is not None else contextlib.nullcontext(), mode:
             yield
     finally:
         JITFunction.run, Autotuner.run = jit_run, tuner_run
-        driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT = saved
+        driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, kconv.NUM_SMS = saved
         if pool is not None:
             pool.shutdown()
 

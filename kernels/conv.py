@@ -99,16 +99,17 @@ def _next_tap(c0, kw, kh, C, KW, BLOCK_K: tl.constexpr, kw0, kw_step, kh_step):
 def _conv2d_fwd_kernel(
     # pointers
     x_ptr, w_ptr, b_ptr, y_ptr,
-    # sizes (Cg, Og: channels per group)
-    NB, Cg, H, W, Og, OH, OW, KH, KW,
+    # sizes (Cg, Og: channels per group); SPLIT: programs sharing one tile's K loop
+    NB, Cg, H, W, Og, OH, OW, KH, KW, SPLIT,
     # strides
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_wo, stride_wc, stride_wh, stride_ww,
     stride_yn, stride_yc, stride_yh, stride_yw,
     # convolution parameters
     SH, SW, PH, PW, DH, DW,
-    # epilogue and options
-    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+    # epilogue and options; SPLIT_K: y_ptr is an fp32 (SPLIT, M, C_out) buffer of partial
+    # sums, bias and activation left to _split_k_epilogue_kernel
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, SPLIT_K: tl.constexpr,
     # FLAT_K: walk K = (kh, kw, c) flat, dividing by Cg and KW compiled in as FLAT_CG, FLAT_KW
     FLAT_K: tl.constexpr, FLAT_CG: tl.constexpr, FLAT_KW: tl.constexpr,
     # C_ALIGN: the largest power of 2 (up to 64) dividing Cg; where BLOCK_K divides it, every
@@ -140,12 +141,21 @@ def _conv2d_fwd_kernel(
     iw0 = ow * SW - PW
     x_row = x_base + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,)
 
+    # this program's share of the K loop: steps [t0, t1) of the tile's T, in BLOCK_K units
+    split = tl.program_id(2)
+    if FLAT_K:
+        T = tl.cdiv(KH * KW * Cg, BLOCK_K)
+    else:
+        T = KH * KW * tl.cdiv(Cg, BLOCK_K)
+    t0 = tl.minimum(split * tl.cdiv(T, SPLIT), T)
+    t1 = tl.minimum(t0 + tl.cdiv(T, SPLIT), T)
+
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # accumulate in fp32
     if FLAT_K:
         # few channels per group (the stem's 3, LeNet's 1 and 6, depthwise 1): K = (kh, kw, c)
         # walked in BLOCK_K steps of the whole im2col row, not one (kh, kw) tap at a time,
         # which would leave BLOCK_K - Cg of every step's MMA columns masked out
-        for k0 in range(0, KH * KW * Cg, BLOCK_K):
+        for k0 in range(t0 * BLOCK_K, t1 * BLOCK_K, BLOCK_K):
             j = k0 + rk
             c = j % FLAT_CG  # constant divisors: a multiply and a shift, not a division
             kw = (j // FLAT_CG) % FLAT_KW
@@ -172,10 +182,12 @@ def _conv2d_fwd_kernel(
         # one flat loop over (kh, kw, channel block): a loop the compiler can software-pipeline
         # even when a group has a single channel block (3x3 over 64 channels); the tap and
         # block advance by counters, not by dividing t (three integer divisions a step)
-        kh = g * 0  # int32 scalars carried through the loop
-        kw = g * 0
-        c0 = g * 0
-        for _t in range(0, KH * KW * tl.cdiv(Cg, BLOCK_K)):
+        # (kh, kw, channel block) of step t0, then int32 counters carried through the loop
+        nblk = tl.cdiv(Cg, BLOCK_K)
+        c0 = (t0 % nblk) * BLOCK_K
+        kw = (t0 // nblk) % KW
+        kh = t0 // (nblk * KW)
+        for _t in range(t0, t1):
             c = c0 + rk
             dh = kh * DH
             dw = kw * DW
@@ -195,13 +207,37 @@ def _conv2d_fwd_kernel(
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
             c0, kw, kh = _next_tap(c0, kw, kh, Cg, KW, BLOCK_K, 0, 1, 1)
 
+    if SPLIT_K:  # partial sums, (SPLIT, M, C_out) fp32
+        C_out = Og * tl.num_programs(1)
+        p_ptrs = y_ptr + _index(split, INDEX64) * (M * C_out) + (rm * C_out)[:, None] + co[None, :]
+        tl.store(p_ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
+    else:
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        acc = apply_activation(acc, ACTIVATION)
+        y_ptrs = (
+            y_ptr + (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
+        )
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _split_k_epilogue_kernel(part_ptr, b_ptr, y_ptr, MN, C_out, SPLIT,
+                             HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                             INDEX64: tl.constexpr, BLOCK: tl.constexpr):
+    """y = act(sum over the SPLIT partials + bias), y dense (M, C_out) (channels_last), in a
+    fixed order: deterministic, one rounding."""
+    i = _index(tl.program_id(0), INDEX64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < MN
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    p = part_ptr + i
+    for _s in range(SPLIT):
+        acc += tl.load(p, mask=mask, other=0.0)
+        p += MN  # pointer arithmetic: 64-bit whatever SPLIT * MN
     if HAS_BIAS:
-        acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(b_ptr + i % C_out, mask=mask, other=0.0).to(tl.float32)
     acc = apply_activation(acc, ACTIVATION)
-    y_ptrs = (
-        y_ptr + (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
-    )
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    tl.store(y_ptr + i, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 _tuned = {}
@@ -267,6 +303,33 @@ def _align(c) -> int:
     return min(c & -c, 256) if c else 256
 
 
+# SMs to plan the split-K programs for, when set (bench/compile_check.py sets its target's);
+# None asks the device
+NUM_SMS = None
+
+
+def num_sms(device) -> int:
+    """Streaming multiprocessors of ``device``; 4 off a GPU (the interpreter), so that the
+    tests' small shapes still take the split paths."""
+    if NUM_SMS is not None:
+        return NUM_SMS
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def _split_fwd(M, C_out, K, device) -> int:
+    """Programs to share each output tile's K loop (split-K). Only where the output tiles
+    (counted at 64x64) leave SMs idle, as at batch 1 and in the late layers (layer4 at batch 1
+    is 8 tiles of 64x64 for 132 SMs, each a 4608-long K loop), and at most so that each share
+    keeps 256 K elements; the partials cost an fp32 (split, M, C_out) buffer and one more pass."""
+    tiles = triton.cdiv(M, 64) * triton.cdiv(C_out, 64)
+    sms = num_sms(device)
+    if tiles >= sms:
+        return 1
+    return max(1, min(triton.cdiv(2 * sms, tiles), K // 256, 16))
+
+
 def _stage(t, Cg, Og):
     """``t`` as channels_last when it is a 4-D tensor that is not already, and the channels of
     one group (both sides of the GEMM) are multiples of 16, so that the kernels' channel
@@ -288,26 +351,37 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     out_format = _out_format(input, weight)
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
     flat = _flat(Cg)
+    M = NB * OH * OW
+    split = _split_fwd(M, C_out, Cg * KH * KW, input.device)
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
-                    memory_format=_out_format(input, weight))
+                    memory_format=torch.channels_last if split > 1 else _out_format(input, weight))
     if y.numel() == 0:
         return y.contiguous(memory_format=out_format)
+    # split > 1: the programs write fp32 partial sums, reduced below with the bias and activation
+    part = torch.empty((split, M, C_out), device=input.device, dtype=torch.float32) if split > 1 else y
 
     def grid(meta):
-        return (triton.cdiv(NB * OH * OW, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups)
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups, split)
 
     _autotuned(
-        "fwd", _conv2d_fwd_kernel, _configs, ["stride_xc", "stride_yc", "FLAT_K", "FLAT_CG", "FLAT_KW"],
+        "fwd", _conv2d_fwd_kernel, _configs,
+        ["SPLIT", "stride_xc", "stride_yc", "FLAT_K", "FLAT_CG", "FLAT_KW"],
         lambda a: a["NB"] * a["OH"] * a["OW"], lambda a: a["Og"],
     )[grid](
-        input, weight, bias if bias is not None else weight, y,
-        NB, Cg, H, W, Og, OH, OW, KH, KW,
+        input, weight, bias if bias is not None else weight, part,
+        NB, Cg, H, W, Og, OH, OW, KH, KW, split,
         *input.stride(), *weight.stride(), *y.stride(),
         SH, SW, PH, PW, DH, DW,
-        HAS_BIAS=bias is not None, ACTIVATION=activation,
+        HAS_BIAS=bias is not None, ACTIVATION=activation, SPLIT_K=split > 1,
         # the flat walk's divisors compile in (few-channel layers only: a handful of shapes)
         FLAT_K=flat, FLAT_CG=Cg if flat else 1, FLAT_KW=KW if flat else 1, C_ALIGN=_align(Cg),
-        INDEX64=index64(input, weight, y),
+        INDEX64=index64(input, weight, y, part),
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )
+    if split > 1:
+        block = 1024
+        _split_k_epilogue_kernel[(triton.cdiv(M * C_out, block),)](
+            part, bias if bias is not None else part, y, M * C_out, C_out, split,
+            HAS_BIAS=bias is not None, ACTIVATION=activation, INDEX64=index64(part), BLOCK=block,
+        )
     return y.contiguous(memory_format=out_format)

@@ -38,6 +38,7 @@ from .conv import (
     _out_format,
     _precision,
     _stage,
+    num_sms,
 )
 
 __all__ = ["conv2d_input_grad", "conv2d_weight_grad"]
@@ -339,15 +340,9 @@ def _pixels_dense(t) -> bool:
     return (H == 1 or sh == W * sw) and (N == 1 or sn == H * W * sw)
 
 
-def _num_sms(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4  # interpreter: a small split still exercises the partial sums
-
-
 def _split_k(L, tiles, device):
     """Enough programs to fill the GPU twice over, each reducing at least 256 pixels."""
-    want = triton.cdiv(2 * _num_sms(device), max(tiles, 1))
+    want = triton.cdiv(2 * num_sms(device), max(tiles, 1))
     return max(1, min(want, triton.cdiv(L, 256), 64))
 
 
