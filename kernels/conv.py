@@ -318,12 +318,13 @@ def num_sms(device) -> int:
     return 4
 
 
-def _split_fwd(M, C_out, K, device) -> int:
-    """Programs to share each output tile's K loop (split-K). Only where the output tiles
-    (counted at 64x64) leave SMs idle, as at batch 1 and in the late layers (layer4 at batch 1
-    is 8 tiles of 64x64 for 132 SMs, each a 4608-long K loop), and at most so that each share
-    keeps 256 K elements; the partials cost an fp32 (split, M, C_out) buffer and one more pass."""
-    tiles = triton.cdiv(M, 64) * triton.cdiv(C_out, 64)
+def _split_gemm(M, N, K, device) -> int:
+    """Programs to share each output tile's K loop (split-K) in the forward and the input
+    gradient. Only where the output tiles (counted at 64x64) leave SMs idle, as at batch 1 and
+    in the late layers (layer4 at batch 1 is 8 tiles of 64x64 for 132 SMs, each a 4608-long K
+    loop), and at most so that each share keeps 256 K elements; the partials cost an fp32
+    (split, M, N) buffer and one more pass (_reduce_split)."""
+    tiles = triton.cdiv(M, 64) * triton.cdiv(N, 64)
     sms = num_sms(device)
     if tiles >= sms:
         return 1
@@ -352,7 +353,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
     flat = _flat(Cg)
     M = NB * OH * OW
-    split = _split_fwd(M, C_out, Cg * KH * KW, input.device)
+    split = _split_gemm(M, C_out, Cg * KH * KW, input.device)
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
                     memory_format=torch.channels_last if split > 1 else _out_format(input, weight))
     if y.numel() == 0:
@@ -379,9 +380,15 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )
     if split > 1:
-        block = 1024
-        _split_k_epilogue_kernel[(triton.cdiv(M * C_out, block),)](
-            part, bias if bias is not None else part, y, M * C_out, C_out, split,
-            HAS_BIAS=bias is not None, ACTIVATION=activation, INDEX64=index64(part), BLOCK=block,
-        )
+        _reduce_split(part, bias, y, activation)
     return y.contiguous(memory_format=out_format)
+
+
+def _reduce_split(part, bias, out, activation):
+    """out (channels_last, dense) = act(part.sum(0) + bias), part an fp32 (split, M, C) buffer."""
+    split, M, C = part.shape
+    block = 1024
+    _split_k_epilogue_kernel[(triton.cdiv(M * C, block),)](
+        part, bias if bias is not None else part, out, M * C, C, split,
+        HAS_BIAS=bias is not None, ACTIVATION=activation, INDEX64=index64(part), BLOCK=block,
+    )

@@ -37,6 +37,8 @@ from .conv import (
     _next_tap,
     _out_format,
     _precision,
+    _reduce_split,
+    _split_gemm,
     _stage,
     num_sms,
 )
@@ -69,10 +71,11 @@ def _wgrad_configs():
 
 @triton.jit
 def _conv2d_bwd_input_kernel(
-    # pointers; taps_ptr: int32 (SH*SW, 4) = first kh, kh step, first kw, kw step per phase
+    # pointers; taps_ptr: int32 (SH*SW, 4) = first kh, kh step, first kw, kw step per phase;
+    # with SPLIT_K, dx_ptr is an fp32 (SPLIT, NB*H*W, G*Cg) buffer of partial sums
     dy_ptr, w_ptr, dx_ptr, taps_ptr,
-    # sizes: dx is (NB, G*Cg, H, W), dy is (NB, G*Og, OH, OW)
-    NB, Cg, H, W, Og, OH, OW, KH, KW,
+    # sizes: dx is (NB, G*Cg, H, W), dy is (NB, G*Og, OH, OW); SPLIT programs share a K loop
+    NB, Cg, H, W, Og, OH, OW, KH, KW, SPLIT,
     # strides
     stride_dyn, stride_dyc, stride_dyh, stride_dyw,
     stride_wo, stride_wc, stride_wh, stride_ww,
@@ -81,7 +84,7 @@ def _conv2d_bwd_input_kernel(
     # per-row divisions by them in the tap loop are shifts (1 and 2 in every common network)
     SH: tl.constexpr, SW: tl.constexpr, PH, PW, DH, DW,
     # the largest power of 2 dividing Og, the K channels (conv._align)
-    C_ALIGN: tl.constexpr,
+    C_ALIGN: tl.constexpr, SPLIT_K: tl.constexpr,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -127,11 +130,18 @@ def _conv2d_bwd_input_kernel(
     KHp = tl.maximum(KH - kh0 + kh_step - 1, 0) // kh_step  # taps of this phase
     KWp = tl.maximum(KW - kw0 + kw_step - 1, 0) // kw_step
 
+    # this program's share of the K loop: steps [t0, t1) of T (program_id(2) of SPLIT), and
+    # the (tap, channel block) of step t0
+    T = KHp * KWp * tl.cdiv(Og, BLOCK_K)
+    t0 = tl.minimum(tl.program_id(2) * tl.cdiv(T, SPLIT), T)
+    t1 = tl.minimum(t0 + tl.cdiv(T, SPLIT), T)
+    nblk = tl.cdiv(Og, BLOCK_K)
+    c0 = (t0 % nblk) * BLOCK_K
+    kw = kw0 + ((t0 // nblk) % tl.maximum(KWp, 1)) * kw_step
+    kh = kh0 + (t0 // (nblk * tl.maximum(KWp, 1))) * kh_step
+
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    kh = kh0
-    kw = kw0
-    c0 = kh0 * 0
-    for _t in range(0, KHp * KWp * tl.cdiv(Og, BLOCK_K)):
+    for _t in range(t0, t1):
         c = c0 + rk
         # the output pixel this tap reads from: oh*SH = ih + PH - kh*DH, and with ih = ih0 +
         # jh*SH that is oh = jh + dh, dh = (ih0 + PH - kh*DH) / SH exactly (the phase keeps only
@@ -154,11 +164,18 @@ def _conv2d_bwd_input_kernel(
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
         c0, kw, kh = _next_tap(c0, kw, kh, Og, KW, BLOCK_K, kw0, kw_step, kh_step)
 
-    dx_ptrs = (
-        dx_ptr + (n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
-        + (ci * stride_dxc)[None, :]
-    )
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    if SPLIT_K:  # partials in dx's channels_last order: pixel (n, ih, iw), then channel
+        C_in = Cg * (tl.num_programs(1) // (SH * SW))
+        pix = (n * H + ih) * W + iw
+        p_ptrs = (dx_ptr + _index(tl.program_id(2), INDEX64) * (NB * H * W * C_in)
+                  + (pix * C_in)[:, None] + ci[None, :])
+        tl.store(p_ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
+    else:
+        dx_ptrs = (
+            dx_ptr + (n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
+            + (ci * stride_dxc)[None, :]
+        )
+        tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit
@@ -308,27 +325,34 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     Og = C_out // groups
     out_format = _out_format(grad_output, weight)
     grad_output, weight = _stage(grad_output, Cg, Og), _stage(weight, Cg, Og)
-    dx = torch.empty((NB, Cg * groups, H, W), device=grad_output.device, dtype=grad_output.dtype,
-                     memory_format=_out_format(grad_output, weight))
+    C_in, M = Cg * groups, NB * H * W
+    split = _split_gemm(M, C_in, Og * KH * KW, grad_output.device)
+    dx = torch.empty((NB, C_in, H, W), device=grad_output.device, dtype=grad_output.dtype,
+                     memory_format=torch.channels_last if split > 1 else _out_format(grad_output, weight))
     if dx.numel() == 0 or grad_output.numel() == 0:
         return dx.zero_().contiguous(memory_format=out_format)
+    # split > 1: fp32 partial sums, reduced into dx below (conv._split_k_epilogue_kernel)
+    part = torch.empty((split, M, C_in), device=dx.device, dtype=torch.float32) if split > 1 else dx
 
     # the grid covers the largest phase; programs past their phase's tiles return at once
     Mp = NB * triton.cdiv(H, SH) * triton.cdiv(W, SW)
 
     def grid(meta):
-        return (triton.cdiv(Mp, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups * SH * SW)
+        return (triton.cdiv(Mp, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups * SH * SW, split)
 
     _autotuned(
-        "dx", _conv2d_bwd_input_kernel, _configs, ["stride_dyc", "stride_dxc"],
+        "dx", _conv2d_bwd_input_kernel, _configs, ["SPLIT", "stride_dyc", "stride_dxc"],
         lambda a: a["NB"] * a["H"] * a["W"], lambda a: a["Cg"],
     )[grid](
-        grad_output, weight, dx, _phase_taps(KH, KW, SH, SW, DH, DW, dx.device),
-        NB, Cg, H, W, Og, OH, OW, KH, KW,
+        grad_output, weight, part, _phase_taps(KH, KW, SH, SW, DH, DW, dx.device),
+        NB, Cg, H, W, Og, OH, OW, KH, KW, split,
         *grad_output.stride(), *weight.stride(), *dx.stride(),
-        SH, SW, PH, PW, DH, DW, C_ALIGN=_align(Og), INDEX64=index64(grad_output, weight, dx),
+        SH, SW, PH, PW, DH, DW, C_ALIGN=_align(Og), SPLIT_K=split > 1,
+        INDEX64=index64(grad_output, weight, dx, part),
         INPUT_PRECISION=_precision(grad_output.dtype), UPCAST=upcast_dot(grad_output.dtype),
     )
+    if split > 1:
+        _reduce_split(part, None, dx, "none")
     return dx.contiguous(memory_format=out_format)
 
 

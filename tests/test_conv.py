@@ -269,37 +269,45 @@ def test_tap_loop_full_channel_blocks_and_ragged_tiles(case):
 
 @pytest.mark.parametrize("split,cases", [(3, (0, 1, 2, 3)), (64, (0,))],
                          ids=["split3", "split64-empty-shares"])
-def test_forward_split_k(split, cases, monkeypatch):
-    """Split-K forward (small M: batch 1, late layers): programs share a tile's K loop and
-    write fp32 partials that one more kernel sums with the bias and activation. Forced here on
-    the per-tap and flat walks, groups, bias, a fused activation and both layouts; 64 shares
-    leave some with no K step at all (they must still write their zeros)."""
+def test_split_k_forward_and_input_grad(split, cases, monkeypatch):
+    """Split-K (small M: batch 1, late layers): programs share a tile's K loop and write fp32
+    partials that one more kernel sums (with the forward's bias and activation). Forced here on
+    the per-tap and flat walks, groups, stride 2 (the input gradient's phases), bias, fused
+    activations and both layouts; 64 shares leave some with no K step at all (they must still
+    write their zeros)."""
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
 
-    monkeypatch.setattr(kconv, "_split_fwd", lambda *a: split)
+    for mod in (kconv, kconvb):
+        monkeypatch.setattr(mod, "_split_gemm", lambda *a: split)
     runs = ((CASES[6], "none"), (CASES[5], "relu"), (CASES[1], "sigmoid"),
             ((2, 32, 5, 7, 20, 3, 1, 1, 1, 1), "tanh"))
     for case, act in (runs[i] for i in cases):
         for cl in (False, True):
             x, w, b, conv = _kernel_args(case, torch.float32, channels_last=cl)
+            fmt = torch.channels_last if cl else torch.contiguous_format
             y = kernels.conv2d_forward(x, w, b, *conv, activation=act)
-            assert y.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            assert y.is_contiguous(memory_format=fmt)
             assert_close_rel(y, reference.conv2d_forward(x, w, b, *conv, act), 1e-5, f"{act} cl={cl}")
+            gy = torch.randn(y.shape, device=y.device).to(memory_format=fmt)
+            dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
+            assert dx.is_contiguous(memory_format=fmt)
+            assert_close_rel(dx, reference.conv2d_input_grad(gy, w, x.shape, *conv), 1e-5, f"dx cl={cl}")
         y = kernels.conv2d_forward(x, w, None, *conv)
         assert_close_rel(y, reference.conv2d_forward(x, w, None, *conv), 1e-5, "no bias")
 
 
-def test_split_fwd_only_where_tiles_leave_sms_idle():
+def test_split_gemm_only_where_tiles_leave_sms_idle():
     from tritonnet.kernels import conv as kconv
 
     cpu = torch.device("cpu")  # 4 "SMs" off a GPU
-    assert kconv._split_fwd(64 * 64, 64, 4608, cpu) == 1  # 4 tiles fill 4 SMs
-    assert kconv._split_fwd(49, 512, 4608, cpu) == 1  # 8 tiles
-    assert kconv._split_fwd(49, 64, 4608, cpu) == 8  # one tile: 2 * 4 SMs
-    assert kconv._split_fwd(49, 64, 600, cpu) == 2  # each share keeps >= 256 K elements
-    assert kconv._split_fwd(49, 64, 27, cpu) == 1
+    assert kconv._split_gemm(64 * 64, 64, 4608, cpu) == 1  # 4 tiles fill 4 SMs
+    assert kconv._split_gemm(49, 512, 4608, cpu) == 1  # 8 tiles
+    assert kconv._split_gemm(49, 64, 4608, cpu) == 8  # one tile: 2 * 4 SMs
+    assert kconv._split_gemm(49, 64, 600, cpu) == 2  # each share keeps >= 256 K elements
+    assert kconv._split_gemm(49, 64, 27, cpu) == 1
 
 
 def test_align_and_dense_pixels():
