@@ -13,7 +13,12 @@ forward       GEMM per group: M = N*OH*OW rows (n, oh, ow), N = Og columns (co),
               With fewer than FLAT_K_BELOW channels per group (the stem's 3, LeNet's 1 and 6,
               depthwise), K = (kh, kw, c) is walked flat in BLOCK_K steps instead: a 7x7
               stem over 3 channels takes cdiv(147, BLOCK_K) steps, not 49 mostly-masked ones.
-Programs: one (BLOCK_M, BLOCK_N) output tile each; grid (tiles, G).
+Programs: one (BLOCK_M, BLOCK_N) output tile each, or one share of its K loop when the tiles
+cannot fill the GPU (split-K, _split_gemm: batch 1, late layers), the shares' fp32 partials
+then summed by _split_k_epilogue_kernel with the bias and activation; grid (tiles, G, split).
+The tap loops carry no mask the shapes make redundant: edge rows and columns gather clamped,
+in-bounds elements that are never stored; a channel block known full at compile time
+(C_ALIGN) needs no channel mask (bench/NOTES.md, "Tap loops without redundant masks").
 """
 
 from __future__ import annotations

@@ -5,16 +5,18 @@ input grad    dx[n, ci, ih, iw] = sum_{co,kh,kw} dy[n, co, oh, ow] * w[co, ci, k
               where oh*SH = ih + PH - kh*DH (divisible, in range): per group and per
               parity phase of (ih, iw) a GEMM with M = N*H*W/(SH*SW), N = Cg, K = Og*taps;
               each phase loops over only the taps the stride lets reach it (no
-              zero-inserted tensor, no masked-out MMA work).
+              zero-inserted tensor, no masked-out MMA work). Split-K as the forward's
+              (conv._split_gemm) where the tiles cannot fill the GPU.
               With w read as (C_in_t, C_out_t/G, KH, KW) it is conv_transpose2d's forward.
 weight grad   dw[co, ci, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih, iw]:
               per (kh, kw) a GEMM with M = Og, N = Cg, K = N*OH*OW (with fewer than
               FLAT_K_BELOW channels per group, one GEMM with N = (c, kh, kw) of the whole
               filter instead). K is split over SPLIT
               programs writing fp32 partials that the host sums (deterministic; small-batch,
-              large-image layers still fill the GPU). The bias gradient (row sums of dy) is
-              accumulated by the programs of the first (ci, kh, kw) tile.
-Programs: one (BLOCK_M, BLOCK_N) output tile each; grid (tiles, G*SH*SW) for the input
+              large-image layers still fill the GPU). The bias gradient (row sums of dy),
+              when a bias needs it (bias_grad), is accumulated by the programs of the first
+              (ci, kh, kw) tile.
+Programs: one (BLOCK_M, BLOCK_N) output tile each; grid (tiles, G*SH*SW, split) for the input
 gradient, (tiles, KH*KW, G*SPLIT) for the weight gradient.
 """
 
