@@ -117,7 +117,7 @@ def _conv2d_fwd_kernel(
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, SPLIT_K: tl.constexpr,
     # FLAT_K: walk K = (kh, kw, c) flat, dividing by Cg and KW compiled in as FLAT_CG, FLAT_KW
     FLAT_K: tl.constexpr, FLAT_CG: tl.constexpr, FLAT_KW: tl.constexpr,
-    # C_ALIGN: the largest power of 2 (up to 64) dividing Cg; where BLOCK_K divides it, every
+    # C_ALIGN: the largest power of 2 dividing Cg (_align); where BLOCK_K divides it, every
     # channel block is full and the tap loop's loads need no channel mask
     C_ALIGN: tl.constexpr,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
