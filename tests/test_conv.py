@@ -654,6 +654,32 @@ def test_every_config_including_num_warps_8(dtype, tol, monkeypatch):
 
 
 @pytest.mark.gpu
+def test_split_k_every_config_gpu(monkeypatch):
+    """The split-K variants (SPLIT_K compiles apart) of the forward and the input gradient,
+    each autotune config pinned in turn, bf16, 3 shares forced on a ragged 3x3 layer."""
+    import triton
+
+    from tritonnet import kernels
+    from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
+
+    pinned = {}
+    monkeypatch.setattr(kconv, "_tuned", pinned)
+    for mod in (kconv, kconvb):
+        monkeypatch.setattr(mod, "_split_gemm", lambda *a: 3)
+    x, w, b, conv = _kernel_args((4, 37, 15, 13, 45, 3, 1, 1, 1, 1), torch.bfloat16, dev="cuda")
+    ref = reference.conv2d_forward(x, w, b, *conv, "relu")
+    gy = torch.randn(ref.shape, device="cuda").to(torch.bfloat16)
+    rdx = reference.conv2d_input_grad(gy, w, x.shape, *conv)
+    for cfg in kconv._configs():
+        pinned.clear()
+        pinned["fwd"] = triton.autotune(configs=[cfg], key=[])(kconv._conv2d_fwd_kernel)
+        pinned["dx"] = triton.autotune(configs=[cfg], key=[])(kconvb._conv2d_bwd_input_kernel)
+        assert_close_rel(kernels.conv2d_forward(x, w, b, *conv, activation="relu"), ref, 1.6e-2, f"{cfg}")
+        assert_close_rel(kernels.conv2d_input_grad(gy, w, x.shape, *conv), rdx, 1.6e-2, f"dx {cfg}")
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_resnet_shapes_gpu(dtype, tol, channels_last):
