@@ -135,6 +135,18 @@ def _extent(first, count, I, K: tl.constexpr, P: tl.constexpr, ADAPTIVE: tl.cons
 
 
 @triton.jit
+def _div_const(a, DIV: tl.constexpr, RECIP: tl.constexpr):
+    """a / DIV rounded to nearest for a constant integer DIV: a product with RECIP = 1/DIV where
+    that is exact (DIV = +-2**k: both round the same real quotient, so the bits agree with a
+    division; _const_divisor), else a division (an IEEE division costs ~10 instructions)."""
+    if RECIP != 0.0:
+        q = a * RECIP
+    else:
+        q = _div(a, tl.full(a.shape, DIV, a.dtype))
+    return q
+
+
+@triton.jit
 def _div(a, b):
     """a / b rounded to nearest, as PyTorch divides (plain / on fp32 is the ~2 ulp div.full)."""
     if a.dtype == tl.float64:
@@ -209,13 +221,12 @@ def _avg_pool2d_fwd_kernel(
     C, H, W, OH, OW, ROWS, COLS,
     # input strides
     stride_xn, stride_xc, stride_xh, stride_xw,
-    # divisor_override (used when HAS_DIVISOR)
-    divisor,
     # windows (KH, KW: the largest window for ADAPTIVE)
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr,
-    # options
-    ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
+    # options; DIV: the divisor every window shares (divisor_override, or KH*KW where no window
+    # is clipped, _const_divisor), 0 where it varies and each window counts its own
+    ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, DIV: tl.constexpr, RECIP: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
 ):
@@ -236,13 +247,13 @@ def _avg_pool2d_fwd_kernel(
             ok = ok_h & inside(w0 + kw, W) & (kw < nw)
             v = tl.load(x_win + (kh * stride_xh + kw * stride_xw), mask=ok, other=0.0)
             acc += v.to(acc.dtype)
-    if HAS_DIVISOR:
-        div = (acc * 0 + divisor).to(acc.dtype)
+    if DIV != 0:
+        y = _div_const(acc, DIV, RECIP)
     else:
         ext_h = _extent(h0, nh, H, KH, PH, ADAPTIVE, COUNT_PAD)
         ext_w = _extent(w0, nw, W, KW, PW, ADAPTIVE, COUNT_PAD)
-        div = tl.where(mask, ext_h * ext_w, 1).to(acc.dtype)  # masked lanes: no 0 / 0
-    tl.store(y_ptr + offs, _div(acc, div).to(y_ptr.dtype.element_ty), mask=mask)
+        y = _div(acc, tl.where(mask, ext_h * ext_w, 1).to(acc.dtype))  # masked lanes: no 0 / 0
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 _tuned: dict = {}
@@ -326,13 +337,31 @@ def _avg_forward(x, out_hw, window, count_include_pad, divisor_override, channel
             x, y,
             C, H, W, OH, OW, rows, cols,
             *x.stride(),
-            divisor_override or 1,
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
-            ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
+            ADAPTIVE=adaptive, COUNT_PAD=count_include_pad,
+            **_const_divisor((H, W), (OH, OW), window, count_include_pad, divisor_override, adaptive),
             CHANNELS_LAST=channels_last, ACC64=x.dtype == torch.float64, INDEX64=index64(x, y),
             BLOCK_V=block_v, VEC=vec,
         )
     return y
+
+
+def _const_divisor(in_hw, out_hw, window, count_include_pad, divisor_override, adaptive) -> dict:
+    """The avg kernels' DIV, the divisor every window shares (divisor_override, else KH*KW when
+    no window is clipped: count_include_pad clips only a window hanging past the padding, in
+    ceil_mode, and without it any padding clips) or 0 where windows count their own, and RECIP,
+    1/DIV where a product by it rounds exactly as the division (DIV = +-2**k), else 0.0."""
+    div = 0
+    if divisor_override:
+        div = int(divisor_override)
+    elif not adaptive:
+        (KH, KW), (SH, SW), (PH, PW) = window[:3]
+        clipped = any((o - 1) * s - p + k > i + p or (p and not count_include_pad)
+                      for i, o, k, s, p in ((in_hw[0], out_hw[0], KH, SH, PH),
+                                            (in_hw[1], out_hw[1], KW, SW, PW)))
+        div = 0 if clipped else KH * KW
+    exact = div != 0 and (abs(div) & (abs(div) - 1)) == 0
+    return {"DIV": div, "RECIP": 1.0 / div if exact else 0.0}
 
 
 def _fixed_cover(k, s, d):

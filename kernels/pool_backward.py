@@ -31,8 +31,10 @@ from .pool import (
     _adaptive_window,
     _alloc,
     _autotuned,
+    _const_divisor,
     _coords,
     _div,
+    _div_const,
     _extent,
     _fixed_cover,
     _grid,
@@ -125,15 +127,13 @@ def _avg_pool2d_bwd_kernel(
     C, H, W, OH, OW, ROWS, COLS,
     # grad_output strides
     stride_gn, stride_gc, stride_gh, stride_gw,
-    # divisor_override (used when HAS_DIVISOR)
-    divisor,
     # windows
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr,
     # most windows covering one input position, per dimension
     MAX_OH: tl.constexpr, MAX_OW: tl.constexpr,
-    # options
-    ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
+    # options; DIV: the divisor all windows share, 0 where it varies (pool._const_divisor)
+    ADAPTIVE: tl.constexpr, COUNT_PAD: tl.constexpr, DIV: tl.constexpr, RECIP: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
     BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
 ):
@@ -156,13 +156,12 @@ def _avg_pool2d_bwd_kernel(
             ow = ow0 + jw
             ok = ok_h & (jw < now)
             g = tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=ok, other=0.0).to(acc.dtype)
-            if HAS_DIVISOR:
-                div = (acc * 0 + divisor).to(acc.dtype)
+            if DIV != 0:
+                acc += _div_const(g, DIV, RECIP)
             else:
                 w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
                 ext_w = _extent(w0, nw, W, KW, PW, ADAPTIVE, COUNT_PAD)
-                div = tl.where(ok, ext_h * ext_w, 1).to(acc.dtype)
-            acc += _div(g, div)
+                acc += _div(g, tl.where(ok, ext_h * ext_w, 1).to(acc.dtype))
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -206,10 +205,10 @@ def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_ov
             grad_output, dx,
             C, H, W, OH, OW, rows, cols,
             *grad_output.stride(),
-            divisor_override or 1,
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW,
             MAX_OH=max_cover[0], MAX_OW=max_cover[1],
-            ADAPTIVE=adaptive, COUNT_PAD=count_include_pad, HAS_DIVISOR=bool(divisor_override),
+            ADAPTIVE=adaptive, COUNT_PAD=count_include_pad,
+            **_const_divisor((H, W), (OH, OW), window, count_include_pad, divisor_override, adaptive),
             CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
             INDEX64=index64(grad_output, dx), BLOCK_V=block_v, VEC=vec,
         )

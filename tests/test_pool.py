@@ -406,6 +406,29 @@ def test_kernels_ragged_tiles():
         _check_avg(kernels, x, cl, None, [3, 10], None, 1e-5, adaptive=True)
 
 
+@pytest.mark.parametrize("k,s,override", [(2, 2, None), (3, 3, None), (3, 1, None), (2, 1, 3), (2, 2, -2)],
+                         ids=["div4", "div9", "div9-overlap", "override3", "override-2"])
+def test_avg_constant_divisor_rounds_as_a_division(k, s, override):
+    """Where every window shares one divisor, the avg kernels multiply by its reciprocal only
+    when that rounds exactly as the division (+-2**k) and divide otherwise. On integer inputs
+    the window sums are exact, so the forward must equal torch's bitwise; with one window per
+    input (s == k) so must the backward's dy / divisor."""
+    from tritonnet import kernels
+
+    x = torch.randint(-60, 60, (2, 3, 9, 9), device=KERNEL_DEVICE).float()
+    out_hw = _out_hw(x.shape, k, s, 0, 1, False)
+    window = _window(k, s, 0)[:3]
+    y = kernels.avg_pool2d_forward(x, *window, out_hw, True, override, False)
+    ty = TF.avg_pool2d(x.cpu(), k, s, divisor_override=override)
+    assert torch.equal(y.cpu(), ty), (y.cpu() - ty).abs().max()
+    if s == k:
+        g = torch.randint(-60, 60, y.shape, device=KERNEL_DEVICE).float()
+        dx = kernels.avg_pool2d_backward(g, x.shape, *window, True, override, False)
+        xr = x.cpu().requires_grad_()
+        TF.avg_pool2d(xr, k, s, divisor_override=override).backward(g.cpu())
+        assert torch.equal(dx.cpu(), xr.grad), (dx.cpu() - xr.grad).abs().max()
+
+
 def test_kernels_int64_offsets_path(monkeypatch):
     """Offsets are int32 unless a tensor can pass 2**31 elements (_common.index64); the int64
     variants of the four kernels, forced here on small shapes, give the same numbers (the
