@@ -87,6 +87,14 @@ def _index(offs, INDEX64: tl.constexpr):
 
 
 @triton.jit
+def _k_share(T, SPLIT, s):
+    """Steps [t0, t1) of a T-step K loop that share s of SPLIT runs (split-K); the last
+    shares may be empty."""
+    t0 = tl.minimum(s * tl.cdiv(T, SPLIT), T)
+    return t0, tl.minimum(t0 + tl.cdiv(T, SPLIT), T)
+
+
+@triton.jit
 def _next_tap(c0, kw, kh, C, KW, BLOCK_K: tl.constexpr, kw0, kw_step, kh_step):
     """The (channel block, kw, kh) after (c0, kw, kh) in the loop order kh, kw, channel
     block, for taps kw = kw0, kw0 + kw_step, ... < KW and kh stepping by kh_step."""
@@ -134,9 +142,10 @@ def _conv2d_fwd_kernel(
     mask_n = rn < Og
     # rows past M and columns past Og gather row M-1 and column Og-1 (in bounds, never
     # stored), so the tap loop's loads need no row or column mask
-    ow = tl.minimum(rm, M - 1) % OW
-    oh = (tl.minimum(rm, M - 1) // OW) % OH
-    n = tl.minimum(rm, M - 1) // (OW * OH)
+    rm_in = tl.minimum(rm, M - 1)
+    ow = rm_in % OW
+    oh = (rm_in // OW) % OH
+    n = rm_in // (OW * OH)
     co = g * Og + rn
     x_base = x_ptr + n * stride_xn + (g * Cg) * stride_xc  # (BLOCK_M,)
     w_base = w_ptr + (g * Og + tl.minimum(rn, Og - 1)) * stride_wo  # (BLOCK_N,)
@@ -152,8 +161,7 @@ def _conv2d_fwd_kernel(
         T = tl.cdiv(KH * KW * Cg, BLOCK_K)
     else:
         T = KH * KW * tl.cdiv(Cg, BLOCK_K)
-    t0 = tl.minimum(split * tl.cdiv(T, SPLIT), T)
-    t1 = tl.minimum(t0 + tl.cdiv(T, SPLIT), T)
+    t0, t1 = _k_share(T, SPLIT, split)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # accumulate in fp32
     if FLAT_K:

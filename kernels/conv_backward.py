@@ -36,6 +36,7 @@ from .conv import (
     _configs,
     _flat,
     _index,
+    _k_share,
     _next_tap,
     _out_format,
     _precision,
@@ -117,9 +118,10 @@ def _conv2d_bwd_input_kernel(
     # rows past M gather row M-1 (in bounds, never stored): the dy loads need no row mask.
     # (Columns keep their mask: they are the weight's contiguous channels in channels_last,
     # and a clamped column index would cost those loads their 16-byte vectors.)
-    jw = tl.minimum(rm, M - 1) % Wp  # (row, column) of the pixel within its phase
-    jh = (tl.minimum(rm, M - 1) // Wp) % Hp
-    n = tl.minimum(rm, M - 1) // (Wp * Hp)
+    rm_in = tl.minimum(rm, M - 1)
+    jw = rm_in % Wp  # (row, column) of the pixel within its phase
+    jh = (rm_in // Wp) % Hp
+    n = rm_in // (Wp * Hp)
     iw = iw0 + jw * SW
     ih = ih0 + jh * SH
     ci = g * Cg + rn
@@ -136,8 +138,7 @@ def _conv2d_bwd_input_kernel(
     # this program's share of the K loop: steps [t0, t1) of T (program_id(2) of SPLIT), and
     # the (tap, channel block) of step t0
     T = KHp * KWp * tl.cdiv(Og, BLOCK_K)
-    t0 = tl.minimum(tl.program_id(2) * tl.cdiv(T, SPLIT), T)
-    t1 = tl.minimum(t0 + tl.cdiv(T, SPLIT), T)
+    t0, t1 = _k_share(T, SPLIT, tl.program_id(2))
     nblk = tl.cdiv(Og, BLOCK_K)
     c0 = (t0 % nblk) * BLOCK_K
     kw = kw0 + ((t0 // nblk) % tl.maximum(KWp, 1)) * kw_step
