@@ -334,6 +334,18 @@ def _check_avg(kernels, x, cl, window, out_hw, opts, tol, adaptive=False):
     assert_close_rel(dx, rdx, tol, "dx")
 
 
+def _check_every_kernel(kernels, x, cl, adaptive_hw):
+    """All four pool kernels, forward and backward, on one input: max and avg over 3x3/s2/p1
+    windows in ceil_mode (avg without the padding in its count), and both adaptive pools to
+    ``adaptive_hw``."""
+    window = _window(3, 2, 1)
+    out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
+    _check_max(kernels, x, cl, window, out_hw, 1e-5)
+    _check_avg(kernels, x, cl, window[:3], out_hw, (False, None), 1e-5)
+    _check_max(kernels, x, cl, None, adaptive_hw, 1e-5, adaptive=True)
+    _check_avg(kernels, x, cl, None, adaptive_hw, None, 1e-5, adaptive=True)
+
+
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", [MAX_CASES[i] for i in KMAX], ids=[MAX_IDS[i] for i in KMAX])
@@ -398,12 +410,7 @@ def test_kernels_ragged_tiles():
         x, cl = _kargs((2, 19, 7, 19), layout, torch.float32)
         if x.device.type == "cpu":
             assert kpool._view(2, 19, 7, 19, cl)[2] < 19  # the column blocks really are ragged
-        window = _window(3, 2, 1)
-        out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
-        _check_max(kernels, x, cl, window, out_hw, 1e-5)
-        _check_avg(kernels, x, cl, window[:3], out_hw, (False, None), 1e-5)
-        _check_max(kernels, x, cl, None, [3, 10], 1e-5, adaptive=True)
-        _check_avg(kernels, x, cl, None, [3, 10], None, 1e-5, adaptive=True)
+        _check_every_kernel(kernels, x, cl, [3, 10])
 
 
 @pytest.mark.parametrize("k,s,override", [(2, 2, None), (3, 3, None), (3, 1, None), (2, 1, 3), (2, 2, -2)],
@@ -431,8 +438,8 @@ def test_avg_constant_divisor_rounds_as_a_division(k, s, override):
 
 def test_kernels_int64_offsets_path(monkeypatch):
     """Offsets are int32 unless a tensor can pass 2**31 elements (_common.index64); the int64
-    variants of the four kernels, forced here on small shapes, give the same numbers (the
-    forward compares in its own width, the backward the saved indices' full 64 bits)."""
+    variants of the four kernels (fixed and adaptive windows), forced here on small shapes,
+    give the same numbers (the max backward compares the saved indices' full 64 bits)."""
     from tritonnet import kernels
     from tritonnet.kernels import pool as kpool
     from tritonnet.kernels import pool_backward as kpoolb
@@ -442,11 +449,8 @@ def test_kernels_int64_offsets_path(monkeypatch):
         monkeypatch.setattr(mod, "index64", lambda *t: seen.append(len(t)) or True)
     for layout in ("nchw", "channels_last"):
         x, cl = _kargs((2, 8, 7, 9), layout, torch.float32)
-        window = _window(3, 2, 1)
-        out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
-        _check_max(kernels, x, cl, window, out_hw, 1e-5)
-        _check_avg(kernels, x, cl, window[:3], out_hw, (False, None), 1e-5)
-    assert len(seen) == 8  # every launch asked
+        _check_every_kernel(kernels, x, cl, [3, 4])
+    assert len(seen) == 16  # every launch asked: 4 pools x forward, backward x 2 layouts
 
 
 @pytest.mark.slow
@@ -712,6 +716,7 @@ def test_gpu_network_shapes(layout, dtype, tol):
 @pytest.mark.gpu
 def test_gpu_every_autotune_config(monkeypatch):
     """Each config of the tuned set, alone, on ragged shapes."""
+    from tritonnet import kernels
     from tritonnet.kernels import pool as kpool
 
     for cfg in kpool._configs():
@@ -720,12 +725,8 @@ def test_gpu_every_autotune_config(monkeypatch):
         x = torch.randn(3, 5, 37, 29, device="cuda")
         for cl in (False, True):
             xx = x.to(memory_format=CL) if cl else x
-            window = _window(3, 2, 1)
-            out_hw = _out_hw(x.shape, 3, 2, 1, 1, True)
-            _check_max(kpool, xx, cl, window, out_hw, 1e-5)
-            _check_avg(kpool, xx, cl, window[:3], out_hw, (False, None), 1e-5)
-            _check_max(kpool, xx, cl, None, [6, 11], 1e-5, adaptive=True)
-            _check_avg(kpool, xx, cl, None, [6, 11], None, 1e-5, adaptive=True)
+            # kernels, not kpool: the gradients live in pool_backward (kpool has none)
+            _check_every_kernel(kernels, xx, cl, [6, 11])
     kpool._tuned.clear()
 
 
