@@ -11,6 +11,15 @@ Along one dimension those windows are a contiguous range of outputs:
   max: dx[i] = sum over covering windows w of dy[w] * (argmax[w] == i)  (the saved indices)
   avg: dx[i] = sum over covering windows w of dy[w] / divisor[w]
 summed in fp32 in ascending window order (PyTorch's CPU order).
+
+max_pool2d at stride 2 (LeNet's 2x2, ResNet's 3x3/p1 and any window with at most two per
+dimension covering each input): blocks of 2x2 inputs instead of single inputs. Input
+(2a + r, .) is tap k of window a - j exactly when k*D = 2j + r + P, so one block needs the
+windows a - j for j in [J, J + NJ) along each dimension (NJ <= 2), the same for all four of
+its inputs: each block loads its (at most 2x2) windows' indices and dy once and hands them to
+its four inputs, where the gather loads them once per input and window (4x the loads at 3x3
+stride 2, 16x at 2x2). Which of the four inputs can be a tap of which window is fixed at
+compile time (_s2_windows's TAPS); the rest are not compared at all.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import index64
+from ._common import index64, inside
 from .pool import (
     _adaptive_window,
     _alloc,
@@ -120,6 +129,103 @@ def _max_pool2d_bwd_kernel(
 
 
 @triton.jit
+def _won(acc, idx, g, target, TAPS_H: tl.constexpr, TAPS_W: tl.constexpr, JH: tl.constexpr,
+         JW: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr):
+    """acc plus g where the window (window offsets JH, JW) chose the input at phase (RH, RW),
+    flat index target; nothing at all where that input is not one of the window's taps."""
+    if ((TAPS_H >> (2 * JH + RH)) & 1) and ((TAPS_W >> (2 * JW + RW)) & 1):
+        acc += tl.where(idx == target, g, 0.0)
+    return acc
+
+
+@triton.jit
+def _max_pool2d_bwd_s2_kernel(
+    # pointers
+    dy_ptr, idx_ptr, dx_ptr,
+    # sizes; A = cdiv(H, 2), B = cdiv(W, 2) blocks
+    C, H, W, A, B, OH, OW, ROWS, COLS,
+    # grad_output and indices strides
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_in, stride_ic, stride_ih, stride_iw,
+    # windows a - J - j, j < NJ, cover block a; bit 2j + r of TAPS: input 2a + r is one of
+    # window a - J - j's taps (_s2_windows)
+    JH: tl.constexpr, NJH: tl.constexpr, TAPS_H: tl.constexpr,
+    JW: tl.constexpr, NJW: tl.constexpr, TAPS_W: tl.constexpr,
+    # options; W_ALIGN: a power of 2 dividing W (NCHW rows start aligned, in runs of it)
+    CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
+    W_ALIGN: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
+):
+    """dx of max_pool2d at stride 2 (both dimensions), by 2x2 blocks (module docstring). The
+    tile is a (BLOCK // BLOCK_V, BLOCK_V) piece of the blocks' 2-D view: rows of pixels
+    (n, a, b) by channels for channels_last (the (ROWS, COLS) view of _tile); for NCHW, rows a
+    by columns b of one (n, c) plane per program, each row of blocks two dx rows of 2 * BLOCK_V
+    columns (a program's rows stay in one plane, so its plane is divided out once, not once
+    per row of each thread)."""
+    if CHANNELS_LAST:
+        r, v, mask, _ = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)
+        n, c, a, b = _coords(r, v, C, A, B, True)
+    else:
+        BLOCK_R: tl.constexpr = BLOCK // BLOCK_V
+        pid = tl.program_id(0)
+        if INDEX64:
+            pid = pid.to(tl.int64)
+        a_blocks = tl.cdiv(A, BLOCK_R)
+        plane = pid // a_blocks
+        a1 = (pid % a_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+        a = a1[:, None]
+        b = (tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V))[None, :]
+        n = plane // C
+        c = plane % C
+        mask = (a < A) & ((b // VEC) < (B // VEC))  # b < B, in runs of VEC
+    if ACC64:
+        acc00 = tl.zeros(mask.shape, dtype=tl.float64)
+    else:
+        acc00 = tl.zeros(mask.shape, dtype=tl.float32)
+    acc01 = acc00
+    acc10 = acc00
+    acc11 = acc00
+    t00 = (2 * a) * W + 2 * b  # flat plane index of the block's first input
+    g_base = dy_ptr + n * stride_gn + c * stride_gc
+    i_base = idx_ptr + n * stride_in + c * stride_ic
+    # windows in ascending (oh, ow) order, the gather's summation order: j from high to low
+    for jh in tl.static_range(NJH - 1, -1, -1):
+        oh = a - (JH + jh)
+        ok_h = mask & inside(oh, OH)
+        for jw in tl.static_range(NJW - 1, -1, -1):
+            ow = b - (JW + jw)
+            ok = ok_h & inside(ow, OW)
+            idx = tl.load(i_base + oh * stride_ih + ow * stride_iw, mask=ok)
+            # a masked-off window reads dy = 0: whatever its (unread) index, it adds nothing
+            g = tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=ok, other=0.0).to(acc00.dtype)
+            if not INDEX64:  # a plane index is below H*W < 2**31: compare the low words alone
+                idx = idx.to(tl.int32)
+            acc00 = _won(acc00, idx, g, t00, TAPS_H, TAPS_W, jh, jw, 0, 0)
+            acc01 = _won(acc01, idx, g, t00 + 1, TAPS_H, TAPS_W, jh, jw, 0, 1)
+            acc10 = _won(acc10, idx, g, t00 + W, TAPS_H, TAPS_W, jh, jw, 1, 0)
+            acc11 = _won(acc11, idx, g, t00 + W + 1, TAPS_H, TAPS_W, jh, jw, 1, 1)
+    ty = dx_ptr.dtype.element_ty
+    if CHANNELS_LAST:
+        # four pixels, each a vector of channels: (2a + rh, 2b + rw) of image n
+        h = 2 * a
+        w = 2 * b
+        p00 = dx_ptr + ((n * H + h) * W + w) * C + c
+        ok_w = w + 1 < W
+        tl.store(p00, acc00.to(ty), mask=mask)
+        tl.store(p00 + C, acc01.to(ty), mask=mask & ok_w)
+        ok_h = h + 1 < H
+        tl.store(p00 + W * C, acc10.to(ty), mask=mask & ok_h)
+        tl.store(p00 + (W + 1) * C, acc11.to(ty), mask=mask & ok_h & ok_w)
+    else:
+        # two dx rows, each with its two phases interleaved into 2 * BLOCK_V neighbours
+        w = (tl.program_id(1) * (2 * BLOCK_V) + tl.arange(0, 2 * BLOCK_V))[None, :]
+        ok_w = (w // W_ALIGN) < (W // W_ALIGN)  # = w < W, in aligned runs
+        p0 = dx_ptr + tl.multiple_of((plane * H + 2 * a1) * W, W_ALIGN)[:, None] + w
+        ok_r = a < A
+        tl.store(p0, tl.interleave(acc00, acc01).to(ty), mask=ok_r & ok_w)
+        tl.store(p0 + W, tl.interleave(acc10, acc11).to(ty), mask=ok_r & (2 * a + 1 < H) & ok_w)
+
+
+@triton.jit
 def _avg_pool2d_bwd_kernel(
     # pointers
     dy_ptr, dx_ptr,
@@ -176,6 +282,10 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
+    if not adaptive and (SH, SW) == (2, 2):
+        blocks = _s2_windows(KH, PH, DH), _s2_windows(KW, PW, DW)
+        if all(nj <= 2 for _, nj, _ in blocks):
+            return _max_backward_s2(grad_output, indices, dx, blocks, channels_last)
     rows, cols, block_v, vec = _view(N, C, H, W, channels_last)
     if dx.numel():
         _autotuned("max_bwd", _max_pool2d_bwd_kernel, BWD_KEY)[_grid(rows, cols, block_v)](
@@ -187,6 +297,55 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
             ADAPTIVE=adaptive, CHANNELS_LAST=channels_last,
             ACC64=dx.dtype == torch.float64, INDEX64=index64(grad_output, indices, dx),
             BLOCK_V=block_v, VEC=vec,
+        )
+    return dx
+
+
+def _s2_windows(K, P, D):
+    """(J, NJ, TAPS) of max_pool2d at stride 2 along one dimension: the windows a - J - j,
+    0 <= j < NJ, are those that can cover the inputs 2a and 2a + 1, and bit 2j + r of TAPS says
+    whether input 2a + r is one of window a - J - j's taps (k*D = 2(J + j) + r + P, 0 <= k < K)."""
+    taps = [(k * D - r - P) // 2 for r in (0, 1) for k in range(K) if (k * D - r - P) % 2 == 0]
+    J = min(taps)
+    bits = 0
+    for r in (0, 1):
+        for k in range(K):
+            if (k * D - r - P) % 2 == 0:
+                bits |= 1 << (2 * ((k * D - r - P) // 2 - J) + r)
+    return J, max(taps) - J + 1, bits
+
+
+S2_KEY = ["ROWS", "COLS", "H", "W", "CHANNELS_LAST", "BLOCK_V"]
+
+
+def _max_backward_s2(grad_output, indices, dx, blocks, channels_last):
+    N, C, H, W = dx.shape
+    OH, OW = grad_output.shape[-2:]
+    (JH, NJH, TAPS_H), (JW, NJW, TAPS_W) = blocks
+    A, B = -(-H // 2), -(-W // 2)
+    if channels_last:
+        rows, cols, block_v, vec = _view(N, C, A, B, True)
+        w_align = 1
+    else:
+        rows, cols, block_v, _ = _view(N, C, A, B, False)
+        w_align = min(W & -W, 16)  # dx rows start at multiples of W
+        # each thread stores 2 * vec neighbouring dx elements: one 16-byte vector at most, the
+        # width of the store's own layout (a wider interleave goes through shared memory);
+        # vec divides B = W / 2 as w_align // 2 does
+        vec = max(1, min(w_align // 2, 8 // dx.element_size(), block_v))
+    if channels_last:
+        grid = _grid(rows, cols, block_v)
+    else:  # rows of one plane per program
+        grid = lambda meta: (N * C * triton.cdiv(A, max(1, meta["BLOCK"] // block_v)),  # noqa: E731
+                             triton.cdiv(B, block_v))
+    if dx.numel():
+        _autotuned("max_bwd_s2", _max_pool2d_bwd_s2_kernel, S2_KEY)[grid](
+            grad_output, indices, dx,
+            C, H, W, A, B, OH, OW, rows, cols,
+            *grad_output.stride(), *indices.stride(),
+            JH=JH, NJH=NJH, TAPS_H=TAPS_H, JW=JW, NJW=NJW, TAPS_W=TAPS_W,
+            CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
+            INDEX64=index64(grad_output, indices, dx), W_ALIGN=w_align, BLOCK_V=block_v, VEC=vec,
         )
     return dx
 

@@ -413,6 +413,45 @@ def test_kernels_ragged_tiles():
         _check_every_kernel(kernels, x, cl, [3, 10])
 
 
+# (input H, W, kernel, padding, dilation, ceil_mode) at stride 2: odd and even sizes, windows
+# that tile (2x2), overlap (3x3/p1), start in the padding or hang off the end (ceil_mode), and a
+# dilated window whose taps skip one phase
+S2_CASES = [(8, 8, 2, 0, 1, False), (9, 11, 3, 1, 1, False), (5, 5, 2, 1, 1, True),
+            (6, 7, 3, 0, 1, True), (7, 10, 2, 1, 2, False), (10, 9, 3, 1, 1, True)]
+
+
+def test_max_backward_stride_2_blocks(monkeypatch):
+    """max_pool2d's gradient at stride 2 goes by 2x2 blocks of inputs (_max_pool2d_bwd_s2_kernel,
+    one load of each covering window per block): every such window, both layouts, equal to
+    the reference bitwise (same fp32 sums in the same order); windows with more than two
+    per block along a dimension, or stride 1, still take the gather."""
+    from tritonnet import kernels
+    from tritonnet.kernels import pool_backward as kpoolb
+
+    assert kpoolb._s2_windows(3, 1, 1) == (-1, 2, 0b1110)  # windows a+1 (tap 0 of 2a+1), a (1, 2)
+    assert kpoolb._s2_windows(2, 0, 1) == (0, 1, 0b11)  # one window per block
+    assert kpoolb._s2_windows(2, 1, 2) == (-1, 2, 0b1010)  # dilation 2: odd inputs only
+    used = []
+    real = kpoolb._max_backward_s2
+    monkeypatch.setattr(kpoolb, "_max_backward_s2", lambda *a: used.append(a) or real(*a))
+    cases = [((2, 3, h, w), k, 2, p, d, ceil) for h, w, k, p, d, ceil in S2_CASES]
+    cases += [((2, 3, 9, 9), 3, 2, 0, 2, False), ((2, 3, 9, 9), 3, 1, 1, 1, False)]  # gather
+    for i, (shape, k, s, p, d, ceil) in enumerate(cases):
+        for layout in ("nchw", "channels_last"):
+            x, cl = _kargs(shape, layout, torch.float32)
+            window = _window(k, s, p, d)
+            y, idx = reference.max_pool2d_forward(x, *window, _out_hw(shape, k, s, p, d, ceil), cl, True)
+            g = torch.randn(y.shape, device=y.device)
+            g[0, 0, 0, 0] = float("nan")  # reaches exactly the input that won that window
+            n = len(used)
+            dx = kernels.max_pool2d_backward(g, idx, x.shape, *window, cl)
+            assert len(used) == n + (i < len(S2_CASES)), (shape, k, s, p, d)
+            rdx = reference.max_pool2d_backward(g, idx, x.shape, *window, cl)
+            assert torch.equal(dx.isnan(), rdx.isnan()) and dx.isnan().sum() == 1
+            assert torch.equal(dx.nan_to_num(), rdx.nan_to_num()), (shape, k, p, d, ceil, layout)
+            assert dx.is_contiguous(memory_format=CL if cl else torch.contiguous_format)
+
+
 @pytest.mark.parametrize("k,s,override", [(2, 2, None), (3, 3, None), (3, 1, None), (2, 1, 3), (2, 2, -2)],
                          ids=["div4", "div9", "div9-overlap", "override3", "override-2"])
 def test_avg_constant_divisor_rounds_as_a_division(k, s, override):
