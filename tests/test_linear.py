@@ -266,6 +266,7 @@ def test_every_autotune_config_is_correct(dtype, tol):
     import triton
 
     from tritonnet.kernels import linear as klin
+    from tritonnet.kernels._common import upcast_dot
 
     tf32_off()
     M, K, N = 300, 200, 130
@@ -280,7 +281,8 @@ def test_every_autotune_config_is_correct(dtype, tol):
         klin._matmul_kernel[grid](
             a, b, out, bias, rowsum, M, N, K,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
-            HAS_BIAS=True, ACTIVATION="relu", ROWSUM_A=True, INPUT_PRECISION="ieee", UPCAST=False,
+            HAS_BIAS=True, ACTIVATION="relu", ROWSUM_A=True, INPUT_PRECISION="ieee",
+            UPCAST=upcast_dot(dtype),  # False on a GPU; the interpreter cannot dot bf16
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, **cfg.kwargs,
         )
         assert_close_rel(out, ref, tol, f"config {cfg}")
