@@ -124,7 +124,7 @@ def _conv2d_fwd_kernel(
     # sums, bias and activation left to _split_k_epilogue_kernel
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, SPLIT_K: tl.constexpr,
     # FLAT_K: walk K = (kh, kw, c) flat, dividing by Cg and KW compiled in as FLAT_CG, FLAT_KW
-    FLAT_K: tl.constexpr, FLAT_CG: tl.constexpr, FLAT_KW: tl.constexpr,
+    FLAT_K: tl.constexpr, FLAT_CG: tl.constexpr, FLAT_KW: tl.constexpr, FLAT_VEC: tl.constexpr,
     # C_ALIGN: the largest power of 2 dividing Cg (_align); where BLOCK_K divides it, every
     # channel block is full and the tap loop's loads need no channel mask
     C_ALIGN: tl.constexpr,
@@ -154,6 +154,8 @@ def _conv2d_fwd_kernel(
     ih0 = oh * SH - PH
     iw0 = ow * SW - PW
     x_row = x_base + ih0 * stride_xh + iw0 * stride_xw  # (BLOCK_M,)
+    if FLAT_VEC > 1:
+        x_row = x_ptr + tl.multiple_of(n * stride_xn + ih0 * stride_xh + iw0 * stride_xw, FLAT_VEC)
 
     # this program's share of the K loop: steps [t0, t1) of the tile's T, in BLOCK_K units
     split = tl.program_id(2)
@@ -171,18 +173,21 @@ def _conv2d_fwd_kernel(
         for k0 in range(t0 * BLOCK_K, t1 * BLOCK_K, BLOCK_K):
             j = k0 + rk
             c = j % FLAT_CG  # constant divisors: a multiply and a shift, not a division
-            kw = (j // FLAT_CG) % FLAT_KW
-            kh = j // (FLAT_CG * FLAT_KW)
+            tap = j // FLAT_CG  # kh * KW + kw: the same for a pixel's FLAT_CG channels
+            kw = tap % FLAT_KW
+            kh = tap // FLAT_KW
             dh = kh * DH
             dw = kw * DW
             ih = ih0[:, None] + dh[None, :]
             iw = iw0[:, None] + dw[None, :]
-            mask_j = j < KH * KW * Cg
+            mask_j = tap < KH * KW
             mask_x = mask_j[None, :] & inside(ih, H) & inside(iw, W)
-            a = tl.load(
-                x_row[:, None] + (dh * stride_xh + dw * stride_xw + c * stride_xc)[None, :],
-                mask=mask_x, other=0.0,
-            )
+            col = dh * stride_xh + dw * stride_xw + c * stride_xc
+            if FLAT_VEC > 1:
+                # a pixel's FLAT_VEC channels are neighbours starting at a multiple of FLAT_VEC
+                # (conv2d_forward's padded input): one vector load each, one mask
+                col = tl.max_contiguous(tl.multiple_of(col, FLAT_VEC), FLAT_VEC)
+            a = tl.load(x_row[:, None] + col[None, :], mask=mask_x, other=0.0)
             b = tl.load(
                 w_base[None, :] + (kh * stride_wh + kw * stride_ww + c * stride_wc)[:, None],
                 mask=mask_j[:, None], other=0.0,
@@ -303,6 +308,10 @@ NCHW_VIA_CHANNELS_LAST = os.environ.get("TRITONNET_CONV_NCHW", "channels_last") 
 FLAT_K_BELOW = 16
 
 
+# a group of PAD_RGB[0] channels is padded with zeros to PAD_RGB[1] for the forward's flat walk
+PAD_RGB = (3, 4)
+
+
 def _flat(Cg) -> bool:
     """Whether a group of Cg channels walks the filter flat (FLAT_K_BELOW): the one decision
     the forward and the weight gradient share."""
@@ -354,6 +363,35 @@ def _stage(t, Cg, Og):
     return t.contiguous(memory_format=torch.channels_last)
 
 
+@triton.jit
+def _pad_channels_kernel(x_ptr, y_ptr, P, C, H, W, stride_n, stride_c, stride_h, stride_w,
+                         CP: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
+    """y (P pixels by CP channels, dense: channels_last) = x's C channels, then zeros."""
+    p = _index(tl.program_id(0) * BLOCK + tl.arange(0, BLOCK), INDEX64)
+    c = tl.arange(0, CP)
+    w = p % W
+    h = (p // W) % H
+    n = p // (W * H)
+    x_off = (n * stride_n + h * stride_h + w * stride_w)[:, None] + (c * stride_c)[None, :]
+    ok = (p < P)[:, None]
+    v = tl.load(x_ptr + x_off, mask=ok & (c < C)[None, :], other=0.0)
+    tl.store(y_ptr + (p * CP)[:, None] + c[None, :], v, mask=ok)
+
+
+def _pad_channels(t, c):
+    """t (N, C, H, W), any layout, with zero channels appended up to c (a power of 2):
+    channels_last and dense, one read and one write."""
+    N, C, H, W = t.shape
+    out = torch.empty((N, c, H, W), dtype=t.dtype, device=t.device, memory_format=torch.channels_last)
+    P = N * H * W
+    if P:
+        block = 256
+        _pad_channels_kernel[(triton.cdiv(P, block),)](
+            t, out, P, C, H, W, *t.stride(), CP=c, INDEX64=index64(t, out), BLOCK=block,
+        )
+    return out
+
+
 def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activation="none"):
     """y = act(conv2d(input, weight, bias)) with symmetric zero padding (PH, PW)."""
     NB, C_in, H, W = input.shape
@@ -364,13 +402,21 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     Og = C_out // groups
     out_format = _out_format(input, weight)
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
-    flat = _flat(Cg)
     M = NB * OH * OW
     split = _split_gemm(M, C_out, Cg * KH * KW, input.device)
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
                     memory_format=torch.channels_last if split > 1 else _out_format(input, weight))
     if y.numel() == 0:
         return y.contiguous(memory_format=out_format)
+    vec = 1
+    if Cg == PAD_RGB[0] and groups == 1:
+        # 3 channels (RGB stems) walk flat over a copy padded to 4: a pixel is then one
+        # aligned vector (8 bytes in bf16) with one mask, not three 2-byte gathers
+        input, weight = _pad_channels(input, PAD_RGB[1]), _pad_channels(weight, PAD_RGB[1])
+        Cg = vec = PAD_RGB[1]
+        sn, sc, sh, sw = input.stride()  # the kernel's alignment hints rest on these
+        assert sc == 1 and sn % vec == sh % vec == sw % vec == 0, input.stride()
+    flat = _flat(Cg)
     # split > 1: the programs write fp32 partial sums, reduced below with the bias and activation
     part = torch.empty((split, M, C_out), device=input.device, dtype=torch.float32) if split > 1 else y
 
@@ -388,7 +434,8 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         SH, SW, PH, PW, DH, DW,
         HAS_BIAS=bias is not None, ACTIVATION=activation, SPLIT_K=split > 1,
         # the flat walk's divisors compile in (few-channel layers only: a handful of shapes)
-        FLAT_K=flat, FLAT_CG=Cg if flat else 1, FLAT_KW=KW if flat else 1, C_ALIGN=_align(Cg),
+        FLAT_K=flat, FLAT_CG=Cg if flat else 1, FLAT_KW=KW if flat else 1, FLAT_VEC=vec,
+        C_ALIGN=_align(Cg),
         INDEX64=index64(input, weight, y, part),
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )
