@@ -11,7 +11,8 @@ input grad    dx[n, ci, ih, iw] = sum_{co,kh,kw} dy[n, co, oh, ow] * w[co, ci, k
 weight grad   dw[co, ci, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih, iw]:
               per (kh, kw) a GEMM with M = Og, N = Cg, K = N*OH*OW (with fewer than
               FLAT_K_BELOW channels per group, one GEMM with N = (c, kh, kw) of the whole
-              filter instead). K is split over SPLIT
+              filter instead; for 3 channels, N = (kh, kw, c) over x padded to 4 channels,
+              a pixel one vector, as in the forward). K is split over SPLIT
               programs writing fp32 partials that the host sums (deterministic; small-batch,
               large-image layers still fill the GPU). The bias gradient (row sums of dy),
               when a bias needs it (bias_grad), is accumulated by the programs of the first
@@ -31,6 +32,7 @@ import triton.language as tl
 
 from ._common import INTERPRET, gemm_configs, grouped_tile, index64, inside, upcast_dot
 from .conv import (
+    PAD_RGB,
     _align,
     _autotuned,
     _configs,
@@ -39,6 +41,7 @@ from .conv import (
     _k_share,
     _next_tap,
     _out_format,
+    _pad_channels,
     _precision,
     _reduce_split,
     _split_gemm,
@@ -196,6 +199,10 @@ def _conv2d_bwd_weight_kernel(
     # convolution parameters
     SH, SW, PH, PW, DH, DW,
     BIAS_GRAD: tl.constexpr, FLAT_N: tl.constexpr, INDEX64: tl.constexpr,
+    # FLAT_VEC > 1 (with FLAT_N, over x padded to FLAT_VEC channels, conv._pad_channels): columns in
+    # (kh, kw, c) order, a pixel's FLAT_VEC channels one aligned run; dw then (C_out, KH, KW,
+    # FLAT_VEC); FLAT_KW compiles KW in for that split
+    FLAT_VEC: tl.constexpr, FLAT_KW: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     # DY_DENSE: dy's pixels (n, oh, ow) lie stride_dyw apart in order (dense channels_last),
     # so a pixel's offset is rk * stride_dyw with no division; M_ALIGN, N_ALIGN: the powers
@@ -220,7 +227,14 @@ def _conv2d_bwd_weight_kernel(
     rn = _index(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), INDEX64)  # column
     mask_m = rm < Og
     mask_n = rn < N_COLS
-    if FLAT_N:
+    if FLAT_VEC > 1:
+        tap = rn // FLAT_VEC  # kh * KW + kw: the same for a pixel's FLAT_VEC channels
+        mask_n = tap < KH * KW
+        c = rn % FLAT_VEC
+        kh = tap // FLAT_KW
+        kw = tap % FLAT_KW
+        col = rn  # offset in dw[co] of (kh, kw, c)
+    elif FLAT_N:
         c = rn // (KH * KW)
         kh = (rn // KW) % KH  # (BLOCK_N,) vectors, split once per program
         kw = rn % KW
@@ -262,10 +276,14 @@ def _conv2d_bwd_weight_kernel(
             mask_x = inside(ih, H) & inside(iw, W)
             if N_ALIGN % BLOCK_N != 0:
                 mask_x = mask_x & mask_n[None, :]
-            b = tl.load(
-                x_base[None, :] + (n * stride_xn)[:, None] + ih * stride_xh + iw * stride_xw,
-                mask=mask_x, other=0.0,
-            )
+            x_off = (n * stride_xn)[:, None] + ih * stride_xh + iw * stride_xw
+            if FLAT_VEC > 1:
+                # a pixel's FLAT_VEC channels: neighbours from a multiple of FLAT_VEC (one group)
+                x_off = x_off + (c * stride_xc)[None, :]
+                x_off = tl.max_contiguous(tl.multiple_of(x_off, [1, FLAT_VEC]), [1, FLAT_VEC])
+                b = tl.load(x_ptr + x_off, mask=mask_x, other=0.0)
+            else:
+                b = tl.load(x_base[None, :] + x_off, mask=mask_x, other=0.0)
         else:
             ih = oh * SH - PH + kh * DH
             iw = ow * SW - PW + kw * DW
@@ -385,8 +403,16 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     Og = C_out // groups
     grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
     L = NB * OH * OW
-    flat = _flat(Cg)  # columns over the whole filter (c, kh, kw), not one tap's channels
-    cols, taps = (Cg * KH * KW, 1) if flat else (Cg, KH * KW)
+    vec, C_dw = 1, Cg
+    if Cg == PAD_RGB[0] and groups == 1 and _flat(PAD_RGB[1]) and L and C_out:
+        # as the forward: x padded to 4 channels, a pixel one vector; dw comes out
+        # (C_out, KH, KW, 4), its first 3 channels taken below
+        input = _pad_channels(input, PAD_RGB[1])
+        C_dw = vec = PAD_RGB[1]
+        sn, sc, sh, sw = input.stride()  # the kernel's alignment hint rests on these
+        assert sc == 1 and sn % vec == sh % vec == sw % vec == 0, input.stride()
+    flat = _flat(C_dw)  # columns over the whole filter (c, kh, kw), not one tap's channels
+    cols, taps = (C_dw * KH * KW, 1) if flat else (C_dw, KH * KW)
     nominal_tiles = triton.cdiv(Og, 64) * triton.cdiv(cols, 64) * taps * groups
     split = _split_k(L, nominal_tiles, grad_output.device)
     chunk = triton.cdiv(triton.cdiv(L, split), 64) * 64 if L else 0
@@ -395,7 +421,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     # split partials in fp32, summed and cast below; one split stores dw, db directly in the
     # output dtype (the kernel's fp32 accumulator is rounded once, in the store)
     part = torch.float32 if split > 1 else grad_output.dtype
-    dw_part = torch.empty((split, C_out, Cg, KH, KW), device=dev, dtype=part)
+    dw_part = torch.empty((split, C_out, C_dw, KH, KW), device=dev, dtype=part)
     db_part = torch.empty((split, C_out if bias_grad else 0), device=dev, dtype=part)
     if L == 0 or C_out == 0 or Cg == 0:
         dw_part.zero_()
@@ -412,15 +438,18 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             lambda a: a["Og"], lambda a: a["Cg"] * a["KH"] * a["KW"] if _flat(a["Cg"]) else a["Cg"],
         )[grid](
             grad_output, input, dw_part, db_part if bias_grad else dw_part,  # no empty pointers
-            NB, Cg, H, W, Og, OH, OW, KH, KW, split, chunk,
+            NB, C_dw, H, W, Og, OH, OW, KH, KW, split, chunk,
             *grad_output.stride(), *input.stride(),
             SH, SW, PH, PW, DH, DW,
-            BIAS_GRAD=bias_grad, FLAT_N=flat, INDEX64=index64(grad_output, input, dw_part),
+            BIAS_GRAD=bias_grad, FLAT_N=flat, FLAT_VEC=vec, FLAT_KW=KW if vec > 1 else 1,
+            INDEX64=index64(grad_output, input, dw_part),
             INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
             DY_DENSE=_pixels_dense(grad_output), M_ALIGN=_align(Og), N_ALIGN=_align(cols),
         )
+    if vec > 1:  # (split, C_out, KH, KW, 4) in memory: the real channels, in dw's order
+        dw_part = dw_part.view(split, C_out, KH, KW, vec)[..., :Cg].permute(0, 1, 4, 2, 3)
     if split == 1:
-        return dw_part[0], db_part[0]
+        return dw_part[0].contiguous(), db_part[0]
     # deterministic reduction of the split-K partials, one cast at the end
     dw = dw_part.sum(0).to(grad_output.dtype)
     db = db_part.sum(0).to(grad_output.dtype)

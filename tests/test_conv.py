@@ -232,7 +232,7 @@ def test_int64_offsets_path(monkeypatch):
         rw, rb = reference.conv2d_weight_grad(gy, x, w.shape, *conv)
         assert_close_rel(dw, rw, 1e-5, "dw")
         assert_close_rel(db, rb, 1e-5, "db")
-    assert len(seen) == 9 + 2  # every launch asked: 3 cases x 3 kernels, 2 pads of the stem's x and w
+    assert len(seen) == 9 + 3  # every launch asked: 3 cases x 3 kernels, the stem's 3 channel pads
 
 
 @pytest.mark.parametrize(
@@ -346,13 +346,16 @@ def test_both_filter_walks(flat, layout, monkeypatch):
         assert_close_rel(db, rb, 1e-5, f"db {case}")
 
 
-def test_rgb_forward_pads_to_4_channels(monkeypatch):
+def test_rgb_convs_pad_to_4_channels(monkeypatch):
     """A 3-channel group (RGB stems) is walked over a zero-padded 4-channel channels_last copy
-    (one aligned vector a pixel); the output keeps the layout torch gives, whatever the input's
-    layout; 3 channels in one of two groups keep the plain walk."""
+    (one aligned vector a pixel) by the forward (x and w padded) and the weight gradient (x
+    padded, dw computed as (C_out, KH, KW, 4) and its 3 channels returned in dw's order); the
+    output keeps the layout torch gives, whatever the input's layout; 3 channels in one of two
+    groups keep the plain walk."""
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
 
     x = torch.randn(2, 3, 5, 7, device=KERNEL_DEVICE)[:, :, :, ::2]  # strided: read through strides
     x4 = kconv._pad_channels(x, 4)
@@ -360,19 +363,32 @@ def test_rgb_forward_pads_to_4_channels(monkeypatch):
     assert torch.equal(x4, torch.cat([x, torch.zeros_like(x[:, :1])], 1))
     pads = []
     real = kconv._pad_channels
-    monkeypatch.setattr(kconv, "_pad_channels", lambda t, c: pads.append(c) or real(t, c))
-    for case, padded in [(CASES[5], True), (CASES[0], True), ((1, 6, 9, 9, 4, 3, 2, 1, 1, 2), False)]:
+    for mod in (kconv, kconvb):
+        monkeypatch.setattr(mod, "_pad_channels", lambda t, c: pads.append(c) or real(t, c))
+    split = []
+    real_split = kconvb._split_k
+    monkeypatch.setattr(kconvb, "_split_k", lambda *a: split.append(real_split(*a)) or split[-1])
+    cases = [(CASES[5], True), (CASES[0], True), ((1, 6, 9, 9, 4, 3, 2, 1, 1, 2), False),
+             ((1, 3, 40, 40, 4, 7, 2, 3, 1, 1), True)]  # 400 pixels: dw split over programs
+    for case, padded in cases:
         for layout in ("nchw", "channels_last", "strided"):
             x, w, b, conv = _kernel_args(case, torch.float32, channels_last=layout == "channels_last")
             if layout == "strided":
                 x = torch.cat([x, x], 3)[..., ::2]
             n = len(pads)
             y = kernels.conv2d_forward(x, w, b, *conv, activation="relu")
-            assert pads[n:] == ([4, 4] if padded else []), (case, layout)
             ref = reference.conv2d_forward(x.contiguous(), w, b, *conv, "relu")
             assert_close_rel(y, ref, 1e-5, f"{case} {layout}")
             cl = layout == "channels_last"
             assert y.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            gy = torch.randn(y.shape, device=y.device)
+            dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+            rw, rb = reference.conv2d_weight_grad(gy, x.contiguous(), w.shape, *conv)
+            assert dw.shape == w.shape and dw.is_contiguous()
+            assert_close_rel(dw, rw, 1e-5, f"dw {case} {layout}")
+            assert_close_rel(db, rb, 1e-5, f"db {case} {layout}")
+            assert pads[n:] == ([4, 4, 4] if padded else []), (case, layout)
+    assert split[-1] > 1 and min(split) == 1
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=["3x3", "s2g2"])
