@@ -128,14 +128,17 @@ def fit_shared(configs, itemsize: int, limit):
 def prune_tiles(size_m, size_n):
     """An autotuner early_config_prune: drop tiles larger than the next power of two of the
     problem in M or N (a 128-row tile over a batch of 8 wastes 15/16 of its work, and each
-    config costs a compile and a timing on first use), then fit the rest in the GPU's shared
-    memory (fit_shared; the operands' element size is the first tensor argument's).
-    size_m/size_n read the kernel's args."""
+    config costs a compile and a timing on first use) and 16-wide N tiles unless N fits one
+    (kept for the few-channel sides: LeNet, the stem's 3 input channels), then fit the rest
+    in the GPU's shared memory (fit_shared; the operands' element size is the first tensor
+    argument's). size_m/size_n read the kernel's args."""
 
     def prune(configs, nargs, **kwargs):
         cap_m = max(16, triton.next_power_of_2(int(size_m(nargs))))
         cap_n = max(16, triton.next_power_of_2(int(size_n(nargs))))
-        keep = [c for c in configs if c.kwargs["BLOCK_M"] <= cap_m and c.kwargs["BLOCK_N"] <= cap_n]
+        least_n = min(cap_n, 32)
+        keep = [c for c in configs
+                if c.kwargs["BLOCK_M"] <= cap_m and least_n <= c.kwargs["BLOCK_N"] <= cap_n]
         keep = keep or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
         first = next((v for v in nargs.values() if torch.is_tensor(v)), None)
         if first is None:

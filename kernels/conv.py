@@ -67,6 +67,10 @@ def _configs():
             (128, 64, 64, 4, 4),
             (256, 64, 64, 3, 8),
             (64, 16, 16, 4, 2),  # few output channels (LeNet, depthwise)
+            # few channels on the GEMM's N side with a long K: the stem's input gradient
+            # (N = 3 input channels, K = 64 output channels x ~12 taps a phase)
+            (128, 16, 64, 4, 4),
+            (256, 16, 64, 3, 8),
         ],
         GROUP_M=8,
     )

@@ -86,7 +86,8 @@ def test_kernels_match_reference(M, K, N, act, dtype, tol):
 
 
 def test_autotune_prune_keeps_tiles_that_fit():
-    """The early prune drops tiles far larger than the problem, and never returns nothing."""
+    """The early prune drops tiles far larger than the problem and 16-wide N tiles where N
+    needs more, and never returns nothing."""
     import triton
 
     from tritonnet.kernels._common import prune_tiles
@@ -98,6 +99,11 @@ def test_autotune_prune_keeps_tiles_that_fit():
     assert sizes(prune(cfgs, {"M": 50, "N": 64})) == [(16, 32), (64, 64)]
     assert len(prune(cfgs, {"M": 4096, "N": 4096})) == 3
     assert sizes(prune(cfgs[1:], {"M": 1, "N": 1})) == [(64, 64)]  # smallest, not none
+    # 16-wide N tiles only where N fits one (the stem's 3-channel input gradient)
+    narrow = [triton.Config({"BLOCK_M": 64, "BLOCK_N": n}) for n in (16, 32, 64)]
+    assert sizes(prune(narrow, {"M": 4096, "N": 3})) == [(64, 16)]
+    assert sizes(prune(narrow, {"M": 4096, "N": 20})) == [(64, 32)]
+    assert sizes(prune(narrow, {"M": 4096, "N": 64})) == [(64, 32), (64, 64)]
 
 
 def test_fit_shared_lowers_stages_then_drops():
