@@ -20,6 +20,16 @@ its inputs: each block loads its (at most 2x2) windows' indices and dy once and 
 its four inputs, where the gather loads them once per input and window (4x the loads at 3x3
 stride 2, 16x at 2x2). Which of the four inputs can be a tap of which window is fixed at
 compile time (_s2_windows's TAPS); the rest are not compared at all.
+
+adaptive_max_pool2d with few, large windows (the output at most 1/16 of the input, each
+dimension no larger than the input's): a scatter without atomics instead. dx is zeroed and
+each window writes its dy to the input it chose. Two windows can choose the same input only
+where they overlap, and with O <= I such windows are neighbours (at most two cover an input
+along a dimension), so a window defers to an earlier neighbour (in (oh, ow) order) that chose
+the same input, and otherwise writes the sum of its own dy and its later neighbours' that
+chose it: the gather's sum, in the gather's order, written once. The gather would test 2x2
+windows for every input; this reads 9 indices per window and leaves the rest of dx to a
+memset.
 """
 
 from __future__ import annotations
@@ -226,6 +236,56 @@ def _max_pool2d_bwd_s2_kernel(
 
 
 @triton.jit
+def _max_pool2d_bwd_scatter_kernel(
+    # pointers; dx_ptr: dense (N, C, H, W) in the given layout, zeroed by the launcher
+    dy_ptr, idx_ptr, dx_ptr,
+    # sizes
+    C, H, W, OH, OW, ROWS, COLS,
+    # grad_output and indices strides
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_in, stride_ic, stride_ih, stride_iw,
+    # options
+    CHANNELS_LAST: tl.constexpr, ACC64: tl.constexpr, INDEX64: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
+):
+    """dx[n, c, idx[w]] = sum of dy over the windows w' that chose idx[w], written by the first
+    of them (module docstring); the tile is the output's (rows, columns) view, as the forward's."""
+    r, col, mask, _ = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)
+    n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
+    g_base = dy_ptr + n * stride_gn + c * stride_gc
+    i_base = idx_ptr + n * stride_in + c * stride_ic
+    idx = tl.load(i_base + oh * stride_ih + ow * stride_iw, mask=mask, other=0)
+    if ACC64:
+        total = tl.zeros(mask.shape, dtype=tl.float64)
+    else:
+        total = tl.zeros(mask.shape, dtype=tl.float32)
+    # 0 + dy, as the gather sums from 0 (a -0.0 dy stores +0.0 there too)
+    total += tl.load(g_base + oh * stride_gh + ow * stride_gw, mask=mask, other=0.0).to(total.dtype)
+    owner = mask
+    # the 8 neighbours in (oh, ow) order: an earlier one that chose the same input writes it;
+    # the later ones' dy join this window's sum, in order
+    for dh in tl.static_range(-1, 2):
+        for dw in tl.static_range(-1, 2):
+            if dh != 0 or dw != 0:
+                nh = oh + dh
+                nw = ow + dw
+                ok = mask & inside(nh, OH) & inside(nw, OW)
+                same = ok & (tl.load(i_base + nh * stride_ih + nw * stride_iw, mask=ok, other=-1) == idx)
+                if dh < 0 or (dh == 0 and dw < 0):
+                    owner = owner & (same == 0)
+                else:
+                    g = tl.load(g_base + nh * stride_gh + nw * stride_gw, mask=same, other=0.0)
+                    total += tl.where(same, g.to(total.dtype), 0.0)
+    if not INDEX64:  # a plane index is below H*W < 2**31
+        idx = idx.to(tl.int32)
+    if CHANNELS_LAST:
+        off = (n * (H * W) + idx) * C + c
+    else:
+        off = (n * C + c) * (H * W) + idx
+    tl.store(dx_ptr + off, total.to(dx_ptr.dtype.element_ty), mask=owner)
+
+
+@triton.jit
 def _avg_pool2d_bwd_kernel(
     # pointers
     dy_ptr, dx_ptr,
@@ -282,6 +342,8 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
+    if adaptive and OH <= H and OW <= W and 16 * OH * OW <= H * W:
+        return _max_backward_scatter(grad_output, indices, dx, channels_last)
     if not adaptive and (SH, SW) == (2, 2):
         blocks = _s2_windows(KH, PH, DH), _s2_windows(KW, PW, DW)
         if all(nj <= 2 for _, nj, _ in blocks):
@@ -347,6 +409,24 @@ def _max_backward_s2(grad_output, indices, dx, blocks, channels_last):
             CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
             INDEX64=index64(grad_output, indices, dx), W_ALIGN=w_align, BLOCK_V=block_v, VEC=vec,
         )
+    return dx
+
+
+SCATTER_KEY = ["ROWS", "COLS", "OH", "OW", "CHANNELS_LAST", "BLOCK_V"]
+
+
+def _max_backward_scatter(grad_output, indices, dx, channels_last):
+    N, C, H, W = dx.shape
+    OH, OW = grad_output.shape[-2:]
+    dx.zero_()
+    rows, cols, block_v, vec = _view(N, C, OH, OW, channels_last)
+    _autotuned("max_bwd_scatter", _max_pool2d_bwd_scatter_kernel, SCATTER_KEY)[_grid(rows, cols, block_v)](
+        grad_output, indices, dx,
+        C, H, W, OH, OW, rows, cols,
+        *grad_output.stride(), *indices.stride(),
+        CHANNELS_LAST=channels_last, ACC64=dx.dtype == torch.float64,
+        INDEX64=index64(grad_output, indices, dx), BLOCK_V=block_v, VEC=vec,
+    )
     return dx
 
 

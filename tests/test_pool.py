@@ -452,6 +452,43 @@ def test_max_backward_stride_2_blocks(monkeypatch):
             assert dx.is_contiguous(memory_format=CL if cl else torch.contiguous_format)
 
 
+def test_adaptive_max_backward_scatters_few_large_windows(monkeypatch):
+    """adaptive_max_pool2d's gradient with few large windows (output <= 1/16 of the input) is a
+    scatter without atomics (_max_pool2d_bwd_scatter_kernel): of the windows that chose one
+    input, the first writes the sum of their dy. Inputs that win two overlapping windows (up
+    to four, at a corner), a NaN and a -0.0 dy, a strided dy, both layouts: bitwise equal to
+    the reference; a denser output keeps the gather."""
+    from tritonnet import kernels
+    from tritonnet.kernels import pool_backward as kpoolb
+
+    used = []
+    real = kpoolb._max_backward_scatter
+    monkeypatch.setattr(kpoolb, "_max_backward_scatter", lambda *a: used.append(a) or real(*a))
+    shared = 0
+    for (h, w), (oh, ow) in [((17, 19), (3, 4)), ((33, 9), (2, 2)), ((16, 16), (1, 1)), ((9, 9), (4, 4))]:
+        for layout in ("nchw", "channels_last"):
+            x, cl = _kargs((2, 3, h, w), layout, torch.float32)
+            x = x.clone()
+            for o in range(1, oh):  # the rows and columns where windows overlap win both
+                x[:, :, (o * h) // oh] += 10
+            for o in range(1, ow):
+                x[:, :, :, (o * w) // ow] += 10
+            y, idx = reference.adaptive_max_pool2d_forward(x, (oh, ow), cl, True)
+            flat = idx.flatten(2)
+            shared += sum(len(set(p.tolist())) < p.numel() for p in flat.reshape(-1, flat.shape[-1]))
+            g = torch.randn(*y.shape[:3], 2 * y.shape[3], device=y.device)[..., ::2]  # strided dy
+            g[0, 0, 0, 0], g[0, 1, 0, 0] = float("nan"), -0.0
+            n = len(used)
+            dx = kernels.adaptive_max_pool2d_backward(g, idx, x.shape, cl)
+            assert len(used) == n + (16 * oh * ow <= h * w), (h, w, oh, ow)
+            rdx = reference.adaptive_max_pool2d_backward(g, idx, x.shape, cl)
+            assert torch.equal(dx.isnan(), rdx.isnan()) and dx.isnan().sum() == 1
+            assert torch.equal(dx.nan_to_num(), rdx.nan_to_num()), (h, w, oh, ow, layout)
+            assert torch.equal(dx.signbit(), rdx.signbit())
+            assert dx.is_contiguous(memory_format=CL if cl else torch.contiguous_format)
+    assert shared > 0  # some planes do have an input won by several windows
+
+
 @pytest.mark.parametrize("k,s,override", [(2, 2, None), (3, 3, None), (3, 1, None), (2, 1, 3), (2, 2, -2)],
                          ids=["div4", "div9", "div9-overlap", "override3", "override-2"])
 def test_avg_constant_divisor_rounds_as_a_division(k, s, override):
