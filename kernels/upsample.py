@@ -10,9 +10,11 @@ Source index of output position o along one dimension (PyTorch's CPU rule, float
   which differs from the formula when a scale_factor like 1.2 rounds to those sizes; the
   launcher picks one of the maps "copy", "half", "scale" per dimension to match.
 
-Forward (one read, one write): the grid is flat over the output, cdiv(numel, BLOCK), walking
-its memory order (NCDHW, or NDHWC for channels_last(_3d)); one program copies BLOCK elements,
-reading the input through its strides.
+Forward (one read, one write): the output is tiled as the pool kernels tile theirs
+(kernels/pool.py _tile): a 2-D view in its memory order, rows of (n, c, od, oh) by ow columns
+(NCDHW), rows of pixels (n, od, oh, ow) by channel columns (channels_last(_3d)). A row's
+source row is worked out once per row, not per element, and each thread stores VEC
+neighbouring outputs of one row as one vector; the input is read through its strides.
 
 Backward, a gather (no atomics, deterministic): src is monotone, so the outputs read from
 input position i are the contiguous range [first(i), first(i+1)), first(i) = the least o with
@@ -33,6 +35,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, autotune_cache, index64
+from .pool import _grid, _tile, _view
 
 
 def _configs():
@@ -109,8 +112,8 @@ def _first(i, I, O, scale, MAP: tl.constexpr, EXACT: tl.constexpr, WIDE: tl.cons
 def _upsample_nearest_fwd_kernel(
     # pointers
     x_ptr, y_ptr,
-    # sizes
-    C, ID, IH, IW, OD, OH, OW, total,
+    # sizes; (ROWS, COLS): the output's 2-D view (module docstring)
+    C, ID, IH, IW, OD, OH, OW, ROWS, COLS,
     # input strides
     stride_xn, stride_xc, stride_xd, stride_xh, stride_xw,
     # fp32 scales (input positions per output position)
@@ -118,20 +121,41 @@ def _upsample_nearest_fwd_kernel(
     # options
     MAP_D: tl.constexpr, MAP_H: tl.constexpr, MAP_W: tl.constexpr, EXACT: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+    BLOCK_V: tl.constexpr, VEC: tl.constexpr,
 ):
     """y[n, c, od, oh, ow] = x[n, c, src(od), src(oh), src(ow)]."""
-    pid = tl.program_id(0)
-    if INDEX64:
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    n, c, od, oh, ow = _unravel5(offs, C, OD, OH, OW, CHANNELS_LAST)
-    sd = _src(od, ID, scale_d, MAP_D, EXACT)
-    sh = _src(oh, IH, scale_h, MAP_H, EXACT)
-    sw = _src(ow, IW, scale_w, MAP_W, EXACT)
-    v = tl.load(x_ptr + n * stride_xn + c * stride_xc + sd * stride_xd + sh * stride_xh + sw * stride_xw,
-                mask=mask)
-    tl.store(y_ptr + offs, v, mask=mask)
+    r, v, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)  # y is dense in this view
+    if CHANNELS_LAST:  # a row is a pixel, a column a channel
+        ow = r % OW
+        t = r // OW
+        oh = t % OH
+        t = t // OH
+        od = t % OD
+        n = t // OD
+        row = (n * stride_xn + _src(od, ID, scale_d, MAP_D, EXACT) * stride_xd
+               + _src(oh, IH, scale_h, MAP_H, EXACT) * stride_xh
+               + _src(ow, IW, scale_w, MAP_W, EXACT) * stride_xw)
+        val = tl.load(x_ptr + row[:, None] + (v * stride_xc)[None, :], mask=mask)
+    else:  # a row is (n, c, od, oh), a column ow
+        oh = r % OH
+        t = r // OH
+        od = t % OD
+        t = t // OD
+        c = t % C
+        n = t // C
+        row = (n * stride_xn + c * stride_xc + _src(od, ID, scale_d, MAP_D, EXACT) * stride_xd
+               + _src(oh, IH, scale_h, MAP_H, EXACT) * stride_xh)
+        if MAP_W == "half":
+            # OW = 2*IW: each input column feeds two neighbouring outputs; load the BLOCK_V / 2
+            # input columns once (contiguous, so vectors) and write each twice, interleaved
+            j = tl.program_id(1) * (BLOCK_V // 2) + tl.arange(0, BLOCK_V // 2)
+            half = tl.load(x_ptr + row[:, None] + (j * stride_xw)[None, :],
+                           mask=(r < ROWS)[:, None] & (j < IW)[None, :])
+            val = tl.interleave(half, half)
+        else:
+            col = _src(v, IW, scale_w, MAP_W, EXACT) * stride_xw
+            val = tl.load(x_ptr + row[:, None] + col[None, :], mask=mask)
+    tl.store(y_ptr + offs, val, mask=mask)
 
 
 @triton.jit
@@ -186,7 +210,8 @@ _tuned: dict = {}
 def _kernel(name):
     if name not in _tuned:
         fn, key = {
-            "fwd": (_upsample_nearest_fwd_kernel, ["total", "OD", "OH", "OW", "CHANNELS_LAST"]),
+            "fwd": (_upsample_nearest_fwd_kernel,
+                    ["ROWS", "COLS", "OD", "OH", "OW", "CHANNELS_LAST", "BLOCK_V"]),
             "bwd": (_upsample_nearest_bwd_kernel,
                     ["total", "ID", "IH", "IW", "MAX_D", "MAX_H", "MAX_W", "CHANNELS_LAST"]),
         }[name]
@@ -252,14 +277,15 @@ def upsample_nearest_forward(input, output_size, scales, exact, channels_last):
     x5, y5 = _as5d(input), _as5d(y)
     _, C, ID, IH, IW = x5.shape
     OD, OH, OW = y5.shape[2:]
-    total = y.numel()
-    _kernel("fwd")[lambda meta: (triton.cdiv(total, meta["BLOCK"]),)](
+    # (OD*OH) stands in for _view's H: rows of (n, c, od, oh) or of pixels (n, od, oh, ow)
+    rows, cols, block_v, vec = _view(y5.shape[0], C, OD * OH, OW, channels_last)
+    _kernel("fwd")[_grid(rows, cols, block_v)](
         x5, y5,
-        C, ID, IH, IW, OD, OH, OW, total,
+        C, ID, IH, IW, OD, OH, OW, rows, cols,
         *x5.stride(),
         maps[0][1], maps[1][1], maps[2][1],
         MAP_D=maps[0][0], MAP_H=maps[1][0], MAP_W=maps[2][0], EXACT=exact,
-        CHANNELS_LAST=channels_last, INDEX64=index64(x5, y5),
+        CHANNELS_LAST=channels_last, INDEX64=index64(x5, y5), BLOCK_V=block_v, VEC=vec,
     )
     return y
 

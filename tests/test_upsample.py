@@ -181,6 +181,27 @@ def test_kernels_strided_input():
     _check(kernels, x, [9, 15], [1.8, 2.2], False, False, 1e-5)
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["int32", "int64"])
+def test_kernels_x2_loads_each_input_column_once(wide, monkeypatch):
+    """4-D x2 nearest takes the 'half' map along W, where the forward loads each input column
+    once and writes it twice (interleaved): both layouts, a strided input, widths that end a
+    column block part-way and odd ones, against the reference bitwise; also with the int64
+    offsets a tensor past 2**31 elements gets (forced here)."""
+    from tritonnet import kernels
+    from tritonnet.kernels import upsample as kup
+
+    if wide:
+        monkeypatch.setattr(kup, "index64", lambda *t: True)
+
+    assert kup._maps((5, 7), (10, 14), (2.0, 2.0), False, 4)[1:] == [("half", 0.5)] * 2
+    for shape in [(2, 3, 5, 7), (1, 2, 3, 9), (2, 2, 4, 6)]:
+        for cl in (False, True):
+            x = _layout(torch.randn(shape, device=KERNEL_DEVICE), cl)
+            _check(kernels, x, [2 * shape[2], 2 * shape[3]], [2.0, 2.0], False, cl, 1e-5)
+        xs = torch.randn(*shape[:3], 2 * shape[3] + 1, device=KERNEL_DEVICE)[..., 1::2]  # strided
+        _check(kernels, xs, [2 * shape[2], 2 * shape[3]], [2.0, 2.0], False, False, 1e-5)
+
+
 # adversarial (input size, scale_factor or None for a size): non-terminating binary scales,
 # prime sizes, downsampling that skips inputs, and the same/double-size corners
 FIRST_CASES = [
