@@ -125,24 +125,14 @@ def _upsample_nearest_fwd_kernel(
 ):
     """y[n, c, od, oh, ow] = x[n, c, src(od), src(oh), src(ow)]."""
     r, v, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)  # y is dense in this view
-    if CHANNELS_LAST:  # a row is a pixel, a column a channel
-        ow = r % OW
-        t = r // OW
-        oh = t % OH
-        t = t // OH
-        od = t % OD
-        n = t // OD
+    if CHANNELS_LAST:  # a row is a pixel (n, od, oh, ow), a column a channel
+        n, _, od, oh, ow = _unravel5(r, 1, OD, OH, OW, True)
         row = (n * stride_xn + _src(od, ID, scale_d, MAP_D, EXACT) * stride_xd
                + _src(oh, IH, scale_h, MAP_H, EXACT) * stride_xh
                + _src(ow, IW, scale_w, MAP_W, EXACT) * stride_xw)
         val = tl.load(x_ptr + row[:, None] + (v * stride_xc)[None, :], mask=mask)
-    else:  # a row is (n, c, od, oh), a column ow
-        oh = r % OH
-        t = r // OH
-        od = t % OD
-        t = t // OD
-        c = t % C
-        n = t // C
+    else:  # a row is (n, c, od, oh), a column ow: unravelled as (n, c, 1, od, oh)
+        n, c, _, od, oh = _unravel5(r, C, 1, OD, OH, False)
         row = (n * stride_xn + c * stride_xc + _src(od, ID, scale_d, MAP_D, EXACT) * stride_xd
                + _src(oh, IH, scale_h, MAP_H, EXACT) * stride_xh)
         if MAP_W == "half":
