@@ -127,3 +127,13 @@ def bounds_checked():
         for k, f in saved.items():
             setattr(B, k, f)
         ti.GridExecutor.__call__ = call
+
+
+def opcheck(op, args) -> None:
+    """torch.library.opcheck of a primitive (tritonnet.ops.*, checked through its operator) or
+    an OpOverload: schema, fake (meta) shapes and strides against the real op, the autograd
+    registration (a fallthrough: autograd is the Function around the operator, see
+    tritonnet/ops/_primitive.py), and AOT dispatch (what torch.compile relies on)."""
+    from tritonnet.ops._primitive import Primitive
+
+    torch.library.opcheck(op.op if isinstance(op, Primitive) else op, args)

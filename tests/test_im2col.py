@@ -8,7 +8,7 @@ import torch.nn.functional as TF
 
 import tritonnet
 import tritonnet.functional as F
-from tests.helpers import DTYPES, KERNEL_DEVICE, assert_close_rel
+from tests.helpers import DTYPES, KERNEL_DEVICE, assert_close_rel, opcheck
 from tritonnet import reference
 
 # (input shape, kernel_size, dilation, padding, stride): every index path of both kernels
@@ -182,16 +182,16 @@ def test_triton_backend_end_to_end(dtype, tol):
 
 
 def test_opcheck():
-    """Schema, fake (meta) implementation, autograd registration, and AOT dispatch of both
-    custom ops (what torch.compile relies on)."""
+    """Schema, fake (meta) implementation and AOT dispatch of both operators (what
+    torch.compile relies on)."""
     from tritonnet.ops import im2col as ops
 
     tritonnet.set_backend("reference")
     window = ([3, 2], [1, 1], [1, 0], [2, 1])
     x = torch.randn(1, 2, 4, 5, requires_grad=True)
     c = torch.randn(1, 12, 8, requires_grad=True)  # L = 2 * 4
-    torch.library.opcheck(ops.unfold, (x, *window))
-    torch.library.opcheck(ops.fold, (c, [4, 5], *window))
+    opcheck(ops.unfold, (x, *window))
+    opcheck(ops.fold, (c, [4, 5], *window))
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])

@@ -98,3 +98,61 @@ def test_torch_compile_small_model(backend):
     model(x).square().sum().backward()
     for g, p in zip(grads, model.parameters()):
         torch.testing.assert_close(g, p.grad)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_torch_compile_conv_pool_loss(backend):
+    """conv (with bias), max and average pooling and mse_loss under torch.compile with
+    fullgraph=True: each op's autograd.Function is traced around its opaque operator, and the
+    loss and every gradient equal eager mode's."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        tritonnet.nn.Conv2d(2, 4, 3, padding=1), tritonnet.nn.ReLU(), tritonnet.nn.MaxPool2d(2),
+        tritonnet.nn.Conv2d(4, 3, 1), tritonnet.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    ).to(dev)
+    x = torch.randn(2, 2, 6, 6, device=dev)
+    target = torch.randn(2, 3, device=dev)
+
+    def step(x):
+        return tritonnet.functional.mse_loss(model(x), target)
+
+    eager = step(x)
+    eager.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch._dynamo.reset()
+    out = torch.compile(step, fullgraph=True)(x)
+    torch.testing.assert_close(out, eager)
+    out.backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, g)
+
+
+def test_primitive_autograd_goes_through_the_function():
+    """An op's public callable takes its autograd.Function exactly when an input needs a
+    gradient; the bare operator never records a graph (not even the reference backend's aten
+    one); a gradient primitive refuses an input that needs a gradient (no double backward)
+    rather than returning a silently detached result."""
+    from tritonnet.ops import conv as ops
+
+    tritonnet.set_backend("reference")
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    args = ([1, 1], [1, 1], [1, 1], 1, "none")
+    assert ops.conv2d(x, w, None, *args).grad_fn is None
+    wg = w.clone().requires_grad_()
+    y = ops.conv2d(x, wg, None, *args)
+    assert type(y.grad_fn).__name__ == "conv2dBackward", type(y.grad_fn)
+    with torch.no_grad():
+        assert ops.conv2d(x, wg, None, *args).grad_fn is None
+    assert not ops.conv2d.op(x, wg, None, *args).requires_grad
+    y.sum().backward()
+    torch.testing.assert_close(wg.grad, torch.nn.grad.conv2d_weight(x, w.shape, torch.ones_like(y), 1, 1))
+
+    dy = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="tritonnet::conv2d_input_grad has no autograd formula"):
+        ops.conv2d_input_grad(dy, w, [1, 2, 5, 5], *args[:4])
+    with torch.no_grad():
+        assert ops.conv2d_input_grad(dy, w, [1, 2, 5, 5], *args[:4]).shape == x.shape

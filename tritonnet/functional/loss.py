@@ -278,7 +278,8 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     # which CPU autocast leaves alone and CUDA autocast runs in fp32 (pow)
     if autocast_fp32(input) and (weight is None or input.device.type != "cpu"):
         x, t = _to_fp32(x), _to_fp32(t)
-    dtype = torch.result_type(x, t)
+    # broadcast to one shape, so result_type is plain promotion (which torch.compile traces)
+    dtype = torch.promote_types(x.dtype, t.dtype)
     if weight is not None:
         dtype = torch.promote_types(dtype, weight.dtype)
     if dtype not in FLOATS:

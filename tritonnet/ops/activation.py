@@ -9,11 +9,12 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ._primitive import primitive
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 
-@torch.library.custom_op("tritonnet::activation", mutates_args=())
+@primitive
 def activation(input: Tensor, act: str) -> Tensor:
     return backend_for(input).activation_forward(input, act)
 
@@ -35,7 +36,7 @@ def _(input, act):
     return None
 
 
-@torch.library.custom_op("tritonnet::activation_backward", mutates_args=())
+@primitive
 def activation_backward(grad_output: Tensor, output: Tensor, act: str) -> Tensor:
     return backend_for(output).activation_backward(grad_output, output, act)
 

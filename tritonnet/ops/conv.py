@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ._primitive import primitive
 from .activation import activation_backward
 
 
@@ -29,7 +30,7 @@ def _out_hw(h, w, k, s, p, d):
     return oh, ow
 
 
-@torch.library.custom_op("tritonnet::conv2d", mutates_args=())
+@primitive
 def conv2d(
     input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
     dilation: list[int], groups: int, act: str,
@@ -43,7 +44,7 @@ def _(input, weight, bias, stride, padding, dilation, groups, act):
     return input.new_empty((input.shape[0], weight.shape[0], oh, ow))
 
 
-@torch.library.custom_op("tritonnet::conv2d_input_grad", mutates_args=())
+@primitive
 def conv2d_input_grad(
     grad_output: Tensor, weight: Tensor, input_size: list[int], stride: list[int],
     padding: list[int], dilation: list[int], groups: int,
@@ -60,7 +61,7 @@ def _(grad_output, weight, input_size, stride, padding, dilation, groups):
     )
 
 
-@torch.library.custom_op("tritonnet::conv2d_weight_grad", mutates_args=())
+@primitive
 def conv2d_weight_grad(
     grad_output: Tensor, input: Tensor, weight_size: list[int], stride: list[int],
     padding: list[int], dilation: list[int], groups: int, bias_grad: bool = True,
@@ -103,7 +104,7 @@ def _backward(ctx, grad):
 conv2d.register_autograd(_backward, setup_context=_setup)
 
 
-@torch.library.custom_op("tritonnet::conv_transpose2d", mutates_args=())
+@primitive
 def conv_transpose2d(
     input: Tensor, weight: Tensor, bias: Optional[Tensor], output_size: list[int],
     stride: list[int], padding: list[int], dilation: list[int], groups: int,

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ._primitive import primitive
 
 
 def _forward(prims, feature):
@@ -30,7 +31,7 @@ def _backward_prim(prims, feature):
 # the draw (torch.randint) and the op without a graph break on .item().
 
 
-@torch.library.custom_op("tritonnet::dropout", mutates_args=())
+@primitive
 def dropout(input: Tensor, p: float, seed: Tensor, feature: bool) -> Tensor:
     return _forward(backend_for(input), feature)(input, p, int(seed))
 
@@ -52,7 +53,7 @@ def _(input, p, seed, feature):
     return None
 
 
-@torch.library.custom_op("tritonnet::dropout_backward", mutates_args=())
+@primitive
 def dropout_backward(grad_output: Tensor, p: float, seed: Tensor, feature: bool) -> Tensor:
     return _backward_prim(backend_for(grad_output), feature)(grad_output, p, int(seed))
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ._primitive import primitive
 
 __all__ = ["unfold", "fold"]
 
@@ -21,7 +22,7 @@ def _out_size(size, k, d, p, s):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-@torch.library.custom_op("tritonnet::unfold", mutates_args=())
+@primitive
 def unfold(
     input: Tensor, kernel_size: list[int], dilation: list[int], padding: list[int], stride: list[int]
 ) -> Tensor:
@@ -37,7 +38,7 @@ def _(input, kernel_size, dilation, padding, stride):
     return input.new_empty((N, C * kernel_size[0] * kernel_size[1], L))
 
 
-@torch.library.custom_op("tritonnet::fold", mutates_args=())
+@primitive
 def fold(
     input: Tensor, output_size: list[int], kernel_size: list[int], dilation: list[int],
     padding: list[int], stride: list[int],

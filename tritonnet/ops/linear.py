@@ -15,10 +15,11 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ._primitive import primitive
 from .activation import activation_backward
 
 
-@torch.library.custom_op("tritonnet::linear", mutates_args=())
+@primitive
 def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], act: str) -> Tensor:
     return backend_for(input).linear_forward(input, weight, bias, act)
 
@@ -28,7 +29,7 @@ def _(input, weight, bias, act):
     return input.new_empty((input.shape[0], weight.shape[0]))
 
 
-@torch.library.custom_op("tritonnet::linear_input_grad", mutates_args=())
+@primitive
 def linear_input_grad(grad_output: Tensor, weight: Tensor) -> Tensor:
     return backend_for(grad_output).linear_input_grad(grad_output, weight)
 
@@ -38,7 +39,7 @@ def _(grad_output, weight):
     return grad_output.new_empty((grad_output.shape[0], weight.shape[1]))
 
 
-@torch.library.custom_op("tritonnet::linear_weight_grad", mutates_args=())
+@primitive
 def linear_weight_grad(grad_output: Tensor, input: Tensor) -> tuple[Tensor, Tensor]:
     return backend_for(grad_output).linear_weight_grad(grad_output, input)
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ._primitive import primitive
 
 
 def _row_dtype(dtype):
@@ -33,7 +34,7 @@ def _row_dtype(dtype):
 # cross_entropy
 
 
-@torch.library.custom_op("tritonnet::cross_entropy", mutates_args=())
+@primitive
 def cross_entropy(
     input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, label_smoothing: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -47,7 +48,7 @@ def _(input, target, weight, ignore_index, label_smoothing):
     return tuple(input.new_empty((N, R), dtype=_row_dtype(input.dtype)) for _ in range(3))
 
 
-@torch.library.custom_op("tritonnet::cross_entropy_backward", mutates_args=())
+@primitive
 def cross_entropy_backward(
     grad: Tensor, input: Tensor, target: Tensor, weight: Optional[Tensor], lse: Tensor,
     wsum: Tensor, ignore_index: int, label_smoothing: float,
@@ -62,7 +63,7 @@ def _(grad, input, target, weight, lse, wsum, ignore_index, label_smoothing):
     return torch.empty_like(input)
 
 
-@torch.library.custom_op("tritonnet::cross_entropy_target_grad", mutates_args=())
+@primitive
 def cross_entropy_target_grad(
     grad: Tensor, input: Tensor, weight: Optional[Tensor], lse: Tensor, label_smoothing: float
 ) -> Tensor:
@@ -108,7 +109,7 @@ cross_entropy.register_autograd(_ce_backward, setup_context=_ce_setup)
 # nll_loss
 
 
-@torch.library.custom_op("tritonnet::nll_loss", mutates_args=())
+@primitive
 def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int) -> Tensor:
     """-> row losses (N, R)."""
     return backend_for(input).nll_loss_forward(input, target, weight, ignore_index)
@@ -119,7 +120,7 @@ def _(input, target, weight, ignore_index):
     return input.new_empty(target.shape, dtype=_row_dtype(input.dtype))
 
 
-@torch.library.custom_op("tritonnet::nll_loss_backward", mutates_args=())
+@primitive
 def nll_loss_backward(
     grad: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, num_classes: int,
     dtype: torch.dtype,
@@ -156,7 +157,7 @@ nll_loss.register_autograd(_nll_backward, setup_context=_nll_setup)
 # mse_loss
 
 
-@torch.library.custom_op("tritonnet::mse_loss", mutates_args=())
+@primitive
 def mse_loss(input: Tensor, target: Tensor, weight: Optional[Tensor], reduce: bool) -> Tensor:
     """input, target, weight of one shape and dtype -> the 0-d sum (reduce) or elementwise loss."""
     return backend_for(input).mse_loss_forward(input, target, weight, reduce)
@@ -169,7 +170,7 @@ def _(input, target, weight, reduce):
     return input.new_empty(input.shape)
 
 
-@torch.library.custom_op("tritonnet::mse_loss_backward", mutates_args=())
+@primitive
 def mse_loss_backward(
     grad: Tensor, input: Tensor, target: Tensor, weight: Optional[Tensor], reduce: bool
 ) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ._primitive import primitive
 
 
 def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int,
@@ -77,7 +78,7 @@ def _no_indices(input):
 # max_pool2d
 
 
-@torch.library.custom_op("tritonnet::max_pool2d", mutates_args=())
+@primitive
 def max_pool2d(input: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                dilation: list[int], ceil_mode: bool, need_indices: bool) -> tuple[Tensor, Tensor]:
     out_hw = _pooled_shape(input, kernel_size, stride, padding, dilation, ceil_mode)[-2:]
@@ -95,7 +96,7 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode, need_indices):
     return _new(input, shape, cl), idx
 
 
-@torch.library.custom_op("tritonnet::max_pool2d_backward", mutates_args=())
+@primitive
 def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: list[int],
                         kernel_size: list[int], stride: list[int], padding: list[int],
                         dilation: list[int], channels_last: bool) -> Tensor:
@@ -138,7 +139,7 @@ max_pool2d.register_autograd(_max_backward, setup_context=_max_setup)
 # avg_pool2d
 
 
-@torch.library.custom_op("tritonnet::avg_pool2d", mutates_args=())
+@primitive
 def avg_pool2d(input: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
     out_hw = _pooled_shape(input, kernel_size, stride, padding, [1, 1], ceil_mode)[-2:]
@@ -155,7 +156,7 @@ def _(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor
     return _new(input, shape, is_channels_last(input))
 
 
-@torch.library.custom_op("tritonnet::avg_pool2d_backward", mutates_args=())
+@primitive
 def avg_pool2d_backward(grad_output: Tensor, input_size: list[int], kernel_size: list[int],
                         stride: list[int], padding: list[int], count_include_pad: bool,
                         divisor_override: Optional[int], channels_last: bool) -> Tensor:
@@ -189,7 +190,7 @@ avg_pool2d.register_autograd(_avg_backward, setup_context=_avg_setup)
 # adaptive_max_pool2d / adaptive_avg_pool2d
 
 
-@torch.library.custom_op("tritonnet::adaptive_max_pool2d", mutates_args=())
+@primitive
 def adaptive_max_pool2d(input: Tensor, output_size: list[int],
                         need_indices: bool) -> tuple[Tensor, Tensor]:
     (x,) = _batched(input)
@@ -206,7 +207,7 @@ def _(input, output_size, need_indices):
     return _new(input, shape, cl), idx
 
 
-@torch.library.custom_op("tritonnet::adaptive_max_pool2d_backward", mutates_args=())
+@primitive
 def adaptive_max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: list[int],
                                  channels_last: bool) -> Tensor:
     g, idx = _batched(grad_output, indices)
@@ -234,7 +235,7 @@ def _amax_backward(ctx, grad, _grad_indices):
 adaptive_max_pool2d.register_autograd(_amax_backward, setup_context=_amax_setup)
 
 
-@torch.library.custom_op("tritonnet::adaptive_avg_pool2d", mutates_args=())
+@primitive
 def adaptive_avg_pool2d(input: Tensor, output_size: list[int]) -> Tensor:
     (x,) = _batched(input)
     y = backend_for(input).adaptive_avg_pool2d_forward(x, output_size, is_channels_last(input))
@@ -246,7 +247,7 @@ def _(input, output_size):
     return _new(input, (*input.shape[:-2], *output_size), is_channels_last(input))
 
 
-@torch.library.custom_op("tritonnet::adaptive_avg_pool2d_backward", mutates_args=())
+@primitive
 def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: list[int],
                                  channels_last: bool) -> Tensor:
     (g,) = _batched(grad_output)
@@ -275,7 +276,7 @@ adaptive_avg_pool2d.register_autograd(_aavg_backward, setup_context=_aavg_setup)
 # nearest resampling (interpolate mode='nearest' / 'nearest-exact')
 
 
-@torch.library.custom_op("tritonnet::upsample_nearest", mutates_args=())
+@primitive
 def upsample_nearest(input: Tensor, output_size: list[int], scales: list[float],
                      exact: bool) -> Tensor:
     return backend_for(input).upsample_nearest_forward(
@@ -287,7 +288,7 @@ def _(input, output_size, scales, exact):
     return _new(input, (*input.shape[:2], *output_size), is_channels_last(input))
 
 
-@torch.library.custom_op("tritonnet::upsample_nearest_backward", mutates_args=())
+@primitive
 def upsample_nearest_backward(grad_output: Tensor, input_size: list[int], scales: list[float],
                               exact: bool, channels_last: bool) -> Tensor:
     return backend_for(grad_output).upsample_nearest_backward(

@@ -14,9 +14,10 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ._primitive import primitive
 
 
-@torch.library.custom_op("tritonnet::softmax", mutates_args=())
+@primitive
 def softmax(input: Tensor, log: bool) -> Tensor:
     return backend_for(input).softmax_forward(input, log)
 
@@ -26,7 +27,7 @@ def _(input, log):
     return torch.empty_like(input)
 
 
-@torch.library.custom_op("tritonnet::softmax_backward", mutates_args=())
+@primitive
 def softmax_backward(grad_output: Tensor, output: Tensor, log: bool) -> Tensor:
     return backend_for(output).softmax_backward(grad_output, output, log)
 

@@ -1,0 +1,130 @@
+"""How an op becomes a ``tritonnet::name`` operator: ``define`` + ``impl`` for the dispatcher,
+and its autograd as a ``torch.autograd.Function`` outside the operator.
+
+Why not ``torch.library.custom_op`` with ``register_autograd``: its eager calls cost tens of
+microseconds of Python each (pytorch/pytorch#139500, #176592). Measured on this project's 2-core
+CPU machine, torch 2.13, an op of conv2d's signature with an empty body (bench/NOTES.md,
+"The op layer's host cost"):
+
+    custom_op                       ~25 us     custom_op, an input needing grad   ~62 us
+    define + impl (this module)      ~7 us     autograd.Function around it        ~16 us
+
+At batch 1 the kernels of a ResNet are shorter than that, and LeNet's training step is made of
+such calls, so the op layer's own cost is what the user waits for.
+
+What the dispatcher still sees is the same: one opaque operator per primitive, with a fake
+(meta) implementation, so ``torch.compile`` (which traces the Function), FakeTensor, meta
+tensors and CUDA graph capture work as before. The Function is the classic ``forward(ctx, ...)``
+kind: the ``setup_context`` kind binds every call's arguments through ``inspect.signature``
+(~20 us here).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+_LIB = torch.library.Library("tritonnet", "FRAGMENT")
+
+
+def _needs_grad(args) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    for a in args:
+        if isinstance(a, Tensor) and a.requires_grad:
+            return True
+    return False
+
+
+def _without_autograd(fn):
+    """fn run with grad mode off. The operator has no autograd kernel, so without this a
+    direct call of ``torch.ops.tritonnet.name`` on inputs that need gradients would hand back
+    the reference backend's own aten graph (and nothing from the Triton backend). The
+    autograd.Function already runs it with grad mode off: one check, no context."""
+
+    @functools.wraps(fn)
+    def impl(*args):
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return fn(*args)
+        return fn(*args)
+
+    return impl
+
+
+class Primitive:
+    """``tritonnet::<fn.__name__>``, callable like ``fn``; the dispatcher runs ``fn`` on CPU and
+    CUDA tensors, and the function given to :meth:`register_fake` on fake and meta ones.
+
+    Calls are positional. Until :meth:`register_autograd`, an input that needs a gradient is
+    an error (as it is for a custom op without autograd), not a silently detached output.
+    """
+
+    def __init__(self, fn):
+        name = fn.__name__
+        _LIB.define(name + torch.library.infer_schema(fn, mutates_args=()))
+        impl = _without_autograd(fn)
+        _LIB.impl(name, impl, "CPU")
+        _LIB.impl(name, impl, "CUDA")
+        # not differentiable at the dispatcher: autograd is the Function below, outside it.
+        # A fallthrough says so (no "autograd kernel not registered" wrapper on the outputs)
+        _LIB.impl(name, torch.library.fallthrough_kernel, "Autograd")
+        self.op = getattr(torch.ops.tritonnet, name).default
+        self.qualname = f"tritonnet::{name}"
+        functools.update_wrapper(self, fn)
+        self._call = self._no_autograd
+
+    def __call__(self, *args):
+        return self._call(*args)
+
+    def __repr__(self):
+        return f"<tritonnet primitive {self.qualname}>"
+
+    def _no_autograd(self, *args):
+        if _needs_grad(args):
+            raise RuntimeError(
+                f"{self.qualname} has no autograd formula (it is a gradient primitive), so it "
+                "cannot be differentiated: double backward through it is not supported"
+            )
+        return self.op(*args)
+
+    def register_fake(self, fake):
+        torch.library.register_fake(self.qualname, fake, lib=_LIB)
+        return fake
+
+    def register_autograd(self, backward, *, setup_context):
+        """``setup_context(ctx, inputs, output)`` and ``backward(ctx, *grads)`` as for
+        ``custom_op``; the forward is the operator itself, run with grad mode off."""
+        op = self.op
+
+        def forward(ctx, *args):
+            out = op(*args)
+            setup_context(ctx, args, out)
+            return out
+
+        fn = type(self.__name__, (torch.autograd.Function,), {
+            "forward": staticmethod(forward),
+            "backward": staticmethod(backward),
+            "__module__": self.__module__,
+            "__qualname__": self.__name__,
+        })
+
+        def call(*args):
+            if _needs_grad(args):
+                return fn.apply(*args)
+            return op(*args)
+
+        self.function = fn
+        self._call = call
+
+
+def primitive(fn) -> Primitive:
+    """Decorator: ``@primitive`` over a fully annotated function makes it ``tritonnet::name``.
+
+    Out-of-place operators only. The two in-place ones (``activation_``, ``dropout_``) stay
+    ``torch.library.custom_op``: it registers the version-counter bump that autograd's checks
+    of saved tensors need, and they run only where no gradient is wanted.
+    """
+    return Primitive(fn)
