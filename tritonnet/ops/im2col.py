@@ -9,7 +9,6 @@ Each backward calls the other custom op, so double backward works too.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..backend import backend_for
