@@ -32,6 +32,12 @@ def upcast_dot(dtype: torch.dtype) -> bool:
     return INTERPRET and dtype == torch.bfloat16
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the host's grids and plans. Not triton.cdiv: since Triton 3.9 that is a
+    constexpr function, whose host calls go through argument unwrapping (~1.5 us each)."""
+    return -(-a // b)
+
+
 def is_dense(x: torch.Tensor) -> bool:
     """Non-overlapping and dense in one of the two layouts we treat as flat memory."""
     return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
@@ -48,8 +54,14 @@ def index64(*tensors: torch.Tensor) -> bool:
     do kernels compute offsets in int64 (their INDEX64 switch). int32 address arithmetic
     takes half the instructions, which matters where a loop is issue-bound."""
     for t in tensors:
+        n = t.numel()
+        if n >= 2**31:
+            return True
+        # dense (the common case): the span is the element count; one cached flag each
+        if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+            continue
         span = 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()) if n > 0)
-        if t.numel() >= 2**31 or span >= 2**31:
+        if span >= 2**31:
             return True
     return False
 

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import apply_activation, flat_view
+from ._common import apply_activation, cdiv, flat_view
 
 BLOCK = 1024
 
@@ -51,7 +51,7 @@ def activation_forward(input, activation, out=None):
     target = out if (out.stride() == x.stride()) else torch.empty_like(x)
     n = x.numel()
     if n:
-        _activation_fwd_kernel[(triton.cdiv(n, BLOCK),)](x, target, n, ACTIVATION=activation, BLOCK=BLOCK)
+        _activation_fwd_kernel[(cdiv(n, BLOCK),)](x, target, n, ACTIVATION=activation, BLOCK=BLOCK)
     if target is not out:
         out.copy_(target)
     return out
@@ -65,5 +65,5 @@ def activation_backward(grad_output, output, activation):
     dx = torch.empty_like(y)
     n = y.numel()
     if n:
-        _activation_bwd_kernel[(triton.cdiv(n, BLOCK),)](dy, y, dx, n, ACTIVATION=activation, BLOCK=BLOCK)
+        _activation_bwd_kernel[(cdiv(n, BLOCK),)](dy, y, dx, n, ACTIVATION=activation, BLOCK=BLOCK)
     return dx

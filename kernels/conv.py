@@ -33,6 +33,7 @@ from ._common import (
     INTERPRET,
     apply_activation,
     autotune_cache,
+    cdiv,
     dot_precision,
     gemm_configs,
     grouped_tile,
@@ -350,11 +351,11 @@ def _split_gemm(M, N, K, device) -> int:
     in the late layers (layer4 at batch 1 is 8 tiles of 64x64 for 132 SMs, each a 4608-long K
     loop), and at most so that each share keeps 256 K elements; the partials cost an fp32
     (split, M, N) buffer and one more pass (_reduce_split)."""
-    tiles = triton.cdiv(M, 64) * triton.cdiv(N, 64)
+    tiles = cdiv(M, 64) * cdiv(N, 64)
     sms = num_sms(device)
     if tiles >= sms:
         return 1
-    return max(1, min(triton.cdiv(2 * sms, tiles), K // 256, 16))
+    return max(1, min(cdiv(2 * sms, tiles), K // 256, 16))
 
 
 def _stage(t, Cg, Og):
@@ -390,7 +391,7 @@ def _pad_channels(t, c):
     P = N * H * W
     if P:
         block = 256
-        _pad_channels_kernel[(triton.cdiv(P, block),)](
+        _pad_channels_kernel[(cdiv(P, block),)](
             t, out, P, C, H, W, *t.stride(), CP=c, INDEX64=index64(t, out), BLOCK=block,
         )
     return out
@@ -425,7 +426,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     part = torch.empty((split, M, C_out), device=input.device, dtype=torch.float32) if split > 1 else y
 
     def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(Og, meta["BLOCK_N"]), groups, split)
+        return (cdiv(M, meta["BLOCK_M"]) * cdiv(Og, meta["BLOCK_N"]), groups, split)
 
     _autotuned(
         "fwd", _conv2d_fwd_kernel, _configs,
@@ -452,7 +453,7 @@ def _reduce_split(part, bias, out, activation):
     """out (channels_last, dense) = act(part.sum(0) + bias), part an fp32 (split, M, C) buffer."""
     split, M, C = part.shape
     block = 1024
-    _split_k_epilogue_kernel[(triton.cdiv(M * C, block),)](
+    _split_k_epilogue_kernel[(cdiv(M * C, block),)](
         part, bias if bias is not None else part, out, M * C, C, split,
         HAS_BIAS=bias is not None, ACTIVATION=activation, INDEX64=index64(part), BLOCK=block,
     )

@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, gemm_configs, grouped_tile, index64, inside, upcast_dot
+from ._common import INTERPRET, cdiv, gemm_configs, grouped_tile, index64, inside, upcast_dot
 from .conv import (
     PAD_RGB,
     _align,
@@ -357,10 +357,10 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     part = torch.empty((split, M, C_in), device=dx.device, dtype=torch.float32) if split > 1 else dx
 
     # the grid covers the largest phase; programs past their phase's tiles return at once
-    Mp = NB * triton.cdiv(H, SH) * triton.cdiv(W, SW)
+    Mp = NB * cdiv(H, SH) * cdiv(W, SW)
 
     def grid(meta):
-        return (triton.cdiv(Mp, meta["BLOCK_M"]) * triton.cdiv(Cg, meta["BLOCK_N"]), groups * SH * SW, split)
+        return (cdiv(Mp, meta["BLOCK_M"]) * cdiv(Cg, meta["BLOCK_N"]), groups * SH * SW, split)
 
     _autotuned(
         "dx", _conv2d_bwd_input_kernel, _configs, ["SPLIT", "stride_dyc", "stride_dxc"],
@@ -388,8 +388,8 @@ def _pixels_dense(t) -> bool:
 
 def _split_k(L, tiles, device):
     """Enough programs to fill the GPU twice over, each reducing at least 256 pixels."""
-    want = triton.cdiv(2 * num_sms(device), max(tiles, 1))
-    return max(1, min(want, triton.cdiv(L, 256), 64))
+    want = cdiv(2 * num_sms(device), max(tiles, 1))
+    return max(1, min(want, cdiv(L, 256), 64))
 
 
 def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups,
@@ -413,10 +413,10 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
         assert sc == 1 and sn % vec == sh % vec == sw % vec == 0, input.stride()
     flat = _flat(C_dw)  # columns over the whole filter (c, kh, kw), not one tap's channels
     cols, taps = (C_dw * KH * KW, 1) if flat else (C_dw, KH * KW)
-    nominal_tiles = triton.cdiv(Og, 64) * triton.cdiv(cols, 64) * taps * groups
+    nominal_tiles = cdiv(Og, 64) * cdiv(cols, 64) * taps * groups
     split = _split_k(L, nominal_tiles, grad_output.device)
-    chunk = triton.cdiv(triton.cdiv(L, split), 64) * 64 if L else 0
-    split = max(1, triton.cdiv(L, chunk)) if chunk else 1
+    chunk = cdiv(cdiv(L, split), 64) * 64 if L else 0
+    split = max(1, cdiv(L, chunk)) if chunk else 1
     dev = grad_output.device
     # split partials in fp32, summed and cast below; one split stores dw, db directly in the
     # output dtype (the kernel's fp32 accumulator is rounded once, in the store)
@@ -429,7 +429,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     else:
 
         def grid(meta):
-            tiles = triton.cdiv(Og, meta["BLOCK_M"]) * triton.cdiv(cols, meta["BLOCK_N"])
+            tiles = cdiv(Og, meta["BLOCK_M"]) * cdiv(cols, meta["BLOCK_N"])
             return (tiles, taps, groups * split)
 
         _autotuned(

@@ -37,6 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import cdiv
 from .softmax import row_tile
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
     if n_rows == 0:
         return loss, lse, wsum
     block_r, block_c, warps = row_tile(n_rows, C, input.stride(1))
-    _cross_entropy_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
+    _cross_entropy_fwd_kernel[(cdiv(n_rows, block_r),)](
         input, target, weight if weight is not None else input, loss, lse, wsum,
         n_rows, C, R, *input.stride(), *(target.stride() if prob else _index_strides(target)),
         ignore_index, float(label_smoothing),
@@ -253,7 +254,7 @@ def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index,
     if n_rows == 0 or C == 0:
         return grad_input
     block_r, block_c, warps = row_tile(n_rows, C, input.stride(1))
-    _cross_entropy_bwd_kernel[(triton.cdiv(n_rows, block_r),)](
+    _cross_entropy_bwd_kernel[(cdiv(n_rows, block_r),)](
         grad, input, target, weight if weight is not None else input, lse, wsum, grad_input,
         n_rows, C, R, *grad.stride(), *input.stride(),
         *(target.stride() if prob else _index_strides(target)), *grad_input.stride(),
@@ -273,7 +274,7 @@ def cross_entropy_target_grad(grad, input, weight, lse, label_smoothing):
     if n_rows == 0 or C == 0:
         return out
     block_r, block_c, warps = row_tile(n_rows, C, input.stride(1))
-    _cross_entropy_bwd_target_kernel[(triton.cdiv(n_rows, block_r),)](
+    _cross_entropy_bwd_target_kernel[(cdiv(n_rows, block_r),)](
         grad, input, weight if weight is not None else input, lse, out,
         n_rows, C, R, *grad.stride(), *input.stride(), *out.stride(),
         1.0 - float(label_smoothing), HAS_WEIGHT=weight is not None,

@@ -28,6 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import cdiv
+
 BLOCK = 1024  # elements per program
 
 
@@ -130,7 +132,7 @@ def _launch(x, p, seed, feature, out):
         block_c = min(triton.next_power_of_2(C), BLOCK)
         block_l = min(triton.next_power_of_2(L), BLOCK // block_c)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-    grid = (N * triton.cdiv(C, block_c) * triton.cdiv(L, block_l),)
+    grid = (N * cdiv(C, block_c) * cdiv(L, block_l),)
     _dropout_fwd_kernel[grid](
         x, target, seed, p, scale, C, L, *sx, *sy,
         FEATURE=feature, ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,

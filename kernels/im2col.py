@@ -34,6 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import cdiv
+
 __all__ = ["unfold_forward", "fold_forward"]
 
 # elements per program: memory-bound copies/sums, so tiles of ~1k elements (4 warps) keep
@@ -156,7 +158,7 @@ def _launch_unfold(x, y, kernel, dilation, padding, stride):
     # long contiguous output rows first, then as many rows as fill the tile
     block_l = min(triton.next_power_of_2(OH * OW), MAX_BLOCK_L)
     block_r = min(triton.next_power_of_2(C * KH * KW), max(1, TILE // block_l))
-    grid = (N * triton.cdiv(C * KH * KW, block_r) * triton.cdiv(OH * OW, block_l),)
+    grid = (N * cdiv(C * KH * KW, block_r) * cdiv(OH * OW, block_l),)
     _unfold_kernel[grid](
         x, y,
         C, H, W, OH, OW, KH, KW,
@@ -174,7 +176,7 @@ def _launch_fold(cols, y, kernel, dilation, padding, stride):
     # a few channels (C is 1 or 3 at a network's input), then pixels to fill the tile
     block_c = min(triton.next_power_of_2(C), MAX_BLOCK_C)
     block_p = min(triton.next_power_of_2(H * W), max(16, TILE // block_c))
-    grid = (N * triton.cdiv(C, block_c) * triton.cdiv(H * W, block_p),)
+    grid = (N * cdiv(C, block_c) * cdiv(H * W, block_p),)
     _fold_kernel[grid](
         cols, y,
         C, H, W, OH, OW, KH, KW,

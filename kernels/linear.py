@@ -24,6 +24,7 @@ from ._common import (
     INTERPRET,
     apply_activation,
     autotune_cache,
+    cdiv,
     dot_precision,
     gemm_configs,
     grouped_tile,
@@ -152,7 +153,7 @@ def matmul(a, b, bias=None, activation="none", rowsum=None, out=None):
     precision = dot_precision(a.dtype, torch.backends.cuda.matmul.allow_tf32)
 
     def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+        return (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]),)
 
     _kernel()[grid](
         a, b, out, bias if bias is not None else a, rowsum if rowsum is not None else out,

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET
+from ._common import INTERPRET, cdiv
 from .cross_entropy import _row_dtype, _row_start
 from .softmax import row_tile
 
@@ -143,7 +143,7 @@ def nll_loss_forward(input, target, weight, ignore_index):
     if n_rows == 0:
         return loss
     block_r = 16 if INTERPRET else 256
-    _nll_loss_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
+    _nll_loss_fwd_kernel[(cdiv(n_rows, block_r),)](
         input, target, weight if weight is not None else input, loss, n_rows, R,
         *input.stride(), *target.stride(), ignore_index,
         HAS_WEIGHT=weight is not None, BLOCK_R=block_r,
@@ -160,7 +160,7 @@ def nll_loss_backward(grad, target, weight, ignore_index, num_classes, dtype):
     if n_rows == 0 or C == 0:
         return grad_input
     block_r, block_c, warps = row_tile(n_rows, C, grad_input.stride(1))
-    grid = (triton.cdiv(n_rows, block_r), triton.cdiv(C, block_c))
+    grid = (cdiv(n_rows, block_r), cdiv(C, block_c))
     _nll_loss_bwd_kernel[grid](
         grad, target, weight if weight is not None else grad, grad_input, n_rows, C, R,
         *grad.stride(), *target.stride(), *grad_input.stride(), ignore_index,
@@ -176,7 +176,7 @@ def mse_loss_forward(input, target, weight, reduce):
     x, t = input.contiguous(), target.contiguous()
     w = weight.contiguous() if weight is not None else x
     n = x.numel()
-    grid = (triton.cdiv(n, MSE_BLOCK),)
+    grid = (cdiv(n, MSE_BLOCK),)
     if reduce:
         partials = torch.empty(grid[0], device=x.device, dtype=_row_dtype(x.dtype))
     else:
@@ -197,7 +197,7 @@ def mse_loss_backward(grad, input, target, weight, reduce):
     grad_input = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     n = x.numel()
     if n:
-        _mse_loss_bwd_kernel[(triton.cdiv(n, MSE_BLOCK),)](
+        _mse_loss_bwd_kernel[(cdiv(n, MSE_BLOCK),)](
             g, x, t, w, grad_input, n,
             HAS_WEIGHT=weight is not None, SCALAR_GRAD=reduce, BLOCK=MSE_BLOCK,
         )

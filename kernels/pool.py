@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune_cache, index64, inside
+from ._common import INTERPRET, autotune_cache, cdiv, index64, inside
 
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch: nothing here touches a device at import)
@@ -290,7 +290,7 @@ def _view(N, C, H, W, channels_last):
 
 
 def _grid(rows, cols, block_v):
-    return lambda meta: (triton.cdiv(rows, max(1, meta["BLOCK"] // block_v)), triton.cdiv(cols, block_v))
+    return lambda meta: (cdiv(rows, max(1, meta["BLOCK"] // block_v)), cdiv(cols, block_v))
 
 
 def _alloc(shape, like, channels_last, dtype=None):

@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import index64, inside
+from ._common import cdiv, index64, inside
 from .pool import (
     _adaptive_window,
     _alloc,
@@ -398,8 +398,8 @@ def _max_backward_s2(grad_output, indices, dx, blocks, channels_last):
     if channels_last:
         grid = _grid(rows, cols, block_v)
     else:  # rows of one plane per program
-        grid = lambda meta: (N * C * triton.cdiv(A, max(1, meta["BLOCK"] // block_v)),  # noqa: E731
-                             triton.cdiv(B, block_v))
+        grid = lambda meta: (N * C * cdiv(A, max(1, meta["BLOCK"] // block_v)),  # noqa: E731
+                             cdiv(B, block_v))
     if dx.numel():
         _autotuned("max_bwd_s2", _max_pool2d_bwd_s2_kernel, S2_KEY)[grid](
             grad_output, indices, dx,

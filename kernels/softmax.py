@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET
+from ._common import INTERPRET, cdiv
 
 # ---------------------------------------------------------------------------------------------
 # tile sizes (shared with kernels/cross_entropy.py and kernels/loss.py, whose kernels reduce rows
@@ -196,7 +196,7 @@ def softmax_forward(input, log):
     if n_rows == 0 or C == 0:
         return out
     block_r, block_c, warps = row_tile(n_rows, C, input.stride(1))
-    _softmax_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
+    _softmax_fwd_kernel[(cdiv(n_rows, block_r),)](
         input, out, n_rows, C, inner, *input.stride(), *out.stride(),
         LOG=log, SINGLE=C <= block_c, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps,
     )
@@ -211,7 +211,7 @@ def softmax_backward(grad_output, output, log):
     if n_rows == 0 or C == 0:
         return grad_input
     block_r, block_c, warps = row_tile(n_rows, C, output.stride(1))
-    _softmax_bwd_kernel[(triton.cdiv(n_rows, block_r),)](
+    _softmax_bwd_kernel[(cdiv(n_rows, block_r),)](
         grad_output, output, grad_input, n_rows, C, inner,
         *grad_output.stride(), *output.stride(), *grad_input.stride(),
         LOG=log, SINGLE=C <= block_c, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps,

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune_cache, index64
+from ._common import INTERPRET, autotune_cache, cdiv, index64
 from .pool import _grid, _tile, _view
 
 
@@ -293,7 +293,7 @@ def upsample_nearest_backward(grad_output, input_size, scales, exact, channels_l
     OD, OH, OW = g5.shape[2:]
     fans = [_max_fan(i, o, m, s, exact) for i, o, (m, s) in zip((ID, IH, IW), (OD, OH, OW), maps)]
     total = dx.numel()
-    _kernel("bwd")[lambda meta: (triton.cdiv(total, meta["BLOCK"]),)](
+    _kernel("bwd")[lambda meta: (cdiv(total, meta["BLOCK"]),)](
         g5, dx5,
         C, ID, IH, IW, OD, OH, OW, total,
         *g5.stride(),

@@ -218,6 +218,11 @@ def test_int64_offsets_path(monkeypatch):
     assert not _common.index64(torch.empty(4, 3, 8, 8))
     assert _common.index64(torch.empty(2, 2**30, device="meta"))  # 2**31 elements
     assert _common.index64(torch.empty(2, 2, device="meta").as_strided((2, 2), (2**31, 1)))  # a span
+    big = torch.empty(2, 2**14, 2**8, 2**8, device="meta")  # 2**31 elements
+    assert _common.index64(big.to(memory_format=torch.channels_last))  # dense: by the count
+    assert not _common.index64(big[:, :4].contiguous(memory_format=torch.channels_last))
+    assert _common.index64(torch.empty(4, 2**30, device="meta")[:, :2])  # 8 elements, a span past 2**31
+    assert not _common.index64(big[:1, :4, :2])  # not dense, a small span
     seen = []
     for mod in (kconv, kconvb):
         monkeypatch.setattr(mod, "index64", lambda *t: seen.append(len(t)) or True)

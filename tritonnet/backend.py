@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from types import ModuleType
 
 import torch
@@ -60,8 +61,16 @@ class use_backend:
         return False
 
 
+_triton_found = False
+
+
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Whether the triton package can be imported (a found package is remembered: this is
+    asked on every op call, and the search costs microseconds)."""
+    global _triton_found
+    if not _triton_found:
+        _triton_found = importlib.util.find_spec("triton") is not None
+    return _triton_found
 
 
 def interpreter_enabled() -> bool:
@@ -76,11 +85,11 @@ def _kernels() -> ModuleType:
             "tritonnet backend 'triton' needs the triton package, which is not installed; "
             "use set_backend('reference') or install triton"
         )
-    return importlib.import_module("tritonnet.kernels")
+    return sys.modules.get("tritonnet.kernels") or importlib.import_module("tritonnet.kernels")
 
 
 def _reference() -> ModuleType:
-    return importlib.import_module("tritonnet.reference")
+    return sys.modules.get("tritonnet.reference") or importlib.import_module("tritonnet.reference")
 
 
 def backend_for(tensor: torch.Tensor) -> ModuleType:
