@@ -836,3 +836,23 @@ def test_bench_pool_runs_and_counts_bytes():
     gbs = df[(df["metric"] == "GB/s") & (df["label"] == "tiny") & (df["mode"] == "forward")]
     assert len(gbs) == 2  # tritonnet and torch
     assert gbs["p50"].iloc[0] == pytest.approx(bpool.min_bytes(case, 120, "forward", 4) / 0.01e6)
+
+
+def test_is_channels_last_agrees_with_torch():
+    """The layout test's fast path (dense in exactly one layout) gives what torch's
+    suggest_memory_format gives, on dense, ambiguous (C == 1, H == W == 1) and strided inputs."""
+    from torch._prims_common import suggest_memory_format
+
+    from tritonnet.ops.pool import is_channels_last
+
+    cl = torch.channels_last
+    cases = []
+    for shape in [(2, 3, 4, 5), (2, 1, 4, 5), (2, 3, 1, 1), (1, 3, 1, 5), (2, 3, 4, 1), (1, 1, 1, 1)]:
+        t = torch.empty(shape)
+        cases += [t, t.to(memory_format=cl)]
+    big = torch.empty(2, 6, 8, 10)
+    cases += [big[:, ::2], big[..., ::2], big.to(memory_format=cl)[:, ::2], big.to(memory_format=cl)[:, :, 1:],
+              big.permute(0, 1, 3, 2), big.expand(2, 6, 8, 10)[:1]]
+    for t in cases:
+        want = suggest_memory_format(t) != torch.contiguous_format
+        assert is_channels_last(t) == want, (tuple(t.shape), t.stride())
