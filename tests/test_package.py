@@ -156,3 +156,12 @@ def test_primitive_autograd_goes_through_the_function():
         ops.conv2d_input_grad(dy, w, [1, 2, 5, 5], *args[:4])
     with torch.no_grad():
         assert ops.conv2d_input_grad(dy, w, [1, 2, 5, 5], *args[:4]).shape == x.shape
+
+    # keywords and defaults bind as for a Python function; a wrong count is a TypeError
+    y2 = ops.conv2d(x, wg, None, *args[:3], act="none", groups=1)
+    torch.testing.assert_close(y2, y)
+    assert y2.grad_fn is not None
+    dw, db = ops.conv2d_weight_grad(dy.detach(), x, [3, 2, 3, 3], *args[:4])  # bias_grad=True
+    assert db.shape == (3,)
+    with pytest.raises(TypeError):
+        ops.conv2d(x, w, None, *args[:4])

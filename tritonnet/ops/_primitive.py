@@ -22,6 +22,7 @@ kind: the ``setup_context`` kind binds every call's arguments through ``inspect.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 from torch import Tensor
@@ -58,8 +59,9 @@ class Primitive:
     """``tritonnet::<fn.__name__>``, callable like ``fn``; the dispatcher runs ``fn`` on CPU and
     CUDA tensors, and the function given to :meth:`register_fake` on fake and meta ones.
 
-    Calls are positional. Until :meth:`register_autograd`, an input that needs a gradient is
-    an error (as it is for a custom op without autograd), not a silently detached output.
+    Every argument given positionally is the fast call; keywords and defaults are bound as
+    for ``fn``. Until :meth:`register_autograd`, an input that needs a gradient is an error
+    (as it is for a custom op without autograd), not a silently detached output.
     """
 
     def __init__(self, fn):
@@ -74,9 +76,17 @@ class Primitive:
         self.op = getattr(torch.ops.tritonnet, name).default
         self.qualname = f"tritonnet::{name}"
         functools.update_wrapper(self, fn)
+        self._signature = inspect.signature(fn)
+        self._nargs = len(self._signature.parameters)
         self._call = self._no_autograd
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs or len(args) != self._nargs:
+            # keywords, defaults, or a wrong count (TypeError): bind like a Python call, so
+            # that the operator and setup_context see every input in order
+            bound = self._signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            args = bound.args
         return self._call(*args)
 
     def __repr__(self):
