@@ -33,9 +33,15 @@ def upcast_dot(dtype: torch.dtype) -> bool:
 
 
 def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for the host's grids and plans. Not triton.cdiv: since Triton 3.9 that is a
-    constexpr function, whose host calls go through argument unwrapping (~1.5 us each)."""
+    """ceil(a / b) for the host's grids and plans. Not triton.cdiv: in Triton 3.6 and 3.9 that
+    is a constexpr function, whose host calls go through argument unwrapping (~1.5 us each)."""
     return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of 2 >= n, 0 for n <= 0: triton.next_power_of_2's values without its
+    constexpr-function call (see cdiv)."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
 
 
 def is_dense(x: torch.Tensor) -> bool:
@@ -146,8 +152,8 @@ def prune_tiles(size_m, size_n):
     argument's). size_m/size_n read the kernel's args."""
 
     def prune(configs, nargs, **kwargs):
-        cap_m = max(16, triton.next_power_of_2(int(size_m(nargs))))
-        cap_n = max(16, triton.next_power_of_2(int(size_n(nargs))))
+        cap_m = max(16, next_power_of_2(int(size_m(nargs))))
+        cap_n = max(16, next_power_of_2(int(size_n(nargs))))
         least_n = min(cap_n, 32)
         keep = [c for c in configs
                 if c.kwargs["BLOCK_M"] <= cap_m and least_n <= c.kwargs["BLOCK_N"] <= cap_n]

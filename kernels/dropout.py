@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import cdiv
+from ._common import cdiv, next_power_of_2
 
 BLOCK = 1024  # elements per program
 
@@ -126,11 +126,11 @@ def _launch(x, p, seed, feature, out):
             N, C, sx, sy = 1, N * C, (0, *sx[1:]), (0, *sy[1:])
     # the tile's long side on the axis that is contiguous in memory
     if sx[2] == 1 or C == 1:
-        block_l = min(triton.next_power_of_2(L), BLOCK)
-        block_c = min(triton.next_power_of_2(C), BLOCK // block_l)
+        block_l = min(next_power_of_2(L), BLOCK)
+        block_c = min(next_power_of_2(C), BLOCK // block_l)
     else:
-        block_c = min(triton.next_power_of_2(C), BLOCK)
-        block_l = min(triton.next_power_of_2(L), BLOCK // block_c)
+        block_c = min(next_power_of_2(C), BLOCK)
+        block_l = min(next_power_of_2(L), BLOCK // block_c)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
     grid = (N * cdiv(C, block_c) * cdiv(L, block_l),)
     _dropout_fwd_kernel[grid](

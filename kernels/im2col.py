@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import cdiv
+from ._common import cdiv, next_power_of_2
 
 __all__ = ["unfold_forward", "fold_forward"]
 
@@ -156,8 +156,8 @@ def _launch_unfold(x, y, kernel, dilation, padding, stride):
     (KH, KW), (DH, DW), (PH, PW), (SH, SW) = kernel, dilation, padding, stride
     OH, OW = _out_size(H, KH, DH, PH, SH), _out_size(W, KW, DW, PW, SW)
     # long contiguous output rows first, then as many rows as fill the tile
-    block_l = min(triton.next_power_of_2(OH * OW), MAX_BLOCK_L)
-    block_r = min(triton.next_power_of_2(C * KH * KW), max(1, TILE // block_l))
+    block_l = min(next_power_of_2(OH * OW), MAX_BLOCK_L)
+    block_r = min(next_power_of_2(C * KH * KW), max(1, TILE // block_l))
     grid = (N * cdiv(C * KH * KW, block_r) * cdiv(OH * OW, block_l),)
     _unfold_kernel[grid](
         x, y,
@@ -174,8 +174,8 @@ def _launch_fold(cols, y, kernel, dilation, padding, stride):
     (KH, KW), (DH, DW), (PH, PW), (SH, SW) = kernel, dilation, padding, stride
     OH, OW = _out_size(H, KH, DH, PH, SH), _out_size(W, KW, DW, PW, SW)
     # a few channels (C is 1 or 3 at a network's input), then pixels to fill the tile
-    block_c = min(triton.next_power_of_2(C), MAX_BLOCK_C)
-    block_p = min(triton.next_power_of_2(H * W), max(16, TILE // block_c))
+    block_c = min(next_power_of_2(C), MAX_BLOCK_C)
+    block_p = min(next_power_of_2(H * W), max(16, TILE // block_c))
     grid = (N * cdiv(C, block_c) * cdiv(H * W, block_p),)
     _fold_kernel[grid](
         cols, y,

@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune_cache, cdiv, index64, inside
+from ._common import INTERPRET, autotune_cache, cdiv, index64, inside, next_power_of_2
 
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch: nothing here touches a device at import)
@@ -285,7 +285,7 @@ def _view(N, C, H, W, channels_last):
     the largest power of 2 up to 8 (16 bytes of bf16) that divides COLS (and fits BLOCK_V)."""
     cols = C if channels_last else W
     rows = N * H * W if channels_last else N * C * H
-    block_v = min(triton.next_power_of_2(max(cols, 1)), MAX_BLOCK_V)
+    block_v = min(next_power_of_2(max(cols, 1)), MAX_BLOCK_V)
     return rows, cols, block_v, min(cols & -cols if cols else 8, 8, block_v)
 
 

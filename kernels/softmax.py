@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, cdiv
+from ._common import INTERPRET, cdiv, next_power_of_2
 
 # ---------------------------------------------------------------------------------------------
 # tile sizes (shared with kernels/cross_entropy.py and kernels/loss.py, whose kernels reduce rows
@@ -48,16 +48,16 @@ def row_tile(n_rows: int, C: int, stride_c: int) -> tuple[int, int, int]:
     On a GPU a tile holds up to 4096 fp32 values (16 per thread at 8 warps). Under the
     interpreter blocks are small so that tests reach the multi-block path with small rows."""
     max_c, max_tile, max_r = (32, 512, 16) if INTERPRET else (4096, 4096, 64)
-    block_c = min(triton.next_power_of_2(max(C, 1)), max_c)
+    block_c = min(next_power_of_2(max(C, 1)), max_c)
     if stride_c != 1 and C > 1:
         # the class axis is strided (NCHW, dim 1): neighbouring rows are neighbouring
         # addresses, so take many rows and fewer classes
-        block_r = min(triton.next_power_of_2(max(n_rows, 1)), max_r)
+        block_r = min(next_power_of_2(max(n_rows, 1)), max_r)
         block_c = min(block_c, max(max_tile // block_r, 1))
     else:
         # rows are contiguous along C; pack several short rows into one program, but no more
         # than 16 so that the grid keeps enough programs to fill the device
-        block_r = min(max(max_tile // block_c, 1), 16, triton.next_power_of_2(max(n_rows, 1)))
+        block_r = min(max(max_tile // block_c, 1), 16, next_power_of_2(max(n_rows, 1)))
     num_warps = 8 if block_r * block_c >= 2048 else 4
     return block_r, block_c, num_warps
 

@@ -165,3 +165,16 @@ def test_primitive_autograd_goes_through_the_function():
     assert db.shape == (3,)
     with pytest.raises(TypeError):
         ops.conv2d(x, w, None, *args[:4])
+
+
+def test_host_arithmetic_matches_triton():
+    """kernels._common's cdiv and next_power_of_2 (plain Python, for the host's grids) give
+    triton.cdiv's and triton.next_power_of_2's values."""
+    triton = pytest.importorskip("triton")
+    from tritonnet.kernels._common import cdiv, next_power_of_2
+
+    for n in range(-3, 600):
+        assert next_power_of_2(n) == triton.next_power_of_2(n), n
+        for d in (1, 2, 3, 16, 64, 128):
+            assert cdiv(n, d) == triton.cdiv(n, d), (n, d)
+    assert next_power_of_2(2**40 + 1) == 2**41
