@@ -82,6 +82,67 @@ def autotune_cache() -> dict:
     return {}
 
 
+class Tuned:
+    """A ``triton.autotune``d kernel, launched ``tuned[grid](*args, **kwargs)`` like one, whose
+    launches skip the autotuner once it has chosen a config for their key.
+
+    Why: Triton's ``Autotuner.run`` (3.6 and 3.9) rebuilds a dict of every argument through a
+    list-membership filter on each launch: ~27 us of host time for conv's ~45 arguments on
+    this project's CPU, as much as the rest of the launch (bench/NOTES.md, "Triton's launch
+    path"). Here a launch looks its key up in a memo and calls the kernel's ``run`` with the
+    chosen config, as ``Autotuner.run`` itself does.
+
+    The memo is filled only from the autotuner's own cache, under the autotuner's own key
+    (the key arguments' values, then every tensor argument's dtype), after a launch through
+    it: a launch that did not tune (compile_check's compile-only runs) leaves nothing to
+    reuse, and a Triton whose key looks different only loses the shortcut. Configs with a
+    pre_hook always go through the autotuner.
+    """
+
+    def __init__(self, tuner):
+        self.tuner = tuner
+        pos = {name: i for i, name in enumerate(tuner.arg_names)}
+        self._key = [(pos[k], k) for k in tuner.keys]
+        self._memo = {}
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self._launch(grid, args, kwargs)
+
+    def _tuner_key(self, args, kwargs):
+        """Autotuner.run's key: key arguments' values, then str(dtype) of each argument that
+        has one, positional (in order) then keyword."""
+        n = len(args)
+        key = [args[i] if i < n else kwargs[name] for i, name in self._key if i < n or name in kwargs]
+        key += [str(a.dtype) for a in args if hasattr(a, "dtype")]
+        key += [str(v.dtype) for k, v in kwargs.items() if k in self.tuner.arg_names and hasattr(v, "dtype")]
+        return tuple(key)
+
+    def _launch(self, grid, args, kwargs):
+        n = len(args)
+        key = [args[i] if i < n else kwargs.get(name) for i, name in self._key]
+        key += [a.dtype for a in args if isinstance(a, torch.Tensor)]
+        key += [v.dtype for v in kwargs.values() if isinstance(v, torch.Tensor)]
+        key = tuple(key)
+        config = self._memo.get(key)
+        if config is not None:
+            return self.tuner.fn.run(*args, grid=grid, warmup=False, **kwargs, **config)
+        tuner = self.tuner
+        out = tuner[grid](*args, **kwargs)
+        if len(tuner.configs) == 1:
+            chosen = tuner.configs[0]
+        else:
+            chosen = tuner.cache.get(self._tuner_key(args, kwargs))
+        if chosen is not None and chosen.pre_hook is None:
+            self._memo[key] = chosen.all_kwargs()
+        return out
+
+
+def autotune(fn, **kwargs) -> Tuned:
+    """``triton.autotune(**kwargs)(fn)`` with tuning results kept on disk (autotune_cache), its
+    launches through a :class:`Tuned` memo."""
+    return Tuned(triton.autotune(**kwargs, **autotune_cache())(fn))
+
+
 def gemm_configs(tiles, **extra):
     """triton.Configs from (BLOCK_M, BLOCK_N, BLOCK_K, num_stages, num_warps) rows; ``extra``
     constexprs (GROUP_M) are added to every config."""

@@ -32,7 +32,7 @@ import triton.language as tl
 from ._common import (
     INTERPRET,
     apply_activation,
-    autotune_cache,
+    autotune,
     cdiv,
     dot_precision,
     gemm_configs,
@@ -275,11 +275,10 @@ def _autotuned(name, kernel, configs, key, size_m, size_n):
     """The autotuned wrapper of one conv kernel (this file's or conv_backward's), built on
     first use: tiles pruned to the GEMM's size_m x size_n (functions of the kernel's args)."""
     if name not in _tuned:
-        _tuned[name] = triton.autotune(
-            configs=configs(), key=TUNE_KEY + key,
+        _tuned[name] = autotune(
+            kernel, configs=configs(), key=TUNE_KEY + key,
             prune_configs_by={"early_config_prune": prune_tiles(size_m, size_n)},
-            **autotune_cache(),
-        )(kernel)
+        )
     return _tuned[name]
 
 

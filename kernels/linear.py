@@ -23,7 +23,7 @@ import triton.language as tl
 from ._common import (
     INTERPRET,
     apply_activation,
-    autotune_cache,
+    autotune,
     cdiv,
     dot_precision,
     gemm_configs,
@@ -123,12 +123,11 @@ _tuned = None
 def _kernel():
     global _tuned
     if _tuned is None:
-        _tuned = triton.autotune(
-            configs=_configs(),
+        _tuned = autotune(
+            _matmul_kernel, configs=_configs(),
             key=["M", "N", "K", "HAS_BIAS", "ACTIVATION", "ROWSUM_A", "INPUT_PRECISION"],
             prune_configs_by={"early_config_prune": prune_tiles(lambda a: a["M"], lambda a: a["N"])},
-            **autotune_cache(),
-        )(_matmul_kernel)
+        )
     return _tuned
 
 

@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune_cache, cdiv, index64, inside, next_power_of_2
+from ._common import INTERPRET, autotune, cdiv, index64, inside, next_power_of_2
 
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch: nothing here touches a device at import)
@@ -263,7 +263,7 @@ def _autotuned(name, fn, key):
     """The autotuned wrapper of a pool kernel (this file's or pool_backward's), built on first
     use from _configs."""
     if name not in _tuned:
-        _tuned[name] = triton.autotune(configs=_configs(), key=key, **autotune_cache())(fn)
+        _tuned[name] = autotune(fn, configs=_configs(), key=key)
     return _tuned[name]
 
 

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune_cache, cdiv, index64
+from ._common import INTERPRET, autotune, cdiv, index64
 from .pool import _grid, _tile, _view
 
 
@@ -205,7 +205,7 @@ def _kernel(name):
             "bwd": (_upsample_nearest_bwd_kernel,
                     ["total", "ID", "IH", "IW", "MAX_D", "MAX_H", "MAX_W", "CHANNELS_LAST"]),
         }[name]
-        _tuned[name] = triton.autotune(configs=_configs(), key=key, **autotune_cache())(fn)
+        _tuned[name] = autotune(fn, configs=_configs(), key=key)
     return _tuned[name]
 
 

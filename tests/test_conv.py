@@ -180,6 +180,54 @@ def _kernel_args(case, dtype, channels_last=False, dev=KERNEL_DEVICE):
     return x, w, b, (_pair(s), _pair(p), _pair(d), g)
 
 
+def test_tuned_launches_skip_the_autotuner_once_it_has_chosen(monkeypatch):
+    """kernels._common.Tuned: the first launch of a key goes through triton's autotuner; later
+    launches of that key reuse its choice without it, with the same result; a new shape or
+    dtype tunes afresh; and a launch after which the autotuner holds no choice for the key
+    (compile_check's compile-only run) leaves nothing to reuse. Two configs and a fake timing
+    (the interpreter cannot time), so that the choice is the autotuner's."""
+    import triton
+    from triton.runtime.autotuner import Autotuner
+
+    from tritonnet import kernels
+    from tritonnet.kernels import conv as kconv
+
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 4}) for bm in (32, 16)]
+    monkeypatch.setattr(kconv, "_configs", lambda: configs)
+    monkeypatch.setattr(kconv, "_tuned", {})
+    monkeypatch.setattr(Autotuner, "_bench", lambda self, *a, config, **k: [config.kwargs["BLOCK_M"]] * 3)
+    monkeypatch.setattr(Autotuner, "check_disk_cache", lambda self, key, configs, bench: bench() or False,
+                        raising=False)
+    calls = []
+    run = Autotuner.run
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Autotuner, "run", counted)
+    x, w, b, conv = _kernel_args((2, 5, 7, 6, 9, 3, 1, 1, 1, 1), torch.float32)
+    y = kernels.conv2d_forward(x, w, b, *conv)
+    assert len(calls) == 1
+    tuned = kconv._tuned["fwd"]
+    assert list(tuned._memo.values()) == [configs[1].all_kwargs()]  # the faster one
+    torch.testing.assert_close(kernels.conv2d_forward(x, w, b, *conv), y, rtol=0, atol=0)
+    assert len(calls) == 1  # the memo's launch
+    kernels.conv2d_forward(x[:, :, :5], w, b, *conv)  # another shape
+    kernels.conv2d_forward(x.bfloat16(), w.bfloat16(), b.bfloat16(), *conv)  # another dtype
+    assert len(calls) == 3 and len(tuned._memo) == 3
+
+    # an autotuner that launched without choosing (no cache entry): no memo, every time
+    def untuned(self, *args, **kwargs):
+        calls.append(self)
+        return self.fn.run(*args, **kwargs, **self.configs[0].all_kwargs())
+
+    monkeypatch.setattr(Autotuner, "run", untuned)
+    for _ in range(2):
+        kernels.conv2d_forward(x[:1], w, b, *conv)
+    assert len(calls) == 5 and len(tuned._memo) == 3
+
+
 KERNEL_CASES = CASES if FULL else [CASES[i] for i in (0, 1, 2, 3, 5, 7)]
 KERNEL_IDS = IDS if FULL else [IDS[i] for i in (0, 1, 2, 3, 5, 7)]
 
