@@ -8,8 +8,8 @@ config as equal, so it keeps the first that survives pruning. Everything else ru
 machine, on CPU tensors. The figures are this machine's CPU; a GPU machine's faster CPU takes
 less. They are host time only, never kernel time (bench/NOTES.md, "The op layer's host cost").
 
-    python -m bench.hostcost                  # ResNet-18's layer4 and layer1 at batch 1
-    python -m bench.hostcost --repeat 30      # more repeats on a noisy machine
+    python -m tritonnet.bench.hostcost                  # ResNet-18's layer4 and layer1 at batch 1
+    python -m tritonnet.bench.hostcost --repeat 30      # more repeats on a noisy machine
 
 Each figure is the best of ``--repeat`` rounds of ``--calls`` calls.
 """
@@ -86,7 +86,7 @@ def cases(layer: str):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.hostcost", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tritonnet.bench.hostcost", description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", nargs="+", default=["layer4", "layer1"], choices=["layer4", "layer1"])
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--repeat", type=int, default=10)
