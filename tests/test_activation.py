@@ -91,10 +91,46 @@ def test_relu_inplace(backend):
     F.relu_(h)
     h.sum().backward()
     torch.testing.assert_close(a.grad, 2.0 * (a > 0).float())
-    # a leaf that requires grad cannot be modified in place, as in torch
+    # in place for autograd too: one node that marks h dirty, no out-of-place copy
+    assert type(h.grad_fn).__name__ == "_ActivationInplaceBackward", type(h.grad_fn)
+    # what backward keeps is h's own memory, not an activation-sized temporary
+    h2 = a * 2
+    F.relu_(h2)
+    (saved,) = h2.grad_fn.saved_tensors
+    assert saved.data_ptr() == h2.data_ptr()
+    # a leaf that requires grad cannot be modified in place, as in torch, and is left as it was
     leaf = torch.randn(3, requires_grad=True, device=KERNEL_DEVICE)
+    before = leaf.detach().clone()
     with pytest.raises(RuntimeError, match="leaf Variable"):
         F.relu(leaf, inplace=True)
+    torch.testing.assert_close(leaf.detach(), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_relu_inplace_autograd_semantics(backend):
+    """In-place relu on tensors that need grad behaves as torch.relu_: the version counter
+    catches a tensor saved for backward and then overwritten, and in-place on a view rebases
+    its base (gradients as torch's)."""
+    tritonnet.set_backend(backend)
+    a = torch.randn(4, 6, device=KERNEL_DEVICE, requires_grad=True)
+    h = a * 1.5
+    version = h._version
+    F.relu_(h)
+    assert h._version > version
+    # saved by a later op, then overwritten in place: backward refuses, as torch's does
+    s = torch.sigmoid(h)
+    F.relu_(h)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
+    # in place on a view: the base's gradient flows through the rebased view
+    for relu_ in (F.relu_, torch.relu_):
+        a.grad = None
+        base = a * 1.0
+        relu_(base[:, 1:4])
+        (base * torch.arange(6.0, device=KERNEL_DEVICE)).sum().backward()
+        if relu_ is F.relu_:
+            ours = a.grad.clone()
+    torch.testing.assert_close(ours, a.grad)
 
 
 def test_modules_match_torch():

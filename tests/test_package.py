@@ -102,14 +102,14 @@ def test_torch_compile_small_model(backend):
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_torch_compile_conv_pool_loss(backend):
-    """conv (with bias), max and average pooling and mse_loss under torch.compile with
-    fullgraph=True: each op's autograd.Function is traced around its opaque operator, and the
-    loss and every gradient equal eager mode's."""
+    """conv (with bias), an in-place ReLU, max and average pooling and mse_loss under
+    torch.compile with fullgraph=True: each op's autograd.Function is traced around its opaque
+    operator, and the loss and every gradient equal eager mode's."""
     tritonnet.set_backend(backend)
     dev = KERNEL_DEVICE
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        tritonnet.nn.Conv2d(2, 4, 3, padding=1), tritonnet.nn.ReLU(), tritonnet.nn.MaxPool2d(2),
+        tritonnet.nn.Conv2d(2, 4, 3, padding=1), tritonnet.nn.ReLU(inplace=True), tritonnet.nn.MaxPool2d(2),
         tritonnet.nn.Conv2d(4, 3, 1), tritonnet.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
     ).to(dev)
     x = torch.randn(2, 2, 6, 6, device=dev)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..ops.activation import activation as _act
-from ..ops.activation import activation_ as _act_
+from ..ops.activation import activation_inplace as _act_inplace
 from ._utils import check_float
 
 __all__ = ["relu", "relu_", "sigmoid", "tanh"]
@@ -17,12 +17,7 @@ def _apply(input, name, inplace=False):
     check_float(f"{name}()", input)
     if not inplace:
         return _act(input, name)
-    if torch.is_grad_enabled() and input.requires_grad:
-        # autograd sees an out-of-place op plus a copy back: in-place semantics (the version
-        # counter, the leaf check) as torch gives them, at the cost of one temporary
-        return input.copy_(_act(input, name))
-    _act_(input, name)
-    return input
+    return _act_inplace(input, name)
 
 
 def relu(input, inplace: bool = False):

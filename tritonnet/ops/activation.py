@@ -57,3 +57,38 @@ def _backward(ctx, grad):
 
 
 activation.register_autograd(_backward, setup_context=_setup)
+
+
+class _ActivationInplace(torch.autograd.Function):
+    """act applied to a tensor that needs grad, in place: the input is marked dirty (autograd
+    bumps its version and rebases a view on its base) and the backward reads the output, which
+    is what the input now holds. No temporary and no copy back."""
+
+    @staticmethod
+    def forward(ctx, input, act):
+        activation_(input, act)
+        ctx.mark_dirty(input)
+        ctx.act = act
+        ctx.save_for_backward(input)
+        return input
+
+    @staticmethod
+    def backward(ctx, grad):
+        (output,) = ctx.saved_tensors
+        return activation_backward(grad, output, ctx.act), None
+
+
+def activation_inplace(input: Tensor, act: str) -> Tensor:
+    """``act`` applied to ``input`` in place, differentiable, as torch's ``relu_``."""
+    if torch.is_grad_enabled() and input.requires_grad:
+        if input.is_leaf:  # refused before anything is written, with torch's message
+            raise RuntimeError(
+                "a leaf Variable that requires grad is being used in an in-place operation."
+            )
+        if torch.compiler.is_compiling():
+            # dynamo: the out-of-place op and a copy back, which the compiler functionalises
+            return input.copy_(activation(input, act))
+        return _ActivationInplace.apply(input, act)
+    activation_(input, act)
+    return input
+
