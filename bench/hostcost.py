@@ -86,7 +86,8 @@ def cases(layer: str):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tritonnet.bench.hostcost", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tritonnet.bench.hostcost",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", nargs="+", default=["layer4", "layer1"], choices=["layer4", "layer1"])
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--repeat", type=int, default=10)
