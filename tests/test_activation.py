@@ -99,10 +99,12 @@ def test_relu_inplace(backend):
     (saved,) = h2.grad_fn.saved_tensors
     assert saved.data_ptr() == h2.data_ptr()
     # a leaf that requires grad cannot be modified in place, as in torch, and is left as it was
-    leaf = torch.randn(3, requires_grad=True, device=KERNEL_DEVICE)
+    leaf = torch.tensor([-1.0, 2.0, -3.0], requires_grad=True, device=KERNEL_DEVICE)  # relu changes it
     before = leaf.detach().clone()
     with pytest.raises(RuntimeError, match="leaf Variable"):
         F.relu(leaf, inplace=True)
+    with pytest.raises(RuntimeError, match="a view of a leaf Variable"):
+        F.relu_(leaf[:2])
     torch.testing.assert_close(leaf.detach(), before, rtol=0, atol=0)
 
 

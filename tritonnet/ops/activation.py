@@ -81,9 +81,14 @@ class _ActivationInplace(torch.autograd.Function):
 def activation_inplace(input: Tensor, act: str) -> Tensor:
     """``act`` applied to ``input`` in place, differentiable, as torch's ``relu_``."""
     if torch.is_grad_enabled() and input.requires_grad:
-        if input.is_leaf:  # refused before anything is written, with torch's message
+        # refused before anything is written, with torch's messages
+        if input.is_leaf:
             raise RuntimeError(
                 "a leaf Variable that requires grad is being used in an in-place operation."
+            )
+        if input._base is not None and input._base.is_leaf and input._base.requires_grad:
+            raise RuntimeError(
+                "a view of a leaf Variable that requires grad is being used in an in-place operation."
             )
         if torch.compiler.is_compiling():
             # dynamo: the out-of-place op and a copy back, which the compiler functionalises
