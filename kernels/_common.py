@@ -60,11 +60,9 @@ def index64(*tensors: torch.Tensor) -> bool:
     do kernels compute offsets in int64 (their INDEX64 switch). int32 address arithmetic
     takes half the instructions, which matters where a loop is issue-bound."""
     for t in tensors:
-        n = t.numel()
-        if n >= 2**31:
+        if t.numel() >= 2**31:
             return True
-        # dense (the common case): the span is the element count; one cached flag each
-        if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+        if is_dense(t):  # the common case: the span is the element count
             continue
         span = 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()) if n > 0)
         if span >= 2**31:
@@ -92,10 +90,10 @@ class Tuned:
     path"). Here a launch looks its key up in a memo and calls the kernel's ``run`` with the
     chosen config, as ``Autotuner.run`` itself does.
 
-    The memo is filled only from the autotuner's own cache, under the autotuner's own key
-    (the key arguments' values, then every tensor argument's dtype), after a launch through
-    it: a launch that did not tune (compile_check's compile-only runs) leaves nothing to
-    reuse, and a Triton whose key looks different only loses the shortcut. Configs with a
+    The memo is keyed as the autotuner's own cache is (the key arguments' values, then every
+    tensor argument's dtype) and filled only from that cache, after a launch through the
+    autotuner: a launch that did not tune (compile_check's compile-only runs) leaves nothing
+    to reuse, and a Triton whose key looks different only loses the shortcut. Configs with a
     pre_hook always go through the autotuner.
     """
 
@@ -103,35 +101,29 @@ class Tuned:
         self.tuner = tuner
         pos = {name: i for i, name in enumerate(tuner.arg_names)}
         self._key = [(pos[k], k) for k in tuner.keys]
+        self._names = frozenset(tuner.arg_names)
         self._memo = {}
 
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self._launch(grid, args, kwargs)
 
-    def _tuner_key(self, args, kwargs):
-        """Autotuner.run's key: key arguments' values, then str(dtype) of each argument that
-        has one, positional (in order) then keyword."""
+    def _key_of(self, args, kwargs):
+        """Autotuner.run's key for this launch: the key arguments' values, then str(dtype) of
+        each argument that has one, positional (in order) then keyword."""
         n = len(args)
         key = [args[i] if i < n else kwargs[name] for i, name in self._key if i < n or name in kwargs]
         key += [str(a.dtype) for a in args if hasattr(a, "dtype")]
-        key += [str(v.dtype) for k, v in kwargs.items() if k in self.tuner.arg_names and hasattr(v, "dtype")]
+        key += [str(v.dtype) for k, v in kwargs.items() if k in self._names and hasattr(v, "dtype")]
         return tuple(key)
 
     def _launch(self, grid, args, kwargs):
-        n = len(args)
-        key = [args[i] if i < n else kwargs.get(name) for i, name in self._key]
-        key += [a.dtype for a in args if isinstance(a, torch.Tensor)]
-        key += [v.dtype for v in kwargs.values() if isinstance(v, torch.Tensor)]
-        key = tuple(key)
+        key = self._key_of(args, kwargs)
         config = self._memo.get(key)
         if config is not None:
             return self.tuner.fn.run(*args, grid=grid, warmup=False, **kwargs, **config)
         tuner = self.tuner
         out = tuner[grid](*args, **kwargs)
-        if len(tuner.configs) == 1:
-            chosen = tuner.configs[0]
-        else:
-            chosen = tuner.cache.get(self._tuner_key(args, kwargs))
+        chosen = tuner.configs[0] if len(tuner.configs) == 1 else tuner.cache.get(key)
         if chosen is not None and chosen.pre_hook is None:
             self._memo[key] = chosen.all_kwargs()
         return out
