@@ -68,14 +68,10 @@ class _ActivationInplace(torch.autograd.Function):
     def forward(ctx, input, act):
         activation_(input, act)
         ctx.mark_dirty(input)
-        ctx.act = act
-        ctx.save_for_backward(input)
+        _setup(ctx, (input, act), input)  # the output is the input, now overwritten
         return input
 
-    @staticmethod
-    def backward(ctx, grad):
-        (output,) = ctx.saved_tensors
-        return activation_backward(grad, output, ctx.act), None
+    backward = staticmethod(_backward)
 
 
 def activation_inplace(input: Tensor, act: str) -> Tensor:
