@@ -98,6 +98,30 @@ def _describe(fn, args, kwargs) -> tuple[str, str, str]:
 
 
 @contextlib.contextmanager
+def on_target(target):
+    """Within: tritonnet launches for ``target`` (a GPUTarget) on CPU tensors: a stand-in
+    driver, the 'triton' backend, and the target's shared-memory limit and SM count (so the
+    split-K plans are the ones a GPU would make). Launches still need a real driver or a stub."""
+    from triton.runtime import driver
+
+    import tritonnet
+    import tritonnet.backend as backend
+    from tritonnet.kernels import _common
+    from tritonnet.kernels import conv as kconv
+
+    saved = driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, kconv.NUM_SMS
+    driver.set_active(_StubDriver(target))
+    backend.interpreter_enabled = lambda: True
+    _common.SHARED_MEMORY_LIMIT = SHARED_LIMIT.get(target.arch, SHARED_LIMIT[90])
+    kconv.NUM_SMS = NUM_SMS.get(target.arch, NUM_SMS[90])
+    try:
+        with tritonnet.use_backend("triton"):
+            yield
+    finally:
+        driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, kconv.NUM_SMS = saved
+
+
+@contextlib.contextmanager
 def compile_only(target=None, on_compile=None, jobs: int = 1):
     """Within: Triton launches compile instead of running; autotuned launches compile every
     config that survives the kernel's pruning; ``jobs`` > 1 compiles in that many threads
@@ -107,12 +131,8 @@ def compile_only(target=None, on_compile=None, jobs: int = 1):
     real driver (a GPU run precompiling before it autotunes). ``on_compile(fn, args, kwargs,
     kernel, seconds)`` sees each new compiled kernel (a future when jobs > 1)."""
     import triton  # noqa: F401
-    from triton.runtime import driver
     from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
-
-    import tritonnet
-    import tritonnet.backend as backend
 
     seen = set()
     jit_run, tuner_run = JITFunction.run, Autotuner.run
@@ -129,10 +149,6 @@ def compile_only(target=None, on_compile=None, jobs: int = 1):
         kwargs.pop("warmup", None)
         return self.warmup(*args, **kwargs)
 
-    from tritonnet.kernels import _common
-    from tritonnet.kernels import conv as kconv
-
-    saved = driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, kconv.NUM_SMS
     pool = None
     mode = contextlib.nullcontext()
     if jobs > 1:
@@ -140,18 +156,12 @@ def compile_only(target=None, on_compile=None, jobs: int = 1):
 
         pool = ThreadPoolExecutor(jobs)
         mode = AsyncCompileMode(pool)
-    if target is not None:
-        driver.set_active(_StubDriver(target))
-        backend.interpreter_enabled = lambda: True
-        _common.SHARED_MEMORY_LIMIT = SHARED_LIMIT.get(target.arch, SHARED_LIMIT[90])
-        kconv.NUM_SMS = NUM_SMS.get(target.arch, NUM_SMS[90])  # the split-K plans a GPU would make
     JITFunction.run, Autotuner.run = run, tuned_run
     try:
-        with tritonnet.use_backend("triton") if target is not None else contextlib.nullcontext(), mode:
+        with on_target(target) if target is not None else contextlib.nullcontext(), mode:
             yield
     finally:
         JITFunction.run, Autotuner.run = jit_run, tuner_run
-        driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, kconv.NUM_SMS = saved
         if pool is not None:
             pool.shutdown()
 

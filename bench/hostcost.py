@@ -21,30 +21,17 @@ import os
 import time
 
 
-def _stub_launches(target):
-    """Triton launches that run everything but the C launcher, on CPU tensors, for target."""
-    import torch  # noqa: F401
+def _stub_launches():
+    """Triton launches that run everything but the C launcher; the autotuner "times" every
+    config as equal. For the rest of the process (this is a command, not a library)."""
     from triton.compiler.compiler import CompiledKernel
-    from triton.runtime import driver
     from triton.runtime.autotuner import Autotuner
-
-    import tritonnet
-    import tritonnet.backend as backend
-    from tritonnet.kernels import _common
-    from tritonnet.kernels import conv as kconv
-
-    from .compile_check import NUM_SMS, SHARED_LIMIT, _StubDriver
 
     CompiledKernel._init_handles = lambda self: None
     CompiledKernel.function = None
     CompiledKernel.packed_metadata = None
     CompiledKernel.run = staticmethod(lambda *args: None)
     Autotuner._bench = lambda self, *args, config, **kwargs: [1.0, 1.0, 1.0]
-    driver.set_active(_StubDriver(target))
-    backend.interpreter_enabled = lambda: True
-    _common.SHARED_MEMORY_LIMIT = SHARED_LIMIT.get(target.arch, SHARED_LIMIT[90])
-    kconv.NUM_SMS = NUM_SMS.get(target.arch, NUM_SMS[90])
-    tritonnet.set_backend("triton")
 
 
 def _best(fn, calls: int, repeat: int) -> float:
@@ -100,7 +87,7 @@ def main(argv=None) -> int:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    from .compile_check import compile_only
+    from .compile_check import compile_only, on_target
 
     target = GPUTarget("cuda", 90, 32)
     rows = []
@@ -111,12 +98,13 @@ def main(argv=None) -> int:
                 out = fn()
                 if isinstance(out, torch.Tensor) and out.requires_grad:
                     out.sum().backward()
-        _stub_launches(target)
+        _stub_launches()
         best = {}
-        for _ in range(2):  # two passes, interleaved: a call's figure is its best in either
-            for label, fn in calls:
-                fn()  # tune (first config), memoise
-                best[label] = min(best.get(label, float("inf")), _best(fn, args.calls, args.repeat))
+        with on_target(target):
+            for _ in range(2):  # two passes, interleaved: a call's figure is its best in either
+                for label, fn in calls:
+                    fn()  # tune (first config), memoise
+                    best[label] = min(best.get(label, float("inf")), _best(fn, args.calls, args.repeat))
         rows += [{"layer": layer, "call": label, "host_us": round(us, 1)} for label, us in best.items()]
     table = pd.DataFrame(rows)
     print(f"host time per call, torch {torch.__version__}, triton {triton.__version__}, "
