@@ -11,12 +11,16 @@ less. They are host time only, never kernel time (bench/NOTES.md, "The op layer'
     python -m tritonnet.bench.hostcost                  # ResNet-18's layer4 and layer1 at batch 1
     python -m tritonnet.bench.hostcost --repeat 30      # more repeats on a noisy machine
 
-Each figure is the best of ``--repeat`` rounds of ``--calls`` calls.
+Each figure is the best of ``--repeat`` rounds of ``--calls`` calls, in two interleaved
+passes. ``without_launch_memo_us`` is the same call with every launch through Triton's
+``JITFunction.run`` (kernels/_launch.py's memo off), timed alternately in the same process:
+this machine's noise moves whole runs by up to 2x, so only figures taken side by side compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -32,6 +36,21 @@ def _stub_launches():
     CompiledKernel.packed_metadata = None
     CompiledKernel.run = staticmethod(lambda *args: None)
     Autotuner._bench = lambda self, *args, config, **kwargs: [1.0, 1.0, 1.0]
+
+
+@contextlib.contextmanager
+def _launch_memo(on: bool):
+    """Within, with ``on`` False: every launch through JITFunction.run, as without
+    kernels._launch (a replaced run turns its memo off; the pass-through costs one call)."""
+    from triton.runtime.jit import JITFunction
+
+    saved = JITFunction.run
+    if not on:
+        JITFunction.run = lambda self, *args, **kwargs: saved(self, *args, **kwargs)
+    try:
+        yield
+    finally:
+        JITFunction.run = saved
 
 
 def _best(fn, calls: int, repeat: int) -> float:
@@ -103,9 +122,13 @@ def main(argv=None) -> int:
         with on_target(target):
             for _ in range(2):  # two passes, interleaved: a call's figure is its best in either
                 for label, fn in calls:
-                    fn()  # tune (first config), memoise
-                    best[label] = min(best.get(label, float("inf")), _best(fn, args.calls, args.repeat))
-        rows += [{"layer": layer, "call": label, "host_us": round(us, 1)} for label, us in best.items()]
+                    for memo in (True, False):
+                        with _launch_memo(memo):
+                            fn()  # tune (first config), memoise
+                            us = _best(fn, args.calls, args.repeat)
+                        best[label, memo] = min(best.get((label, memo), float("inf")), us)
+        rows += [{"layer": layer, "call": label, "host_us": round(best[label, True], 1),
+                  "without_launch_memo_us": round(best[label, False], 1)} for label, _ in calls]
     table = pd.DataFrame(rows)
     print(f"host time per call, torch {torch.__version__}, triton {triton.__version__}, "
           f"{os.cpu_count()} CPUs (launches stubbed at the C launcher; no GPU)")

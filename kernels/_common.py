@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import Memo
+
 # Triton picks the interpreter when a kernel is decorated, so this is read once, at import.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -95,6 +97,9 @@ class Tuned:
     autotuner: a launch that did not tune (compile_check's compile-only runs) leaves nothing
     to reuse, and a Triton whose key looks different only loses the shortcut. Configs with a
     pre_hook always go through the autotuner.
+
+    A launch that used a chosen config also keeps the compiled kernel by exact call
+    (``_launch.Memo``), and the next identical call launches it without ``JITFunction.run``.
     """
 
     def __init__(self, tuner):
@@ -103,6 +108,7 @@ class Tuned:
         self._key = [(pos[k], k) for k in tuner.keys]
         self._names = frozenset(tuner.arg_names)
         self._memo = {}
+        self._launches = Memo(tuner.fn)  # the chosen config's compiled kernel, by exact call
 
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self._launch(grid, args, kwargs)
@@ -117,16 +123,24 @@ class Tuned:
         return tuple(key)
 
     def _launch(self, grid, args, kwargs):
+        slot = self._launches.slot(args, kwargs)
+        if slot is not None:
+            kernel = self._launches.launch(slot, grid, args, kwargs)
+            if kernel is not None:
+                return kernel
         key = self._key_of(args, kwargs)
         config = self._memo.get(key)
         if config is not None:
-            return self.tuner.fn.run(*args, grid=grid, warmup=False, **kwargs, **config)
-        tuner = self.tuner
-        out = tuner[grid](*args, **kwargs)
-        chosen = tuner.configs[0] if len(tuner.configs) == 1 else tuner.cache.get(key)
-        if chosen is not None and chosen.pre_hook is None:
-            self._memo[key] = chosen.all_kwargs()
-        return out
+            kernel = self.tuner.fn.run(*args, grid=grid, warmup=False, **kwargs, **config)
+        else:
+            tuner = self.tuner
+            kernel = tuner[grid](*args, **kwargs)
+            chosen = tuner.configs[0] if len(tuner.configs) == 1 else tuner.cache.get(key)
+            if chosen is not None and chosen.pre_hook is None:
+                self._memo[key] = config = chosen.all_kwargs()
+        if slot is not None and config is not None:
+            self._launches.keep(slot, kernel, args, kwargs, config)
+        return kernel
 
 
 def autotune(fn, **kwargs) -> Tuned:

@@ -15,10 +15,12 @@ import triton
 import triton.language as tl
 
 from ._common import apply_activation, cdiv, flat_view
+from ._launch import launcher
 
 BLOCK = 1024
 
 
+@launcher
 @triton.jit
 def _activation_fwd_kernel(x_ptr, y_ptr, n, ACTIVATION: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -28,6 +30,7 @@ def _activation_fwd_kernel(x_ptr, y_ptr, n, ACTIVATION: tl.constexpr, BLOCK: tl.
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+@launcher
 @triton.jit
 def _activation_bwd_kernel(dy_ptr, y_ptr, dx_ptr, n, ACTIVATION: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

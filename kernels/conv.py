@@ -42,6 +42,7 @@ from ._common import (
     prune_tiles,
     upcast_dot,
 )
+from ._launch import launcher
 
 __all__ = ["conv2d_forward"]
 
@@ -244,6 +245,7 @@ def _conv2d_fwd_kernel(
         tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
+@launcher
 @triton.jit
 def _split_k_epilogue_kernel(part_ptr, b_ptr, y_ptr, MN, C_out, SPLIT,
                              HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
@@ -367,6 +369,7 @@ def _stage(t, Cg, Og):
     return t.contiguous(memory_format=torch.channels_last)
 
 
+@launcher
 @triton.jit
 def _pad_channels_kernel(x_ptr, y_ptr, P, C, H, W, stride_n, stride_c, stride_h, stride_w,
                          CP: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):

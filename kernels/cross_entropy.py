@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 
 from ._common import cdiv
+from ._launch import launcher
 from .softmax import row_tile
 
 # ---------------------------------------------------------------------------------------------
@@ -50,6 +51,7 @@ def _row_start(rows, R, stride_n, stride_r):
     return (rows // R) * stride_n + (rows % R) * stride_r
 
 
+@launcher
 @triton.jit
 def _cross_entropy_fwd_kernel(
     # pointers
@@ -128,6 +130,7 @@ def _cross_entropy_fwd_kernel(
     tl.store(wsum_ptr + rows, wsum.to(wsum_ptr.dtype.element_ty), mask=row_mask)
 
 
+@launcher
 @triton.jit
 def _cross_entropy_bwd_kernel(
     # pointers
@@ -177,6 +180,7 @@ def _cross_entropy_bwd_kernel(
         tl.store(dx_row[:, None] + c[None, :] * stride_dxc, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+@launcher
 @triton.jit
 def _cross_entropy_bwd_target_kernel(
     # pointers

@@ -29,10 +29,12 @@ import triton
 import triton.language as tl
 
 from ._common import cdiv, next_power_of_2
+from ._launch import launcher
 
 BLOCK = 1024  # elements per program
 
 
+@launcher
 @triton.jit(do_not_specialize=["seed"])
 def _dropout_fwd_kernel(
     # pointers

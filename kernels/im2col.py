@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from ._common import cdiv, next_power_of_2
+from ._launch import launcher
 
 __all__ = ["unfold_forward", "fold_forward"]
 
@@ -48,6 +49,7 @@ MAX_BLOCK_C = 16  # fold: channels per program
 # kernels
 
 
+@launcher
 @triton.jit
 def _unfold_kernel(
     # pointers
@@ -93,6 +95,7 @@ def _unfold_kernel(
     tl.store(y_ptrs, v, mask=mask)
 
 
+@launcher
 @triton.jit
 def _fold_kernel(
     # pointers

@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, cdiv
+from ._launch import launcher
 from .cross_entropy import _row_dtype, _row_start
 from .softmax import row_tile
 
@@ -32,6 +33,7 @@ MSE_BLOCK = 256 if INTERPRET else 2048  # small under the interpreter: tests rea
 # nll_loss kernels
 
 
+@launcher
 @triton.jit
 def _nll_loss_fwd_kernel(
     x_ptr, t_ptr, w_ptr, loss_ptr,
@@ -55,6 +57,7 @@ def _nll_loss_fwd_kernel(
     tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=row_mask)
 
 
+@launcher
 @triton.jit
 def _nll_loss_bwd_kernel(
     g_ptr, t_ptr, w_ptr, dx_ptr,
@@ -84,6 +87,7 @@ def _nll_loss_bwd_kernel(
 # mse_loss kernels (flat contiguous memory)
 
 
+@launcher
 @triton.jit
 def _mse_loss_fwd_kernel(
     x_ptr, t_ptr, w_ptr, out_ptr, n,
@@ -106,6 +110,7 @@ def _mse_loss_fwd_kernel(
         tl.store(out_ptr + offs, e.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@launcher
 @triton.jit
 def _mse_loss_bwd_kernel(
     g_ptr, x_ptr, t_ptr, w_ptr, dx_ptr, n,

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, cdiv, next_power_of_2
+from ._launch import launcher
 
 # ---------------------------------------------------------------------------------------------
 # tile sizes (shared with kernels/cross_entropy.py and kernels/loss.py, whose kernels reduce rows
@@ -66,6 +67,7 @@ def row_tile(n_rows: int, C: int, stride_c: int) -> tuple[int, int, int]:
 # kernels
 
 
+@launcher
 @triton.jit
 def _softmax_fwd_kernel(
     # pointers
@@ -127,6 +129,7 @@ def _softmax_fwd_kernel(
             tl.store(y_row[:, None] + c[None, :] * stride_yc, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+@launcher
 @triton.jit
 def _softmax_bwd_kernel(
     # pointers
