@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import cdiv
+from ._common import cdiv, inside
 from ._launch import launcher
 from .softmax import row_tile
 
@@ -112,10 +112,12 @@ def _cross_entropy_fwd_kernel(
     else:
         t = tl.load(t_row, mask=row_mask, other=ignore_index).to(tl.int64)
         valid = row_mask & (t != ignore_index)
-        # the target logit: one gather, masked so that ignored rows read nothing
-        x_t = tl.load(x_row + t * stride_xc, mask=valid, other=0.0).to(tl.float32)
+        # the target logit: one gather, masked so that ignored rows, and class indices out of
+        # [0, C) (which the host or a device assert rejects), read nothing
+        ok = valid & inside(t, C)
+        x_t = tl.load(x_row + t * stride_xc, mask=ok, other=0.0).to(tl.float32)
         if HAS_WEIGHT:
-            w_t = tl.load(w_ptr + t, mask=valid, other=0.0).to(tl.float32)
+            w_t = tl.load(w_ptr + t, mask=ok, other=0.0).to(tl.float32)
         else:
             w_t = tl.where(valid, 1.0, 0.0)
         loss = (1.0 - eps) * w_t * (lse - x_t)
@@ -123,7 +125,8 @@ def _cross_entropy_fwd_kernel(
         if SMOOTHING:
             loss += smooth
             wsum += b
-        loss = tl.where(valid, loss, 0.0)  # an ignored row is 0 even if its logits are NaN
+        # an ignored row is 0 even if its logits are NaN; an out-of-range index is NaN
+        loss = tl.where(valid, tl.where(ok, loss, float("nan")), 0.0)
         wsum = tl.where(valid, wsum, 0.0)
     tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=row_mask)
     tl.store(lse_ptr + rows, lse.to(lse_ptr.dtype.element_ty), mask=row_mask)

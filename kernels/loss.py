@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, cdiv
+from ._common import INTERPRET, cdiv, inside
 from ._launch import launcher
 from .cross_entropy import _row_dtype, _row_start
 from .softmax import row_tile
@@ -37,23 +37,26 @@ MSE_BLOCK = 256 if INTERPRET else 2048  # small under the interpreter: tests rea
 @triton.jit
 def _nll_loss_fwd_kernel(
     x_ptr, t_ptr, w_ptr, loss_ptr,
-    n_rows, R,
+    n_rows, C, R,
     stride_xn, stride_xc, stride_xr, stride_tn, stride_tr,
     ignore_index, HAS_WEIGHT: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    """loss[row] = -w_t * x[n, t, r], 0 where t == ignore_index. A gather, BLOCK_R rows each."""
+    """loss[row] = -w_t * x[n, t, r], 0 where t == ignore_index, NaN where t is out of
+    [0, C) (rejected on the host or by a device assert; nothing is read). A gather, BLOCK_R
+    rows each."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < n_rows
     t = tl.load(t_ptr + _row_start(rows, R, stride_tn, stride_tr), mask=row_mask, other=ignore_index)
     t = t.to(tl.int64)
     valid = row_mask & (t != ignore_index)
-    x_t = tl.load(x_ptr + _row_start(rows, R, stride_xn, stride_xr) + t * stride_xc, mask=valid, other=0.0)
+    ok = valid & inside(t, C)
+    x_t = tl.load(x_ptr + _row_start(rows, R, stride_xn, stride_xr) + t * stride_xc, mask=ok, other=0.0)
     if HAS_WEIGHT:
-        w_t = tl.load(w_ptr + t, mask=valid, other=0.0).to(tl.float32)
+        w_t = tl.load(w_ptr + t, mask=ok, other=0.0).to(tl.float32)
         loss = -w_t * x_t.to(tl.float32)
     else:
         loss = -x_t.to(tl.float32)
-    loss = tl.where(valid, loss, 0.0)
+    loss = tl.where(valid, tl.where(ok, loss, float("nan")), 0.0)
     tl.store(loss_ptr + rows, loss.to(loss_ptr.dtype.element_ty), mask=row_mask)
 
 
@@ -72,7 +75,7 @@ def _nll_loss_bwd_kernel(
     row_mask = rows < n_rows
     t = tl.load(t_ptr + _row_start(rows, R, stride_tn, stride_tr), mask=row_mask, other=ignore_index)
     t = t.to(tl.int64)
-    valid = row_mask & (t != ignore_index)
+    valid = row_mask & (t != ignore_index) & inside(t, C)  # out of [0, C): no gradient, no read
     g = tl.load(g_ptr + _row_start(rows, R, stride_gn, stride_gr), mask=row_mask, other=0.0)
     v = -g.to(tl.float32)
     if HAS_WEIGHT:
@@ -149,7 +152,7 @@ def nll_loss_forward(input, target, weight, ignore_index):
         return loss
     block_r = 16 if INTERPRET else 256
     _nll_loss_fwd_kernel[(cdiv(n_rows, block_r),)](
-        input, target, weight if weight is not None else input, loss, n_rows, R,
+        input, target, weight if weight is not None else input, loss, n_rows, C, R,
         *input.stride(), *target.stride(), ignore_index,
         HAS_WEIGHT=weight is not None, BLOCK_R=block_r,
     )

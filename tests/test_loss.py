@@ -600,6 +600,58 @@ def test_kernels_never_see_out_of_range_targets(monkeypatch):
             fn(_x, torch.tensor([0, 7, 1]))
 
 
+def test_out_of_range_index_reads_nothing_and_gives_nan():
+    """The kernels themselves, given a class index outside [0, C) that is not ignore_index
+    (which the functional layer rejects first: on a GPU only by a device assert, so the
+    kernels may still run), read nothing at it (every access is bounds-checked under the
+    interpreter) and give that row a NaN loss and no gradient; other rows are untouched."""
+    from tritonnet import kernels
+
+    if KERNEL_DEVICE != "cpu" and not HAS_CUDA:
+        pytest.skip("no kernel device")
+    x = torch.randn(4, 5, 1, device=KERNEL_DEVICE)
+    w = torch.rand(5, device=KERNEL_DEVICE)
+    t = torch.tensor([[1], [99], [-3], [-100]], device=KERNEL_DEVICE)
+    good = torch.tensor([[1], [0], [0], [-100]], device=KERNEL_DEVICE)
+    for weight in (None, w):
+        loss = kernels.cross_entropy_forward(x, t, weight, -100, 0.0)[0]
+        ref = kernels.cross_entropy_forward(x, good, weight, -100, 0.0)[0]
+        assert loss[1:3].isnan().all() and loss[3] == 0
+        torch.testing.assert_close(loss[0], ref[0])
+        loss = kernels.nll_loss_forward(x, t, weight, -100)
+        assert loss[1:3].isnan().all() and loss[3] == 0
+        torch.testing.assert_close(loss[0], kernels.nll_loss_forward(x, good, weight, -100)[0])
+        g = torch.ones(4, 1, device=KERNEL_DEVICE)
+        dx = kernels.nll_loss_backward(g, t, weight, -100, 5, torch.float32)
+        assert (dx[1:] == 0).all() and dx[0, 1, 0] != 0
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_torch_compile_index_target_losses(backend):
+    """cross_entropy and nll_loss with class-index targets (one ignored) trace with
+    fullgraph=True: the index check is then a device-side assert (torch._assert_async), not
+    a host branch. Loss and gradients equal eager's; a bad index still fails, as the
+    assert's RuntimeError."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x = torch.randn(4, 5, device=dev, requires_grad=True)
+    t = torch.tensor([1, 4, -100, 0], device=dev)
+
+    def step(x, t):
+        return F.cross_entropy(x, t, label_smoothing=0.1) + F.nll_loss(x.log_softmax(1), t)
+
+    eager = step(x, t)
+    (gx,) = torch.autograd.grad(eager, x)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)
+    out = compiled(x, t)
+    torch.testing.assert_close(out, eager)
+    torch.testing.assert_close(torch.autograd.grad(out, x)[0], gx)
+    if dev == "cpu":  # on a GPU a failed device assert would poison the test process
+        with pytest.raises(RuntimeError, match=r"Target out of bounds: .* outside \[0, 5\)"):
+            compiled(x, torch.tensor([1, 5, -100, 0], device=dev))
+
+
 def test_custom_ops_pass_opcheck():
     """Schemas, fake (meta) implementations and autograd registration of the loss ops agree
     with what the ops really return (what torch.compile relies on)."""
@@ -619,3 +671,38 @@ def test_custom_ops_pass_opcheck():
         (ops.mse_loss, (x, p, wm, False)),
     ]:
         opcheck(op, args)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_captures_a_step_with_index_targets():
+    """A training step's forward and backward with cross_entropy on class indices captures
+    in a CUDA graph (the index check is a device assert, no host sync) and its replay on new
+    data and targets equals an eager step."""
+    tritonnet.set_backend("triton")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        tritonnet.nn.Conv2d(3, 16, 3, padding=1), tritonnet.nn.ReLU(), tritonnet.nn.MaxPool2d(2),
+        tritonnet.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), tritonnet.nn.Linear(16, 10),
+    ).cuda()
+    x = torch.randn(8, 3, 16, 16, device="cuda")
+    t = torch.randint(0, 10, (8,), device="cuda")
+    params = list(model.parameters())
+
+    def step():
+        loss = F.cross_entropy(model(x), t)
+        return [loss, *torch.autograd.grad(loss, params)]
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):  # autotune and compile outside the capture
+            step()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    x.copy_(torch.randn_like(x))
+    t.copy_(torch.randint(0, 10, (8,), device="cuda"))
+    graph.replay()
+    for got, want in zip(captured, step()):
+        torch.testing.assert_close(got, want)

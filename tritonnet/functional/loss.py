@@ -123,10 +123,24 @@ def _index_target_layout(input, target):
 
 
 def _check_index_values(target, C: int, ignore_index: int) -> None:
-    """Every class index is in [0, C) or is ignore_index (one host sync on a GPU)."""
+    """Every class index is in [0, C) or is ignore_index.
+
+    Eager on the CPU: an IndexError naming the first bad value, as torch's CPU kernels raise.
+    On a GPU, and under torch.compile: a device-side assert, as torch's CUDA kernels make. It
+    costs no host sync and keeps the call traceable with fullgraph=True; a failure poisons the
+    CUDA context and surfaces as a RuntimeError at the next synchronisation (torch's "device-
+    side assert triggered" behaves the same). The kernels read nothing at such an index."""
+    if not target.numel():
+        return
     bad = (target != ignore_index) & ((target < 0) | (target >= C))
-    if target.numel() and bool(bad.any()):
-        raise IndexError(f"Target {target[bad][0].item()} is out of bounds.")
+    if target.device.type == "cpu" and not torch.compiler.is_compiling():
+        if bool(bad.any()):
+            raise IndexError(f"Target {target[bad][0].item()} is out of bounds.")
+        return
+    torch._assert_async(
+        ~bad.any(),
+        f"Target out of bounds: a class index outside [0, {C}) that is not ignore_index ({ignore_index})",
+    )
 
 
 def _check_index_weight(op, input, weight, C) -> None:
