@@ -19,7 +19,9 @@ the arguments laid out as its binder lays them out (signature order, defaults fi
 
 Not kept, so always Triton's own path: the interpreter, a kernel with pre-run hooks, a
 ``JITFunction.run`` replaced by a harness (compile_check's compile-only runs), a kernel
-still compiling (async compile), arguments of any other type, and TRITONNET_FAST_LAUNCH=0.
+still compiling (async compile), arguments of any other type, a Triton whose
+``JITFunction.run`` does not end with the launcher call repeated here (checked in its source
+at import), and TRITONNET_FAST_LAUNCH=0.
 Triton's check that the globals a kernel read have not changed runs at the first launch
 only: our kernels read module constants that never change.
 
@@ -40,7 +42,25 @@ from triton.compiler.compiler import CompiledKernel
 from triton.runtime import driver
 from triton.runtime.jit import JITFunction
 
-ENABLED = os.environ.get("TRITONNET_FAST_LAUNCH", "1") not in ("", "0")
+# The launcher call JITFunction.run ends with, which Launch.__call__ repeats (Triton 3.6 to
+# 3.9). A Triton whose run reads otherwise keeps its own path.
+_RUN_CALL = ("kernel.run(grid_0, grid_1, grid_2, stream, kernel.function, kernel.packed_metadata, "
+             "launch_metadata, knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, "
+             "*bound_args.values())")
+
+
+def tritons_run_matches() -> bool:
+    """Whether the installed Triton's JITFunction.run binds its arguments and ends with the
+    launcher call this module repeats (read from its source, whitespace aside)."""
+    try:
+        source = inspect.getsource(JITFunction.run)
+    except (OSError, TypeError):
+        return False
+    flat = " ".join(source.split())
+    return _RUN_CALL in flat and "binder(*args, **kwargs)" in flat
+
+
+ENABLED = os.environ.get("TRITONNET_FAST_LAUNCH", "1") not in ("", "0") and tritons_run_matches()
 
 # the run this module stands in for; a different one (a harness's) turns the shortcut off
 _JIT_RUN = JITFunction.run

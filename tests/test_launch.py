@@ -27,6 +27,16 @@ def test_memoised_launches_match_tritons_own():
     assert r.stdout.strip().endswith("ok 20 checks"), r.stdout[-2000:]
 
 
+def test_memo_reads_tritons_run_before_it_stands_in_for_it(monkeypatch):
+    """The memo is on only where the installed Triton's JITFunction.run ends with the launcher
+    call the memo repeats (true for 3.6 and 3.9); another call turns it off."""
+    from tritonnet.kernels import _launch
+
+    assert _launch.tritons_run_matches()
+    monkeypatch.setattr(_launch, "_RUN_CALL", _launch._RUN_CALL.replace("packed_metadata, ", ""))
+    assert not _launch.tritons_run_matches()
+
+
 def test_memo_is_off_under_the_interpreter():
     """The interpreter compiles nothing, so there is nothing to keep: launches take Triton's
     path and the memo holds no plan."""
