@@ -9,7 +9,7 @@ At batch 1 and 32 that is as long as the kernel.
 Here the first launch of each exact call goes through ``JITFunction.run``; the compiled kernel
 it returns is kept under a key that fixes everything Triton specialises on: the current
 device, each argument's type, the value of every non-tensor argument (ints, floats, bools,
-strings, None: finer than Triton, which keeps only an int's size class and divisibility;
+strings, None, Triton dtypes: finer than Triton, which keeps only an int's size class and divisibility;
 an int marked ``do_not_specialize``, a random seed, is keyed by its size class alone),
 each tensor's dtype and whether its address is 16-byte aligned, the keyword names, the
 config, and the compile knobs (debug, instrumentation). A later call with the same key
@@ -37,6 +37,7 @@ import operator
 import os
 
 import torch
+import triton.language as tl
 from triton import knobs
 from triton.compiler.compiler import CompiledKernel
 from triton.runtime import driver
@@ -65,8 +66,9 @@ ENABLED = os.environ.get("TRITONNET_FAST_LAUNCH", "1") not in ("", "0") and trit
 # the run this module stands in for; a different one (a harness's) turns the shortcut off
 _JIT_RUN = JITFunction.run
 
-# argument types whose value is the key (tensors are keyed by dtype and alignment)
-_PLAIN = frozenset({int, float, bool, str, type(None)})
+# argument types whose value is the key (tensors are keyed by dtype and alignment); a Triton
+# dtype is a constexpr some kernels take (dropout's accumulator)
+_PLAIN = frozenset({int, float, bool, str, type(None), type(tl.float32)})
 
 # kernels kept per (device, argument types, keyword names, knobs): a bound on memory when
 # a caller's ints never repeat

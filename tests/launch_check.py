@@ -24,10 +24,10 @@ from tritonnet.kernels._common import Tuned
 
 @triton.jit(do_not_specialize=["seed"])
 def _probe(x_ptr, y_ptr, n, stride, scale, seed, FLAG: tl.constexpr, MODE: tl.constexpr = "a",
-           BLOCK: tl.constexpr = 64):
+           BLOCK: tl.constexpr = 64, ACC: tl.constexpr = tl.float32):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = i < n
-    v = tl.load(x_ptr + i * stride, mask=m)
+    v = tl.load(x_ptr + i * stride, mask=m).to(ACC)
     if FLAG:
         v = v * scale
     if MODE == "b":
@@ -138,6 +138,7 @@ def main() -> int:
                 lambda k: k[(2,)](x, y, 100, 1, MODE="b", FLAG=True, seed=5, scale=2.0),
             "a constexpr passed": lambda k: k[(1,)](x, y, 100, 1, 2.0, 5, True, "a", 128),
             "an option": lambda k: k[(2,)](x, y, 100, 1, 2.0, 5, True, num_warps=2),
+            "a Triton dtype constexpr": lambda k: k[(2,)](x, y, 100, 1, 2.0, 5, True, ACC=tl.float64),
             "a callable grid": lambda k: k[lambda m: (triton.cdiv(m["n"], m["BLOCK"]), 1, 1)](
                 x, y, 100, 1, 2.0, 5, True),
             "a 2-D grid, y an offset view": lambda k: k[(2, 3)](x, y[16:], 100, 1, 2.0, 5, True),
@@ -148,7 +149,7 @@ def main() -> int:
         base = kernels["base"]
         for what in ("x 4 bytes off 16-byte alignment", "n == 1", "n divisible by 16", "stride 2 (not 1)",
                      "fp16", "seed past int32", "seed past int64", "constexpr False", "an option",
-                     "keywords, default left out"):
+                     "a Triton dtype constexpr", "keywords, default left out"):
             assert kernels[what] is not base, f"{what}: expected a kernel of its own"
         for what in ("another float", "a callable grid", "a 2-D grid, y an offset view"):
             assert kernels[what] is base, f"{what}: expected the base kernel"
@@ -157,7 +158,8 @@ def main() -> int:
         lau.fn = _NoSlowPath()
         LOG.clear()
         lau[(2,)](x, y, 100, 1, 2.0, 123456, True)
-        assert LOG[-1][0] is base and LOG[-1][1][-4] == 123456, LOG[-1][1]  # (..., seed, FLAG, MODE, BLOCK)
+        # the launcher gets (..., seed, FLAG, MODE, BLOCK, ACC)
+        assert LOG[-1][0] is base and LOG[-1][1][-5] == 123456, LOG[-1][1]
         lau.fn = _probe
         checks += 1
 
@@ -206,8 +208,70 @@ def main() -> int:
         for got, ref in zip(LOG, want):  # the output and partial sums are new buffers each call
             _same(got, ref, "conv2d_forward", address=False)
         checks += 1
+        checks += _every_family_is_served()
     print(f"ok {checks} checks")
     return 0
+
+
+def _every_family_is_served() -> int:
+    """Each op family's second identical call is served by the memo: nothing new is kept and
+    no launch falls back for want of a key (a seed keyed by value, an argument of a type the
+    memo does not key, both seen while writing this). The first config of each autotuner."""
+    import tritonnet.functional as F
+
+    Autotuner.prune_configs = lambda self, kwargs: self.configs[:1]
+    Autotuner._bench = lambda self, *a, config, **k: [1.0] * 3
+    kept, unkeyed = [], []
+    keep, slot = _launch.Memo.keep, _launch.Memo.slot
+
+    def counted_keep(self, *args):
+        kept.append(self.fn.__name__)
+        return keep(self, *args)
+
+    def counted_slot(self, args, kwargs):
+        got = slot(self, args, kwargs)
+        if got is None:
+            unkeyed.append(self.fn.__name__)
+        return got
+
+    _launch.Memo.keep, _launch.Memo.slot = counted_keep, counted_slot
+    bf = torch.bfloat16
+    x4 = torch.randn(2, 16, 12, 12, dtype=bf).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(16, 16, 3, 3, dtype=bf, requires_grad=True)
+    x2 = torch.randn(8, 10, requires_grad=True)
+    t = torch.tensor([1, 2, 3, 4, 5, 6, 7, -100])
+    lw = torch.randn(32, 10, requires_grad=True)
+    t2 = torch.randn(8, 10)
+
+    def grad(y):
+        y.float().sum().backward()
+
+    calls = {
+        "conv2d": lambda: grad(F.conv2d(x4, w, padding=1)),
+        "conv_transpose2d": lambda: grad(F.conv_transpose2d(x4, w, stride=2)),
+        "max_pool2d": lambda: grad(F.max_pool2d(x4, 3, 2, 1)),
+        "avg_pool2d": lambda: grad(F.avg_pool2d(x4, 2)),
+        "adaptive_max_pool2d": lambda: grad(F.adaptive_max_pool2d(x4, 5)),
+        "adaptive_avg_pool2d": lambda: grad(F.adaptive_avg_pool2d(x4, 1)),
+        "interpolate": lambda: grad(F.interpolate(x4, scale_factor=2)),
+        "unfold": lambda: grad(F.unfold(x4, 3)),
+        "relu": lambda: grad(F.relu(x4)),
+        "dropout": lambda: grad(F.dropout(x4, 0.3)),
+        "softmax": lambda: grad(F.softmax(x2, 1)),
+        "cross_entropy": lambda: grad(F.cross_entropy(x2, t)),
+        "nll_loss": lambda: grad(F.nll_loss(x2, t)),
+        "mse_loss": lambda: grad(F.mse_loss(x2, t2)),
+        "linear": lambda: grad(F.linear(x2, lw)),
+    }
+    try:
+        for what, call in calls.items():
+            call()
+            kept.clear()
+            call()
+            assert not kept and not unkeyed, f"{what}: kept again {kept}, not keyed {unkeyed}"
+    finally:
+        _launch.Memo.keep, _launch.Memo.slot = keep, slot
+    return len(calls)
 
 
 class _Pinned:
