@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import Memo
+from ._launch import Launcher
 
 # Triton picks the interpreter when a kernel is decorated, so this is read once, at import.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -82,7 +82,7 @@ def autotune_cache() -> dict:
     return {}
 
 
-class Tuned:
+class Tuned(Launcher):
     """A ``triton.autotune``d kernel, launched ``tuned[grid](*args, **kwargs)`` like one, whose
     launches skip the autotuner once it has chosen a config for their key.
 
@@ -92,26 +92,23 @@ class Tuned:
     path"). Here a launch looks its key up in a memo and calls the kernel's ``run`` with the
     chosen config, as ``Autotuner.run`` itself does.
 
-    The memo is keyed as the autotuner's own cache is (the key arguments' values, then every
-    tensor argument's dtype) and filled only from that cache, after a launch through the
-    autotuner: a launch that did not tune (compile_check's compile-only runs) leaves nothing
-    to reuse, and a Triton whose key looks different only loses the shortcut. Configs with a
-    pre_hook always go through the autotuner.
+    The chosen configs are keyed as the autotuner's own cache is (the key arguments' values,
+    then every tensor argument's dtype) and taken only from that cache, after a launch through
+    the autotuner: a launch that did not tune (compile_check's compile-only runs) leaves
+    nothing to reuse, and a Triton whose key looks different only loses the shortcut. Configs
+    with a pre_hook always go through the autotuner.
 
-    A launch that used a chosen config also keeps the compiled kernel by exact call
-    (``_launch.Memo``), and the next identical call launches it without ``JITFunction.run``.
+    As a :class:`_launch.Launcher`, a launch that used a chosen config also keeps its compiled
+    kernel by exact call, and the next identical call launches it without ``JITFunction.run``.
     """
 
     def __init__(self, tuner):
+        super().__init__(tuner.fn)  # the memo of compiled kernels, by exact call
         self.tuner = tuner
         pos = {name: i for i, name in enumerate(tuner.arg_names)}
         self._key = [(pos[k], k) for k in tuner.keys]
         self._names = frozenset(tuner.arg_names)
-        self._memo = {}
-        self._launches = Memo(tuner.fn)  # the chosen config's compiled kernel, by exact call
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self._launch(grid, args, kwargs)
+        self._configs = {}
 
     def _key_of(self, args, kwargs):
         """Autotuner.run's key for this launch: the key arguments' values, then str(dtype) of
@@ -122,25 +119,17 @@ class Tuned:
         key += [str(v.dtype) for k, v in kwargs.items() if k in self._names and hasattr(v, "dtype")]
         return tuple(key)
 
-    def _launch(self, grid, args, kwargs):
-        slot = self._launches.slot(args, kwargs)
-        if slot is not None:
-            kernel = self._launches.launch(slot, grid, args, kwargs)
-            if kernel is not None:
-                return kernel
+    def _first(self, grid, args, kwargs):
         key = self._key_of(args, kwargs)
-        config = self._memo.get(key)
+        config = self._configs.get(key)
         if config is not None:
-            kernel = self.tuner.fn.run(*args, grid=grid, warmup=False, **kwargs, **config)
-        else:
-            tuner = self.tuner
-            kernel = tuner[grid](*args, **kwargs)
-            chosen = tuner.configs[0] if len(tuner.configs) == 1 else tuner.cache.get(key)
-            if chosen is not None and chosen.pre_hook is None:
-                self._memo[key] = config = chosen.all_kwargs()
-        if slot is not None and config is not None:
-            self._launches.keep(slot, kernel, args, kwargs, config)
-        return kernel
+            return self.tuner.fn.run(*args, grid=grid, warmup=False, **kwargs, **config), config
+        tuner = self.tuner
+        kernel = tuner[grid](*args, **kwargs)
+        chosen = tuner.configs[0] if len(tuner.configs) == 1 else tuner.cache.get(key)
+        if chosen is not None and chosen.pre_hook is None:
+            self._configs[key] = config = chosen.all_kwargs()
+        return kernel, config
 
 
 def autotune(fn, **kwargs) -> Tuned:

@@ -202,10 +202,15 @@ class Launcher:
             kernel = self._memo.launch(slot, grid, args, kwargs)
             if kernel is not None:
                 return kernel
-        kernel = self.fn[grid](*args, **kwargs)
-        if slot is not None:
-            self._memo.keep(slot, kernel, args, kwargs, {})
+        kernel, fixed = self._first(grid, args, kwargs)
+        if slot is not None and fixed is not None:
+            self._memo.keep(slot, kernel, args, kwargs, fixed)
         return kernel
+
+    def _first(self, grid, args, kwargs):
+        """Triton's own launch of a call the memo does not hold: (the kernel, the constexprs
+        and options the launch added to the call's arguments, or None if it must not be kept)."""
+        return self.fn[grid](*args, **kwargs), {}
 
 
 def launcher(fn) -> Launcher:

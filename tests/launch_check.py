@@ -87,26 +87,21 @@ def _check(call, launcher, what, keys_before=None):
     """call(k) launches through k. The memo's second launch must equal Triton's."""
     with _Triton():
         LOG.clear()
-        call(launcher.fn if isinstance(launcher, _launch.Launcher) else launcher.tuner.fn)
+        call(launcher.fn)
         want = LOG[-1]
     LOG.clear()
     call(launcher)  # first: Triton's path, kept
     first = LOG[-1]
     _same(first, want, what + " (first launch)")
-    slow = launcher.fn if isinstance(launcher, _launch.Launcher) else launcher.tuner
-    if isinstance(launcher, _launch.Launcher):
-        launcher.fn = _NoSlowPath()
-    else:
-        launcher.tuner = _NoSlowPath()
+    slow = "tuner" if isinstance(launcher, Tuned) else "fn"  # what Launcher._first launches
+    saved = getattr(launcher, slow)
+    setattr(launcher, slow, _NoSlowPath())
     try:
         LOG.clear()
         call(launcher)
         _same(LOG[-1], want, what)
     finally:
-        if isinstance(launcher, _launch.Launcher):
-            launcher.fn = slow
-        else:
-            launcher.tuner = slow
+        setattr(launcher, slow, saved)
     return want[0]
 
 

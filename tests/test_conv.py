@@ -210,12 +210,12 @@ def test_tuned_launches_skip_the_autotuner_once_it_has_chosen(monkeypatch):
     y = kernels.conv2d_forward(x, w, b, *conv)
     assert len(calls) == 1
     tuned = kconv._tuned["fwd"]
-    assert list(tuned._memo.values()) == [configs[1].all_kwargs()]  # the faster one
+    assert list(tuned._configs.values()) == [configs[1].all_kwargs()]  # the faster one
     torch.testing.assert_close(kernels.conv2d_forward(x, w, b, *conv), y, rtol=0, atol=0)
     assert len(calls) == 1  # the memo's launch
     kernels.conv2d_forward(x[:, :, :5], w, b, *conv)  # another shape
     kernels.conv2d_forward(x.bfloat16(), w.bfloat16(), b.bfloat16(), *conv)  # another dtype
-    assert len(calls) == 3 and len(tuned._memo) == 3
+    assert len(calls) == 3 and len(tuned._configs) == 3
 
     # an autotuner that launched without choosing (no cache entry): no memo, every time
     def untuned(self, *args, **kwargs):
@@ -225,7 +225,7 @@ def test_tuned_launches_skip_the_autotuner_once_it_has_chosen(monkeypatch):
     monkeypatch.setattr(Autotuner, "run", untuned)
     for _ in range(2):
         kernels.conv2d_forward(x[:1], w, b, *conv)
-    assert len(calls) == 5 and len(tuned._memo) == 3
+    assert len(calls) == 5 and len(tuned._configs) == 3
 
 
 KERNEL_CASES = CASES if FULL else [CASES[i] for i in (0, 1, 2, 3, 5, 7)]
