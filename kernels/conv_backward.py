@@ -203,6 +203,9 @@ def _conv2d_bwd_weight_kernel(
     # (kh, kw, c) order, a pixel's FLAT_VEC channels one aligned run; dw then (C_out, KH, KW,
     # FLAT_VEC); FLAT_KW compiles KW in for that split
     FLAT_VEC: tl.constexpr, FLAT_KW: tl.constexpr,
+    # DW_CL: dw (and its partials) laid out (C_out, KH, KW, Cg), channels_last, as PyTorch's
+    # weight gradient is for channels_last operands; else (C_out, Cg, KH, KW)
+    DW_CL: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     # DY_DENSE: dy's pixels (n, oh, ow) lie stride_dyw apart in order (dense channels_last),
     # so a pixel's offset is rk * stride_dyw with no division; M_ALIGN, N_ALIGN: the powers
@@ -238,12 +241,18 @@ def _conv2d_bwd_weight_kernel(
         c = rn // (KH * KW)
         kh = (rn // KW) % KH  # (BLOCK_N,) vectors, split once per program
         kw = rn % KW
-        col = rn  # offset in dw[co] of (c, kh, kw)
+        if DW_CL:
+            col = (rn % (KH * KW)) * Cg + c  # offset in dw[co] of (kh, kw, c)
+        else:
+            col = rn  # offset in dw[co] of (c, kh, kw)
     else:
         c = rn
         kh = khw // KW  # scalars
         kw = khw % KW
-        col = rn * (KH * KW) + khw
+        if DW_CL:
+            col = khw * Cg + rn  # a tile's channels are one contiguous run
+        else:
+            col = rn * (KH * KW) + khw
     co = g * Og + rm
     dy_base = dy_ptr + co * stride_dyc  # (BLOCK_M,)
     x_base = x_ptr + (g * Cg + c) * stride_xc  # (BLOCK_N,)
@@ -304,7 +313,7 @@ def _conv2d_bwd_weight_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
-    # partials laid out (SPLIT, C_out, Cg, KH, KW), contiguous
+    # partials laid out (SPLIT, C_out, Cg, KH, KW), or (SPLIT, C_out, KH, KW, Cg) if DW_CL, dense
     C_out = Og * tl.num_programs(2) // SPLIT
     dw_ptrs = (
         dw_ptr + split * (C_out * Cg * KH * KW)
@@ -395,12 +404,16 @@ def _split_k(L, tiles, device):
 def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups,
                        bias_grad=True):
     """-> (dw of weight_size (C_out, Cg, KH, KW), db (C_out,)), in grad_output's dtype; db is
-    empty (0,) unless bias_grad, and the kernel then compiles without its reduction."""
+    empty (0,) unless bias_grad, and the kernel then compiles without its reduction. dw is
+    channels_last when grad_output or input is (PyTorch's layout for the weight gradient)."""
     NB, C_out, OH, OW = grad_output.shape
     _, C_in, H, W = input.shape
     _, Cg, KH, KW = weight_size
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
     Og = C_out // groups
+    # dw as PyTorch lays it out (channels_last for channels_last operands), written so by the
+    # kernel: autograd then keeps it as a channels_last weight's .grad without a copy
+    dw_format = _out_format(grad_output, input)
     grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
     L = NB * OH * OW
     vec, C_dw = 1, Cg
@@ -421,7 +434,9 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     # split partials in fp32, summed and cast below; one split stores dw, db directly in the
     # output dtype (the kernel's fp32 accumulator is rounded once, in the store)
     part = torch.float32 if split > 1 else grad_output.dtype
-    dw_part = torch.empty((split, C_out, C_dw, KH, KW), device=dev, dtype=part)
+    cl = dw_format == torch.channels_last and vec == 1
+    dw_part = torch.empty((split, C_out, KH, KW, C_dw) if cl else (split, C_out, C_dw, KH, KW),
+                          device=dev, dtype=part)
     db_part = torch.empty((split, C_out if bias_grad else 0), device=dev, dtype=part)
     if L == 0 or C_out == 0 or Cg == 0:
         dw_part.zero_()
@@ -445,12 +460,15 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             INDEX64=index64(grad_output, input, dw_part),
             INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
             DY_DENSE=_pixels_dense(grad_output), M_ALIGN=_align(Og), N_ALIGN=_align(cols),
+            DW_CL=cl,
         )
     if vec > 1:  # (split, C_out, KH, KW, 4) in memory: the real channels, in dw's order
         dw_part = dw_part.view(split, C_out, KH, KW, vec)[..., :Cg].permute(0, 1, 4, 2, 3)
+    elif cl:  # (split, C_out, KH, KW, Cg) in memory: (split, C_out, Cg, KH, KW) channels_last
+        dw_part = dw_part.permute(0, 1, 4, 2, 3)
     if split == 1:
-        return dw_part[0].contiguous(), db_part[0]
+        return dw_part[0].contiguous(memory_format=dw_format), db_part[0]
     # deterministic reduction of the split-K partials, one cast at the end
-    dw = dw_part.sum(0).to(grad_output.dtype)
+    dw = dw_part.sum(0).to(grad_output.dtype).contiguous(memory_format=dw_format)
     db = db_part.sum(0).to(grad_output.dtype)
     return dw, db

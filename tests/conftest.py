@@ -6,7 +6,13 @@ decoration time), so it is set here, at collection, before any test imports trit
 
 import os
 
-import torch
+# torch.compile's on-disk caches key a compiled graph by the graph, not by our operators' fake
+# kernels: after a fake kernel changes, a cached graph would still run with the old one's
+# layouts (seen: a stale stride assert), so the tests compile afresh
+os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")
+os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "0")
+
+import torch  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:

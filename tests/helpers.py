@@ -137,3 +137,37 @@ def opcheck(op, args) -> None:
     from tritonnet.ops._primitive import Primitive
 
     torch.library.opcheck(op.op if isinstance(op, Primitive) else op, args)
+
+
+@contextlib.contextmanager
+def fake_layouts_checked():
+    """Within: every tritonnet operator call (forward and gradient primitives, whatever calls
+    them) is run again on fake tensors through its fake kernel, and the fake result must have
+    the real one's shape, dtype and strides (the significant ones, as torch's own cross-check
+    compares them). torch.compile plans downstream code with the fake's strides, so a fake
+    that says contiguous where the real op returns channels_last fails a compiled model
+    (inductor asserts) or mis-indexes it."""
+    from torch._prims_common import check_significant_strides
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves, tree_map
+
+    class Check(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if func.namespace != "tritonnet" or func._schema.is_mutable:
+                return out
+            with FakeTensorMode() as mode:
+                fake = lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t  # noqa: E731
+                fake_out = func(*tree_map(fake, args), **tree_map(fake, kwargs))
+            for i, (r, f) in enumerate(zip(tree_leaves(out), tree_leaves(fake_out))):
+                if isinstance(r, torch.Tensor):
+                    same = r.shape == f.shape and r.dtype == f.dtype
+                    assert same and check_significant_strides(r, f, only_cuda=False)[0], (
+                        f"{func} output {i}: real {tuple(r.shape)} {r.dtype} strides {r.stride()}, "
+                        f"fake {tuple(f.shape)} {f.dtype} strides {f.stride()}")
+            return out
+
+    with Check():
+        yield

@@ -85,6 +85,34 @@ def test_reference_unbatched_and_channels_last():
     torch.testing.assert_close(y, TF.conv2d(xc, w, padding=1))
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_result_and_gradient_layouts_like_torch(backend):
+    """y, x.grad and w.grad (and conv_transpose2d's) are laid out as torch lays them out for
+    each pairing of NCHW and channels_last operands: channels_last when either operand is.
+    A channels_last weight's .grad then comes from the kernel in its own layout, with no copy
+    by autograd's accumulation (which copies a gradient whose strides differ from the
+    parameter's)."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cl, nchw = torch.channels_last, torch.contiguous_format
+
+    def run(conv, x, w):
+        x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = conv(x, w)
+        dx, dw = torch.autograd.grad(y, (x, w), torch.ones_like(y))  # as computed, not accumulated
+        return y.stride(), dx.stride(), dw.stride()
+
+    for xf in (nchw, cl):
+        for wf in (nchw, cl):
+            x = torch.randn(2, 16, 6, 6, device=dev).to(memory_format=xf)
+            w = torch.randn(32, 16, 3, 3, device=dev).to(memory_format=wf)
+            got = run(lambda x, w: F.conv2d(x, w, padding=1), x, w)
+            assert got == run(lambda x, w: TF.conv2d(x, w, padding=1), x, w), (xf, wf)
+            wt = torch.randn(16, 8, 3, 3, device=dev).to(memory_format=wf)
+            got = run(lambda x, w: F.conv_transpose2d(x, w, stride=2), x, wt)
+            assert got == run(lambda x, w: TF.conv_transpose2d(x, w, stride=2), x, wt), (xf, wf)
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -437,7 +465,8 @@ def test_rgb_convs_pad_to_4_channels(monkeypatch):
             gy = torch.randn(y.shape, device=y.device)
             dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
             rw, rb = reference.conv2d_weight_grad(gy, x.contiguous(), w.shape, *conv)
-            assert dw.shape == w.shape and dw.is_contiguous()
+            assert dw.shape == w.shape  # laid out as torch's weight gradient is:
+            assert dw.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
             assert_close_rel(dw, rw, 1e-5, f"dw {case} {layout}")
             assert_close_rel(db, rb, 1e-5, f"db {case} {layout}")
             assert pads[n:] == ([4, 4, 4] if padded else []), (case, layout)

@@ -100,23 +100,31 @@ def test_torch_compile_small_model(backend):
         torch.testing.assert_close(g, p.grad)
 
 
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_torch_compile_conv_pool_loss(backend):
-    """conv (with bias), an in-place ReLU, max and average pooling and mse_loss under
-    torch.compile with fullgraph=True: each op's autograd.Function is traced around its opaque
-    operator, and the loss and every gradient equal eager mode's."""
+def test_torch_compile_conv_pool_loss(backend, memory_format):
+    """conv (with bias), an in-place ReLU, max and average pooling, a residual add compiled by
+    inductor, and mse_loss under torch.compile with fullgraph=True: each op's autograd.Function
+    is traced around its opaque operator, and the loss and every gradient equal eager mode's.
+    channels_last: the compiled code runs with the layouts the fake kernels promise (a fake
+    that said contiguous once failed inductor's stride assert here)."""
     tritonnet.set_backend(backend)
     dev = KERNEL_DEVICE
+    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        tritonnet.nn.Conv2d(2, 4, 3, padding=1), tritonnet.nn.ReLU(inplace=True), tritonnet.nn.MaxPool2d(2),
+    conv = tritonnet.nn.Conv2d(2, 4, 3, padding=1)
+    head = torch.nn.Sequential(
+        tritonnet.nn.ReLU(inplace=True), tritonnet.nn.MaxPool2d(2),
         tritonnet.nn.Conv2d(4, 3, 1), tritonnet.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-    ).to(dev)
-    x = torch.randn(2, 2, 6, 6, device=dev)
+    )
+    model = torch.nn.ModuleList([conv, head]).to(dev).to(memory_format=fmt)
+    x = torch.randn(2, 2, 6, 6, device=dev).to(memory_format=fmt)
     target = torch.randn(2, 3, device=dev)
 
     def step(x):
-        return tritonnet.functional.mse_loss(model(x), target)
+        h = conv(x)
+        h = h + torch.arange(4.0, device=dev).view(1, 4, 1, 1) * h.detach().sign()  # inductor's
+        return tritonnet.functional.mse_loss(head(h), target)
 
     eager = step(x)
     eager.backward()
@@ -128,6 +136,53 @@ def test_torch_compile_conv_pool_loss(backend):
     out.backward()
     for g, p in zip(grads, model.parameters()):
         torch.testing.assert_close(p.grad, g)
+
+
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_fake_kernels_give_the_real_layouts(backend, memory_format):
+    """Every operator the functional layer calls, forward and backward, on NCHW and
+    channels_last operands (mixed for conv, as torch's layout rule reads both): its fake
+    kernel gives the real result's shape, dtype and strides (tests/helpers.py
+    fake_layouts_checked). conv2d and its input gradient once said contiguous for
+    channels_last results, which broke compiled channels_last models."""
+    from tests.helpers import fake_layouts_checked
+
+    tritonnet.set_backend(backend)
+    F = tritonnet.functional
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    x = torch.randn(2, 4, 6, 6, device=dev).to(memory_format=fmt).requires_grad_()
+    w = torch.randn(8, 4, 3, 3, device=dev).requires_grad_()  # NCHW: x alone sets the layout
+    wt = torch.randn(4, 8, 3, 3, device=dev).to(memory_format=fmt).requires_grad_()
+    b = torch.randn(8, device=dev, requires_grad=True)
+    t = torch.randint(0, 4, (2, 6, 6), device=dev)
+    x2 = torch.randn(5, 6, device=dev, requires_grad=True)
+    lw = torch.randn(3, 6, device=dev, requires_grad=True)
+    u = torch.randn(2, 36, 16, device=dev, requires_grad=True)
+
+    def grads(y, *inputs):
+        torch.autograd.grad(y.sum(), inputs)
+
+    with fake_layouts_checked():
+        grads(F.conv2d(x, w, b, 1, 1), x, w, b)
+        grads(F.conv2d(x.detach().contiguous(), w.to(memory_format=fmt), b, 2, 1, activation="relu"), w)
+        grads(F.conv_transpose2d(x, wt, None, 2, 1), x, wt)
+        grads(F.max_pool2d(x, 3, 2, 1), x)
+        grads(F.avg_pool2d(x, 2), x)
+        grads(F.adaptive_avg_pool2d(x, 1), x)
+        grads(F.adaptive_max_pool2d(x, 4), x)
+        grads(F.interpolate(x, scale_factor=2), x)
+        grads(F.relu(x), x)
+        grads(F.dropout(x, 0.5), x)
+        grads(F.softmax(x, 1), x)
+        grads(F.unfold(x, 3), x)
+        grads(F.fold(u, (6, 6), 3), u)
+        grads(F.cross_entropy(x, t), x)
+        grads(F.cross_entropy(x, torch.rand(2, 4, 6, 6, device=dev).to(memory_format=fmt)), x)
+        grads(F.nll_loss(x, t), x)
+        grads(F.mse_loss(x, torch.randn(2, 4, 6, 6, device=dev)), x)
+        grads(F.linear(x2, lw, activation="relu"), x2, lw)
 
 
 def test_primitive_autograd_goes_through_the_function():

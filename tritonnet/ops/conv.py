@@ -16,11 +16,21 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from ..backend import backend_for
+from ..reference._common import conv_memory_format
 from ._primitive import primitive
 from .activation import activation_backward
+
+
+def _empty(like, shape, *operands):
+    """A fake kernel's result: ``shape`` in ``like``'s dtype and device, laid out as both
+    backends lay it out (conv_memory_format of ``operands``), so that torch.compile plans
+    with the strides the real call returns."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device,
+                       memory_format=conv_memory_format(*operands))
 
 
 def _out_hw(h, w, k, s, p, d):
@@ -40,7 +50,7 @@ def conv2d(
 @conv2d.register_fake
 def _(input, weight, bias, stride, padding, dilation, groups, act):
     oh, ow = _out_hw(input.shape[2], input.shape[3], weight.shape[2:], stride, padding, dilation)
-    return input.new_empty((input.shape[0], weight.shape[0], oh, ow))
+    return _empty(input, (input.shape[0], weight.shape[0], oh, ow), input, weight)
 
 
 @primitive
@@ -55,9 +65,8 @@ def conv2d_input_grad(
 
 @conv2d_input_grad.register_fake
 def _(grad_output, weight, input_size, stride, padding, dilation, groups):
-    return grad_output.new_empty(
-        (grad_output.shape[0], weight.shape[1] * groups, input_size[-2], input_size[-1])
-    )
+    shape = (grad_output.shape[0], weight.shape[1] * groups, input_size[-2], input_size[-1])
+    return _empty(grad_output, shape, grad_output, weight)
 
 
 @primitive
@@ -72,7 +81,7 @@ def conv2d_weight_grad(
 
 @conv2d_weight_grad.register_fake
 def _(grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad=True):
-    return (grad_output.new_empty(tuple(weight_size)),
+    return (_empty(grad_output, tuple(weight_size), grad_output, input),
             grad_output.new_empty((weight_size[0] if bias_grad else 0,)))
 
 
@@ -117,7 +126,8 @@ def conv_transpose2d(
 
 @conv_transpose2d.register_fake
 def _(input, weight, bias, output_size, stride, padding, dilation, groups):
-    return input.new_empty((input.shape[0], weight.shape[1] * groups, output_size[-2], output_size[-1]))
+    return _empty(input, (input.shape[0], weight.shape[1] * groups, output_size[-2], output_size[-1]),
+                  input, weight)
 
 
 def _setup_t(ctx, inputs, output):

@@ -11,17 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from ._common import acc_dtype, activation
+from ._common import acc_dtype, activation, conv_memory_format
 from .im2col import fold_forward, unfold_forward
 
 __all__ = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
-
-
-def _out_format(*tensors):
-    for t in tensors:
-        if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-            return torch.channels_last
-    return torch.contiguous_format
 
 
 def im2col(x, kernel, stride, padding, dilation):
@@ -49,7 +42,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, act="
         y = y + bias.to(acc).view(1, -1, 1, 1)
     y = activation(y, act)
     out = torch.empty((N, C_out, OH, OW), dtype=input.dtype, device=input.device,
-                      memory_format=_out_format(input, weight))
+                      memory_format=conv_memory_format(input, weight))
     return out.copy_(y)
 
 
@@ -63,7 +56,7 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     cols = torch.einsum("gok,ngol->ngkl", w, dy).reshape(N, groups * Cg * KH * KW, OH * OW)
     dx = col2im(cols, (H, W), (KH, KW), stride, padding, dilation)
     out = torch.empty((N, groups * Cg, H, W), dtype=grad_output.dtype, device=grad_output.device,
-                      memory_format=_out_format(grad_output, weight))
+                      memory_format=conv_memory_format(grad_output, weight))
     return out.copy_(dx)
 
 
@@ -77,4 +70,5 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     dy = grad_output.to(acc).reshape(N, groups, C_out // groups, OH * OW)
     dw = torch.einsum("ngol,ngkl->gok", dy, cols).reshape(C_out, Cg, KH, KW)
     db = dy.sum((0, 3)).reshape(C_out) if bias_grad else dy.new_empty(0)
-    return dw.to(grad_output.dtype), db.to(grad_output.dtype)
+    dw = dw.to(grad_output.dtype).contiguous(memory_format=conv_memory_format(grad_output, input))
+    return dw, db.to(grad_output.dtype)
