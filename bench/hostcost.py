@@ -80,6 +80,18 @@ def cases(layer: str):
     xg = x.clone().requires_grad_()
     dy = torch.randn_like(x)
     a = ([1, 1], [1, 1], [1, 1], 1)
+    w2 = w.clone().requires_grad_()
+
+    def block():
+        """Two conv+ReLU layers' training step: forward, then the backward from a given
+        gradient (autograd runs every gradient kernel). Only tritonnet ops: a CPU aten op
+        here (a residual add, a sum, gradient accumulation) would compute for real. One
+        still does: the weight gradient's split-K partials are summed by torch (layer1 at
+        batch 1 splits), on the CPU here, asynchronously on a GPU."""
+        wg.grad = w2.grad = None
+        h = F.relu(F.conv2d(x, wg, None, 1, 1))
+        F.relu(F.conv2d(h, w2, None, 1, 1)).backward(dy)
+
     return [
         ("primitive kernels.conv2d_forward", lambda: kernels.conv2d_forward(x, w, None, *a)),
         ("op conv2d, no grad", lambda: ops.conv2d(x, w, None, *a, "none")),
@@ -88,6 +100,7 @@ def cases(layer: str):
         ("op conv2d_input_grad", lambda: ops.conv2d_input_grad(dy, w, list(x.shape), *a)),
         ("op conv2d_weight_grad", lambda: ops.conv2d_weight_grad(dy, x, list(w.shape), *a, False)),
         ("functional.max_pool2d 3x3/s2/p1, needs grad", lambda: F.max_pool2d(xg, 3, 2, 1)),
+        ("2 x (conv, ReLU): forward and backward", block),
     ]
 
 

@@ -464,11 +464,9 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
         )
     if vec > 1:  # (split, C_out, KH, KW, 4) in memory: the real channels, in dw's order
         dw_part = dw_part.view(split, C_out, KH, KW, vec)[..., :Cg].permute(0, 1, 4, 2, 3)
-    elif cl:  # (split, C_out, KH, KW, Cg) in memory: (split, C_out, Cg, KH, KW) channels_last
-        dw_part = dw_part.permute(0, 1, 4, 2, 3)
-    if split == 1:
-        return dw_part[0].contiguous(memory_format=dw_format), db_part[0]
-    # deterministic reduction of the split-K partials, one cast at the end
-    dw = dw_part.sum(0).to(grad_output.dtype).contiguous(memory_format=dw_format)
-    db = db_part.sum(0).to(grad_output.dtype)
-    return dw, db
+    # the split-K partials reduced deterministically (in their memory order), one cast at the end
+    dw = dw_part[0] if split == 1 else dw_part.sum(0)
+    db = db_part[0] if split == 1 else db_part.sum(0)
+    if cl:  # (C_out, KH, KW, Cg) in memory: (C_out, Cg, KH, KW) channels_last
+        dw = dw.permute(0, 3, 1, 2)
+    return dw.to(grad_output.dtype).contiguous(memory_format=dw_format), db.to(grad_output.dtype)
