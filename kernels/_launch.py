@@ -7,13 +7,16 @@ arguments on this project's 2-core CPU (bench/NOTES.md, "Triton's launch path, m
 At batch 1 and 32 that is as long as the kernel.
 
 Here the first launch of each exact call goes through ``JITFunction.run``; the compiled kernel
-it returns is kept under a key that fixes everything Triton specialises on: the current
-device, each argument's type, the value of every non-tensor argument (ints, floats, bools,
-strings, None, Triton dtypes: finer than Triton, which keeps only an int's size class and divisibility;
-an int marked ``do_not_specialize``, a random seed, is keyed by its size class alone),
-each tensor's dtype and whether its address is 16-byte aligned, the keyword names, the
-config, and the compile knobs (debug, instrumentation). A later call with the same key
-launches that kernel through the same launcher call ``JITFunction.run`` ends with
+it returns is kept under a key that fixes everything Triton specialises on:
+- the current device and each argument's type;
+- the value of every non-tensor argument (ints, floats, bools, strings, None, Triton dtypes),
+  finer than Triton, which keeps only an int's size class and divisibility; an int marked
+  ``do_not_specialize`` (a random seed) is keyed by its size class alone;
+- each tensor's dtype and whether its address is 16-byte aligned;
+- the keyword names, the config, and the compile knobs (debug, instrumentation).
+
+A later call with the same key launches that kernel through the same launcher call
+``JITFunction.run`` ends with
 (``CompiledKernel.run``, the current stream, launch metadata and hooks read per call), with
 the arguments laid out as its binder lays them out (signature order, defaults filled in).
 
