@@ -7,6 +7,7 @@
 #   1. the GPU's state and the machine's torch/triton (read only: nothing is changed on the card)
 #   2. make setup   a .venv over the machine's CUDA PyTorch and Triton; if that .venv cannot
 #                   import them (python3 there is itself a venv), repaired, else python3 is used
+#   2b. the launch memo's GPU test; if it fails, TRITONNET_FAST_LAUNCH=0 from then on
 #   3. make test    the whole test suite (TESTS=gpu: make test-gpu, the GPU-marked tests
 #                   alone), output in $OUT/test.log
 #   4. the benchmark suite (python -m tritonnet.bench), results in $OUT/results
@@ -85,6 +86,28 @@ usable "$PY"
 rc_setup=$?
 say "setup: using $PY ($($PY -c 'import sys; print(sys.prefix)' 2>/dev/null))"
 report setup $rc_setup
+
+say "== 2b. the launch memo against Triton's own launch path (kernels/_launch.py)"
+# Held to Triton's launcher call without a GPU (tests/test_launch.py); on the first GPU it
+# meets, a training step must also give bitwise the results of Triton's own path. If not,
+# everything after runs with TRITONNET_FAST_LAUNCH=0 (Triton's path), so the session's
+# timings and tests still count.
+if [ "${TRITONNET_FAST_LAUNCH:-1}" = 0 ]; then
+    report memo skip "TRITONNET_FAST_LAUNCH=0 already"
+elif [ $rc_setup -ne 0 ]; then
+    report memo skip "setup failed"
+else
+    timeout -k 10 150 $PY -m pytest -q -m gpu tests/test_launch.py >>"$LOG" 2>&1
+    rc=$?
+    report memo $rc
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        say "memo: the check ran out of time (compiling and tuning); the memo stays on, and step 3 runs the same test again"
+    elif [ $rc -ne 0 ]; then
+        export TRITONNET_FAST_LAUNCH=0
+        say "memo: the rest of this session runs with TRITONNET_FAST_LAUNCH=0 (see session.log)"
+        echo "memo check failed: the rest ran with TRITONNET_FAST_LAUNCH=0" >>"$SUMMARY"
+    fi
+fi
 
 say "== 3. tests"
 if [ "$RUN_TESTS" != 1 ]; then
