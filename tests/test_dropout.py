@@ -355,6 +355,54 @@ def test_inplace(backend, fn, layout):
         f(x.clone().requires_grad_(), 0.4, inplace=True)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("fn", ["dropout", "dropout2d"])
+def test_inplace_autograd_semantics(backend, fn, monkeypatch):
+    """In-place dropout on a tensor that needs grad is one in-place op to autograd, as
+    torch's: it writes the input's own memory without the out-of-place op (no temporary, no
+    copy back), bumps the version counter (a tensor saved by a later op and then overwritten
+    is refused at backward), refuses a view of a leaf before writing it, and in place on a
+    view of a non-leaf rebases the view on its base, with the gradient of the out-of-place op
+    on the same seed."""
+    import importlib
+
+    fd = importlib.import_module("tritonnet.functional.dropout")  # the module, not the function
+    tritonnet.set_backend(backend)
+    f = FNS[fn][0]
+    dev = _device(backend)
+    out_of_place = []
+    real = fd._dropout_op
+    monkeypatch.setattr(fd, "_dropout_op", lambda *a: out_of_place.append(1) or real(*a))
+    a = torch.randn(3, 4, 5, 6, device=dev, requires_grad=True)
+    h = a * 1.5
+    ptr, version = h.data_ptr(), h._version
+    assert f(h, 0.3, inplace=True) is h
+    assert h.data_ptr() == ptr and h._version > version
+    s = h * h  # saves h for its backward
+    f(h, 0.3, inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
+    # a view of a leaf: refused, and the leaf is untouched
+    before = a.detach().clone()
+    with pytest.raises(RuntimeError, match="view of a leaf Variable"):
+        f(a[1:], 0.3, inplace=True)
+    torch.testing.assert_close(a.detach(), before, rtol=0, atol=0)
+    assert not out_of_place
+    # in place on a view: the base's gradient is the out-of-place op's on the same seed
+    weights = torch.arange(6.0, device=dev)
+    grads = []
+    for inplace in (True, False):
+        base = a * 1.0
+        torch.manual_seed(5)
+        if inplace:
+            f(base[1:], 0.3, inplace=True)
+        else:
+            base = torch.cat([base[:1], f(base[1:], 0.3)])
+        (g,) = torch.autograd.grad((base * weights).sum(), a)
+        grads.append(g)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
 def test_custom_op_opcheck():
     """Schema, fake tensor and AOT dispatch of the operator."""
     tritonnet.set_backend("reference")

@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from ..ops.dropout import dropout as _dropout_op
-from ..ops.dropout import dropout_ as _dropout_op_
+from ..ops.dropout import dropout_inplace as _dropout_inplace
 from ._utils import check_float
 
 __all__ = ["dropout", "dropout2d"]
@@ -56,12 +56,7 @@ def _apply(name, input, p, training, inplace, feature):
     p = float(p)
     if not inplace:
         return _dropout_op(input, p, seed, feature)
-    if torch.is_grad_enabled() and input.requires_grad:
-        # autograd sees an out-of-place op plus a copy back: in-place semantics (the version
-        # counter, the leaf check) as torch gives them, at the cost of one temporary
-        return input.copy_(_dropout_op(input, p, seed, feature))
-    _dropout_op_(input, p, seed, feature)
-    return input
+    return _dropout_inplace(input, p, seed, feature)
 
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False):

@@ -138,3 +138,15 @@ def primitive(fn) -> Primitive:
     of saved tensors need, and they run only where no gradient is wanted.
     """
     return Primitive(fn)
+
+
+def check_inplace_allowed(input) -> None:
+    """Refuse, before anything is written, an in-place op on a leaf that requires grad or a
+    view of one, with torch's messages. (Autograd's own check for an autograd.Function comes
+    after its forward has already written.)"""
+    if input.is_leaf:
+        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+    if input._base is not None and input._base.is_leaf and input._base.requires_grad:
+        raise RuntimeError(
+            "a view of a leaf Variable that requires grad is being used in an in-place operation."
+        )

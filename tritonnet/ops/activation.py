@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import primitive
+from ._primitive import check_inplace_allowed, primitive
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
@@ -77,15 +77,7 @@ class _ActivationInplace(torch.autograd.Function):
 def activation_inplace(input: Tensor, act: str) -> Tensor:
     """``act`` applied to ``input`` in place, differentiable, as torch's ``relu_``."""
     if torch.is_grad_enabled() and input.requires_grad:
-        # refused before anything is written, with torch's messages
-        if input.is_leaf:
-            raise RuntimeError(
-                "a leaf Variable that requires grad is being used in an in-place operation."
-            )
-        if input._base is not None and input._base.is_leaf and input._base.requires_grad:
-            raise RuntimeError(
-                "a view of a leaf Variable that requires grad is being used in an in-place operation."
-            )
+        check_inplace_allowed(input)
         if torch.compiler.is_compiling():
             # dynamo: the out-of-place op and a copy back, which the compiler functionalises
             return input.copy_(activation(input, act))

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import primitive
+from ._primitive import check_inplace_allowed, primitive
 
 
 def _forward(prims, feature):
@@ -43,8 +43,7 @@ def _(input, p, seed, feature):
 
 @torch.library.custom_op("tritonnet::dropout_", mutates_args=("input",))
 def dropout_(input: Tensor, p: float, seed: Tensor, feature: bool) -> None:
-    """In place, for inference: no autograd (the functional layer routes grad-requiring inputs
-    through the out-of-place op and copies back)."""
+    """In place, without autograd of its own (dropout_inplace below adds it)."""
     _forward(backend_for(input), feature)(input, p, int(seed), out=input)
 
 
@@ -75,3 +74,30 @@ def _backward(ctx, grad):
 
 dropout.register_autograd(_backward, setup_context=_setup)
 dropout_backward.register_autograd(_backward, setup_context=_setup)
+
+
+class _DropoutInplace(torch.autograd.Function):
+    """Dropout of a tensor that needs grad, in place: the input is marked dirty (autograd bumps
+    its version and rebases a view on its base); the backward regenerates the mask from the
+    seed, so nothing activation-sized is saved and no temporary is made."""
+
+    @staticmethod
+    def forward(ctx, input, p, seed, feature):
+        dropout_(input, p, seed, feature)
+        ctx.mark_dirty(input)
+        _setup(ctx, (input, p, seed, feature), input)
+        return input
+
+    backward = staticmethod(_backward)
+
+
+def dropout_inplace(input: Tensor, p: float, seed: Tensor, feature: bool) -> Tensor:
+    """Dropout of ``input`` in place, differentiable, as torch's ``dropout(..., inplace=True)``."""
+    if torch.is_grad_enabled() and input.requires_grad:
+        check_inplace_allowed(input)
+        if torch.compiler.is_compiling():
+            # dynamo: the out-of-place op and a copy back, which the compiler functionalises
+            return input.copy_(dropout(input, p, seed, feature))
+        return _DropoutInplace.apply(input, p, seed, feature)
+    dropout_(input, p, seed, feature)
+    return input
