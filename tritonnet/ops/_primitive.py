@@ -128,6 +128,43 @@ class Primitive:
 
         self.function = fn
         self._call = call
+        self._autograd = (setup_context, backward)
+
+    def inplace_variant(self, inplace_op):
+        """``inplace_op(input, *args)`` -- a mutating operator that computes this primitive into
+        its input -- made differentiable with this primitive's own autograd, as torch's in-place
+        ops are: a Function that runs it, marks the input dirty (autograd bumps its version and
+        rebases a view on its base) and sets up the backward with the input as the output. No
+        temporary and no copy back. A leaf that requires grad, or a view of one, is refused
+        before anything is written; under torch.compile the out-of-place primitive and a copy
+        back are traced instead (the compiler functionalises them)."""
+        setup_context, backward = self._autograd
+        out_of_place = self
+
+        def forward(ctx, input, *args):
+            inplace_op(input, *args)
+            ctx.mark_dirty(input)
+            setup_context(ctx, (input, *args), input)  # the output is the input, now overwritten
+            return input
+
+        name = "_" + self.__name__.title().replace("_", "") + "Inplace"  # _ActivationInplace
+        fn = type(name, (torch.autograd.Function,), {
+            "forward": staticmethod(forward),
+            "backward": staticmethod(backward),
+            "__module__": self.__module__,
+            "__qualname__": name,
+        })
+
+        def call(input, *args):
+            if torch.is_grad_enabled() and input.requires_grad:
+                _check_inplace_allowed(input)
+                if torch.compiler.is_compiling():
+                    return input.copy_(out_of_place(input, *args))
+                return fn.apply(input, *args)
+            inplace_op(input, *args)
+            return input
+
+        return call
 
 
 def primitive(fn) -> Primitive:
@@ -135,12 +172,13 @@ def primitive(fn) -> Primitive:
 
     Out-of-place operators only. The two in-place ones (``activation_``, ``dropout_``) stay
     ``torch.library.custom_op``: it registers the version-counter bump that autograd's checks
-    of saved tensors need, and they run only where no gradient is wanted.
+    of saved tensors need. Their autograd is their out-of-place twin's, through
+    :meth:`Primitive.inplace_variant`.
     """
     return Primitive(fn)
 
 
-def check_inplace_allowed(input) -> None:
+def _check_inplace_allowed(input) -> None:
     """Refuse, before anything is written, an in-place op on a leaf that requires grad or a
     view of one, with torch's messages. (Autograd's own check for an autograd.Function comes
     after its forward has already written.)"""

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import check_inplace_allowed, primitive
+from ._primitive import primitive
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
@@ -59,29 +59,5 @@ def _backward(ctx, grad):
 activation.register_autograd(_backward, setup_context=_setup)
 
 
-class _ActivationInplace(torch.autograd.Function):
-    """act applied to a tensor that needs grad, in place: the input is marked dirty (autograd
-    bumps its version and rebases a view on its base) and the backward reads the output, which
-    is what the input now holds. No temporary and no copy back."""
-
-    @staticmethod
-    def forward(ctx, input, act):
-        activation_(input, act)
-        ctx.mark_dirty(input)
-        _setup(ctx, (input, act), input)  # the output is the input, now overwritten
-        return input
-
-    backward = staticmethod(_backward)
-
-
-def activation_inplace(input: Tensor, act: str) -> Tensor:
-    """``act`` applied to ``input`` in place, differentiable, as torch's ``relu_``."""
-    if torch.is_grad_enabled() and input.requires_grad:
-        check_inplace_allowed(input)
-        if torch.compiler.is_compiling():
-            # dynamo: the out-of-place op and a copy back, which the compiler functionalises
-            return input.copy_(activation(input, act))
-        return _ActivationInplace.apply(input, act)
-    activation_(input, act)
-    return input
-
+# ``act`` applied to ``input`` in place, differentiable, as torch's ``relu_``
+activation_inplace = activation.inplace_variant(activation_)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import check_inplace_allowed, primitive
+from ._primitive import primitive
 
 
 def _forward(prims, feature):
@@ -76,28 +76,6 @@ dropout.register_autograd(_backward, setup_context=_setup)
 dropout_backward.register_autograd(_backward, setup_context=_setup)
 
 
-class _DropoutInplace(torch.autograd.Function):
-    """Dropout of a tensor that needs grad, in place: the input is marked dirty (autograd bumps
-    its version and rebases a view on its base); the backward regenerates the mask from the
-    seed, so nothing activation-sized is saved and no temporary is made."""
-
-    @staticmethod
-    def forward(ctx, input, p, seed, feature):
-        dropout_(input, p, seed, feature)
-        ctx.mark_dirty(input)
-        _setup(ctx, (input, p, seed, feature), input)
-        return input
-
-    backward = staticmethod(_backward)
-
-
-def dropout_inplace(input: Tensor, p: float, seed: Tensor, feature: bool) -> Tensor:
-    """Dropout of ``input`` in place, differentiable, as torch's ``dropout(..., inplace=True)``."""
-    if torch.is_grad_enabled() and input.requires_grad:
-        check_inplace_allowed(input)
-        if torch.compiler.is_compiling():
-            # dynamo: the out-of-place op and a copy back, which the compiler functionalises
-            return input.copy_(dropout(input, p, seed, feature))
-        return _DropoutInplace.apply(input, p, seed, feature)
-    dropout_(input, p, seed, feature)
-    return input
+# dropout of ``input`` in place, differentiable, as torch's ``dropout(..., inplace=True)``: the
+# backward regenerates the mask from the seed, so nothing activation-sized is saved
+dropout_inplace = dropout.inplace_variant(dropout_)
