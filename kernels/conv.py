@@ -29,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reference._common import conv_memory_format  # the layout rule both backends follow
 from ._common import (
     INTERPRET,
     apply_activation,
@@ -288,14 +289,6 @@ def _autotuned(name, kernel, configs, key, size_m, size_n):
 # launchers
 
 
-def _out_format(*tensors):
-    """channels_last when PyTorch would pick it: an input or weight that is channels_last."""
-    for t in tensors:
-        if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-            return torch.channels_last
-    return torch.contiguous_format
-
-
 def _precision(dtype):
     return dot_precision(dtype, torch.backends.cudnn.allow_tf32)
 
@@ -407,12 +400,12 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
     OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
     Og = C_out // groups
-    out_format = _out_format(input, weight)
+    out_format = conv_memory_format(input, weight)
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
     M = NB * OH * OW
     split = _split_gemm(M, C_out, Cg * KH * KW, input.device)
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
-                    memory_format=torch.channels_last if split > 1 else _out_format(input, weight))
+                    memory_format=torch.channels_last if split > 1 else conv_memory_format(input, weight))
     if y.numel() == 0:
         return y.contiguous(memory_format=out_format)
     vec = 1

@@ -30,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reference._common import conv_memory_format
 from ._common import INTERPRET, cdiv, gemm_configs, grouped_tile, index64, inside, upcast_dot
 from .conv import (
     PAD_RGB,
@@ -40,7 +41,6 @@ from .conv import (
     _index,
     _k_share,
     _next_tap,
-    _out_format,
     _pad_channels,
     _precision,
     _reduce_split,
@@ -354,12 +354,13 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     H, W = input_size[-2], input_size[-1]
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
     Og = C_out // groups
-    out_format = _out_format(grad_output, weight)
+    out_format = conv_memory_format(grad_output, weight)
     grad_output, weight = _stage(grad_output, Cg, Og), _stage(weight, Cg, Og)
     C_in, M = Cg * groups, NB * H * W
     split = _split_gemm(M, C_in, Og * KH * KW, grad_output.device)
+    staged = torch.channels_last if split > 1 else conv_memory_format(grad_output, weight)
     dx = torch.empty((NB, C_in, H, W), device=grad_output.device, dtype=grad_output.dtype,
-                     memory_format=torch.channels_last if split > 1 else _out_format(grad_output, weight))
+                     memory_format=staged)
     if dx.numel() == 0 or grad_output.numel() == 0:
         return dx.zero_().contiguous(memory_format=out_format)
     # split > 1: fp32 partial sums, reduced into dx below (conv._split_k_epilogue_kernel)
@@ -413,7 +414,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     Og = C_out // groups
     # dw as PyTorch lays it out (channels_last for channels_last operands), written so by the
     # kernel: autograd then keeps it as a channels_last weight's .grad without a copy
-    dw_format = _out_format(grad_output, input)
+    dw_format = conv_memory_format(grad_output, input)
     grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
     L = NB * OH * OW
     vec, C_dw = 1, Cg

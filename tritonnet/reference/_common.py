@@ -23,8 +23,8 @@ def activation(x: torch.Tensor, name: str) -> torch.Tensor:
 def conv_memory_format(*tensors) -> torch.memory_format:
     """The memory format of a convolution's result, PyTorch's rule: channels_last when any of
     the 4-D operands is channels_last (and not also contiguous), else contiguous. One rule for
-    conv2d, its two gradients and conv_transpose2d, here and in the ops' fake kernels (what
-    torch.compile plans with); kernels/conv.py applies the same."""
+    conv2d, its two gradients and conv_transpose2d, in both backends (kernels/conv.py imports
+    it) and in the ops' fake kernels (what torch.compile plans with)."""
     for t in tensors:
         if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
             return torch.channels_last
