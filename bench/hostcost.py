@@ -38,21 +38,6 @@ def _stub_launches():
     Autotuner._bench = lambda self, *args, config, **kwargs: [1.0, 1.0, 1.0]
 
 
-@contextlib.contextmanager
-def _launch_memo(on: bool):
-    """Within, with ``on`` False: every launch through JITFunction.run, as without
-    kernels._launch (a replaced run turns its memo off; the pass-through costs one call)."""
-    from triton.runtime.jit import JITFunction
-
-    saved = JITFunction.run
-    if not on:
-        JITFunction.run = lambda self, *args, **kwargs: saved(self, *args, **kwargs)
-    try:
-        yield
-    finally:
-        JITFunction.run = saved
-
-
 def _best(fn, calls: int, repeat: int) -> float:
     """Best per-call microseconds over ``repeat`` rounds of ``calls`` calls."""
     best = float("inf")
@@ -119,6 +104,8 @@ def main(argv=None) -> int:
     import triton
     from triton.backends.compiler import GPUTarget
 
+    from tritonnet.kernels._launch import tritons_own_path
+
     from .compile_check import compile_only, on_target
 
     target = GPUTarget("cuda", 90, 32)
@@ -136,7 +123,7 @@ def main(argv=None) -> int:
             for _ in range(2):  # two passes, interleaved: a call's figure is its best in either
                 for label, fn in calls:
                     for memo in (True, False):
-                        with _launch_memo(memo):
+                        with contextlib.nullcontext() if memo else tritons_own_path():
                             fn()  # tune (first config), memoise
                             us = _best(fn, args.calls, args.repeat)
                         best[label, memo] = min(best.get((label, memo), float("inf")), us)

@@ -71,21 +71,9 @@ def _same(a, b, what, address=True):
         assert type(u) is type(v) and u == v, f"{what}: launcher argument {i} differs: {u!r} vs {v!r}"
 
 
-class _Triton:
-    """Within: every launch goes through JITFunction.run (a replaced run turns the memo off)."""
-
-    def __enter__(self):
-        self.saved = JITFunction.run
-        saved = self.saved
-        JITFunction.run = lambda self, *a, **k: saved(self, *a, **k)
-
-    def __exit__(self, *exc):
-        JITFunction.run = self.saved
-
-
 def _check(call, launcher, what, keys_before=None):
     """call(k) launches through k. The memo's second launch must equal Triton's."""
-    with _Triton():
+    with _launch.tritons_own_path():
         LOG.clear()
         call(launcher.fn)
         want = LOG[-1]
@@ -192,7 +180,7 @@ def main() -> int:
             nonlocal out
             out = tk.conv2d_forward(xc, wc, None, (1, 1), (1, 1), (1, 1), 1)
 
-        with _Triton():
+        with _launch.tritons_own_path():
             LOG.clear()
             conv(None)
             want = list(LOG)

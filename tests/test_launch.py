@@ -55,16 +55,16 @@ def test_memo_is_off_under_the_interpreter():
 def test_memoised_launches_compute_what_tritons_path_computes_gpu():
     """On a GPU: a small network's forward and backward (conv split-K and not, ReLU, max pool,
     dropout with a seed, adaptive pool, linear, cross-entropy), run once to compile and fill
-    the memos, then again through the memo and again through Triton's own path (a replaced
-    JITFunction.run turns the memo off): the two give bitwise equal losses and gradients,
+    the memos, then again through the memo and again through Triton's own path
+    (_launch.tritons_own_path): the two give bitwise equal losses and gradients,
     and the memo did serve the second run. Small (batch 1), so that bench/gpu_session.sh
     can afford it as its first check."""
     import torch
-    from triton.runtime.jit import JITFunction
 
     import tritonnet
     import tritonnet.functional as F
     from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels._launch import tritons_own_path
 
     torch.manual_seed(0)
     cl = torch.channels_last
@@ -87,12 +87,8 @@ def test_memoised_launches_compute_what_tritons_path_computes_gpu():
     with tritonnet.use_backend("triton"):
         step()
         memo = step()
-        saved = JITFunction.run
-        JITFunction.run = lambda self, *a, **k: saved(self, *a, **k)
-        try:
+        with tritons_own_path():
             triton_path = step()
-        finally:
-            JITFunction.run = saved
     for a, b in zip(memo, triton_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert any(plan[2] for plan in kconv._split_k_epilogue_kernel._memo._plans.values() if plan)
