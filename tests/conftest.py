@@ -48,8 +48,26 @@ def _seed_and_backend():
     tritonnet.backend._backend = saved
 
 
+# TRITONNET_GPU_TESTS_ON_CPU=1: the GPU-marked tests run here instead of skipping, with every
+# tensor they put on "cuda" kept on the CPU and their kernels interpreted (tests/gpu_on_cpu.py).
+# A rehearsal for a GPU session, not a test of the GPU: it finds the tests' own mistakes
+# (stale names, wrong calls) before device time is spent on them.
+GPU_ON_CPU = not HAS_CUDA and os.environ.get("TRITONNET_GPU_TESTS_ON_CPU") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords and not HAS_CUDA:
+        if "gpu" in item.keywords and not HAS_CUDA and not GPU_ON_CPU:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _gpu_on_cpu(request):
+    if not (GPU_ON_CPU and "gpu" in request.keywords):
+        yield
+        return
+    from tests.gpu_on_cpu import cuda_on_cpu
+
+    with cuda_on_cpu():
+        yield

@@ -1,0 +1,42 @@
+"""Run a GPU-marked test on a machine without CUDA: "cuda" means the CPU (see conftest.py,
+TRITONNET_GPU_TESTS_ON_CPU). Tensors a test creates or moves to "cuda" stay on the CPU, where
+the kernels run through Triton's interpreter; torch.cuda.synchronize is a no-op.
+
+What it cannot stand in for, and the tests that need it fail or are too slow here: CUDA graphs,
+CUDA autocast, device properties, more than a few GB of memory, and any comparison with torch's
+own CUDA results. It rehearses the tests' Python (names, calls, shapes), not the GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from unittest import mock
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+
+def _is_cuda(d) -> bool:
+    if isinstance(d, torch.device):
+        return d.type == "cuda"
+    if isinstance(d, str):
+        return d.split(":")[0] == "cuda"
+    return False
+
+
+class _CudaOnCpu(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if _is_cuda(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        if func is torch.Tensor.to:
+            args = tuple("cpu" if _is_cuda(a) else a for a in args)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cuda_on_cpu():
+    with _CudaOnCpu(), mock.patch.object(torch.cuda, "synchronize", lambda *a, **k: None):
+        yield
