@@ -132,6 +132,10 @@ def _check_index_values(target, C: int, ignore_index: int) -> None:
     side assert triggered" behaves the same). The kernels read nothing at such an index."""
     if not target.numel():
         return
+    while not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(target):
+        # under torch.func's transforms, which cannot branch on a wrapped tensor's value: the
+        # values underneath (a vmapped target is one tensor of every sample's classes)
+        target = torch._C._functorch.get_unwrapped(target)
     bad = (target != ignore_index) & ((target < 0) | (target >= C))
     if target.device.type == "cpu" and not torch.compiler.is_compiling():
         if bool(bad.any()):

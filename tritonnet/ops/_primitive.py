@@ -17,6 +17,13 @@ What the dispatcher still sees is the same: one opaque operator per primitive, w
 tensors and CUDA graph capture work as before. The Function is the classic ``forward(ctx, ...)``
 kind: the ``setup_context`` kind binds every call's arguments through ``inspect.signature``
 (~20 us here).
+
+torch.func's transforms (grad, vmap, jacrev, ...) accept only the ``setup_context`` kind, so
+while one is active a call goes through a second Function of that kind with the same formulas
+(and ``generate_vmap_rule``). The operators have no batching rules: under vmap, torch's batched
+fallback runs them once per sample (and warns of the performance drop). A gradient primitive
+meets inputs that need grad there even for a first derivative (torch.func records every
+gradient with ``create_graph=True``): it runs, and only a second derivative through it raises.
 """
 
 from __future__ import annotations
@@ -53,6 +60,17 @@ def _without_autograd(fn):
         return fn(*args)
 
     return impl
+
+
+def _functorch_active() -> bool:
+    """Inside one of torch.func's transforms (never while torch.compile traces: dynamo cannot
+    trace the query, and handles torch.func itself)."""
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
+def _function(name: str, methods: dict, module: str) -> type:
+    """A torch.autograd.Function subclass named ``name`` with the given static methods."""
+    return type(name, (torch.autograd.Function,), {**methods, "__module__": module, "__qualname__": name})
 
 
 class Primitive:
@@ -94,11 +112,31 @@ class Primitive:
 
     def _no_autograd(self, *args):
         if _needs_grad(args):
-            raise RuntimeError(
-                f"{self.qualname} has no autograd formula (it is a gradient primitive), so it "
-                "cannot be differentiated: double backward through it is not supported"
-            )
+            if _functorch_active():
+                # torch.func.grad computes every gradient with create_graph=True, so a gradient
+                # primitive meets inputs that need grad even for a first derivative: it runs,
+                # and only differentiating its result (a second derivative) raises
+                return self._once_differentiable().apply(*args)
+            raise RuntimeError(self._no_formula())
         return self.op(*args)
+
+    def _no_formula(self) -> str:
+        return (f"{self.qualname} has no autograd formula (it is a gradient primitive), so it "
+                "cannot be differentiated: double backward through it is not supported")
+
+    @functools.cache  # noqa: B019 (one per primitive, and primitives live as long as the module)
+    def _once_differentiable(self):
+        op, message = self.op, self._no_formula()
+
+        def backward(ctx, *grads):
+            raise RuntimeError(message)
+
+        return _function(self.__name__ + "_once", {
+            "forward": staticmethod(lambda *args: op(*args)),
+            "setup_context": staticmethod(lambda ctx, inputs, output: None),
+            "backward": staticmethod(backward),
+            "generate_vmap_rule": True,
+        }, self.__module__)
 
     def register_fake(self, fake):
         torch.library.register_fake(self.qualname, fake, lib=_LIB)
@@ -114,14 +152,22 @@ class Primitive:
             setup_context(ctx, args, out)
             return out
 
-        fn = type(self.__name__, (torch.autograd.Function,), {
+        fn = _function(self.__name__, {
             "forward": staticmethod(forward),
             "backward": staticmethod(backward),
-            "__module__": self.__module__,
-            "__qualname__": self.__name__,
-        })
+        }, self.__module__)
+        # torch.func's transforms (grad, vmap, jacrev, ...) accept only the setup_context kind
+        # of Function; vmap runs the operator once per sample (torch's batched fallback)
+        func_fn = _function(self.__name__, {
+            "forward": staticmethod(lambda *args: op(*args)),
+            "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward),
+            "generate_vmap_rule": True,
+        }, self.__module__)
 
         def call(*args):
+            if _functorch_active():
+                return func_fn.apply(*args)
             if _needs_grad(args):
                 return fn.apply(*args)
             return op(*args)
@@ -148,14 +194,14 @@ class Primitive:
             return input
 
         name = "_" + self.__name__.title().replace("_", "") + "Inplace"  # _ActivationInplace
-        fn = type(name, (torch.autograd.Function,), {
+        fn = _function(name, {
             "forward": staticmethod(forward),
             "backward": staticmethod(backward),
-            "__module__": self.__module__,
-            "__qualname__": name,
-        })
+        }, self.__module__)
 
         def call(input, *args):
+            if _functorch_active():  # torch.func: functionalised as torch.compile's trace is
+                return input.copy_(out_of_place(input, *args))
             if torch.is_grad_enabled() and input.requires_grad:
                 _check_inplace_allowed(input)
                 if torch.compiler.is_compiling():

@@ -1,0 +1,158 @@
+"""torch.func transforms (grad, vmap, jacrev) over tritonnet's ops, against the same transforms
+over torch.nn.functional: per-sample gradients of a small CNN, a Jacobian, the second
+derivative a gradient primitive refuses, vmap's randomness modes for dropout, and in-place ops."""
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from torch.func import grad, jacrev, vmap
+
+import tritonnet
+import tritonnet.functional as F
+from tests.helpers import KERNEL_DEVICE
+
+BACKENDS = ["reference", "triton"]
+
+
+def _device(backend):
+    return KERNEL_DEVICE if backend == "triton" else "cpu"
+
+
+def _params(device):
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return (torch.randn(*shape, generator=g) / 3).to(device)
+
+    return {"w1": r(4, 3, 3, 3), "b1": r(4), "w2": r(6, 4, 3, 3), "fc": r(5, 6), "fcb": r(5)}
+
+
+def _loss(f, p, x, t):
+    """One sample (C, H, W) through conv(+bias), ReLU, max pool, conv with stride, adaptive
+    average pool, linear and cross-entropy, written once for both functional modules."""
+    h = f.relu(f.conv2d(x, p["w1"], p["b1"], padding=1))
+    h = f.max_pool2d(h, 2)
+    h = f.conv2d(h, p["w2"], stride=2, padding=1)
+    h = f.adaptive_avg_pool2d(h, 1).flatten()
+    return f.cross_entropy(f.linear(h, p["fc"], p["fcb"]), t)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_sample_gradients(backend):
+    """vmap(grad(loss)) over a batch: each sample's gradient of every parameter, as torch.func
+    gives them for torch.nn.functional (the transforms' canonical use)."""
+    dev = _device(backend)
+    p = _params(dev)
+    x = torch.randn(3, 3, 9, 9, device=dev)
+    t = torch.tensor([0, 4, 2], device=dev)
+    with tritonnet.use_backend(backend):
+        ours = vmap(grad(lambda p, x, t: _loss(F, p, x, t)), in_dims=(None, 0, 0))(p, x, t)
+    want = vmap(grad(lambda p, x, t: _loss(TF, p, x, t)), in_dims=(None, 0, 0))(p, x, t)
+    for name in p:
+        assert ours[name].shape == (3, *p[name].shape)
+        torch.testing.assert_close(ours[name], want[name], rtol=1e-4, atol=1e-5, msg=name)
+    # and each sample's gradient is the plain autograd gradient of that sample alone
+    q = {k: v.clone().requires_grad_() for k, v in p.items()}
+    with tritonnet.use_backend(backend):
+        _loss(F, q, x[1], t[1]).backward()
+    for name in p:
+        torch.testing.assert_close(ours[name][1], q[name].grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jacobian_of_conv_and_pool(backend):
+    dev = _device(backend)
+    x = torch.randn(2, 5, 5, device=dev)
+    w = torch.randn(3, 2, 3, 3, device=dev)
+
+    def f(m):
+        return lambda x: m.avg_pool2d(m.conv2d(x, w, padding=1), 2, 1)
+
+    with tritonnet.use_backend(backend):
+        ours = jacrev(f(F))(x)
+    torch.testing.assert_close(ours, jacrev(f(TF))(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_derivative_through_a_gradient_primitive_raises(backend):
+    """ReLU's gradient is a primitive without a formula of its own: the first derivative works
+    under torch.func (which records it with create_graph=True), the second raises rather than
+    giving the zeros an untracked result would."""
+    x = torch.randn(6, device=_device(backend))
+    with tritonnet.use_backend(backend):
+        first = grad(lambda y: F.relu(y).pow(2).sum())(x)
+        torch.testing.assert_close(first, 2 * x.clamp(min=0))
+        with pytest.raises(RuntimeError, match="double backward through it is not supported"):
+            grad(lambda y: grad(lambda z: F.relu(z).pow(2).sum())(y).sum())(x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_dropout_randomness(backend):
+    """As for torch's dropout: randomness='error' (vmap's default) refuses the draw, 'same'
+    drops the same elements of every sample, 'different' draws per sample."""
+    x = torch.ones(4, 64, device=_device(backend))
+    with tritonnet.use_backend(backend):
+        with pytest.raises(RuntimeError, match="randomness"):
+            vmap(lambda r: F.dropout(r, 0.5))(x)
+        same = vmap(lambda r: F.dropout(r, 0.5), randomness="same")(x)
+        different = vmap(lambda r: F.dropout(r, 0.5), randomness="different")(x)
+    for y in (same, different):
+        assert set(y.unique().tolist()) <= {0.0, 2.0}
+    assert (same == same[0]).all()
+    assert not (different == different[0]).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inplace_ops_under_grad(backend):
+    x = torch.randn(3, 8, device=_device(backend))
+
+    def f(m):
+        return lambda y: m.relu(y * 2, inplace=True).pow(2).sum()
+
+    with tritonnet.use_backend(backend):
+        ours = grad(f(F))(x)
+        ours_vmapped = vmap(grad(f(F)))(x)
+    torch.testing.assert_close(ours, grad(f(TF))(x))
+    torch.testing.assert_close(ours_vmapped, vmap(grad(f(TF)))(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_sample_gradients_of_a_module(backend):
+    """The recipe of torch.func's per-sample-gradient tutorial (functional_call over a model's
+    parameters) with tritonnet.nn layers, against the same model built from torch.nn with the
+    same state_dict."""
+    dev = _device(backend)
+
+    def model(nn):
+        return torch.nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                   torch.nn.Flatten(0), nn.Linear(4 * 3 * 3, 5)).to(dev)
+
+    ours, theirs = model(tritonnet.nn), model(torch.nn)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 2, 7, 6, device=dev)
+    t = torch.tensor([1, 0, 4], device=dev)
+
+    def per_sample(m):
+        params = {k: v.detach() for k, v in m.named_parameters()}
+
+        def loss(params, x, t):
+            return TF.cross_entropy(torch.func.functional_call(m, params, (x,)), t)
+
+        return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, t)
+
+    with tritonnet.use_backend(backend):
+        got = per_sample(ours)
+    want = per_sample(theirs)
+    assert got.keys() == want.keys()
+    for k in got:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_bad_class_index_under_vmap_raises():
+    """The class-index check reads the values under vmap's wrapper (it cannot branch on the
+    wrapped tensor): torch's IndexError, as in eager, not a NaN loss."""
+    x = torch.randn(2, 3, 5)
+    with pytest.raises(IndexError, match="Target 7 is out of bounds"):
+        vmap(F.cross_entropy)(x, torch.tensor([[0, 1, 2], [4, 7, 0]]))
+    torch.testing.assert_close(vmap(F.cross_entropy)(x, torch.tensor([[0, 1, 2], [4, 3, 0]])),
+                               vmap(TF.cross_entropy)(x, torch.tensor([[0, 1, 2], [4, 3, 0]])))
