@@ -192,9 +192,9 @@ def _softmax_bwd_kernel(
 
 def softmax_forward(input, log):
     """input (outer, C, inner), any strides -> softmax (or log_softmax) over dim 1, same
-    dtype and strides as ``input`` when it is dense."""
+    dtype, contiguous (as torch's, whatever the input's layout)."""
     outer, C, inner = input.shape
-    out = torch.empty_like(input)
+    out = torch.empty(input.shape, dtype=input.dtype, device=input.device)
     n_rows = outer * inner
     if n_rows == 0 or C == 0:
         return out
@@ -207,9 +207,10 @@ def softmax_forward(input, log):
 
 
 def softmax_backward(grad_output, output, log):
-    """dx (outer, C, inner) from dy and the forward's output y (both (outer, C, inner))."""
+    """dx (outer, C, inner), contiguous as torch's, from dy and the forward's output y (both
+    (outer, C, inner), any strides)."""
     outer, C, inner = output.shape
-    grad_input = torch.empty_like(output)
+    grad_input = torch.empty(output.shape, dtype=output.dtype, device=output.device)
     n_rows = outer * inner
     if n_rows == 0 or C == 0:
         return grad_input

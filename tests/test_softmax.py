@@ -172,6 +172,29 @@ def test_kernels_strided_layouts(op):
     torch.testing.assert_close(ours(xt, 0), ref(xt, 0))
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("op", OPS)
+def test_result_and_gradient_layouts_like_torch(op, backend):
+    """torch returns softmax's result and gradient contiguous whatever the input's layout (so
+    a .view() of either works as it does with torch): channels_last on every dim, a transposed
+    and a permuted input, and a gradient arriving in another layout."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    ours, ref = OPS[op]
+    cases = [(torch.randn(2, 5, 3, 4, device=dev).to(memory_format=torch.channels_last), d) for d in range(4)]
+    cases += [(torch.randn(6, 9, device=dev).t(), d) for d in (0, 1)]
+    cases += [(torch.randn(3, 4, 5, device=dev).permute(2, 0, 1), d) for d in (0, 2)]
+    for x, d in cases:
+        x = x.detach().requires_grad_()
+        g = torch.randn(tuple(reversed(x.shape)), device=dev).permute(*reversed(range(x.dim())))
+        y, gx = _grads(lambda x: ours(x, d), x, g)
+        yr, gr = _grads(lambda x: ref(x, d), x, g)
+        what = f"{tuple(x.shape)} {x.stride()} dim {d}"
+        assert (y.stride(), gx.stride()) == (yr.stride(), gr.stride()), what
+        torch.testing.assert_close(y, yr, msg=what)
+        torch.testing.assert_close(gx, gr, msg=what)
+
+
 # ---------------------------------------------------------------------------------------------
 # NaN / Inf, empty tensors
 

@@ -22,9 +22,10 @@ def softmax(input: Tensor, log: bool) -> Tensor:
     return backend_for(input).softmax_forward(input, log)
 
 
+# results and gradients are contiguous whatever the input's layout, as torch's
 @softmax.register_fake
 def _(input, log):
-    return torch.empty_like(input)
+    return input.new_empty(input.shape)
 
 
 @primitive
@@ -34,7 +35,7 @@ def softmax_backward(grad_output: Tensor, output: Tensor, log: bool) -> Tensor:
 
 @softmax_backward.register_fake
 def _(grad_output, output, log):
-    return torch.empty_like(output)
+    return output.new_empty(output.shape)
 
 
 def _setup(ctx, inputs, output):

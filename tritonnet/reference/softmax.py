@@ -11,8 +11,8 @@ from ._common import acc_dtype
 
 
 def softmax_forward(input, log):
-    """input (outer, C, inner) -> softmax (log_softmax if ``log``) over dim 1."""
-    out = torch.empty_like(input)
+    """input (outer, C, inner) -> softmax (log_softmax if ``log``) over dim 1, contiguous."""
+    out = torch.empty(input.shape, dtype=input.dtype, device=input.device)
     if input.numel() == 0:
         return out
     x = input.to(acc_dtype(input.dtype))
@@ -31,4 +31,4 @@ def softmax_backward(grad_output, output, log):
         dx = dy - y.exp() * dy.sum(1, keepdim=True)
     else:
         dx = y * (dy - (dy * y).sum(1, keepdim=True))
-    return torch.empty_like(output).copy_(dx)
+    return torch.empty(output.shape, dtype=output.dtype, device=output.device).copy_(dx)
