@@ -187,8 +187,8 @@ def test_result_and_gradient_layouts_like_torch(op, backend):
     for x, d in cases:
         x = x.detach().requires_grad_()
         g = torch.randn(tuple(reversed(x.shape)), device=dev).permute(*reversed(range(x.dim())))
-        y, gx = _grads(lambda x: ours(x, d), x, g)
-        yr, gr = _grads(lambda x: ref(x, d), x, g)
+        y, gx = _grads(lambda x, d=d: ours(x, d), x, g)
+        yr, gr = _grads(lambda x, d=d: ref(x, d), x, g)
         what = f"{tuple(x.shape)} {x.stride()} dim {d}"
         assert (y.stride(), gx.stride()) == (yr.stride(), gr.stride()), what
         torch.testing.assert_close(y, yr, msg=what)

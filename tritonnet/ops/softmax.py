@@ -10,7 +10,6 @@ Both use only the saved output y, never the input.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..backend import backend_for
