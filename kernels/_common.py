@@ -21,6 +21,19 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 TORCH_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
+def fp64_reference():
+    """The reference primitives, which the GEMM launchers (conv, linear) hand float64 to.
+
+    Triton's fp64 ``tl.dot`` needs an fp64 accumulator and ``out_dtype`` (the kernels keep
+    fp32): Triton 3.6 and 3.9's interpreters return garbage for fp64 operands with an fp32
+    accumulator, and sm_90 would hold twice the bytes per tile that the configs are sized for.
+    float64 is a checking dtype (gradcheck), not a speed one, so it runs torch's own ops, on
+    the GPU too: cuBLAS fp64 through the reference's einsum."""
+    from .. import reference
+
+    return reference
+
+
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
     """`input_precision` for tl.dot: TF32 for fp32 exactly when PyTorch's own flag allows it
     (the same policy on both sides of every comparison); fp16/bf16 ignore it."""

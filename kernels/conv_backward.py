@@ -31,7 +31,16 @@ import triton
 import triton.language as tl
 
 from ..reference._common import conv_memory_format
-from ._common import INTERPRET, cdiv, gemm_configs, grouped_tile, index64, inside, upcast_dot
+from ._common import (
+    INTERPRET,
+    cdiv,
+    fp64_reference,
+    gemm_configs,
+    grouped_tile,
+    index64,
+    inside,
+    upcast_dot,
+)
 from .conv import (
     PAD_RGB,
     _align,
@@ -348,6 +357,9 @@ def _phase_taps(KH, KW, SH, SW, DH, DW, device):
 
 
 def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
+    if grad_output.dtype == torch.float64:
+        return fp64_reference().conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation,
+                                                  groups)
     """dx (N, C_in, H, W) with (H, W) = input_size[-2:]; also conv_transpose2d's forward."""
     NB, C_out, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight.shape
@@ -407,6 +419,9 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     """-> (dw of weight_size (C_out, Cg, KH, KW), db (C_out,)), in grad_output's dtype; db is
     empty (0,) unless bias_grad, and the kernel then compiles without its reduction. dw is
     channels_last when grad_output or input is (PyTorch's layout for the weight gradient)."""
+    if grad_output.dtype == torch.float64:
+        return fp64_reference().conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation,
+                                                   groups, bias_grad)
     NB, C_out, OH, OW = grad_output.shape
     _, C_in, H, W = input.shape
     _, Cg, KH, KW = weight_size

@@ -140,8 +140,12 @@ def test_gradcheck_conv2d(case):
         (2, 4, 4, 5, 3, 3, 2, 1, 1, 1, 1),  # stride 2, output_padding 1
         (1, 4, 3, 3, 2, 3, 1, 0, 0, 2, 2),  # groups 2, dilation 2
         (2, 2, 5, 4, 3, (2, 3), (2, 1), (1, 0), (1, 0), 1, 1),  # non-square everything
+        # output_padding < dilation but >= stride: the output holds more window positions
+        # than the input has pixels (the reference's fold and the backward's dx once broke)
+        (1, 4, 5, 5, 2, 3, 1, 0, 1, 1, 2),
+        (1, 2, 4, 4, 3, 3, 2, 1, (1, 2), 1, 3),
     ],
-    ids=["s2op1", "g2d2", "nonsquare"],
+    ids=["s2op1", "g2d2", "nonsquare", "s1op1d2", "s2op2d3"],
 )
 def test_conv_transpose2d(case):
     """Reference path vs torch (with gradients), gradcheck, and the Triton path."""
@@ -172,6 +176,26 @@ def test_conv_transpose2d(case):
     assert_close_rel(ours, ref, 1e-5, "y")
     for a, r in zip(og, rg):
         assert_close_rel(a, r, 1e-5)
+
+
+def test_float64_on_the_triton_backend():
+    """float64 conv2d and conv_transpose2d on the Triton backend (which hands fp64 GEMMs to the
+    reference primitives: Triton's fp64 dot wants an fp64 accumulator) equal torch's, with
+    gradients; before, the kernels computed garbage (an fp32 accumulator)."""
+    tritonnet.set_backend("triton")
+    dev = KERNEL_DEVICE
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64, device=dev)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, device=dev)
+    b = torch.randn(6, dtype=torch.float64, device=dev)
+    for fn in (lambda m: lambda x, w, b: m.conv2d(x, w, b, 2, 1, 1, 2),
+               lambda m: lambda x, w, b: m.conv_transpose2d(x, w[:4], b[:2], 2, 1, 1)):
+        y = fn(TF)(x, w, b)
+        gy = torch.randn_like(y)
+        ours, og = _torch_grads(fn(F), x, w, b, gy)
+        ref, rg = _torch_grads(fn(TF), x, w, b, gy)
+        torch.testing.assert_close(ours, ref)
+        for a, r in zip(og, rg):
+            torch.testing.assert_close(a, r)
 
 
 def test_conv1d_and_transpose1d():

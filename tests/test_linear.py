@@ -49,12 +49,16 @@ def test_reference_matches_torch(lead, bias, act):
         torch.testing.assert_close(a, r)
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize("act", ACTS)
-def test_gradcheck(act):
-    tritonnet.set_backend("reference")
-    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+def test_gradcheck(act, backend):
+    """float64 gradcheck; on the Triton backend fp64 GEMMs go to the reference primitives
+    (before, the kernels' fp32 accumulator gave garbage for fp64 operands)."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x = torch.randn(4, 6, dtype=torch.float64, device=dev, requires_grad=True)
+    w = torch.randn(3, 6, dtype=torch.float64, device=dev, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, device=dev, requires_grad=True)
     if act == "relu":  # keep pre-activations away from the kink at 0
         with torch.no_grad():
             b += 0.3 * torch.sign(b)

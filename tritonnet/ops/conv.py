@@ -144,6 +144,10 @@ def _backward_t(ctx, grad):
     dx = dw = db = None
     if need_x:
         dx = conv2d(grad, weight, None, stride, padding, dilation, groups, "none")
+        if dx.shape[2:] != input.shape[2:]:
+            # output_padding < dilation at stride 1: the output holds positions of more windows
+            # than the input has pixels; the last ones touched nothing
+            dx = dx[:, :, : input.shape[2], : input.shape[3]]
     if need_w or need_b:
         # weight (C_in_t, C_out_t/G, KH, KW) plays conv2d's (C_out, Cg, KH, KW): "input" is dy
         dw, _ = conv2d_weight_grad(input, grad, list(weight.shape), stride, padding, dilation, groups,

@@ -27,6 +27,12 @@ def col2im(cols, size, kernel, stride, padding, dilation):
     return fold_forward(cols, size, kernel, dilation, padding, stride)
 
 
+def _positions(size, kernel, stride, padding, dilation):
+    """(OH, OW): the window positions of a convolution over an input of spatial ``size``."""
+    return tuple((size[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                 for i in (0, 1))
+
+
 def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, act="none"):
     acc = acc_dtype(input.dtype)
     N, C_in, H, W = input.shape
@@ -52,8 +58,12 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     _, Cg, KH, KW = weight.shape
     H, W = input_size[-2], input_size[-1]
     w = weight.to(acc).reshape(groups, C_out // groups, Cg * KH * KW)
-    dy = grad_output.to(acc).reshape(N, groups, C_out // groups, OH * OW)
-    cols = torch.einsum("gok,ngol->ngkl", w, dy).reshape(N, groups * Cg * KH * KW, OH * OW)
+    dy = grad_output.to(acc)
+    # conv_transpose2d with output_padding < dilation (stride 1 allows it) asks for an input
+    # whose convolution has more positions than dy: those last positions contribute nothing
+    FH, FW = _positions((H, W), (KH, KW), stride, padding, dilation)
+    dy = torch.nn.functional.pad(dy, (0, FW - OW, 0, FH - OH)).reshape(N, groups, C_out // groups, FH * FW)
+    cols = torch.einsum("gok,ngol->ngkl", w, dy).reshape(N, groups * Cg * KH * KW, FH * FW)
     dx = col2im(cols, (H, W), (KH, KW), stride, padding, dilation)
     out = torch.empty((N, groups * Cg, H, W), dtype=grad_output.dtype, device=grad_output.device,
                       memory_format=conv_memory_format(grad_output, weight))
@@ -65,8 +75,10 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     acc = acc_dtype(grad_output.dtype)
     N, C_out, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight_size
+    FH, FW = _positions(input.shape[-2:], (KH, KW), stride, padding, dilation)
     cols = im2col(input.to(acc), (KH, KW), stride, padding, dilation)
-    cols = cols.view(N, groups, Cg * KH * KW, -1)
+    # positions past dy's (conv_transpose2d's output_padding, see conv2d_input_grad) drop out
+    cols = cols.view(N, groups, Cg * KH * KW, FH, FW)[..., :OH, :OW].reshape(N, groups, Cg * KH * KW, OH * OW)
     dy = grad_output.to(acc).reshape(N, groups, C_out // groups, OH * OW)
     dw = torch.einsum("ngol,ngkl->gok", dy, cols).reshape(C_out, Cg, KH, KW)
     db = dy.sum((0, 3)).reshape(C_out) if bias_grad else dy.new_empty(0)
