@@ -738,6 +738,8 @@ def test_modules_state_dict_both_ways():
         ({"padding": "full"}, (6, 4, 3, 3), "Invalid padding string: 'full'"),
         ({}, (6, 4, 7, 7), r"padded input size per channel: \(5 x 5\). Kernel size: \(7 x 7\)"),
         ({"stride": (1, 1, 1)}, (6, 4, 3, 3), "list of 2 values"),
+        ({}, (0, 4, 3, 3), r"expected weight to be at least 1 at dimension 0.*\[0, 4, 3, 3\]"),
+        ({"groups": 2}, (0, 2, 3, 3), r"expected weight to be at least 2 at dimension 0"),
     ],
 )
 def test_conv2d_errors(kwargs, weight_shape, match):
@@ -759,6 +761,11 @@ def test_conv2d_errors_bias_rank_dtype():
         F.conv2d(x, w.double())
     with pytest.raises(RuntimeError, match="output padding must be smaller"):
         F.conv_transpose2d(x, torch.randn(4, 3, 3, 3), stride=2, output_padding=2)
+    for g in (1, 2):  # no output channels: torch raises too (for groups=2, from oneDNN)
+        with pytest.raises(RuntimeError, match=r"non-empty 4D weight tensor expected.*\[4, 0, 3, 3\]"):
+            F.conv_transpose2d(x, torch.randn(4, 0, 3, 3), groups=g)
+        with pytest.raises(RuntimeError):
+            TF.conv_transpose2d(x, torch.randn(4, 0, 3, 3), groups=g)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -692,10 +692,14 @@ ERRORS = [
     ("avg_pool2d", (2,), {"divisor_override": 0}, X4, ["divisor_override", "0"]),
     ("avg_pool2d", (2,), {"divisor_override": 1.5}, X4, ["divisor_override", "float"]),
     ("avg_pool2d", (2,), {}, (5, 5), ["2-D", "(5, 5)"]),
+    ("avg_pool2d", (2,), {"divisor_override": 0}, (5, 5), ["divisor_override", "0"]),  # checked first
     ("avg_pool2d", (2,), {}, (1, 2, 3, 5, 5), ["5-D"]),
     ("adaptive_avg_pool2d", (-1,), {}, X4, ["[-1, -1]"]),
     ("adaptive_avg_pool2d", ((2, 2, 2),), {}, X4, ["(2, 2, 2)"]),
     ("adaptive_avg_pool2d", (2,), {}, (5, 5), ["2-D"]),
+    # a sequence output_size needs more input dims (torch checks this first, a ValueError)
+    ("adaptive_avg_pool2d", ((2, 3, 4),), {}, (2, 5, 5), ["at least 4"]),
+    ("adaptive_max_pool2d", ((2, None),), {}, (5, 5), ["at least 3"]),
     ("adaptive_avg_pool2d", (2,), {}, (2, 3, 0, 5), ["(2, 3, 0, 5)"]),
     ("adaptive_max_pool2d", (2,), {}, (2, 0, 5, 5), ["(2, 0, 5, 5)"]),
     ("adaptive_max_pool2d", (2,), {}, (1, 2, 3, 5, 5), ["5-D"]),

@@ -109,6 +109,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
     N, C_in, H, W = input.shape
     C_out = weight.shape[0]
+    if C_out < groups:  # no output channels (torch's check, before divisibility)
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+            f"but got weight of size {list(weight.shape)} instead"
+        )
     if C_out % groups != 0:
         raise RuntimeError(
             f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
@@ -180,6 +185,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
             f"but got weight of size {list(weight.shape)} instead"
         )
     C_out = weight.shape[1] * groups
+    if C_out == 0:
+        raise RuntimeError(f"non-empty 4D weight tensor expected, but got: {list(weight.shape)}")
     if bias is not None and tuple(bias.shape) != (C_out,):
         raise RuntimeError(
             f"Given transposed=1, weight of size {list(weight.shape)}, expected bias to be "

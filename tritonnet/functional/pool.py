@@ -133,11 +133,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     _check_tensor("avg_pool2d", input)
-    # PyTorch raises IndexError for fewer than 3 dimensions and RuntimeError for more than 4
-    _check_rank("avg_pool2d", input, 2, exc=IndexError if input.dim() < 3 else RuntimeError)
-    kernel, stride, padding, _ = _window("avg_pool2d", 2, kernel_size, stride, padding)
-    _check_output("avg_pool2d", input, (kernel, stride, padding, [1, 1]), ceil_mode, 2)
-    if divisor_override is not None:
+    if divisor_override is not None:  # torch checks it first
         if isinstance(divisor_override, bool) or not isinstance(divisor_override, int):
             raise TypeError(
                 f"avg_pool2d(): argument 'divisor_override' must be int, not "
@@ -145,11 +141,22 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
             )
         if divisor_override == 0:
             raise RuntimeError("avg_pool2d: divisor_override must be non-zero, got 0")
+    # PyTorch raises IndexError for fewer than 3 dimensions and RuntimeError for more than 4
+    _check_rank("avg_pool2d", input, 2, exc=IndexError if input.dim() < 3 else RuntimeError)
+    kernel, stride, padding, _ = _window("avg_pool2d", 2, kernel_size, stride, padding)
+    _check_output("avg_pool2d", input, (kernel, stride, padding, [1, 1]), ceil_mode, 2)
     if not input.is_floating_point():
         return TF.avg_pool2d(input, kernel, stride, padding, ceil_mode, count_include_pad,
                              divisor_override)
     return _ops.avg_pool2d(input, kernel, stride, padding, bool(ceil_mode), bool(count_include_pad),
                            divisor_override)
+
+
+def _check_size_rank(input, output_size):
+    """torch's first check of an adaptive pool's output_size (torch.nn.functional's
+    _list_with_default, before the op's own): a sequence needs an input of more dims."""
+    if isinstance(output_size, (list, tuple, torch.Size)) and input.dim() <= len(output_size):
+        raise ValueError(f"Input dimension should be at least {len(output_size) + 1}")
 
 
 def _adaptive_size(op, input, output_size):
@@ -175,6 +182,7 @@ def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     _check_tensor("adaptive_max_pool2d", input)
+    _check_size_rank(input, output_size)
     _check_rank("adaptive_max_pool2d", input, 2)
     size = _adaptive_size("adaptive_max_pool2d", input, output_size)
     if not input.is_floating_point():
@@ -185,6 +193,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 
 def adaptive_avg_pool2d(input, output_size):
     _check_tensor("adaptive_avg_pool2d", input)
+    _check_size_rank(input, output_size)
     _check_rank("adaptive_avg_pool2d", input, 2, empty_channels_ok=True)
     size = _adaptive_size("adaptive_avg_pool2d", input, output_size)
     if not input.is_floating_point():
