@@ -144,6 +144,8 @@ def matmul(a, b, bias=None, activation="none", rowsum=None, out=None):
     if out is None:
         out = torch.empty((M, N), device=a.device, dtype=a.dtype)
     if M == 0 or N == 0:
+        if rowsum is not None:  # no columns, but a's rows still have sums (a bias's gradient)
+            torch.sum(a, 1, out=rowsum)
         return out
     if K == 0:  # an empty reduction: act(bias) or act(0)
         out.copy_(bias.expand(M, N) if bias is not None else torch.zeros((), dtype=a.dtype))

@@ -234,16 +234,56 @@ def test_convert_swaps_layers_in_place():
     [
         ((3, 5), (4, 6), None, r"cannot be multiplied \(3x5 and 6x4\)"),
         ((3, 5), (4, 5, 1), None, r"weight to be 2-D.*\(4, 5, 1\)"),
-        ((3, 5), (4, 5), (3,), r"bias of shape \(4,\), got \(3,\)"),
+        ((3, 5), (4, 5), (3,), r"bias of shape \(4,\).*got \(3,\)"),
+        ((3, 5), (4, 5), (2, 4), r"broadcasts to the \(3, 4\) product, got \(2, 4\)"),
+        ((2, 3, 5), (4, 5), (3, 1), r"broadcasts to the \(6, 4\) product, got \(3, 1\)"),
+        ((3, 5), (5,), (), r"mat2 must be a matrix"),  # torch's quirk: 1-D weight, 2-D input
+        ((2, 3, 5), (5,), (1,), r"mat2 must be a matrix"),
     ],
 )
 def test_bad_shapes_raise(x_shape, w_shape, b_shape, match):
-    b = torch.randn(b_shape) if b_shape else None
+    b = torch.randn(b_shape) if b_shape is not None else None
     with pytest.raises(RuntimeError, match=match):
         F.linear(torch.randn(x_shape), torch.randn(w_shape), b)
     # torch raises the same type for the same mistake
     with pytest.raises(RuntimeError):
         TF.linear(torch.randn(x_shape), torch.randn(w_shape), b)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,b_shape",
+    [
+        ((3, 0), (4, 0), (4,)),  # an empty reduction: the bias alone (and zeros without one)
+        ((2, 3, 0), (4, 0), None),
+        ((3, 5), (4, 5), ()),  # biases that broadcast to the result, as torch's addmm takes them
+        ((3, 5), (4, 5), (1,)),
+        ((3, 5), (4, 5), (3, 4)),
+        ((2, 3, 5), (4, 5), (1, 4)),
+        ((5,), (5,), ()),  # a 1-D weight: input @ weight, the last dim dropped
+        ((2, 3, 5), (5,), ()),
+        ((2, 3, 5), (5,), None),
+    ],
+)
+def test_shapes_torch_accepts(backend, x_shape, w_shape, b_shape):
+    """Shapes beyond (out_features, in_features) weights and (out_features,) biases that torch
+    accepts, with their gradients."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x, w = torch.randn(x_shape, device=dev), torch.randn(w_shape, device=dev)
+    b = torch.randn(b_shape, device=dev) if b_shape is not None else None
+    want = TF.linear(x, w, b)
+    g = torch.randn_like(want)
+    leaves = [t.detach().requires_grad_() for t in (x, w, b) if t is not None]
+    args = leaves if b is not None else [*leaves, None]
+    got = F.linear(*args)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want)
+    ours = torch.autograd.grad(got, leaves, g)
+    theirs = torch.autograd.grad(TF.linear(*args), leaves, g)
+    for a, r in zip(ours, theirs):
+        torch.testing.assert_close(a, r)
+    torch.testing.assert_close(F.linear(*args, activation="relu"), want.relu())
 
 
 def test_bad_dtype_and_activation():

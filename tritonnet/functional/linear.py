@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from ..ops.activation import activation as _activation
 from ..ops.linear import linear as _linear_op
 from ._utils import autocast_dtype, autocast_off, cast, check_float, check_same
 
@@ -23,11 +26,19 @@ def linear(input, weight, bias=None, *, activation: str = "none"):
         )
     if activation not in ACTIVATIONS:
         raise ValueError(f"linear(): activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if weight.dim() != 2:
+    if weight.dim() not in (1, 2):
         raise RuntimeError(
-            f"linear(): expected weight to be 2-D (out_features, in_features), got shape "
+            f"linear(): expected weight to be 2-D (out_features, in_features) or 1-D, got shape "
             f"{tuple(weight.shape)}"
         )
+    vector = weight.dim() == 1  # torch takes a 1-D weight: input @ weight, the last dim dropped
+    if vector:
+        if bias is not None and (bias.dim() != 0 or input.dim() == 2):
+            # torch's addmm path, which a bias other than a scalar (or any bias with a 2-D
+            # input) takes, needs a matrix
+            raise RuntimeError(f"mat2 must be a matrix, got 1-D tensor: weight {tuple(weight.shape)}, "
+                               f"bias {tuple(bias.shape)}, input {tuple(input.shape)}")
+        weight = weight.unsqueeze(0)
     if input.dim() == 0:
         raise RuntimeError("linear(): input must have at least 1 dimension, got a 0-d tensor")
     if input.shape[-1] != weight.shape[1]:
@@ -37,9 +48,16 @@ def linear(input, weight, bias=None, *, activation: str = "none"):
             f"{weight.shape[1]}x{weight.shape[0]}): input {tuple(input.shape)}, weight "
             f"{tuple(weight.shape)}"
         )
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+    out_shape = (*input.shape[:-1], weight.shape[0])[: input.dim() - vector]
+    M = math.prod(input.shape[:-1])
+    # the bias is fused when it is (out_features,); any other shape that broadcasts to the GEMM's
+    # (M, out_features) result (a scalar, (1,), a full (M, N)) is added after, as torch's addmm
+    # broadcasts it (leading dims of the input flattened into M)
+    late_bias = bias is not None and (vector or tuple(bias.shape) != (weight.shape[0],))
+    if late_bias and not _broadcasts(bias.shape, (M, weight.shape[0]) if input.dim() > 1 else out_shape):
         raise RuntimeError(
-            f"linear(): expected bias of shape ({weight.shape[0]},), got {tuple(bias.shape)}"
+            f"linear(): expected bias of shape ({weight.shape[0]},) or one that broadcasts to the "
+            f"({M}, {weight.shape[0]}) product, got {tuple(bias.shape)}"
         )
     lowp = autocast_dtype(input)
     if lowp is not None:
@@ -47,9 +65,18 @@ def linear(input, weight, bias=None, *, activation: str = "none"):
     check_float("linear(): input", input)
     check_same("linear()", input=input, weight=weight, bias=bias)
 
-    # (*, K) -> (M, K): leading dimensions fold into the GEMM's M
-    lead = input.shape[:-1]
-    x2d = input.reshape(-1, input.shape[-1])
+    # (*, K) -> (M, K): leading dimensions fold into the GEMM's M (reshape(-1, 0) would fail)
+    x2d = input.reshape(M, input.shape[-1])
     with autocast_off(input):
-        y = _linear_op(x2d, weight, bias, activation)
-    return y.reshape(*lead, weight.shape[0])
+        if not late_bias:
+            return _linear_op(x2d, weight, bias, activation).reshape(out_shape)
+        y = _linear_op(x2d, weight, None, "none")
+        y = (y + bias if input.dim() > 1 else y.reshape(out_shape) + bias).reshape(out_shape)
+    return y if activation == "none" else _activation(y, activation)
+
+
+def _broadcasts(shape, target) -> bool:
+    try:
+        return tuple(torch.broadcast_shapes(shape, target)) == tuple(target)
+    except RuntimeError:
+        return False
