@@ -1,6 +1,8 @@
 """conv2d / conv1d / conv_transpose2d / conv_transpose1d: reference vs torch, gradcheck,
 Triton kernels vs reference, modules, errors."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -111,6 +113,46 @@ def test_result_and_gradient_layouts_like_torch(backend):
             wt = torch.randn(16, 8, 3, 3, device=dev).to(memory_format=wf)
             got = run(lambda x, w: F.conv_transpose2d(x, w, stride=2), x, wt)
             assert got == run(lambda x, w: TF.conv_transpose2d(x, w, stride=2), x, wt), (xf, wf)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_layout_rule_on_slices_and_size_one_dims(backend):
+    """The layout rule is torch's suggest_memory_format: a slice of a channels_last tensor
+    counts as channels_last, and size-1 dimensions (1 channel, a 1x1 kernel, H = 1) are
+    settled by their strides as torch settles them, for y, dx and dw alike."""
+    from torch._prims_common import suggest_memory_format
+
+    from tritonnet.reference._common import strides_like_channels_last
+
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cl = torch.channels_last
+
+    def odd(shape, strides):  # size-1 dims with strides of their own
+        return torch.randn(math.prod(shape) * 8, device=dev).as_strided(shape, strides)
+
+    def r(*shape, fmt=torch.contiguous_format):
+        return torch.randn(*shape, device=dev).to(memory_format=fmt)
+
+    cases = [
+        (r(2, 16, 7, 7, fmt=cl)[..., :6], r(8, 16, 3, 3)),  # a slice of a channels_last input
+        (r(2, 1, 6, 6, fmt=cl), r(4, 1, 3, 3)),  # one channel
+        (r(2, 16, 5, 5), r(8, 16, 1, 1, fmt=cl)),  # a 1x1 kernel
+        (odd((1, 3, 1, 5), (15, 1, 1, 3)), r(4, 3, 1, 3)),
+        (odd((1, 3, 1, 5), (3, 1, 15, 3)), r(4, 3, 1, 3)),
+    ]
+    for x, w in cases:
+        for t in (x, w):
+            assert strides_like_channels_last(t) == (suggest_memory_format(t) == cl), (t.shape, t.stride())
+        what = f"x {tuple(x.shape)} {x.stride()}, w {tuple(w.shape)} {w.stride()}"
+        out = []
+        for mod in (F, TF):
+            xs, ws = x.detach().requires_grad_(), w.detach().requires_grad_()
+            y = mod.conv2d(xs, ws)
+            out.append((y, *torch.autograd.grad(y, (xs, ws), torch.ones_like(y))))
+        for a, b in zip(*out):
+            assert a.stride() == b.stride(), what
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize(

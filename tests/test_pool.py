@@ -848,6 +848,7 @@ def test_is_channels_last_agrees_with_torch():
     from torch._prims_common import suggest_memory_format
 
     from tritonnet.ops.pool import is_channels_last
+    from tritonnet.reference._common import strides_like_channels_last
 
     cl = torch.channels_last
     cases = []
@@ -858,6 +859,11 @@ def test_is_channels_last_agrees_with_torch():
     big_cl = big.to(memory_format=cl)
     cases += [big[:, ::2], big[..., ::2], big_cl[:, ::2], big_cl[:, :, 1:], big.permute(0, 1, 3, 2),
               big.expand(2, 6, 8, 10)[:1]]
+    # size-1 dims with strides of their own: dense channels_last to is_contiguous, not to torch
+    odd = torch.empty(240)
+    cases += [odd.as_strided((1, 3, 1, 5), (15, 1, 1, 3)), odd.as_strided((1, 3, 1, 5), (3, 1, 15, 3)),
+              odd.as_strided((2, 1, 4, 5), (20, 7, 5, 1))]
     for t in cases:
         want = suggest_memory_format(t) != torch.contiguous_format
         assert is_channels_last(t) == want, (tuple(t.shape), t.stride())
+        assert strides_like_channels_last(t) == want, (tuple(t.shape), t.stride())  # conv's rule

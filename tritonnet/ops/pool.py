@@ -40,10 +40,11 @@ def is_channels_last(x: Tensor) -> bool:
     if x.dim() not in (4, 5):
         return False
     if x.dim() == 4:
-        # dense in exactly one of the two layouts (the common case): no ambiguity to resolve,
-        # and two cached flags instead of suggest_memory_format's stride walk (~20 us)
+        # dense in exactly one of the two layouts and no size-1 dimension (whose stride
+        # is_contiguous ignores and suggest_memory_format does not): the common case, two
+        # cached flags instead of suggest_memory_format's stride walk (~20 us)
         nchw, cl = x.is_contiguous(), x.is_contiguous(memory_format=torch.channels_last)
-        if nchw != cl:
+        if nchw != cl and 1 not in x.shape:
             return cl
     try:
         from torch._prims_common import suggest_memory_format

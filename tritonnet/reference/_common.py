@@ -22,10 +22,34 @@ def activation(x: torch.Tensor, name: str) -> torch.Tensor:
 
 def conv_memory_format(*tensors) -> torch.memory_format:
     """The memory format of a convolution's result, PyTorch's rule: channels_last when any of
-    the 4-D operands is channels_last (and not also contiguous), else contiguous. One rule for
-    conv2d, its two gradients and conv_transpose2d, in both backends (kernels/conv.py imports
-    it) and in the ops' fake kernels (what torch.compile plans with)."""
+    the operands' strides suggest channels_last (``Tensor.suggest_memory_format()``), else
+    contiguous. One rule for conv2d, its two gradients and conv_transpose2d, in both backends
+    (kernels/conv.py imports it) and in the ops' fake kernels (what torch.compile plans with)."""
     for t in tensors:
-        if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        if strides_like_channels_last(t):
             return torch.channels_last
     return torch.contiguous_format
+
+
+def strides_like_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t.suggest_memory_format()`` is channels_last: c10's
+    is_channels_last_strides_2d_s4, which torch's convolutions consult. Strides must not
+    decrease in the order C, W, H, N, with its tie-breaks for size-1 dimensions (an N111 or
+    N1H1 tensor stays contiguous). Unlike ``is_contiguous(memory_format=channels_last)`` it
+    also holds for a slice of a channels_last tensor."""
+    if t.dim() != 4:
+        return False
+    nchw, cl = t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last)
+    if nchw != cl and 1 not in t.shape:
+        # dense in exactly one layout and no size-1 dimension (whose stride is_contiguous
+        # ignores but the walk does not): the common case, two cached flags
+        return cl
+    sizes, strides = t.shape, t.stride()
+    if strides[1] == 0:
+        return False
+    least = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < least or (d == 0 and least == strides[1]):
+            return False
+        least = strides[d] * sizes[d] if sizes[d] > 1 else strides[d]
+    return True

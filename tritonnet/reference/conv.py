@@ -82,5 +82,8 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     dy = grad_output.to(acc).reshape(N, groups, C_out // groups, OH * OW)
     dw = torch.einsum("ngol,ngkl->gok", dy, cols).reshape(C_out, Cg, KH, KW)
     db = dy.sum((0, 3)).reshape(C_out) if bias_grad else dy.new_empty(0)
-    dw = dw.to(grad_output.dtype).contiguous(memory_format=conv_memory_format(grad_output, input))
+    # allocated, not .contiguous(): that keeps the strides of size-1 dims, which torch sets
+    out = torch.empty(dw.shape, dtype=grad_output.dtype, device=grad_output.device,
+                      memory_format=conv_memory_format(grad_output, input))
+    dw = out.copy_(dw)
     return dw, db.to(grad_output.dtype)
