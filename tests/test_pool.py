@@ -586,6 +586,24 @@ def test_kernels_write_every_element(poisoned_empty):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_windows_of_padding_only(backend):
+    """With dilation a max-pool window can cover padding only (H = 1, kernel 2, dilation 2,
+    padding 1). Its output is -inf and its index torch's, which lies outside the window and
+    here outside the plane (5 and 8 of 5 elements); its gradient goes nowhere. torch 2.13's
+    CPU backward writes it to that index, out of bounds (heap corruption, seen while writing
+    this test), so the gradient is checked against the math, not against torch."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x = torch.randn(1, 2, 1, 5, device=dev, requires_grad=True)
+    y, idx = F.max_pool2d(x, (2, 2), (3, 3), (1, 0), (2, 1), False, True)
+    ry, ridx = TF.max_pool2d(x.detach().cpu(), (2, 2), (3, 3), (1, 0), (2, 1), False, True)
+    assert torch.equal(y.detach().cpu(), ry) and (ry == float("-inf")).all()
+    assert torch.equal(idx.cpu(), ridx)
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert torch.equal(g, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_nan_and_inf_like_torch(backend):
     """NaN wins a window (the last NaN's index), ties keep the first maximum, a window of
     -inf and padding returns its first valid tap: as torch, for fixed and adaptive windows."""
