@@ -1,0 +1,151 @@
+"""Seeded random sweeps of conv2d / conv_transpose2d and the pools against torch: odd sizes,
+strides, paddings, dilations, groups, ceil_mode, layouts (NCHW, channels_last, slices of it,
+unbatched), ties and NaN. Each case checks the result, the gradients and the result's layout.
+Sweeps like these found the output_padding < dilation failure, the conv layout rule's misses
+(slices, size-1 dims) and the windows of padding only; the fixed-shape tests had passed.
+
+Without a GPU the Triton backend runs interpreted, so the counts are small here; with
+TRITONNET_FULL=1 (or a GPU) they grow. A failure prints the case, reproducible by its seed."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import tritonnet
+import tritonnet.functional as F
+from tests.helpers import FULL, KERNEL_DEVICE
+
+BACKENDS = ["reference", "triton"]
+
+
+def _device(backend):
+    return KERNEL_DEVICE if backend == "triton" else "cpu"
+
+
+def _layout(rng, x):
+    """NCHW, channels_last, a slice of a channels_last tensor (strided, channels_last to torch)."""
+    kind = rng.choice(["nchw", "cl", "slice"])
+    if kind == "cl":
+        return x.to(memory_format=torch.channels_last)
+    if kind == "slice":
+        pad = torch.cat([x, x[:, :, :1]], 2).to(memory_format=torch.channels_last)
+        return pad[:, :, : x.shape[2]]
+    return x
+
+
+def _conv_case(rng, dev):
+    g = rng.choice([1, 1, 2, 3])
+    cg, og = rng.choice([1, 2, 3, 5, 16]), rng.choice([1, 2, 4, 7, 16])
+    k = (rng.choice([1, 2, 3, 5]), rng.choice([1, 3, 4]))
+    s = (rng.choice([1, 2, 3]), rng.choice([1, 2]))
+    d = (rng.choice([1, 1, 2]), rng.choice([1, 2]))
+    p = (rng.randint(0, 2), rng.randint(0, 2))
+    size = [rng.randint(max(1, d[i] * (k[i] - 1) + 1 - 2 * p[i]), 11) for i in (0, 1)]
+    x = _layout(rng, torch.randn(rng.choice([1, 2]), cg * g, *size, device=dev))
+    transpose = rng.random() < 0.35
+    w = torch.randn(*((cg * g, og) if transpose else (og * g, cg)), *k, device=dev)
+    if rng.random() < 0.3:
+        w = w.to(memory_format=torch.channels_last)
+    b = torch.randn(og * g, device=dev) if rng.random() < 0.5 else None
+    if transpose:
+        op = tuple(rng.randint(0, max(s[i], d[i]) - 1) for i in (0, 1))
+
+        def fn(m):
+            return lambda x, w, b: m.conv_transpose2d(x, w, b, s, p, op, g, d)
+    else:
+
+        def fn(m):
+            return lambda x, w, b: m.conv2d(x, w, b, s, p, d, g)
+
+    return fn, (x, w, b)
+
+
+def _pool_case(rng, dev):
+    x = torch.randn(rng.choice([1, 2]), rng.choice([1, 3, 8]), rng.randint(1, 11), rng.randint(1, 11),
+                    device=dev)
+    if rng.random() < 0.25:
+        x = x.round()  # ties
+    if rng.random() < 0.1:
+        x[0, 0, rng.randrange(x.shape[2]), rng.randrange(x.shape[3])] = float("nan")
+    x = _layout(rng, x)
+    if rng.random() < 0.15:
+        x = x[0]  # unbatched
+    op = rng.choice(["max", "avg", "amax", "aavg"])
+    k = (rng.randint(1, 4), rng.randint(1, 4))
+    s = (rng.randint(1, 3), rng.randint(1, 3))
+    p = (rng.randint(0, k[0] // 2), rng.randint(0, k[1] // 2))
+    d = (rng.randint(1, 2), rng.randint(1, 2))
+    ceil = rng.random() < 0.4
+    out = (rng.randint(1, 6), rng.choice([None, 1, 3, 7]))
+    include_pad, divisor = rng.random() < 0.5, rng.choice([None, None, 3])
+
+    def fn(m):
+        if op == "max":
+            return lambda t: m.max_pool2d(t, k, s, p, d, ceil, True)
+        if op == "avg":
+            return lambda t: m.avg_pool2d(t, k, s, p, ceil, include_pad, divisor)
+        if op == "amax":
+            return lambda t: m.adaptive_max_pool2d(t, out, True)
+        return lambda t: m.adaptive_avg_pool2d(t, out)
+
+    return fn, x, op in ("max", "amax")
+
+
+def _describe(*tensors):
+    return " ".join(f"{tuple(t.shape)}@{t.stride()}" for t in tensors if t is not None)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv_sweep(backend):
+    tritonnet.set_backend(backend)
+    seed = 2026
+    rng, dev = random.Random(seed), _device(backend)
+    n = 0
+    while n < (120 if FULL else 14 if backend == "triton" else 60):
+        fn, args = _conv_case(rng, dev)
+        try:
+            want = fn(TF)(*(a.double() if a is not None else None for a in args))
+        except RuntimeError:
+            continue  # a combination torch refuses (e.g. an output smaller than 1)
+        n += 1
+        what = f"case {n} (seed {seed}): {_describe(*args)}"
+        ours = [a.detach().requires_grad_() if a is not None else None for a in args]
+        theirs = [a.detach().double().requires_grad_() if a is not None else None for a in args]
+        y, yr = fn(F)(*ours), fn(TF)(*theirs)
+        gy = torch.randn(yr.shape, device=dev)
+        grads = torch.autograd.grad(y, [a for a in ours if a is not None], gy)
+        rgrads = torch.autograd.grad(yr, [a for a in theirs if a is not None], gy.double())
+        for a, r in zip((y, *grads), (want, *rgrads)):
+            torch.testing.assert_close(a.double(), r, rtol=1e-4, atol=1e-4, msg=what)
+        assert y.stride() == fn(TF)(*args).stride(), what
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pool_sweep(backend):
+    tritonnet.set_backend(backend)
+    seed = 1201
+    rng, dev = random.Random(seed), _device(backend)
+    n = 0
+    while n < (400 if FULL else 40 if backend == "triton" else 150):
+        fn, x, has_indices = _pool_case(rng, dev)
+        try:
+            fn(TF)(x.cpu())  # a combination torch refuses is skipped
+        except RuntimeError:
+            continue
+        n += 1
+        what = f"case {n} (seed {seed}): {_describe(x)}"
+        xs, xr = x.detach().requires_grad_(), x.detach().cpu().requires_grad_()
+        y, yr = fn(F)(xs), fn(TF)(xr)
+        if has_indices:
+            (y, idx), (yr, ridx) = y, yr
+            assert torch.equal(idx.cpu(), ridx) and idx.stride() == ridx.stride(), what
+        torch.testing.assert_close(y.cpu(), yr, equal_nan=True, msg=what)
+        assert y.stride() == yr.stride(), what
+        if has_indices and (yr == float("-inf")).any():
+            continue  # a window of padding only: torch's backward writes out of bounds there
+        gy = torch.randn(yr.shape)
+        (g,) = torch.autograd.grad(y, xs, gy.to(dev))
+        (gr,) = torch.autograd.grad(yr, xr, gy)
+        torch.testing.assert_close(g.cpu(), gr, equal_nan=True, msg=what)
