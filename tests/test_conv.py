@@ -37,6 +37,17 @@ def _torch_grads(fn, x, w, b, g):
     return y, grads
 
 
+def _assert_like_torch(fn, x, w, b, g):
+    """fn(F) and fn(TF) (fn takes the functional module) give the same result and gradients;
+    torch's are returned."""
+    ours, og = _torch_grads(fn(F), x, w, b, g)
+    ref, rg = _torch_grads(fn(TF), x, w, b, g)
+    torch.testing.assert_close(ours, ref)
+    for a, r in zip(og, rg):
+        torch.testing.assert_close(a, r)
+    return ref, rg
+
+
 # ---------------------------------------------------------------------------------------------
 # the reference path (our autograd + reference primitives) against torch, float64
 
@@ -202,11 +213,7 @@ def test_conv_transpose2d(case):
     tritonnet.set_backend("reference")
     y = TF.conv_transpose2d(x, w, b, s, p, op, g, d)
     gy = torch.randn_like(y)
-    ours, og = _torch_grads(fn(F), x, w, b, gy)
-    ref, rg = _torch_grads(fn(TF), x, w, b, gy)
-    torch.testing.assert_close(ours, ref)
-    for a, r in zip(og, rg):
-        torch.testing.assert_close(a, r)
+    ref, rg = _assert_like_torch(fn, x, w, b, gy)
     xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
     assert torch.autograd.gradcheck(fn(F), (xs, ws, bs))
 
@@ -232,12 +239,7 @@ def test_float64_on_the_triton_backend():
     for fn in (lambda m: lambda x, w, b: m.conv2d(x, w, b, 2, 1, 1, 2),
                lambda m: lambda x, w, b: m.conv_transpose2d(x, w[:4], b[:2], 2, 1, 1)):
         y = fn(TF)(x, w, b)
-        gy = torch.randn_like(y)
-        ours, og = _torch_grads(fn(F), x, w, b, gy)
-        ref, rg = _torch_grads(fn(TF), x, w, b, gy)
-        torch.testing.assert_close(ours, ref)
-        for a, r in zip(og, rg):
-            torch.testing.assert_close(a, r)
+        _assert_like_torch(fn, x, w, b, torch.randn_like(y))
 
 
 def test_conv1d_and_transpose1d():

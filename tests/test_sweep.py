@@ -90,27 +90,36 @@ def _pool_case(rng, dev):
             return lambda t: m.adaptive_max_pool2d(t, out, True)
         return lambda t: m.adaptive_avg_pool2d(t, out)
 
-    return fn, x, op in ("max", "amax")
+    return fn, (x,), op in ("max", "amax")
 
 
 def _describe(*tensors):
     return " ".join(f"{tuple(t.shape)}@{t.stride()}" for t in tensors if t is not None)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_conv_sweep(backend):
+def _sweep(backend, seed, count, make):
+    """Cases from ``make(rng, device)`` that torch accepts (``case[0](TF)`` on the CPU copies of
+    ``case[1]`` runs), ``count`` of them, each with a description naming it and the seed."""
     tritonnet.set_backend(backend)
-    seed = 2026
     rng, dev = random.Random(seed), _device(backend)
     n = 0
-    while n < (120 if FULL else 14 if backend == "triton" else 60):
-        fn, args = _conv_case(rng, dev)
+    while n < count:
+        case = make(rng, dev)
+        fn, args = case[0], case[1]
         try:
-            want = fn(TF)(*(a.double() if a is not None else None for a in args))
+            fn(TF)(*(a.cpu().double() if a is not None else None for a in args))
         except RuntimeError:
-            continue  # a combination torch refuses (e.g. an output smaller than 1)
+            continue  # a combination torch refuses (an output smaller than 1, say)
         n += 1
-        what = f"case {n} (seed {seed}): {_describe(*args)}"
+        yield f"case {n} (seed {seed}): {_describe(*args)}", case
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv_sweep(backend):
+    count = 120 if FULL else 14 if backend == "triton" else 60
+    for what, (fn, args) in _sweep(backend, 2026, count, _conv_case):
+        dev = args[0].device
+        want = fn(TF)(*(a.double() if a is not None else None for a in args))
         ours = [a.detach().requires_grad_() if a is not None else None for a in args]
         theirs = [a.detach().double().requires_grad_() if a is not None else None for a in args]
         y, yr = fn(F)(*ours), fn(TF)(*theirs)
@@ -124,18 +133,9 @@ def test_conv_sweep(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_pool_sweep(backend):
-    tritonnet.set_backend(backend)
-    seed = 1201
-    rng, dev = random.Random(seed), _device(backend)
-    n = 0
-    while n < (400 if FULL else 40 if backend == "triton" else 150):
-        fn, x, has_indices = _pool_case(rng, dev)
-        try:
-            fn(TF)(x.cpu())  # a combination torch refuses is skipped
-        except RuntimeError:
-            continue
-        n += 1
-        what = f"case {n} (seed {seed}): {_describe(x)}"
+    count = 400 if FULL else 40 if backend == "triton" else 150
+    for what, (fn, (x,), has_indices) in _sweep(backend, 1201, count, _pool_case):
+        dev = x.device
         xs, xr = x.detach().requires_grad_(), x.detach().cpu().requires_grad_()
         y, yr = fn(F)(xs), fn(TF)(xr)
         if has_indices:
