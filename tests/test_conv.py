@@ -136,6 +136,7 @@ def test_layout_rule_on_slices_and_size_one_dims(backend):
     from tritonnet.reference._common import strides_like_channels_last
 
     tritonnet.set_backend(backend)
+    tf32_off()
     dev = KERNEL_DEVICE if backend == "triton" else "cpu"
     cl = torch.channels_last
 

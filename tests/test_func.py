@@ -9,9 +9,14 @@ from torch.func import grad, jacrev, vmap
 
 import tritonnet
 import tritonnet.functional as F
-from tests.helpers import KERNEL_DEVICE
+from tests.helpers import KERNEL_DEVICE, tf32_off
 
 BACKENDS = ["reference", "triton"]
+
+
+@pytest.fixture(autouse=True)
+def _full_fp32():
+    tf32_off()  # on a GPU, fp32 compared at full precision on both sides
 
 
 def _device(backend):
