@@ -2,6 +2,9 @@
 over torch.nn.functional: per-sample gradients of a small CNN, a Jacobian, the second
 derivative a gradient primitive refuses, vmap's randomness modes for dropout, and in-place ops."""
 
+import importlib
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -161,3 +164,62 @@ def test_bad_class_index_under_vmap_raises():
         vmap(F.cross_entropy)(x, torch.tensor([[0, 1, 2], [4, 7, 0]]))
     torch.testing.assert_close(vmap(F.cross_entropy)(x, torch.tensor([[0, 1, 2], [4, 3, 0]])),
                                vmap(TF.cross_entropy)(x, torch.tensor([[0, 1, 2], [4, 3, 0]])))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_folds_samples_into_one_call(backend, monkeypatch):
+    """Under vmap the conv, pool, activation and linear primitives run through batching rules
+    that fold the samples into the batch: one backend call for all 5 samples, not 5 (torch's
+    fallback). The linear weight gradient is the exception: one GEMM per sample."""
+    dev = _device(backend)
+    prims = importlib.import_module("tritonnet.kernels" if backend == "triton" else "tritonnet.reference")
+    calls = {}
+
+    def counting(name, fn):
+        def counted(*a, **k):
+            calls[name] = calls.get(name, 0) + 1
+            return fn(*a, **k)
+
+        return counted
+
+    for name in ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_forward",
+                 "max_pool2d_backward", "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
+                 "activation_forward", "activation_backward", "linear_forward", "linear_weight_grad"]:
+        monkeypatch.setattr(prims, name, counting(name, getattr(prims, name)))
+    p = _params(dev)
+    x, t = torch.randn(5, 3, 9, 9, device=dev), torch.tensor([0, 4, 2, 1, 3], device=dev)
+    with tritonnet.use_backend(backend), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # torch's fallback warns; no op may take it but the loss
+        warnings.filterwarnings("ignore", message=".*tritonnet::cross_entropy", category=UserWarning)
+        vmap(grad(lambda p, x, t: _loss(F, p, x, t)), in_dims=(None, 0, 0))(p, x, t)
+    # two convs (the second's input gradient feeds the first), one ReLU, one max pool, one
+    # adaptive pool, one linear; linear's weight gradient per sample
+    assert calls == {"conv2d_forward": 2, "conv2d_input_grad": 1, "conv2d_weight_grad": 2,
+                     "activation_forward": 1, "activation_backward": 1, "max_pool2d_forward": 1,
+                     "max_pool2d_backward": 1, "adaptive_avg_pool2d_forward": 1,
+                     "adaptive_avg_pool2d_backward": 1, "linear_forward": 1, "linear_weight_grad": 5}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_rules_against_torch(backend):
+    """The rules' other paths: per-sample 4-D inputs, an adaptive max pool and an average pool
+    with their gradients, and weights batched per model (an ensemble), which run sample by
+    sample."""
+    dev = _device(backend)
+    x = torch.randn(4, 2, 3, 7, 6, device=dev)  # 4 samples of (2, 3, 7, 6)
+    ws = torch.randn(4, 5, 3, 3, 3, device=dev)  # 4 models
+
+    def per_sample(m):
+        def f(x):
+            return (m.adaptive_max_pool2d(x, (2, 3)).pow(2).sum() + m.avg_pool2d(x, 3, 2, 1).pow(2).sum()
+                    + m.relu(x).sum())
+
+        return vmap(grad(f))(x)
+
+    def ensemble(m):
+        return vmap(lambda w: m.conv2d(x[0], w, padding=1))(ws)
+
+    with tritonnet.use_backend(backend):
+        got = per_sample(F), ensemble(F)
+    for a, b in zip(got, (per_sample(TF), ensemble(TF))):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

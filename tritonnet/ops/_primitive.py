@@ -20,8 +20,10 @@ kind: the ``setup_context`` kind binds every call's arguments through ``inspect.
 
 torch.func's transforms (grad, vmap, jacrev, ...) accept only the ``setup_context`` kind, so
 while one is active a call goes through a second Function of that kind with the same formulas
-(and ``generate_vmap_rule``). The operators have no batching rules: under vmap, torch's batched
-fallback runs them once per sample (and warns of the performance drop). A gradient primitive
+(and ``generate_vmap_rule``). Under vmap an operator runs through its batching rule
+(:meth:`Primitive.register_vmap`: conv, linear and the activations fold the vmap dimension into
+the batch, one launch for all samples), or without one through torch's fallback, once per
+sample. A gradient primitive
 meets inputs that need grad there even for a first derivative (torch.func records every
 gradient with ``create_graph=True``): it runs, and only a second derivative through it raises.
 """
@@ -66,6 +68,11 @@ def _functorch_active() -> bool:
     """Inside one of torch.func's transforms (never while torch.compile traces: dynamo cannot
     trace the query, and handles torch.func itself)."""
     return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
+def front(x: Tensor, bdim, batch_size: int) -> Tensor:
+    """``x`` with its vmap dimension first; an unbatched ``x`` expanded to the batch."""
+    return x.expand(batch_size, *x.shape) if bdim is None else x.movedim(bdim, 0)
 
 
 def _function(name: str, methods: dict, module: str) -> type:
@@ -137,6 +144,26 @@ class Primitive:
             "backward": staticmethod(backward),
             "generate_vmap_rule": True,
         }, self.__module__)
+
+    def register_vmap(self, rule):
+        """``rule(info, in_dims, *args) -> (outputs, out_dims)``: torch.vmap's batching rule
+        (``torch.library.register_vmap``). Without one, vmap runs the operator once per sample
+        through torch's fallback, which warns of the performance drop."""
+        torch.library.register_vmap(self.qualname, rule, lib=_LIB)
+        return rule
+
+    def per_sample(self, info, in_dims, *args):
+        """The operator once per sample, the results stacked on dim 0: what a batching rule
+        does for the cases it cannot fold into one call."""
+
+        def sample(b):  # in_dims of a list argument is a list (of Nones)
+            return (a.select(d, b) if isinstance(a, Tensor) and d is not None else a
+                    for a, d in zip(args, in_dims))
+
+        outs = [self.op(*sample(b)) for b in range(info.batch_size)]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(o) for o in zip(*outs)), (0,) * len(outs[0])
+        return torch.stack(outs), 0
 
     def register_fake(self, fake):
         torch.library.register_fake(self.qualname, fake, lib=_LIB)

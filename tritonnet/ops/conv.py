@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..backend import backend_for
 from ..reference._common import conv_memory_format
-from ._primitive import primitive
+from ._primitive import front, primitive
 from .activation import activation_backward
 
 
@@ -110,6 +110,43 @@ def _backward(ctx, grad):
 
 
 conv2d.register_autograd(_backward, setup_context=_setup)
+
+
+# torch.vmap (per-sample gradients): the vmap dimension B folds into the batch N, so all
+# samples are one launch. Samples with weights of their own (B models) run one by one.
+@conv2d.register_vmap
+def _(info, in_dims, input, weight, bias, stride, padding, dilation, groups, act):
+    if in_dims[1] is not None or in_dims[2] is not None:
+        return conv2d.per_sample(info, in_dims, input, weight, bias, stride, padding, dilation, groups, act)
+    x = front(input, in_dims[0], info.batch_size)
+    y = conv2d.op(x.flatten(0, 1), weight, bias, stride, padding, dilation, groups, act)
+    return y.unflatten(0, x.shape[:2]), 0
+
+
+@conv2d_input_grad.register_vmap
+def _(info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups):
+    if in_dims[1] is not None:
+        return conv2d_input_grad.per_sample(info, in_dims, grad_output, weight, input_size, stride, padding,
+                                            dilation, groups)
+    dy = front(grad_output, in_dims[0], info.batch_size)
+    size = [dy.shape[0] * dy.shape[1], *input_size[1:]]
+    dx = conv2d_input_grad.op(dy.flatten(0, 1), weight, size, stride, padding, dilation, groups)
+    return dx.unflatten(0, dy.shape[:2]), 0
+
+
+@conv2d_weight_grad.register_vmap
+def _(info, in_dims, grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad=True):
+    """Each sample's weight gradient: the samples become groups. dy (B, N, O, ...) is read as
+    (N, B*O, ...) and x (B, N, C, ...) as (N, B*C, ...); a convolution with B*groups groups
+    then gives the (B*O, Cg, KH, KW) gradients of the B samples in one launch."""
+    B = info.batch_size
+    dy, x = front(grad_output, in_dims[0], B), front(input, in_dims[1], B)
+    dy = dy.transpose(0, 1).flatten(1, 2)
+    x = x.transpose(0, 1).flatten(1, 2)
+    dw, db = conv2d_weight_grad.op(dy, x, [B * weight_size[0], *weight_size[1:]], stride, padding,
+                                   dilation, B * groups, bias_grad)
+    db = db.unflatten(0, (B, weight_size[0])) if bias_grad else db.new_empty((B, 0))
+    return (dw.unflatten(0, (B, weight_size[0])), db), (0, 0)
 
 
 @primitive

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import primitive
+from ..reference._common import vmapped
+from ._primitive import front, primitive
 
 
 def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int,
@@ -37,7 +38,7 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
 
 def is_channels_last(x: Tensor) -> bool:
     """Whether PyTorch's pooling/resampling would give x's output a channels_last layout."""
-    if x.dim() not in (4, 5):
+    if x.dim() not in (4, 5) or vmapped(x):
         return False
     if x.dim() == 4:
         # dense in exactly one of the two layouts and no size-1 dimension (whose stride
@@ -317,3 +318,76 @@ def _up_backward(ctx, grad):
 
 
 upsample_nearest.register_autograd(_up_backward, setup_context=_up_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.vmap: the vmap dimension B folds into the batch, one launch for all samples. A sample
+# is (C, H, W) or (N, C, H, W); the batched tensor, (B, C, H, W) or (B, N, C, H, W), goes in
+# as a batch of B or B*N planes-by-channels. Indices are within a plane, so folding keeps them.
+
+
+def _fold(x: Tensor, bdim, batch_size: int):
+    """x batched on dim 0 as a 4-D tensor, and the function that puts a result back."""
+    x = front(x, bdim, batch_size)
+    if x.dim() == 4:
+        return x, lambda t: t
+    return x.flatten(0, 1), lambda t: t.unflatten(0, x.shape[:2])
+
+
+def _folded_size(size: list[int], batch_size: int) -> list[int]:
+    return [batch_size, *size] if len(size) == 3 else [batch_size * size[0], *size[1:]]
+
+
+@max_pool2d.register_vmap
+def _(info, in_dims, input, *args):
+    x, back = _fold(input, in_dims[0], info.batch_size)
+    y, idx = max_pool2d.op(x, *args)
+    return (back(y), back(idx)), (0, 0)
+
+
+@max_pool2d_backward.register_vmap
+def _(info, in_dims, grad_output, indices, input_size, *args):
+    B = info.batch_size
+    g, back = _fold(grad_output, in_dims[0], B)
+    idx, _ = _fold(indices, in_dims[1], B)
+    return back(max_pool2d_backward.op(g, idx, _folded_size(input_size, B), *args)), 0
+
+
+@avg_pool2d.register_vmap
+def _(info, in_dims, input, *args):
+    x, back = _fold(input, in_dims[0], info.batch_size)
+    return back(avg_pool2d.op(x, *args)), 0
+
+
+@avg_pool2d_backward.register_vmap
+def _(info, in_dims, grad_output, input_size, *args):
+    g, back = _fold(grad_output, in_dims[0], info.batch_size)
+    return back(avg_pool2d_backward.op(g, _folded_size(input_size, info.batch_size), *args)), 0
+
+
+@adaptive_max_pool2d.register_vmap
+def _(info, in_dims, input, *args):
+    x, back = _fold(input, in_dims[0], info.batch_size)
+    y, idx = adaptive_max_pool2d.op(x, *args)
+    return (back(y), back(idx)), (0, 0)
+
+
+@adaptive_max_pool2d_backward.register_vmap
+def _(info, in_dims, grad_output, indices, input_size, channels_last):
+    B = info.batch_size
+    g, back = _fold(grad_output, in_dims[0], B)
+    idx, _ = _fold(indices, in_dims[1], B)
+    return back(adaptive_max_pool2d_backward.op(g, idx, _folded_size(input_size, B), channels_last)), 0
+
+
+@adaptive_avg_pool2d.register_vmap
+def _(info, in_dims, input, output_size):
+    x, back = _fold(input, in_dims[0], info.batch_size)
+    return back(adaptive_avg_pool2d.op(x, output_size)), 0
+
+
+@adaptive_avg_pool2d_backward.register_vmap
+def _(info, in_dims, grad_output, input_size, channels_last):
+    B = info.batch_size
+    g, back = _fold(grad_output, in_dims[0], B)
+    return back(adaptive_avg_pool2d_backward.op(g, _folded_size(input_size, B), channels_last)), 0

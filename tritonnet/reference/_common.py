@@ -31,13 +31,25 @@ def conv_memory_format(*tensors) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def vmapped(t: torch.Tensor) -> bool:
+    """Whether ``t`` is, or wraps, a torch.vmap BatchedTensor: one sample, whose memory format
+    torch cannot report (its layout is the batched tensor's; such a sample counts as NCHW)."""
+    if torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active():
+        return False
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        if torch._C._functorch.is_batchedtensor(t):
+            return True
+        t = torch._C._functorch.get_unwrapped(t)
+    return False
+
+
 def strides_like_channels_last(t: torch.Tensor) -> bool:
     """Whether ``t.suggest_memory_format()`` is channels_last: c10's
     is_channels_last_strides_2d_s4, which torch's convolutions consult. Strides must not
     decrease in the order C, W, H, N, with its tie-breaks for size-1 dimensions (an N111 or
     N1H1 tensor stays contiguous). Unlike ``is_contiguous(memory_format=channels_last)`` it
     also holds for a slice of a channels_last tensor."""
-    if t.dim() != 4:
+    if t.dim() != 4 or vmapped(t):
         return False
     nchw, cl = t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last)
     if nchw != cl and 1 not in t.shape:
