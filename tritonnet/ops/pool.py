@@ -338,56 +338,35 @@ def _folded_size(size: list[int], batch_size: int) -> list[int]:
     return [batch_size, *size] if len(size) == 3 else [batch_size * size[0], *size[1:]]
 
 
-@max_pool2d.register_vmap
-def _(info, in_dims, input, *args):
-    x, back = _fold(input, in_dims[0], info.batch_size)
-    y, idx = max_pool2d.op(x, *args)
-    return (back(y), back(idx)), (0, 0)
+def _forward_rule(prim):
+    """A pool's batching rule: the input folded, each result put back."""
+
+    def rule(info, in_dims, input, *args):
+        x, back = _fold(input, in_dims[0], info.batch_size)
+        out = prim.op(x, *args)
+        if isinstance(out, tuple):  # (y, indices)
+            return tuple(back(t) for t in out), (0,) * len(out)
+        return back(out), 0
+
+    return rule
 
 
-@max_pool2d_backward.register_vmap
-def _(info, in_dims, grad_output, indices, input_size, *args):
-    B = info.batch_size
-    g, back = _fold(grad_output, in_dims[0], B)
-    idx, _ = _fold(indices, in_dims[1], B)
-    return back(max_pool2d_backward.op(g, idx, _folded_size(input_size, B), *args)), 0
+def _backward_rule(prim, indices: bool):
+    """A pool gradient's batching rule: dy (and the indices) folded, input_size with them."""
+
+    def rule(info, in_dims, grad_output, *args):
+        B = info.batch_size
+        g, back = _fold(grad_output, in_dims[0], B)
+        if indices:
+            idx, _ = _fold(args[0], in_dims[1], B)
+            return back(prim.op(g, idx, _folded_size(args[1], B), *args[2:])), 0
+        return back(prim.op(g, _folded_size(args[0], B), *args[1:])), 0
+
+    return rule
 
 
-@avg_pool2d.register_vmap
-def _(info, in_dims, input, *args):
-    x, back = _fold(input, in_dims[0], info.batch_size)
-    return back(avg_pool2d.op(x, *args)), 0
-
-
-@avg_pool2d_backward.register_vmap
-def _(info, in_dims, grad_output, input_size, *args):
-    g, back = _fold(grad_output, in_dims[0], info.batch_size)
-    return back(avg_pool2d_backward.op(g, _folded_size(input_size, info.batch_size), *args)), 0
-
-
-@adaptive_max_pool2d.register_vmap
-def _(info, in_dims, input, *args):
-    x, back = _fold(input, in_dims[0], info.batch_size)
-    y, idx = adaptive_max_pool2d.op(x, *args)
-    return (back(y), back(idx)), (0, 0)
-
-
-@adaptive_max_pool2d_backward.register_vmap
-def _(info, in_dims, grad_output, indices, input_size, channels_last):
-    B = info.batch_size
-    g, back = _fold(grad_output, in_dims[0], B)
-    idx, _ = _fold(indices, in_dims[1], B)
-    return back(adaptive_max_pool2d_backward.op(g, idx, _folded_size(input_size, B), channels_last)), 0
-
-
-@adaptive_avg_pool2d.register_vmap
-def _(info, in_dims, input, output_size):
-    x, back = _fold(input, in_dims[0], info.batch_size)
-    return back(adaptive_avg_pool2d.op(x, output_size)), 0
-
-
-@adaptive_avg_pool2d_backward.register_vmap
-def _(info, in_dims, grad_output, input_size, channels_last):
-    B = info.batch_size
-    g, back = _fold(grad_output, in_dims[0], B)
-    return back(adaptive_avg_pool2d_backward.op(g, _folded_size(input_size, B), channels_last)), 0
+for _prim in (max_pool2d, avg_pool2d, adaptive_max_pool2d, adaptive_avg_pool2d):
+    _prim.register_vmap(_forward_rule(_prim))
+for _prim, _indices in ((max_pool2d_backward, True), (avg_pool2d_backward, False),
+                        (adaptive_max_pool2d_backward, True), (adaptive_avg_pool2d_backward, False)):
+    _prim.register_vmap(_backward_rule(_prim, _indices))
