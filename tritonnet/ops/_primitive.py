@@ -149,7 +149,9 @@ class Primitive:
         """``rule(info, in_dims, *args) -> (outputs, out_dims)``: torch.vmap's batching rule
         (``torch.library.register_vmap``). Without one, vmap runs the operator once per sample
         through torch's fallback, which warns of the performance drop."""
-        torch.library.register_vmap(self.qualname, rule, lib=_LIB)
+        register = getattr(torch.library, "register_vmap", None)  # torch >= 2.4
+        if register is not None:
+            register(self.qualname, rule, lib=_LIB)
         return rule
 
     def per_sample(self, info, in_dims, *args):
