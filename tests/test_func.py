@@ -202,17 +202,20 @@ def test_vmap_folds_samples_into_one_call(backend, monkeypatch):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vmap_rules_against_torch(backend):
-    """The rules' other paths: per-sample 4-D inputs, an adaptive max pool and an average pool
-    with their gradients, and weights batched per model (an ensemble), which run sample by
-    sample."""
+    """The rules' other paths: per-sample 4-D inputs, an adaptive max pool, an average pool,
+    log_softmax and conv_transpose2d with their gradients, and weights batched per model (an
+    ensemble), which run sample by sample."""
     dev = _device(backend)
     x = torch.randn(4, 2, 3, 7, 6, device=dev)  # 4 samples of (2, 3, 7, 6)
     ws = torch.randn(4, 5, 3, 3, 3, device=dev)  # 4 models
 
+    wt = torch.randn(3, 2, 3, 3, device=dev)
+
     def per_sample(m):
         def f(x):
             return (m.adaptive_max_pool2d(x, (2, 3)).pow(2).sum() + m.avg_pool2d(x, 3, 2, 1).pow(2).sum()
-                    + m.relu(x).sum())
+                    + m.relu(x).sum() + m.log_softmax(x, 1).pow(2).sum()
+                    + m.conv_transpose2d(x, wt, stride=2).pow(2).sum())
 
         return vmap(grad(f))(x)
 

@@ -21,9 +21,9 @@ kind: the ``setup_context`` kind binds every call's arguments through ``inspect.
 torch.func's transforms (grad, vmap, jacrev, ...) accept only the ``setup_context`` kind, so
 while one is active a call goes through a second Function of that kind with the same formulas
 (and ``generate_vmap_rule``). Under vmap an operator runs through its batching rule
-(:meth:`Primitive.register_vmap`: conv, linear and the activations fold the vmap dimension into
-the batch, one launch for all samples), or without one through torch's fallback, once per
-sample. A gradient primitive
+(:meth:`Primitive.register_vmap`: conv, pools, softmax, linear and the activations fold the
+vmap dimension into the batch, one launch for all samples), or without one through torch's
+fallback, once per sample. A gradient primitive
 meets inputs that need grad there even for a first derivative (torch.func records every
 gradient with ``create_graph=True``): it runs, and only a second derivative through it raises.
 """

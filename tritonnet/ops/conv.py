@@ -194,3 +194,13 @@ def _backward_t(ctx, grad):
 
 
 conv_transpose2d.register_autograd(_backward_t, setup_context=_setup_t)
+
+
+@conv_transpose2d.register_vmap
+def _(info, in_dims, input, weight, bias, output_size, stride, padding, dilation, groups):
+    if in_dims[1] is not None or in_dims[2] is not None:
+        return conv_transpose2d.per_sample(info, in_dims, input, weight, bias, output_size, stride, padding,
+                                           dilation, groups)
+    x = front(input, in_dims[0], info.batch_size)
+    y = conv_transpose2d.op(x.flatten(0, 1), weight, bias, output_size, stride, padding, dilation, groups)
+    return y.unflatten(0, x.shape[:2]), 0
