@@ -6,6 +6,7 @@ Device code only, plus the small host-side decisions every launcher makes the sa
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 
 import torch
@@ -21,17 +22,28 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 TORCH_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def fp64_reference():
-    """The reference primitives, which the GEMM launchers (conv, linear) hand float64 to.
+def fp64_to_reference(launcher):
+    """Decorator over a GEMM launcher (conv, linear) whose first argument sets the dtype: a
+    float64 call runs the reference primitive of the same name instead.
 
     Triton's fp64 ``tl.dot`` needs an fp64 accumulator and ``out_dtype`` (the kernels keep
     fp32): Triton 3.6 and 3.9's interpreters return garbage for fp64 operands with an fp32
     accumulator, and sm_90 would hold twice the bytes per tile that the configs are sized for.
     float64 is a checking dtype (gradcheck), not a speed one, so it runs torch's own ops, on
     the GPU too: cuBLAS fp64 through the reference's einsum."""
-    from .. import reference
+    signature = inspect.signature(launcher)
 
-    return reference
+    @functools.wraps(launcher)
+    def launch(*args, **kwargs):
+        if args[0].dtype != torch.float64:
+            return launcher(*args, **kwargs)
+        from .. import reference
+
+        bound = signature.bind(*args, **kwargs)  # the reference's keyword names may differ
+        bound.apply_defaults()
+        return getattr(reference, launcher.__name__)(*bound.args)
+
+    return launch
 
 
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
@@ -88,8 +100,6 @@ def index64(*tensors: torch.Tensor) -> bool:
 def autotune_cache() -> dict:
     """Keyword arguments for triton.autotune that keep tuning results on disk between runs
     (Triton's own cache directory), where this Triton version supports it."""
-    import inspect
-
     if "cache_results" in inspect.signature(triton.autotune).parameters:
         return {"cache_results": True}
     return {}

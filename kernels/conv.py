@@ -36,7 +36,7 @@ from ._common import (
     autotune,
     cdiv,
     dot_precision,
-    fp64_reference,
+    fp64_to_reference,
     gemm_configs,
     grouped_tile,
     index64,
@@ -393,11 +393,9 @@ def _pad_channels(t, c):
     return out
 
 
+@fp64_to_reference
 def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activation="none"):
     """y = act(conv2d(input, weight, bias)) with symmetric zero padding (PH, PW)."""
-    if input.dtype == torch.float64:
-        return fp64_reference().conv2d_forward(input, weight, bias, stride, padding, dilation, groups,
-                                               activation)
     NB, C_in, H, W = input.shape
     C_out, Cg, KH, KW = weight.shape
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation

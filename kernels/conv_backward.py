@@ -34,7 +34,7 @@ from ..reference._common import conv_memory_format
 from ._common import (
     INTERPRET,
     cdiv,
-    fp64_reference,
+    fp64_to_reference,
     gemm_configs,
     grouped_tile,
     index64,
@@ -356,10 +356,8 @@ def _phase_taps(KH, KW, SH, SW, DH, DW, device):
     return torch.tensor(rows, dtype=torch.int32, device=device)
 
 
+@fp64_to_reference
 def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
-    if grad_output.dtype == torch.float64:
-        return fp64_reference().conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation,
-                                                  groups)
     """dx (N, C_in, H, W) with (H, W) = input_size[-2:]; also conv_transpose2d's forward."""
     NB, C_out, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight.shape
@@ -414,14 +412,12 @@ def _split_k(L, tiles, device):
     return max(1, min(want, cdiv(L, 256), 64))
 
 
+@fp64_to_reference
 def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups,
                        bias_grad=True):
     """-> (dw of weight_size (C_out, Cg, KH, KW), db (C_out,)), in grad_output's dtype; db is
     empty (0,) unless bias_grad, and the kernel then compiles without its reduction. dw is
     channels_last when grad_output or input is (PyTorch's layout for the weight gradient)."""
-    if grad_output.dtype == torch.float64:
-        return fp64_reference().conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation,
-                                                   groups, bias_grad)
     NB, C_out, OH, OW = grad_output.shape
     _, C_in, H, W = input.shape
     _, Cg, KH, KW = weight_size

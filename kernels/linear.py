@@ -26,7 +26,7 @@ from ._common import (
     autotune,
     cdiv,
     dot_precision,
-    fp64_reference,
+    fp64_to_reference,
     gemm_configs,
     grouped_tile,
     prune_tiles,
@@ -172,25 +172,22 @@ def _host_activation(x, activation):
     return fn[activation](x) if fn[activation] else x
 
 
+@fp64_to_reference
 def linear_forward(input, weight, bias, activation):
     """input (M, K), weight (N, K), bias (N,) or None -> act(input @ weight^T + bias) (M, N)."""
-    if input.dtype == torch.float64:
-        return fp64_reference().linear_forward(input, weight, bias, activation)
     return matmul(input, weight.t(), bias=bias, activation=activation)
 
 
+@fp64_to_reference
 def linear_input_grad(grad_output, weight):
     """grad_output (M, N), weight (N, K) -> grad_input (M, K) = grad_output @ weight."""
-    if grad_output.dtype == torch.float64:
-        return fp64_reference().linear_input_grad(grad_output, weight)
     return matmul(grad_output, weight)
 
 
+@fp64_to_reference
 def linear_weight_grad(grad_output, input):
     """grad_output (M, N), input (M, K) -> (grad_weight (N, K) = grad_output^T @ input,
     grad_bias (N,) = grad_output summed over M), both in one launch."""
-    if grad_output.dtype == torch.float64:
-        return fp64_reference().linear_weight_grad(grad_output, input)
     N = grad_output.shape[1]
     grad_bias = torch.empty(N, device=grad_output.device, dtype=grad_output.dtype)
     grad_weight = matmul(grad_output.t(), input, rowsum=grad_bias)
