@@ -16,6 +16,7 @@ import torch
 from ..ops.loss import cross_entropy as _ce_op
 from ..ops.loss import mse_loss as _mse_op
 from ..ops.loss import nll_loss as _nll_op
+from ..reference._common import functorch_active
 from ._utils import FLOATS, autocast_fp32, autocast_off
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss"]
@@ -132,7 +133,7 @@ def _check_index_values(target, C: int, ignore_index: int) -> None:
     side assert triggered" behaves the same). The kernels read nothing at such an index."""
     if not target.numel():
         return
-    while not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(target):
+    while functorch_active() and torch._C._functorch.is_functorch_wrapped_tensor(target):
         # under torch.func's transforms, which cannot branch on a wrapped tensor's value: the
         # values underneath (a vmapped target is one tensor of every sample's classes)
         target = torch._C._functorch.get_unwrapped(target)

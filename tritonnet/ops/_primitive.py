@@ -36,6 +36,8 @@ import inspect
 import torch
 from torch import Tensor
 
+from ..reference._common import functorch_active
+
 _LIB = torch.library.Library("tritonnet", "FRAGMENT")
 
 
@@ -62,12 +64,6 @@ def _without_autograd(fn):
         return fn(*args)
 
     return impl
-
-
-def _functorch_active() -> bool:
-    """Inside one of torch.func's transforms (never while torch.compile traces: dynamo cannot
-    trace the query, and handles torch.func itself)."""
-    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
 
 
 def front(x: Tensor, bdim, batch_size: int) -> Tensor:
@@ -119,7 +115,7 @@ class Primitive:
 
     def _no_autograd(self, *args):
         if _needs_grad(args):
-            if _functorch_active():
+            if functorch_active():
                 # torch.func.grad computes every gradient with create_graph=True, so a gradient
                 # primitive meets inputs that need grad even for a first derivative: it runs,
                 # and only differentiating its result (a second derivative) raises
@@ -195,7 +191,7 @@ class Primitive:
         }, self.__module__)
 
         def call(*args):
-            if _functorch_active():
+            if functorch_active():
                 return func_fn.apply(*args)
             if _needs_grad(args):
                 return fn.apply(*args)
@@ -229,7 +225,7 @@ class Primitive:
         }, self.__module__)
 
         def call(input, *args):
-            if _functorch_active():  # torch.func: functionalised as torch.compile's trace is
+            if functorch_active():  # torch.func: functionalised as torch.compile's trace is
                 return input.copy_(out_of_place(input, *args))
             if torch.is_grad_enabled() and input.requires_grad:
                 _check_inplace_allowed(input)

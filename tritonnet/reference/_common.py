@@ -31,10 +31,16 @@ def conv_memory_format(*tensors) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def functorch_active() -> bool:
+    """Inside one of torch.func's transforms (never while torch.compile traces: dynamo cannot
+    trace the query, and handles torch.func itself)."""
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
 def vmapped(t: torch.Tensor) -> bool:
     """Whether ``t`` is, or wraps, a torch.vmap BatchedTensor: one sample, whose memory format
     torch cannot report (its layout is the batched tensor's; such a sample counts as NCHW)."""
-    if torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active():
+    if not functorch_active():
         return False
     while torch._C._functorch.is_functorch_wrapped_tensor(t):
         if torch._C._functorch.is_batchedtensor(t):
