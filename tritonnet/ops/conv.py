@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ..reference._common import conv_memory_format
+from ..reference._common import conv_memory_format, conv_positions
 from ._primitive import front, primitive
 from .activation import activation_backward
 
@@ -33,12 +33,6 @@ def _empty(like, shape, *operands):
                        memory_format=conv_memory_format(*operands))
 
 
-def _out_hw(h, w, k, s, p, d):
-    oh = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
-    ow = (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
-    return oh, ow
-
-
 @primitive
 def conv2d(
     input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
@@ -49,7 +43,7 @@ def conv2d(
 
 @conv2d.register_fake
 def _(input, weight, bias, stride, padding, dilation, groups, act):
-    oh, ow = _out_hw(input.shape[2], input.shape[3], weight.shape[2:], stride, padding, dilation)
+    oh, ow = conv_positions(input.shape[2:], weight.shape[2:], stride, padding, dilation)
     return _empty(input, (input.shape[0], weight.shape[0], oh, ow), input, weight)
 
 

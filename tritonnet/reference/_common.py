@@ -20,6 +20,12 @@ def activation(x: torch.Tensor, name: str) -> torch.Tensor:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def conv_positions(size, kernel, stride, padding, dilation) -> tuple[int, int]:
+    """(OH, OW): the window positions of a convolution over an input of spatial ``size``."""
+    return tuple((size[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                 for i in (0, 1))
+
+
 def conv_memory_format(*tensors) -> torch.memory_format:
     """The memory format of a convolution's result, PyTorch's rule: channels_last when any of
     the operands' strides suggest channels_last (``Tensor.suggest_memory_format()``), else

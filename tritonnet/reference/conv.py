@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import acc_dtype, activation, conv_memory_format
+from ._common import acc_dtype, activation, conv_memory_format, conv_positions
 from .im2col import fold_forward, unfold_forward
 
 __all__ = ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad"]
@@ -27,20 +27,13 @@ def col2im(cols, size, kernel, stride, padding, dilation):
     return fold_forward(cols, size, kernel, dilation, padding, stride)
 
 
-def _positions(size, kernel, stride, padding, dilation):
-    """(OH, OW): the window positions of a convolution over an input of spatial ``size``."""
-    return tuple((size[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
-                 for i in (0, 1))
-
-
 def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, act="none"):
     acc = acc_dtype(input.dtype)
     N, C_in, H, W = input.shape
     C_out, Cg, KH, KW = weight.shape
     cols = im2col(input.to(acc), (KH, KW), stride, padding, dilation)  # (N, C_in*KH*KW, L)
     L = cols.shape[-1]
-    OH = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) // stride[0] + 1
-    OW = L // OH if OH > 0 else 0
+    OH, OW = conv_positions((H, W), (KH, KW), stride, padding, dilation)
     cols = cols.view(N, groups, Cg * KH * KW, L)
     w = weight.to(acc).reshape(groups, C_out // groups, Cg * KH * KW)
     y = torch.einsum("gok,ngkl->ngol", w, cols).reshape(N, C_out, OH, OW)
@@ -61,7 +54,7 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     dy = grad_output.to(acc)
     # conv_transpose2d with output_padding < dilation (stride 1 allows it) asks for an input
     # whose convolution has more positions than dy: those last positions contribute nothing
-    FH, FW = _positions((H, W), (KH, KW), stride, padding, dilation)
+    FH, FW = conv_positions((H, W), (KH, KW), stride, padding, dilation)
     dy = torch.nn.functional.pad(dy, (0, FW - OW, 0, FH - OH)).reshape(N, groups, C_out // groups, FH * FW)
     cols = torch.einsum("gok,ngol->ngkl", w, dy).reshape(N, groups * Cg * KH * KW, FH * FW)
     dx = col2im(cols, (H, W), (KH, KW), stride, padding, dilation)
@@ -75,7 +68,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     acc = acc_dtype(grad_output.dtype)
     N, C_out, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight_size
-    FH, FW = _positions(input.shape[-2:], (KH, KW), stride, padding, dilation)
+    FH, FW = conv_positions(input.shape[-2:], (KH, KW), stride, padding, dilation)
     cols = im2col(input.to(acc), (KH, KW), stride, padding, dilation)
     # positions past dy's (conv_transpose2d's output_padding, see conv2d_input_grad) drop out
     cols = cols.view(N, groups, Cg * KH * KW, FH, FW)[..., :OH, :OW].reshape(N, groups, Cg * KH * KW, OH * OW)
