@@ -71,7 +71,8 @@ def linear(input, weight, bias=None, *, activation: str = "none"):
         if not late_bias:
             return _linear_op(x2d, weight, bias, activation).reshape(out_shape)
         y = _linear_op(x2d, weight, None, "none")
-        y = (y + bias if input.dim() > 1 else y.reshape(out_shape) + bias).reshape(out_shape)
+        # broadcast as torch does: against the (M, N) product, or the 1-D input's result
+        y = (y + bias).reshape(out_shape) if input.dim() > 1 else y.reshape(out_shape) + bias
     return y if activation == "none" else _activation(y, activation)
 
 

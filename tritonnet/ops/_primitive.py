@@ -23,9 +23,9 @@ while one is active a call goes through a second Function of that kind with the 
 (and ``generate_vmap_rule``). Under vmap an operator runs through its batching rule
 (:meth:`Primitive.register_vmap`: conv, pools, softmax, linear and the activations fold the
 vmap dimension into the batch, one launch for all samples), or without one through torch's
-fallback, once per sample. A gradient primitive
-meets inputs that need grad there even for a first derivative (torch.func records every
-gradient with ``create_graph=True``): it runs, and only a second derivative through it raises.
+fallback, once per sample. A gradient primitive meets inputs that need grad there even for a
+first derivative (torch.func records every gradient with ``create_graph=True``): it runs, and
+only a second derivative through it raises.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class Primitive:
             "backward": staticmethod(backward),
         }, self.__module__)
         # torch.func's transforms (grad, vmap, jacrev, ...) accept only the setup_context kind
-        # of Function; vmap runs the operator once per sample (torch's batched fallback)
+        # of Function; under vmap the operator runs through its batching rule (register_vmap)
         func_fn = _function(self.__name__, {
             "forward": staticmethod(lambda *args: op(*args)),
             "setup_context": staticmethod(setup_context),

@@ -26,8 +26,7 @@ def _(input, act):
 
 @torch.library.custom_op("tritonnet::activation_", mutates_args=("input",))
 def activation_(input: Tensor, act: str) -> None:
-    """In place, for inference: no autograd (the functional layer routes grad-requiring inputs
-    through the out-of-place op and copies back)."""
+    """In place, without autograd of its own (activation_inplace below adds it)."""
     backend_for(input).activation_forward(input, act, out=input)
 
 
