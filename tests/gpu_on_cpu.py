@@ -37,6 +37,18 @@ class _CudaOnCpu(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def cuda_on_cpu():
-    with _CudaOnCpu(), mock.patch.object(torch.cuda, "synchronize", lambda *a, **k: None):
+def cuda_on_cpu(reference_kernels: bool = False):
+    """``reference_kernels``: ops that ask the backend for Triton get the reference primitives
+    instead (TRITONNET_GPU_TESTS_ON_CPU=reference), so a ResNet-sized test runs at torch's CPU
+    speed rather than for hours interpreted. That rehearses the test's own logic on its real
+    shapes (calls, shapes, the fp64 comparison and its tolerance against an fp32-accumulated
+    result), not our kernels; a test that calls ``tritonnet.kernels`` directly is still
+    interpreted."""
+    from tritonnet import backend
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_CudaOnCpu())
+        stack.enter_context(mock.patch.object(torch.cuda, "synchronize", lambda *a, **k: None))
+        if reference_kernels:
+            stack.enter_context(mock.patch.object(backend, "_kernels", backend._reference))
         yield
