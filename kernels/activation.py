@@ -4,6 +4,7 @@ Memory-bound: one read and one write per element. The tensor is viewed as flat c
 memory (the launcher makes it so); one program handles BLOCK elements; grid cdiv(numel, BLOCK).
 Backward uses the forward's output y, never its input, so an in-place forward loses nothing:
   relu'    = (y > 0)      sigmoid' = y * (1 - y)      tanh' = 1 - y^2
+(relu's as torch's threshold_backward: zero where y <= 0, so a NaN output passes dy on)
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _activation_bwd_kernel(dy_ptr, y_ptr, dx_ptr, n, ACTIVATION: tl.constexpr, B
     dy = tl.load(dy_ptr + offs, mask=mask).to(tl.float32)
     y = tl.load(y_ptr + offs, mask=mask).to(tl.float32)
     if ACTIVATION == "relu":
-        dx = tl.where(y > 0, dy, 0.0)
+        dx = tl.where(y <= 0, 0.0, dy)
     elif ACTIVATION == "sigmoid":
         dx = dy * y * (1.0 - y)
     else:  # tanh

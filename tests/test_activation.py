@@ -73,8 +73,15 @@ def test_kernel_channels_last_and_strided(act):
 def test_nan_inf_propagate(backend):
     tritonnet.set_backend(backend)
     x = torch.tensor([float("nan"), float("inf"), -float("inf"), -1.0, 2.0], device=KERNEL_DEVICE)
+    g = torch.tensor([3.0, 5.0, 7.0, 11.0, float("nan")], device=KERNEL_DEVICE)
     for act in ACTS:
-        torch.testing.assert_close(getattr(F, act)(x), TORCH[act](x), equal_nan=True)
+        xo, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y, ty = getattr(F, act)(xo), TORCH[act](xt)
+        torch.testing.assert_close(y, ty, equal_nan=True)
+        # the gradients too: relu passes dy on at a NaN (torch zeroes only where y <= 0)
+        y.backward(g)
+        ty.backward(g)
+        torch.testing.assert_close(xo.grad, xt.grad, equal_nan=True)
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])

@@ -20,7 +20,8 @@ def activation_backward(grad_output, output, act):
     acc = acc_dtype(output.dtype)
     dy, y = grad_output.to(acc), output.to(acc)
     if act == "relu":
-        dx = torch.where(y > 0, dy, torch.zeros((), dtype=acc))
+        # torch's threshold_backward: zero where y <= 0, so at a NaN output dy passes on
+        dx = torch.where(y <= 0, torch.zeros((), dtype=acc), dy)
     elif act == "sigmoid":
         dx = dy * y * (1 - y)
     elif act == "tanh":
