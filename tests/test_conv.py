@@ -1,6 +1,7 @@
 """conv2d / conv1d / conv_transpose2d / conv_transpose1d: reference vs torch, gradcheck,
 Triton kernels vs reference, modules, errors."""
 
+import importlib
 import math
 
 import pytest
@@ -348,6 +349,50 @@ def test_kernels_match_reference(case, dtype, tol):
     rw, rb = reference.conv2d_weight_grad(gy, x, w.shape, *conv)
     assert_close_rel(dw, rw, tol, "dw")
     assert_close_rel(db, rb, tol, "db")
+
+
+def _conv_by_definition(x, w, dy, s, p):
+    """y, dx, dw of a conv2d (square stride s, padding p, no dilation) in float64 by loops over
+    output pixels: zero padding enters the products as values (forward, dw); dx sums over the
+    outputs that exist."""
+    _, _, H, W = x.shape
+    K = w.shape[-1]
+    xp, wd, dyd = TF.pad(x.double(), (p, p, p, p)), w.double(), dy.double()
+    y = xp.new_zeros(x.shape[0], w.shape[0], *dy.shape[2:])
+    dxp, dw = torch.zeros_like(xp), torch.zeros_like(wd)
+    for i in range(dy.shape[2]):
+        for j in range(dy.shape[3]):
+            patch = xp[:, :, i * s:i * s + K, j * s:j * s + K]
+            y[:, :, i, j] = torch.einsum("nckl,ockl->no", patch, wd)
+            dxp[:, :, i * s:i * s + K, j * s:j * s + K] += torch.einsum("no,ockl->nckl", dyd[:, :, i, j], wd)
+            dw += torch.einsum("no,nckl->ockl", dyd[:, :, i, j], patch)
+    return y, dxp[:, :, p:p + H, p:p + W], dw
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("s,p", [(1, 1), (2, 1), (2, 0)])
+def test_nan_inf_reach_what_the_definition_says(backend, s, p):
+    """NaN in the input and NaN/Inf in the output gradient reach exactly the forward, dx and dw
+    positions the definition says (README: non-finite *weights* may reach more dx positions on
+    the Triton backend, and torch's CPU kernels differ, so the float64 loop is the judge)."""
+    torch.manual_seed(s + p)
+    mod = importlib.import_module("tritonnet.kernels") if backend == "triton" else reference
+    x, w = torch.randn(2, 5, 7, 6), torch.randn(3, 5, 3, 3)
+    dy = torch.randn(2, 3, (7 + 2 * p - 3) // s + 1, (6 + 2 * p - 3) // s + 1)
+    # an edge pixel and a corner (their windows meet the padding), a corner of dy and a middle
+    x[0, 1, 0, 2] = x[1, 3, 6, 5] = float("nan")
+    dy[0, 2, 0, 0] = float("nan")
+    dy[1, 0, -1, 1] = float("inf")
+    conv = ((s, s), (p, p), (1, 1), 1)
+    x, w, dy = x.to(KERNEL_DEVICE), w.to(KERNEL_DEVICE), dy.to(KERNEL_DEVICE)
+    got = (mod.conv2d_forward(x, w, None, *conv), mod.conv2d_input_grad(dy, w, x.shape, *conv),
+           mod.conv2d_weight_grad(dy, x, w.shape, *conv)[0])
+    for a, b, what in zip(got, _conv_by_definition(x.cpu(), w.cpu(), dy.cpu(), s, p), ("y", "dx", "dw")):
+        a = a.cpu()
+        assert b.isnan().any() and not b.isnan().all(), what  # the case shows something
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf()), what
+        fin = b.isfinite()
+        torch.testing.assert_close(a[fin].double(), b[fin], rtol=1e-4, atol=1e-4, msg=what)
 
 
 def test_int64_offsets_path(monkeypatch):
