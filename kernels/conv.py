@@ -404,6 +404,8 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     Og = C_out // groups
     out_format = conv_memory_format(input, weight)
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
+    if bias is not None:
+        bias = bias.contiguous()  # the epilogues index it by channel (a slice b[::2] has stride 2)
     M = NB * OH * OW
     split = _split_gemm(M, C_out, Cg * KH * KW, input.device)
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,

@@ -153,6 +153,8 @@ def matmul(a, b, bias=None, activation="none", rowsum=None, out=None):
             rowsum.zero_()
         return _host_activation(out, activation)
     precision = dot_precision(a.dtype, torch.backends.cuda.matmul.allow_tf32)
+    if bias is not None:
+        bias = bias.contiguous()  # the epilogue indexes it by column (a slice b[::2] has stride 2)
 
     def grid(meta):
         return (cdiv(M, meta["BLOCK_M"]) * cdiv(N, meta["BLOCK_N"]),)
