@@ -256,7 +256,8 @@ def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index,
     """grad (N, R), the incoming gradient of the row losses -> grad_input (N, C, R), input's dtype."""
     N, C, R = input.shape
     prob = target.is_floating_point()
-    grad_input = torch.empty_like(input)
+    # contiguous whatever the logits' layout, as torch's (a channels_last x gets an NCHW dx)
+    grad_input = torch.empty(input.shape, device=input.device, dtype=input.dtype)
     n_rows = N * R
     if n_rows == 0 or C == 0:
         return grad_input

@@ -442,6 +442,31 @@ def test_nan_inf_like_torch(C, eps, backend):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_input_gradient_layouts_like_torch(backend):
+    """torch's losses return the logits' gradient contiguous whatever their layout (so a
+    .view() of it works as with torch): channels_last 4-D logits (index and probability
+    targets) and transposed 2-D logits. MSE's gradient is elementwise and follows torch too."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cl = torch.randn(2, 5, 3, 4, device=dev).to(memory_format=torch.channels_last)
+    tr = torch.randn(5, 3, device=dev).t()
+    idx4, idx2 = torch.randint(0, 5, (2, 3, 4), device=dev), torch.tensor([0, 4, 2], device=dev)
+    cases = [
+        ("ce", cl, lambda f, x: f.cross_entropy(x, idx4, label_smoothing=0.1)),
+        ("ce prob", cl, lambda f, x: f.cross_entropy(x, torch.ones_like(x) / 5)),
+        ("ce", tr, lambda f, x: f.cross_entropy(x, idx2)),
+        ("nll", tr, lambda f, x: f.nll_loss(x, idx2)),
+        ("mse", cl, lambda f, x: f.mse_loss(x, torch.zeros_like(x))),
+        ("mse", tr, lambda f, x: f.mse_loss(x, torch.zeros_like(x))),
+    ]
+    for what, x, loss in cases:
+        xo, xt = x.detach().requires_grad_(), x.detach().requires_grad_()
+        (go,), (gt,) = torch.autograd.grad(loss(F, xo), xo), torch.autograd.grad(loss(TF, xt), xt)
+        assert go.stride() == gt.stride(), (what, x.stride(), go.stride(), gt.stride())
+        torch.testing.assert_close(go, gt, msg=what)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_empty_and_all_ignored_like_torch(backend):
     """mean of nothing is NaN, sum 0, none empty; all rows ignored: mean NaN, sum 0."""
     tritonnet.set_backend(backend)

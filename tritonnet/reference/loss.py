@@ -100,7 +100,7 @@ def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index,
     p = (input.to(acc) - lse.to(acc).unsqueeze(1)).exp()
     wq = _target_dist(input, target, weight, ignore_index, label_smoothing, acc)
     dx = g.unsqueeze(1) * (p * wsum.to(acc).unsqueeze(1) - wq)
-    return torch.empty_like(input).copy_(dx)
+    return dx.to(input.dtype).contiguous()  # contiguous whatever the logits' layout, as torch's
 
 
 def cross_entropy_target_grad(grad, input, weight, lse, label_smoothing):
