@@ -36,6 +36,22 @@ def assert_close_rel(a, b, tol, what=""):
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:.3g}"
 
 
+def assert_like_torch(cases, ours, device, tol=1e-4):
+    """Each case (fn, *tensors): fn(ours, *leaves) against fn(torch.nn.functional, *leaves),
+    the values and the gradient of every tensor, on fresh leaves moved to ``device``."""
+    import torch.nn.functional as TF
+
+    for i, (fn, *args) in enumerate(cases):
+        args = [a.to(device) for a in args]
+        mine = [a.detach().requires_grad_() for a in args]
+        theirs = [a.detach().requires_grad_() for a in args]
+        y, ty = fn(ours, *mine), fn(TF, *theirs)
+        torch.testing.assert_close(y, ty, atol=tol, rtol=tol, msg=f"case {i}")
+        g = torch.randn_like(ty)
+        for a, b in zip(torch.autograd.grad(y, mine, g), torch.autograd.grad(ty, theirs, g)):
+            torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=f"case {i}: a gradient")
+
+
 def tf32_off():
     """fp32 comparisons on a GPU are made at full fp32 precision on both sides."""
     if HAS_CUDA:

@@ -10,7 +10,7 @@ import torch.nn.functional as TF
 
 import tritonnet
 import tritonnet.functional as F
-from tests.helpers import DTYPES, FULL, KERNEL_DEVICE, assert_close_rel, tf32_off
+from tests.helpers import DTYPES, FULL, KERNEL_DEVICE, assert_close_rel, assert_like_torch, tf32_off
 from tritonnet import reference
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation, groups): shapes that break kernels
@@ -144,15 +144,7 @@ def test_strided_operands_like_torch(backend):
         (lambda f, x, w, b: f.conv1d(x[:, :, 0], w, b[1::2]), x, r(3, 4, 3), r(6)),
         (lambda f, x, w, b: f.conv_transpose2d(x, w[:, ::2], b[::2], stride=2), x, r(4, 6, 3, 3), r(6)),
     ]
-    for i, (fn, *args) in enumerate(cases):
-        args = [a.to(dev) for a in args]
-        ours = [a.detach().requires_grad_() for a in args]
-        theirs = [a.detach().requires_grad_() for a in args]
-        y, ty = fn(F, *ours), fn(TF, *theirs)
-        torch.testing.assert_close(y, ty, atol=1e-4, rtol=1e-4, msg=f"case {i}")
-        g = torch.randn_like(ty)
-        for a, b in zip(torch.autograd.grad(y, ours, g), torch.autograd.grad(ty, theirs, g)):
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"case {i} grad")
+    assert_like_torch(cases, F, dev)
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])

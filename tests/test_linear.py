@@ -7,7 +7,7 @@ import torch.nn.functional as TF
 
 import tritonnet
 import tritonnet.functional as F
-from tests.helpers import DTYPES, KERNEL_DEVICE, assert_close_rel, tf32_off
+from tests.helpers import DTYPES, KERNEL_DEVICE, assert_close_rel, assert_like_torch, tf32_off
 from tritonnet import reference
 
 # (M, K, N): every GEMM mask. Interpreter blocks are 32, so sizes straddle 32 and 64.
@@ -264,15 +264,7 @@ def test_strided_operands_like_torch(backend):
         (lambda f, x, w, b: f.linear(x.t(), w.t(), b), r(5, 3), r(5, 4), r(4)),
         (lambda f, x, w, b: f.linear(x[:, ::2], w, b), r(3, 10), r(4, 5), r(4)),
     ]
-    for i, (fn, *args) in enumerate(cases):
-        args = [a.to(dev) for a in args]
-        ours = [a.detach().requires_grad_() for a in args]
-        theirs = [a.detach().requires_grad_() for a in args]
-        y, ty = fn(F, *ours), fn(TF, *theirs)
-        torch.testing.assert_close(y, ty, atol=1e-4, rtol=1e-4, msg=f"case {i}")
-        g = torch.randn_like(ty)
-        for a, b in zip(torch.autograd.grad(y, ours, g), torch.autograd.grad(ty, theirs, g)):
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"case {i} grad")
+    assert_like_torch(cases, F, dev)
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
