@@ -166,13 +166,8 @@ def test_bad_class_index_under_vmap_raises():
                                vmap(TF.cross_entropy)(x, torch.tensor([[0, 1, 2], [4, 3, 0]])))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_vmap_folds_samples_into_one_call(backend, monkeypatch):
-    """Under vmap the conv, pool, activation and linear primitives run through batching rules
-    that fold the samples into the batch: one backend call for all 5 samples, not 5 (torch's
-    fallback). The linear weight gradient is the exception: one GEMM per sample."""
-    dev = _device(backend)
-    prims = importlib.import_module("tritonnet.kernels" if backend == "triton" else "tritonnet.reference")
+def _count_calls(monkeypatch, prims, names):
+    """Each named backend primitive wrapped to count its calls into the returned dict."""
     calls = {}
 
     def counting(name, fn):
@@ -182,10 +177,22 @@ def test_vmap_folds_samples_into_one_call(backend, monkeypatch):
 
         return counted
 
-    for name in ["conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_forward",
-                 "max_pool2d_backward", "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
-                 "activation_forward", "activation_backward", "linear_forward", "linear_weight_grad"]:
+    for name in names:
         monkeypatch.setattr(prims, name, counting(name, getattr(prims, name)))
+    return calls
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_folds_samples_into_one_call(backend, monkeypatch):
+    """Under vmap the conv, pool, activation and linear primitives run through batching rules
+    that fold the samples into the batch: one backend call for all 5 samples, not 5 (torch's
+    fallback). The linear weight gradient is the exception: one GEMM per sample."""
+    dev = _device(backend)
+    prims = importlib.import_module("tritonnet.kernels" if backend == "triton" else "tritonnet.reference")
+    calls = _count_calls(monkeypatch, prims, [
+        "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_forward",
+        "max_pool2d_backward", "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
+        "activation_forward", "activation_backward", "linear_forward", "linear_weight_grad"])
     p = _params(dev)
     x, t = torch.randn(5, 3, 9, 9, device=dev), torch.tensor([0, 4, 2, 1, 3], device=dev)
     with tritonnet.use_backend(backend), warnings.catch_warnings():
@@ -226,3 +233,37 @@ def test_vmap_rules_against_torch(backend):
         got = per_sample(F), ensemble(F)
     for a, b in zip(got, (per_sample(TF), ensemble(TF))):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_folds_resampling_and_im2col(backend, monkeypatch):
+    """Nearest upsampling (1-D, 2-D, 3-D; nearest and nearest-exact), unfold and fold under
+    vmap(grad): the samples fold into the batch, one backend call per primitive use for all 4
+    samples (no fallback warning), gradients as torch.func over torch's ops."""
+    dev = _device(backend)
+    prims = importlib.import_module("tritonnet.kernels" if backend == "triton" else "tritonnet.reference")
+    calls = _count_calls(monkeypatch, prims, ["upsample_nearest_forward", "upsample_nearest_backward",
+                                              "unfold_forward", "fold_forward"])
+    x = torch.randn(4, 2, 3, 5, 6, device=dev)  # 4 samples of (2, 3, 5, 6)
+
+    def per_sample(m):
+        def f(x):
+            u = m.unfold(x, 2, padding=1)
+            return (m.interpolate(x, scale_factor=2).pow(2).sum()
+                    + m.interpolate(x[:, :, 0], size=7, mode="nearest-exact").pow(2).sum()
+                    + m.interpolate(x.unsqueeze(2), scale_factor=(1, 2, 3)).pow(2).sum()
+                    + u.pow(2).sum() + m.fold(u, (5, 6), 2, padding=1).pow(2).sum())
+
+        return vmap(grad(f))(x)
+
+    with tritonnet.use_backend(backend), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # torch's per-sample fallback warns
+        got = per_sample(F)
+    # 3 upsamplings, forward and backward; unfold: forward and fold's backward; fold: forward
+    # and unfold's backward
+    assert calls == {"upsample_nearest_forward": 3, "upsample_nearest_backward": 3,
+                     "unfold_forward": 2, "fold_forward": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        want = per_sample(TF)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -370,3 +370,20 @@ for _prim in (max_pool2d, avg_pool2d, adaptive_max_pool2d, adaptive_avg_pool2d):
 for _prim, _indices in ((max_pool2d_backward, True), (avg_pool2d_backward, False),
                         (adaptive_max_pool2d_backward, True), (adaptive_avg_pool2d_backward, False)):
     _prim.register_vmap(_backward_rule(_prim, _indices))
+
+
+# nearest resampling: a sample is (N, C, *spatial) with N always there, so B folds into N
+
+
+@upsample_nearest.register_vmap
+def _(info, in_dims, input, output_size, scales, exact):
+    x = front(input, in_dims[0], info.batch_size)
+    return upsample_nearest.op(x.flatten(0, 1), output_size, scales, exact).unflatten(0, x.shape[:2]), 0
+
+
+@upsample_nearest_backward.register_vmap
+def _(info, in_dims, grad_output, input_size, scales, exact, channels_last):
+    g = front(grad_output, in_dims[0], info.batch_size)
+    size = [info.batch_size * input_size[0], *input_size[1:]]
+    out = upsample_nearest_backward.op(g.flatten(0, 1), size, scales, exact, channels_last)
+    return out.unflatten(0, g.shape[:2]), 0
