@@ -184,7 +184,7 @@ def _count_calls(monkeypatch, prims, names):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vmap_folds_samples_into_one_call(backend, monkeypatch):
-    """Under vmap the conv, pool, activation and linear primitives run through batching rules
+    """Under vmap the conv, pool, activation, linear and loss primitives run through batching rules
     that fold the samples into the batch: one backend call for all 5 samples, not 5 (torch's
     fallback). The linear weight gradient is the exception: one GEMM per sample."""
     dev = _device(backend)
@@ -192,19 +192,20 @@ def test_vmap_folds_samples_into_one_call(backend, monkeypatch):
     calls = _count_calls(monkeypatch, prims, [
         "conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_forward",
         "max_pool2d_backward", "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
-        "activation_forward", "activation_backward", "linear_forward", "linear_weight_grad"])
+        "activation_forward", "activation_backward", "linear_forward", "linear_weight_grad",
+        "cross_entropy_forward", "cross_entropy_backward"])
     p = _params(dev)
     x, t = torch.randn(5, 3, 9, 9, device=dev), torch.tensor([0, 4, 2, 1, 3], device=dev)
     with tritonnet.use_backend(backend), warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # torch's fallback warns; no op may take it but the loss
-        warnings.filterwarnings("ignore", message=".*tritonnet::cross_entropy", category=UserWarning)
+        warnings.simplefilter("error", UserWarning)  # torch's fallback warns; no op may take it
         vmap(grad(lambda p, x, t: _loss(F, p, x, t)), in_dims=(None, 0, 0))(p, x, t)
     # two convs (the second's input gradient feeds the first), one ReLU, one max pool, one
     # adaptive pool, one linear; linear's weight gradient per sample
     assert calls == {"conv2d_forward": 2, "conv2d_input_grad": 1, "conv2d_weight_grad": 2,
                      "activation_forward": 1, "activation_backward": 1, "max_pool2d_forward": 1,
                      "max_pool2d_backward": 1, "adaptive_avg_pool2d_forward": 1,
-                     "adaptive_avg_pool2d_backward": 1, "linear_forward": 1, "linear_weight_grad": 5}
+                     "adaptive_avg_pool2d_backward": 1, "linear_forward": 1, "linear_weight_grad": 5,
+                     "cross_entropy_forward": 1, "cross_entropy_backward": 1}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -267,3 +268,35 @@ def test_vmap_folds_resampling_and_im2col(backend, monkeypatch):
         warnings.simplefilter("ignore", UserWarning)
         want = per_sample(TF)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_loss_rules_against_torch(backend):
+    """The losses fold the samples into their rows: cross-entropy with class weights, label
+    smoothing, probability targets and K-dim logits, an unbatched sample, NLL with
+    ignore_index, and MSE elementwise (folded) and summed (sample by sample); the gradients
+    of logits, probability targets and MSE operands, with no fallback warning."""
+    dev = _device(backend)
+    x, y = torch.randn(4, 3, 5, device=dev), torch.randn(4, 3, 5, device=dev)
+    t, w = torch.randint(0, 5, (4, 3), device=dev), torch.rand(5, device=dev) + 0.1
+    p = torch.rand(4, 3, 5, device=dev).softmax(-1)
+    x4, t4 = torch.randn(4, 2, 5, 3, device=dev), torch.randint(0, 5, (4, 2, 3), device=dev)
+
+    def per_sample(m):
+        def f(x, t, p, x4, t4, y):
+            return (m.cross_entropy(x, t, weight=w, label_smoothing=0.1)
+                    + m.cross_entropy(x, p, reduction="sum") + m.cross_entropy(x4, t4)
+                    + m.nll_loss(m.log_softmax(x, 1), t, weight=w, ignore_index=2)
+                    + m.cross_entropy(x[0], t[0]) + m.mse_loss(x, y)
+                    + m.mse_loss(x, y, reduction="none").pow(2).sum())
+
+        return vmap(grad(f, argnums=(0, 2, 3, 5)))(x, t, p, x4, t4, y)
+
+    with tritonnet.use_backend(backend), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # torch's per-sample fallback warns
+        got = per_sample(F)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        want = per_sample(TF)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
