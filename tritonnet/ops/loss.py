@@ -60,7 +60,7 @@ def cross_entropy_backward(
 
 @cross_entropy_backward.register_fake
 def _(grad, input, target, weight, lse, wsum, ignore_index, label_smoothing):
-    return torch.empty_like(input)
+    return input.new_empty(input.shape)  # contiguous whatever the logits' layout, as torch's
 
 
 @primitive
