@@ -175,6 +175,18 @@ def test_reference_1d_pools_match_torch(shape, k, s, p, d, ceil):
         ours, og = _grads(lambda t, args=args: F.avg_pool1d(t, *args), x, g)
         torch.testing.assert_close(ours, ref)
         torch.testing.assert_close(og, rg)
+    # adaptive: an output that divides L, one that does not, and one longer than L
+    for size in (x.shape[-1] // 2 or 1, 3, x.shape[-1] + 2):
+        g = torch.randn_like(TF.adaptive_avg_pool1d(x, size))
+        ref, rg = _grads(lambda t, size=size: TF.adaptive_avg_pool1d(t, size), x, g)
+        ours, og = _grads(lambda t, size=size: F.adaptive_avg_pool1d(t, size), x, g)
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(og, rg)
+        (ref, ridx), rg = _grads(lambda t, size=size: TF.adaptive_max_pool1d(t, size, True), x, g)
+        (ours, idx), og = _grads(lambda t, size=size: F.adaptive_max_pool1d(t, (size,), True), x, g)
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+        torch.testing.assert_close(idx, ridx, rtol=0, atol=0)  # positions along L, as torch's
+        torch.testing.assert_close(og, rg)
 
 
 def test_reference_empty_batch_and_empty_output():
@@ -267,6 +279,8 @@ def test_gradcheck_1d_pools():
     x = _distinct((1, 2, 10)).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: F.max_pool1d(t, 3, 2, 1, 2, True), (x,))
     assert torch.autograd.gradcheck(lambda t: F.avg_pool1d(t, 3, 2, 1, True, False), (x,))
+    assert torch.autograd.gradcheck(lambda t: F.adaptive_avg_pool1d(t, 4), (x,))
+    assert torch.autograd.gradcheck(lambda t: F.adaptive_max_pool1d(t, 3), (x,))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,6 +655,8 @@ def test_triton_backend_end_to_end(dtype, tol):
         ("adaptive_max_pool2d", "unbatched", (5,), {}),
         ("max_pool1d", "1d", (4, 3, 2), {}),
         ("avg_pool1d", "1d", (3, 2, 1), {}),
+        ("adaptive_avg_pool1d", "1d", (5,), {}),
+        ("adaptive_max_pool1d", "1d", (7,), {}),
     ]:
         def run(f, t, op=op, view=view, args=args, kwargs=kwargs):
             t = t[0] if view == "unbatched" else t.flatten(2) if view == "1d" else t
@@ -671,6 +687,8 @@ def test_modules_match_torch():
         ("AdaptiveMaxPool2d", (4,), {"return_indices": True}),
         ("MaxPool1d", (3, 2, 1), {"return_indices": True}),
         ("AvgPool1d", (4, 3, 2), {"ceil_mode": True}),
+        ("AdaptiveAvgPool1d", (7,), {}),
+        ("AdaptiveMaxPool1d", ((4,),), {"return_indices": True}),
     ]:
         ours = getattr(tritonnet.nn, name)(*args, **kwargs)
         theirs = getattr(torch.nn, name)(*args, **kwargs)
@@ -729,6 +747,12 @@ ERRORS = [
     ("max_pool1d", (2,), {}, (2, 3, 5, 5), ["4-D"]),
     ("avg_pool1d", (6,), {}, (2, 3, 5), ["3x5", "3x0"]),
     ("avg_pool1d", (2,), {}, (2, 3, 5, 5), ["4-D"]),
+    ("adaptive_avg_pool1d", (2,), {}, (2, 3, 5, 5), ["4-D"]),
+    ("adaptive_avg_pool1d", ((2, 3),), {}, (2, 3, 5), ["(2, 3)"]),
+    ("adaptive_avg_pool1d", (-1,), {}, (2, 3, 5), ["adaptive_avg_pool1d", "-1"]),
+    ("adaptive_max_pool1d", (2,), {}, (5,), ["1-D"]),
+    ("adaptive_max_pool1d", (2,), {}, (2, 0, 5), ["adaptive_max_pool1d", "(2, 0, 5)"]),
+    ("adaptive_max_pool1d", (2.5,), {}, (2, 3, 5), ["2.5"]),
 ]
 
 

@@ -26,6 +26,9 @@ __all__ = [
     "max_pool1d",
     "max_pool1d_with_indices",
     "avg_pool1d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool1d_with_indices",
+    "adaptive_avg_pool1d",
     "interpolate",
 ]
 
@@ -240,6 +243,42 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     k, s, p, _ = _as2d(window)
     return _ops.avg_pool2d(input.unsqueeze(-2), k, s, p, bool(ceil_mode), bool(count_include_pad),
                            None).squeeze(-2)
+
+
+def _adaptive_size_1d(op, input, output_size, empty_channels_ok=False):
+    """torch's checks of a 1-D adaptive pool, in its order (the rank, then one output size),
+    with this op's name and the caller's shape in the messages."""
+    _check_rank(op, input, 1, empty_channels_ok=empty_channels_ok)
+    vals = list(output_size) if isinstance(output_size, (list, tuple, torch.Size)) else [output_size]
+    if len(vals) != 1:
+        raise RuntimeError(f"{op}: output_size must be an int or a tuple of one int, got {output_size!r}")
+    try:
+        size = operator.index(vals[0])
+    except TypeError:
+        raise TypeError(f"{op}(): output_size must be an int, got {output_size!r}") from None
+    if size < 0:
+        raise RuntimeError(f"{op}: output_size must be >= 0, but got {size}")
+    return size
+
+
+def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
+    return adaptive_max_pool1d(input, output_size, True)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """(N, C, L) or (C, L) through adaptive_max_pool2d on a (1, L) plane: its indices are the
+    positions along L, as torch's."""
+    _check_tensor("adaptive_max_pool1d", input)
+    size = _adaptive_size_1d("adaptive_max_pool1d", input, output_size)
+    out = adaptive_max_pool2d(input.unsqueeze(-2), (1, size), return_indices)
+    return (out[0].squeeze(-2), out[1].squeeze(-2)) if return_indices else out.squeeze(-2)
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """(N, C, L) or (C, L) through adaptive_avg_pool2d on a (1, L) plane."""
+    _check_tensor("adaptive_avg_pool1d", input)
+    size = _adaptive_size_1d("adaptive_avg_pool1d", input, output_size, empty_channels_ok=True)
+    return adaptive_avg_pool2d(input.unsqueeze(-2), (1, size)).squeeze(-2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ __all__ = [
     "AdaptiveAvgPool2d",
     "MaxPool1d",
     "AvgPool1d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveAvgPool1d",
     "Upsample",
     "UpsamplingNearest2d",
 ]
@@ -51,6 +53,16 @@ class AvgPool1d(torch.nn.AvgPool1d):
     def forward(self, input):
         return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad)
+
+
+class AdaptiveMaxPool1d(torch.nn.AdaptiveMaxPool1d):
+    def forward(self, input):
+        return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveAvgPool1d(torch.nn.AdaptiveAvgPool1d):
+    def forward(self, input):
+        return F.adaptive_avg_pool1d(input, self.output_size)
 
 
 class Upsample(torch.nn.Upsample):
