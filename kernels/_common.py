@@ -78,8 +78,11 @@ def is_dense(x: torch.Tensor) -> bool:
 
 def flat_view(x: torch.Tensor) -> torch.Tensor:
     """x itself when its memory is dense (elementwise kernels then walk raw memory order and
-    the output keeps x's layout, as torch's elementwise ops do), else a contiguous copy."""
-    return x if is_dense(x) else x.contiguous()
+    the output keeps x's layout, as torch's elementwise ops do), else a dense copy laid out as
+    ``empty_like`` lays it out: the layout torch's elementwise ops give such an input (a
+    transposed x stays transposed, a slice of a channels_last x is channels_last), which the
+    ops' fake kernels (empty_like) also say."""
+    return x if is_dense(x) else torch.empty_like(x).copy_(x)
 
 
 def index64(*tensors: torch.Tensor) -> bool:

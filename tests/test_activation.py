@@ -159,3 +159,30 @@ def test_non_float_raises():
         F.sigmoid(torch.ones(3, dtype=torch.long))
     with pytest.raises(TypeError, match="must be Tensor, not list"):
         F.relu([1.0, 2.0])
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_non_dense_inputs_keep_torchs_layout(backend):
+    """A non-dense input (a transposed tensor, a slice of a channels_last one, an expanded one)
+    gives the result and gradient layouts torch's elementwise ops give, and the fake kernels
+    (what torch.compile plans with) say the same. The Triton path once copied such an input to
+    contiguous memory and returned that, against its fake's empty_like."""
+    from tests.helpers import fake_layouts_checked
+
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cl = torch.randn(2, 6, 3, 4, device=dev).to(memory_format=torch.channels_last)
+    inputs = [torch.randn(2, 3, 5, 4, device=dev).transpose(2, 3), cl[:, ::2],
+              torch.randn(3, 1, device=dev).expand(3, 4)]
+    for x in inputs:
+        for act in ACTS:
+            xo, xt = x.detach().requires_grad_(), x.detach().requires_grad_()
+            with fake_layouts_checked():
+                y = getattr(F, act)(xo)
+                (gx,) = torch.autograd.grad(y, xo, torch.ones_like(y))
+            ty = TORCH[act](xt)
+            (tgx,) = torch.autograd.grad(ty, xt, torch.ones_like(ty))
+            assert y.stride() == ty.stride(), (act, x.stride(), y.stride(), ty.stride())
+            assert gx.stride() == tgx.stride(), (act, x.stride(), gx.stride(), tgx.stride())
+            torch.testing.assert_close(y, ty)
+            torch.testing.assert_close(gx, tgx)
