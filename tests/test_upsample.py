@@ -341,3 +341,32 @@ def test_gpu_large_shapes(cl, dtype, tol):
         (gx,) = torch.autograd.grad(y, x, g)
         (gr,) = torch.autograd.grad(yr, xr, g)
         assert_close_rel(gx, gr, tol, "dx")
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_gradient_layouts_like_torch(backend):
+    """torch lays nearest upsampling's input gradient out as the incoming gradient for 4-D
+    input (so a contiguous gradient of a channels_last output gives a contiguous one) and
+    contiguous for 3-D and 5-D, channels_last_3d included. Ours once followed the input."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cl = torch.randn(2, 3, 3, 4, device=dev).to(memory_format=torch.channels_last)
+    cases = [
+        (torch.randn(2, 3, 2, 3, 4, device=dev).to(memory_format=torch.channels_last_3d), None),
+        (cl, torch.contiguous_format),  # a contiguous gradient for a channels_last output
+        (cl.contiguous(), torch.channels_last),  # and the other way round
+        (cl, None),
+        (torch.randn(2, 5, 3, device=dev).transpose(1, 2), None),
+    ]
+    for x, grad_format in cases:
+        for kw in (dict(scale_factor=2), dict(scale_factor=1.5, mode="nearest-exact")):
+            xo, xt = x.detach().requires_grad_(), x.detach().requires_grad_()
+            y, ty = F.interpolate(xo, **kw), TF.interpolate(xt, **kw)
+            g = torch.randn_like(ty)
+            if grad_format is not None:
+                g = g.contiguous(memory_format=grad_format)
+            (gx,), (tgx,) = torch.autograd.grad(y, xo, g), torch.autograd.grad(ty, xt, g)
+            what = (tuple(x.shape), x.stride(), grad_format, kw)
+            assert (y.stride(), gx.stride()) == (ty.stride(), tgx.stride()), what
+            torch.testing.assert_close(y, ty, msg=str(what))
+            torch.testing.assert_close(gx, tgx, msg=str(what))

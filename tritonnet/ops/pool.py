@@ -310,11 +310,14 @@ def _(grad_output, input_size, scales, exact, channels_last):
 
 def _up_setup(ctx, inputs, output):
     input, _, scales, exact = inputs
-    ctx.args = (list(input.shape), scales, exact, is_channels_last(input))
+    ctx.args = (list(input.shape), scales, exact)
 
 
 def _up_backward(ctx, grad):
-    return upsample_nearest_backward(grad, *ctx.args), None, None, None
+    # torch's layout rule for this gradient: the incoming gradient's format for 4-D (its
+    # upsample_nearest2d_backward), contiguous for 3-D and 5-D
+    channels_last = grad.dim() == 4 and is_channels_last(grad)
+    return upsample_nearest_backward(grad, *ctx.args, channels_last), None, None, None
 
 
 upsample_nearest.register_autograd(_up_backward, setup_context=_up_setup)
