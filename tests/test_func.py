@@ -300,3 +300,8 @@ def test_vmap_loss_rules_against_torch(backend):
         want = per_sample(TF)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # a class weight batched per sample: sample by sample
+    ws = torch.rand(4, 5, device=dev) + 0.1
+    with tritonnet.use_backend(backend):
+        got = vmap(lambda x, t, w: F.cross_entropy(x, t, weight=w))(x, t, ws)
+    torch.testing.assert_close(got, vmap(lambda x, t, w: TF.cross_entropy(x, t, weight=w))(x, t, ws))

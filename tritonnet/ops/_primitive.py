@@ -71,6 +71,35 @@ def front(x: Tensor, bdim, batch_size: int) -> Tensor:
     return x.expand(batch_size, *x.shape) if bdim is None else x.movedim(bdim, 0)
 
 
+def _batched(in_dim) -> bool:
+    """Whether vmap batches an argument (the in_dims of a list argument is a list of Nones)."""
+    if isinstance(in_dim, (list, tuple)):
+        return any(d is not None for d in in_dim)
+    return in_dim is not None
+
+
+def rows_rule(prim: Primitive, rows=(0,)):
+    """The batching rule of a primitive that works on the rows (dim 0, N) of the tensors at
+    positions ``rows`` independently: the vmap dim B folds into N, one call for all samples,
+    and each result (N first too) is put back as (B, N, ...). A batched tensor elsewhere (a
+    per-sample weight) runs sample by sample."""
+
+    def rule(info, in_dims, *args):
+        B = info.batch_size
+        if any(_batched(d) for i, d in enumerate(in_dims) if i not in rows):
+            return prim.per_sample(info, in_dims, *args)
+        args = list(args)
+        for i in rows:
+            x = front(args[i], in_dims[i], B)
+            n, args[i] = x.shape[1], x.flatten(0, 1)
+        out = prim.op(*args)
+        if isinstance(out, tuple):
+            return tuple(t.unflatten(0, (B, n)) for t in out), (0,) * len(out)
+        return out.unflatten(0, (B, n)), 0
+
+    return rule
+
+
 def _function(name: str, methods: dict, module: str) -> type:
     """A torch.autograd.Function subclass named ``name`` with the given static methods."""
     return type(name, (torch.autograd.Function,), {**methods, "__module__": module, "__qualname__": name})

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import front, primitive
+from ._primitive import primitive, rows_rule
 
 __all__ = ["unfold", "fold"]
 
@@ -79,15 +79,5 @@ fold.register_autograd(_backward_fold, setup_context=_setup_fold)
 
 # torch.vmap: a sample is batched (the functional layer adds N to an unbatched input), so the
 # vmap dimension B folds into N: one launch for all samples
-
-
-@unfold.register_vmap
-def _(info, in_dims, input, *window):
-    x = front(input, in_dims[0], info.batch_size)
-    return unfold.op(x.flatten(0, 1), *window).unflatten(0, x.shape[:2]), 0
-
-
-@fold.register_vmap
-def _(info, in_dims, input, *args):
-    x = front(input, in_dims[0], info.batch_size)
-    return fold.op(x.flatten(0, 1), *args).unflatten(0, x.shape[:2]), 0
+unfold.register_vmap(rows_rule(unfold))
+fold.register_vmap(rows_rule(fold))

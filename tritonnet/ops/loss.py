@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import front, primitive
+from ._primitive import front, primitive, rows_rule
 
 
 def _row_dtype(dtype):
@@ -212,26 +212,6 @@ mse_loss.register_autograd(_mse_backward, setup_context=_mse_setup)
 # by sample.
 
 
-def _rows_rule(prim, rows):
-    """The batching rule of a row-wise primitive: the tensors at positions ``rows`` have N
-    first and fold B into it; the results are put back as (B, N, ...)."""
-
-    def rule(info, in_dims, *args):
-        B = info.batch_size
-        if any(d is not None for i, d in enumerate(in_dims) if i not in rows):
-            return prim.per_sample(info, in_dims, *args)
-        args = list(args)
-        for i in rows:
-            x = front(args[i], in_dims[i], B)
-            n, args[i] = x.shape[1], x.flatten(0, 1)
-        out = prim.op(*args)
-        if isinstance(out, tuple):
-            return tuple(t.unflatten(0, (B, n)) for t in out), (0,) * len(out)
-        return out.unflatten(0, (B, n)), 0
-
-    return rule
-
-
 def _elementwise_rule(prim, tensors):
     """mse's batching rule: elementwise (reduce=False), the batched operands go in whole;
     a 0-d sum per sample (reduce=True) runs sample by sample."""
@@ -246,10 +226,10 @@ def _elementwise_rule(prim, tensors):
     return rule
 
 
-cross_entropy.register_vmap(_rows_rule(cross_entropy, (0, 1)))
-cross_entropy_backward.register_vmap(_rows_rule(cross_entropy_backward, (0, 1, 2, 4, 5)))
-cross_entropy_target_grad.register_vmap(_rows_rule(cross_entropy_target_grad, (0, 1, 3)))
-nll_loss.register_vmap(_rows_rule(nll_loss, (0, 1)))
-nll_loss_backward.register_vmap(_rows_rule(nll_loss_backward, (0, 1)))
+cross_entropy.register_vmap(rows_rule(cross_entropy, (0, 1)))
+cross_entropy_backward.register_vmap(rows_rule(cross_entropy_backward, (0, 1, 2, 4, 5)))
+cross_entropy_target_grad.register_vmap(rows_rule(cross_entropy_target_grad, (0, 1, 3)))
+nll_loss.register_vmap(rows_rule(nll_loss, (0, 1)))
+nll_loss_backward.register_vmap(rows_rule(nll_loss_backward, (0, 1)))
 mse_loss.register_vmap(_elementwise_rule(mse_loss, (0, 1, 2)))
 mse_loss_backward.register_vmap(_elementwise_rule(mse_loss_backward, (0, 1, 2, 3)))

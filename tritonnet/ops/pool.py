@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..backend import backend_for
 from ..reference._common import vmapped
-from ._primitive import front, primitive
+from ._primitive import front, primitive, rows_rule
 
 
 def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int,
@@ -376,12 +376,7 @@ for _prim, _indices in ((max_pool2d_backward, True), (avg_pool2d_backward, False
 
 
 # nearest resampling: a sample is (N, C, *spatial) with N always there, so B folds into N
-
-
-@upsample_nearest.register_vmap
-def _(info, in_dims, input, output_size, scales, exact):
-    x = front(input, in_dims[0], info.batch_size)
-    return upsample_nearest.op(x.flatten(0, 1), output_size, scales, exact).unflatten(0, x.shape[:2]), 0
+upsample_nearest.register_vmap(rows_rule(upsample_nearest))
 
 
 @upsample_nearest_backward.register_vmap
