@@ -227,12 +227,15 @@ def test_vmap_rules_against_torch(backend):
 
         return vmap(grad(f))(x)
 
-    def ensemble(m):
-        return vmap(lambda w: m.conv2d(x[0], w, padding=1))(ws)
+    lws, lbs = torch.randn(4, 2, 6, device=dev), torch.randn(4, 2, device=dev)
+
+    def ensemble(m):  # weights (and a linear's bias) of each model: sample by sample
+        return (vmap(lambda w: m.conv2d(x[0], w, padding=1))(ws),
+                vmap(lambda w, b: m.linear(x[0, 0, 0], w, b))(lws, lbs))
 
     with tritonnet.use_backend(backend):
-        got = per_sample(F), ensemble(F)
-    for a, b in zip(got, (per_sample(TF), ensemble(TF))):
+        got = per_sample(F), *ensemble(F)
+    for a, b in zip(got, (per_sample(TF), *ensemble(TF)), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

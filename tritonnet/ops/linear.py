@@ -14,7 +14,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import front, primitive
+from ._primitive import primitive, rows_rule
 from .activation import activation_backward
 
 
@@ -78,20 +78,8 @@ linear.register_autograd(_backward, setup_context=_setup)
 
 # torch.vmap: the vmap dimension folds into the rows M, one launch for all samples; samples
 # with weights of their own, and the weight gradient (a GEMM per sample), run one by one
-@linear.register_vmap
-def _(info, in_dims, input, weight, bias, act):
-    if in_dims[1] is not None or in_dims[2] is not None:
-        return linear.per_sample(info, in_dims, input, weight, bias, act)
-    x = front(input, in_dims[0], info.batch_size)
-    return linear.op(x.flatten(0, 1), weight, bias, act).unflatten(0, x.shape[:2]), 0
-
-
-@linear_input_grad.register_vmap
-def _(info, in_dims, grad_output, weight):
-    if in_dims[1] is not None:
-        return linear_input_grad.per_sample(info, in_dims, grad_output, weight)
-    dy = front(grad_output, in_dims[0], info.batch_size)
-    return linear_input_grad.op(dy.flatten(0, 1), weight).unflatten(0, dy.shape[:2]), 0
+linear.register_vmap(rows_rule(linear))
+linear_input_grad.register_vmap(rows_rule(linear_input_grad))
 
 
 @linear_weight_grad.register_vmap
