@@ -21,8 +21,8 @@ kind: the ``setup_context`` kind binds every call's arguments through ``inspect.
 torch.func's transforms (grad, vmap, jacrev, ...) accept only the ``setup_context`` kind, so
 while one is active a call goes through a second Function of that kind with the same formulas
 (and ``generate_vmap_rule``). Under vmap an operator runs through its batching rule
-(:meth:`Primitive.register_vmap`: conv, pools, softmax, linear and the activations fold the
-vmap dimension into the batch, one launch for all samples), or without one through torch's
+(:meth:`Primitive.register_vmap`; most fold the vmap dimension into the batch, one launch for
+all samples: :func:`rows_rule`, :func:`elementwise_rule`), or without one through torch's
 fallback, once per sample. A gradient primitive meets inputs that need grad there even for a
 first derivative (torch.func records every gradient with ``create_graph=True``): it runs, and
 only a second derivative through it raises.
@@ -78,11 +78,12 @@ def _batched(in_dim) -> bool:
     return in_dim is not None
 
 
-def rows_rule(prim: Primitive, rows=(0,)):
+def rows_rule(prim: Primitive, rows=(0,), sizes=()):
     """The batching rule of a primitive that works on the rows (dim 0, N) of the tensors at
     positions ``rows`` independently: the vmap dim B folds into N, one call for all samples,
-    and each result (N first too) is put back as (B, N, ...). A batched tensor elsewhere (a
-    per-sample weight) runs sample by sample."""
+    and each result (N first too) is put back as (B, N, ...). The size lists at positions
+    ``sizes`` (a gradient's input_size, N first) grow to B*N with them. A batched tensor
+    elsewhere (a per-sample weight) runs sample by sample."""
 
     def rule(info, in_dims, *args):
         B = info.batch_size
@@ -92,10 +93,24 @@ def rows_rule(prim: Primitive, rows=(0,)):
         for i in rows:
             x = front(args[i], in_dims[i], B)
             n, args[i] = x.shape[1], x.flatten(0, 1)
+        for i in sizes:
+            args[i] = [B * args[i][0], *args[i][1:]]
         out = prim.op(*args)
         if isinstance(out, tuple):
             return tuple(t.unflatten(0, (B, n)) for t in out), (0,) * len(out)
         return out.unflatten(0, (B, n)), 0
+
+    return rule
+
+
+def elementwise_rule(prim: Primitive, tensors=(0,)):
+    """The batching rule of an elementwise primitive: the tensors at positions ``tensors``
+    (None allowed) go in whole, the vmap dim first, and so does the result."""
+
+    def rule(info, in_dims, *args):
+        args = [front(a, d, info.batch_size) if i in tensors and a is not None else a
+                for i, (a, d) in enumerate(zip(args, in_dims))]
+        return prim.op(*args), 0
 
     return rule
 

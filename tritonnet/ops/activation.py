@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import front, primitive
+from ._primitive import elementwise_rule, primitive
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
@@ -59,15 +59,8 @@ activation.register_autograd(_backward, setup_context=_setup)
 
 
 # torch.vmap: elementwise, so the batched tensors go in whole
-@activation.register_vmap
-def _(info, in_dims, input, act):
-    return activation.op(front(input, in_dims[0], info.batch_size), act), 0
-
-
-@activation_backward.register_vmap
-def _(info, in_dims, grad_output, output, act):
-    B = info.batch_size
-    return activation_backward.op(front(grad_output, in_dims[0], B), front(output, in_dims[1], B), act), 0
+activation.register_vmap(elementwise_rule(activation))
+activation_backward.register_vmap(elementwise_rule(activation_backward, (0, 1)))
 
 
 # ``act`` applied to ``input`` in place, differentiable, as torch's ``relu_``

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..backend import backend_for
 from ..reference._common import conv_memory_format, conv_positions
-from ._primitive import front, primitive
+from ._primitive import front, primitive, rows_rule
 from .activation import activation_backward
 
 
@@ -108,24 +108,8 @@ conv2d.register_autograd(_backward, setup_context=_setup)
 
 # torch.vmap (per-sample gradients): the vmap dimension B folds into the batch N, so all
 # samples are one launch. Samples with weights of their own (B models) run one by one.
-@conv2d.register_vmap
-def _(info, in_dims, input, weight, bias, stride, padding, dilation, groups, act):
-    if in_dims[1] is not None or in_dims[2] is not None:
-        return conv2d.per_sample(info, in_dims, input, weight, bias, stride, padding, dilation, groups, act)
-    x = front(input, in_dims[0], info.batch_size)
-    y = conv2d.op(x.flatten(0, 1), weight, bias, stride, padding, dilation, groups, act)
-    return y.unflatten(0, x.shape[:2]), 0
-
-
-@conv2d_input_grad.register_vmap
-def _(info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups):
-    if in_dims[1] is not None:
-        return conv2d_input_grad.per_sample(info, in_dims, grad_output, weight, input_size, stride, padding,
-                                            dilation, groups)
-    dy = front(grad_output, in_dims[0], info.batch_size)
-    size = [dy.shape[0] * dy.shape[1], *input_size[1:]]
-    dx = conv2d_input_grad.op(dy.flatten(0, 1), weight, size, stride, padding, dilation, groups)
-    return dx.unflatten(0, dy.shape[:2]), 0
+conv2d.register_vmap(rows_rule(conv2d))
+conv2d_input_grad.register_vmap(rows_rule(conv2d_input_grad, sizes=(2,)))
 
 
 @conv2d_weight_grad.register_vmap
@@ -190,11 +174,4 @@ def _backward_t(ctx, grad):
 conv_transpose2d.register_autograd(_backward_t, setup_context=_setup_t)
 
 
-@conv_transpose2d.register_vmap
-def _(info, in_dims, input, weight, bias, output_size, stride, padding, dilation, groups):
-    if in_dims[1] is not None or in_dims[2] is not None:
-        return conv_transpose2d.per_sample(info, in_dims, input, weight, bias, output_size, stride, padding,
-                                           dilation, groups)
-    x = front(input, in_dims[0], info.batch_size)
-    y = conv_transpose2d.op(x.flatten(0, 1), weight, bias, output_size, stride, padding, dilation, groups)
-    return y.unflatten(0, x.shape[:2]), 0
+conv_transpose2d.register_vmap(rows_rule(conv_transpose2d))

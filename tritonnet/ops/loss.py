@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import front, primitive, rows_rule
+from ._primitive import elementwise_rule, primitive, rows_rule
 
 
 def _row_dtype(dtype):
@@ -212,16 +212,15 @@ mse_loss.register_autograd(_mse_backward, setup_context=_mse_setup)
 # by sample.
 
 
-def _elementwise_rule(prim, tensors):
-    """mse's batching rule: elementwise (reduce=False), the batched operands go in whole;
-    a 0-d sum per sample (reduce=True) runs sample by sample."""
+def _mse_rule(prim, tensors):
+    """mse's batching rule: elementwise (reduce=False); a 0-d sum per sample (reduce=True)
+    runs sample by sample."""
+    elementwise = elementwise_rule(prim, tensors)
 
     def rule(info, in_dims, *args):
         if args[-1]:  # reduce
             return prim.per_sample(info, in_dims, *args)
-        args = [front(a, d, info.batch_size) if i in tensors and a is not None else a
-                for i, (a, d) in enumerate(zip(args, in_dims))]
-        return prim.op(*args), 0
+        return elementwise(info, in_dims, *args)
 
     return rule
 
@@ -231,5 +230,5 @@ cross_entropy_backward.register_vmap(rows_rule(cross_entropy_backward, (0, 1, 2,
 cross_entropy_target_grad.register_vmap(rows_rule(cross_entropy_target_grad, (0, 1, 3)))
 nll_loss.register_vmap(rows_rule(nll_loss, (0, 1)))
 nll_loss_backward.register_vmap(rows_rule(nll_loss_backward, (0, 1)))
-mse_loss.register_vmap(_elementwise_rule(mse_loss, (0, 1, 2)))
-mse_loss_backward.register_vmap(_elementwise_rule(mse_loss_backward, (0, 1, 2, 3)))
+mse_loss.register_vmap(_mse_rule(mse_loss, (0, 1, 2)))
+mse_loss_backward.register_vmap(_mse_rule(mse_loss_backward, (0, 1, 2, 3)))

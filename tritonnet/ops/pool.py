@@ -377,11 +377,4 @@ for _prim, _indices in ((max_pool2d_backward, True), (avg_pool2d_backward, False
 
 # nearest resampling: a sample is (N, C, *spatial) with N always there, so B folds into N
 upsample_nearest.register_vmap(rows_rule(upsample_nearest))
-
-
-@upsample_nearest_backward.register_vmap
-def _(info, in_dims, grad_output, input_size, scales, exact, channels_last):
-    g = front(grad_output, in_dims[0], info.batch_size)
-    size = [info.batch_size * input_size[0], *input_size[1:]]
-    out = upsample_nearest_backward.op(g.flatten(0, 1), size, scales, exact, channels_last)
-    return out.unflatten(0, g.shape[:2]), 0
+upsample_nearest_backward.register_vmap(rows_rule(upsample_nearest_backward, sizes=(1,)))

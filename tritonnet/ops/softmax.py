@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import front, primitive
+from ._primitive import primitive, rows_rule
 
 
 @primitive
@@ -51,14 +51,5 @@ softmax.register_autograd(_backward, setup_context=_setup)
 
 
 # torch.vmap: (B, outer, C, inner) is (B*outer, C, inner), one launch for all samples
-@softmax.register_vmap
-def _(info, in_dims, input, log):
-    x = front(input, in_dims[0], info.batch_size)
-    return softmax.op(x.flatten(0, 1), log).unflatten(0, x.shape[:2]), 0
-
-
-@softmax_backward.register_vmap
-def _(info, in_dims, grad_output, output, log):
-    B = info.batch_size
-    dy, y = front(grad_output, in_dims[0], B), front(output, in_dims[1], B)
-    return softmax_backward.op(dy.flatten(0, 1), y.flatten(0, 1), log).unflatten(0, y.shape[:2]), 0
+softmax.register_vmap(rows_rule(softmax))
+softmax_backward.register_vmap(rows_rule(softmax_backward, (0, 1)))
