@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ..reference._common import vmapped
+from ..reference._common import strides_like_channels_last, vmapped
 from ._primitive import front, primitive, rows_rule
 
 
@@ -38,20 +38,14 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
 
 def is_channels_last(x: Tensor) -> bool:
     """Whether PyTorch's pooling/resampling would give x's output a channels_last layout."""
-    if x.dim() not in (4, 5) or vmapped(x):
+    if x.dim() == 4:  # suggest_memory_format's walk, ported, with its cached-flag fast path
+        return strides_like_channels_last(x)
+    if x.dim() != 5 or vmapped(x):
         return False
-    if x.dim() == 4:
-        # dense in exactly one of the two layouts and no size-1 dimension (whose stride
-        # is_contiguous ignores and suggest_memory_format does not): the common case, two
-        # cached flags instead of suggest_memory_format's stride walk (~20 us)
-        nchw, cl = x.is_contiguous(), x.is_contiguous(memory_format=torch.channels_last)
-        if nchw != cl and 1 not in x.shape:
-            return cl
     try:
         from torch._prims_common import suggest_memory_format
-    except ImportError:  # older torch: dense channels_last only
-        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
-        return x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
+    except ImportError:  # older torch: dense channels_last_3d only
+        return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
     return suggest_memory_format(x) != torch.contiguous_format
 
 
