@@ -181,16 +181,23 @@ def linear_forward(input, weight, bias, activation):
 
 
 @fp64_to_reference
-def linear_input_grad(grad_output, weight):
-    """grad_output (M, N), weight (N, K) -> grad_input (M, K) = grad_output @ weight."""
+def linear_input_grad(grad_output, weight, column_major=False):
+    """grad_output (M, N), weight (N, K) -> grad_input (M, K) = grad_output @ weight;
+    column-major as the transposed product weight^T @ grad_output^T (coalesced stores)."""
+    if column_major:
+        return matmul(weight.t(), grad_output.t()).t()
     return matmul(grad_output, weight)
 
 
 @fp64_to_reference
-def linear_weight_grad(grad_output, input):
+def linear_weight_grad(grad_output, input, column_major=False):
     """grad_output (M, N), input (M, K) -> (grad_weight (N, K) = grad_output^T @ input,
-    grad_bias (N,) = grad_output summed over M), both in one launch."""
-    N = grad_output.shape[1]
+    grad_bias (N,) = grad_output summed over M), both in one launch. A column-major
+    grad_weight is stored through transposed strides, which keeps the bias sum fused."""
+    N, K = grad_output.shape[1], input.shape[1]
     grad_bias = torch.empty(N, device=grad_output.device, dtype=grad_output.dtype)
-    grad_weight = matmul(grad_output.t(), input, rowsum=grad_bias)
+    out = None
+    if column_major:
+        out = torch.empty((K, N), device=grad_output.device, dtype=grad_output.dtype).t()
+    grad_weight = matmul(grad_output.t(), input, rowsum=grad_bias, out=out)
     return grad_weight, grad_bias

@@ -38,7 +38,9 @@ def assert_close_rel(a, b, tol, what=""):
 
 def assert_like_torch(cases, ours, device, tol=1e-4):
     """Each case (fn, *tensors): fn(ours, *leaves) against fn(torch.nn.functional, *leaves),
-    the values and the gradient of every tensor, on fresh leaves moved to ``device``."""
+    the values and the gradient of every tensor, on fresh leaves moved to ``device``; the
+    result's and the gradients' strides too (over the dims of size > 1, where a stride means
+    something)."""
     import torch.nn.functional as TF
 
     for i, (fn, *args) in enumerate(cases):
@@ -47,9 +49,16 @@ def assert_like_torch(cases, ours, device, tol=1e-4):
         theirs = [a.detach().requires_grad_() for a in args]
         y, ty = fn(ours, *mine), fn(TF, *theirs)
         torch.testing.assert_close(y, ty, atol=tol, rtol=tol, msg=f"case {i}")
+        assert strides(y) == strides(ty), f"case {i}: result strides {y.stride()} vs {ty.stride()}"
         g = torch.randn_like(ty)
         for a, b in zip(torch.autograd.grad(y, mine, g), torch.autograd.grad(ty, theirs, g)):
             torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=f"case {i}: a gradient")
+            assert strides(a) == strides(b), f"case {i}: gradient strides {a.stride()} vs {b.stride()}"
+
+
+def strides(t):
+    """The strides of ``t``'s dims of size > 1 (the only ones that say anything of layout)."""
+    return [st for n, st in zip(t.shape, t.stride()) if n > 1]
 
 
 def tf32_off():

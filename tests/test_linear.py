@@ -267,6 +267,48 @@ def test_strided_operands_like_torch(backend):
     assert_like_torch(cases, F, dev)
 
 
+# views that reach the GEMM as (M, K) inputs and (N, K) weights of every stride kind torch's
+# mm backward tells apart (FunctionsManual's mm_mat1_backward / mm_mat2_backward)
+_INPUT_VIEWS = {
+    "contiguous": (lambda x: x, (5, 4)),
+    "transposed": (lambda x: x.t(), (4, 5)),
+    "rows sliced": (lambda x: x[::2], (10, 4)),
+    "columns sliced": (lambda x: x[:, ::2], (5, 8)),
+    "3-D, folds into a transposed (M, K)": (lambda x: x.permute(1, 2, 0), (4, 2, 5)),
+    "3-D, does not fold (copied)": (lambda x: x.transpose(1, 2), (2, 4, 5)),
+}
+_WEIGHT_VIEWS = {
+    "contiguous": (lambda w: w, (3, 4)),
+    "transposed": (lambda w: w.t(), (4, 3)),
+    "rows sliced": (lambda w: w[::2], (6, 4)),
+    "columns sliced": (lambda w: w[:, ::2], (3, 8)),
+    "one row": (lambda w: w[:1], (3, 4)),
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_gradient_layouts_like_torch(backend):
+    """Input and weight gradients in the layouts torch's mm backward gives them: a transposed
+    input's gradient column-major, a weight's row-major only when the weight is (a transposed
+    or sliced weight gets a column-major one); values too, with and without a bias, and what
+    the fake kernels (torch.compile's plan) say matches."""
+    from tests.helpers import fake_layouts_checked
+
+    tf32_off()
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cases = []
+    for xv, x_shape in _INPUT_VIEWS.values():
+        for wv, w_shape in _WEIGHT_VIEWS.values():
+            out_features = wv(torch.empty(w_shape)).shape[0]
+            cases.append((lambda f, x, w, xv=xv, wv=wv: f.linear(xv(x), wv(w)),
+                          torch.randn(x_shape), torch.randn(w_shape)))
+            cases.append((lambda f, x, w, b, xv=xv, wv=wv: f.linear(xv(x), wv(w), b),
+                          torch.randn(x_shape), torch.randn(w_shape), torch.randn(out_features)))
+    with fake_layouts_checked():
+        assert_like_torch(cases, F, dev)
+
+
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize(
     "x_shape,w_shape,b_shape",

@@ -5,6 +5,12 @@ Derivation (x: (M, K), W: (N, K), b: (N,), z = x W^T + b, y = act(z)):
   dx = dz @ W                (linear_input_grad,  an (M, N) x (N, K) GEMM)
   dW = dz^T @ x              (linear_weight_grad, an (N, M) x (M, K) GEMM)
   db = sum_m dz[m, :]        (fused into the dW launch)
+
+Gradient layouts are torch's (its mm backward): dx is column-major when x is (x.stride(0) == 1
+and x.stride(1) == M: a transposed matrix), row-major otherwise; dW is row-major when W is
+(W.stride(1) == 1, W.stride(0) == K), column-major otherwise (a transposed or sliced W). The
+backends compute a column-major result as the transposed product where that keeps the fused
+bias sum (dx), and store through transposed strides where it would not (dW).
 """
 
 from __future__ import annotations
@@ -29,24 +35,38 @@ def _(input, weight, bias, act):
 
 
 @primitive
-def linear_input_grad(grad_output: Tensor, weight: Tensor) -> Tensor:
-    return backend_for(grad_output).linear_input_grad(grad_output, weight)
+def linear_input_grad(grad_output: Tensor, weight: Tensor, column_major: bool) -> Tensor:
+    return backend_for(grad_output).linear_input_grad(grad_output, weight, column_major)
 
 
 @linear_input_grad.register_fake
-def _(grad_output, weight):
-    return grad_output.new_empty((grad_output.shape[0], weight.shape[1]))
+def _(grad_output, weight, column_major):
+    return _empty(grad_output, grad_output.shape[0], weight.shape[1], column_major)
 
 
 @primitive
-def linear_weight_grad(grad_output: Tensor, input: Tensor) -> tuple[Tensor, Tensor]:
-    return backend_for(grad_output).linear_weight_grad(grad_output, input)
+def linear_weight_grad(grad_output: Tensor, input: Tensor, column_major: bool) -> tuple[Tensor, Tensor]:
+    return backend_for(grad_output).linear_weight_grad(grad_output, input, column_major)
 
 
 @linear_weight_grad.register_fake
-def _(grad_output, input):
+def _(grad_output, input, column_major):
     n = grad_output.shape[1]
-    return grad_output.new_empty((n, input.shape[1])), grad_output.new_empty((n,))
+    return _empty(grad_output, n, input.shape[1], column_major), grad_output.new_empty((n,))
+
+
+def _empty(like: Tensor, rows: int, cols: int, column_major: bool) -> Tensor:
+    return like.new_empty((cols, rows)).t() if column_major else like.new_empty((rows, cols))
+
+
+def column_major_grads(input: Tensor, weight: Tensor) -> tuple[bool, bool]:
+    """Whether torch's mm backward gives the (M, K) input and the (N, K) weight of
+    ``input @ weight.t()`` column-major gradients (FunctionsManual's mm_mat1_backward and
+    mm_mat2_backward, the latter seeing ``weight.t()``)."""
+    M, K = input.shape
+    dx = input.stride(0) == 1 and input.stride(1) == M
+    dw = not (weight.stride(1) == 1 and weight.stride(0) == K)
+    return dx, dw
 
 
 def _setup(ctx, inputs, output):
@@ -61,10 +81,11 @@ def _backward(ctx, grad):
     if ctx.act != "none":
         grad = activation_backward(grad, output, ctx.act)
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    grad_input = linear_input_grad(grad, weight) if need_x else None
+    cm_x, cm_w = column_major_grads(input, weight)
+    grad_input = linear_input_grad(grad, weight, cm_x) if need_x else None
     grad_weight = grad_bias = None
     if need_w or need_b:
-        grad_weight, grad_bias = linear_weight_grad(grad, input)
+        grad_weight, grad_bias = linear_weight_grad(grad, input, cm_w)
     return (
         grad_input,
         grad_weight if need_w else None,
@@ -83,5 +104,5 @@ linear_input_grad.register_vmap(rows_rule(linear_input_grad))
 
 
 @linear_weight_grad.register_vmap
-def _(info, in_dims, grad_output, input):
-    return linear_weight_grad.per_sample(info, in_dims, grad_output, input)
+def _(info, in_dims, grad_output, input, column_major):
+    return linear_weight_grad.per_sample(info, in_dims, grad_output, input, column_major)

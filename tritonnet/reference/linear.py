@@ -18,16 +18,18 @@ def linear_forward(input, weight, bias, act):
     return activation(out, act).to(input.dtype)
 
 
-def linear_input_grad(grad_output, weight):
-    """grad_output (M, N), weight (N, K) -> grad_input (M, K)."""
+def linear_input_grad(grad_output, weight, column_major=False):
+    """grad_output (M, N), weight (N, K) -> grad_input (M, K), column-major if asked."""
     acc = acc_dtype(grad_output.dtype)
-    return (grad_output.to(acc) @ weight.to(acc)).to(grad_output.dtype)
+    g, w = grad_output.to(acc), weight.to(acc)
+    out = (w.t() @ g.t()).t() if column_major else g @ w
+    return out.to(grad_output.dtype)
 
 
-def linear_weight_grad(grad_output, input):
-    """-> (grad_weight (N, K), grad_bias (N,))."""
+def linear_weight_grad(grad_output, input, column_major=False):
+    """-> (grad_weight (N, K), column-major if asked; grad_bias (N,))."""
     acc = acc_dtype(grad_output.dtype)
-    g = grad_output.to(acc)
-    grad_weight = (g.t() @ input.to(acc)).to(grad_output.dtype)
+    g, x = grad_output.to(acc), input.to(acc)
+    grad_weight = ((x.t() @ g).t() if column_major else g.t() @ x).to(grad_output.dtype)
     grad_bias = g.sum(0).to(grad_output.dtype)
     return grad_weight, grad_bias
