@@ -348,7 +348,7 @@ def _split_gemm(M, N, K, device) -> int:
     (split, M, N) buffer and one more pass (_reduce_split)."""
     tiles = cdiv(M, 64) * cdiv(N, 64)
     sms = num_sms(device)
-    if tiles >= sms:
+    if tiles >= sms or tiles == 0:  # no tiles: an empty output (batch 0, no channels)
         return 1
     return max(1, min(cdiv(2 * sms, tiles), K // 256, 16))
 

@@ -57,8 +57,9 @@ def assert_like_torch(cases, ours, device, tol=1e-4):
 
 
 def strides(t):
-    """The strides of ``t``'s dims of size > 1 (the only ones that say anything of layout)."""
-    return [st for n, st in zip(t.shape, t.stride()) if n > 1]
+    """The strides of ``t``'s dims of size > 1 (the only ones that say anything of layout;
+    none of an empty tensor's do)."""
+    return [st for n, st in zip(t.shape, t.stride()) if n > 1] if t.numel() else []
 
 
 def tf32_off():

@@ -148,6 +148,27 @@ def test_strided_operands_like_torch(backend):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_empty_batch_like_torch(backend):
+    """A batch of 0 (a detection head's empty proposals): an empty result of the right shape,
+    zero weight and bias gradients. The Triton launchers once divided by the empty output's
+    tile count (ZeroDivisionError). (torch's own results for 0 input channels have the
+    input's channel count, a torch quirk not followed.)"""
+    tf32_off()
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x, r = torch.randn(0, 4, 6, 7, device=dev), torch.randn
+    cl = x.to(memory_format=torch.channels_last)
+    cases = [
+        (lambda f, x, w, b: f.conv2d(x, w, b, padding=1), x, r(3, 4, 3, 3), r(3)),
+        (lambda f, x, w, b: f.conv2d(x, w, b, stride=2, groups=2), cl, r(6, 2, 3, 3), r(6)),
+        (lambda f, x, w, b: f.conv2d(x, w, b), x, r(32, 4, 1, 1), r(32)),
+        (lambda f, x, w, b: f.conv1d(x[:, :, 0], w, b), x, r(3, 4, 3), r(3)),
+        (lambda f, x, w, b: f.conv_transpose2d(x, w, b, stride=2, output_padding=1), cl, r(4, 2, 3, 3), r(2)),
+    ]
+    assert_like_torch(cases, F, dev)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_layout_rule_on_slices_and_size_one_dims(backend):
     """The layout rule is torch's suggest_memory_format: a slice of a channels_last tensor
     counts as channels_last, and size-1 dimensions (1 channel, a 1x1 kernel, H = 1) are
