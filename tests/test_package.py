@@ -233,3 +233,57 @@ def test_host_arithmetic_matches_triton():
         for d in (1, 2, 3, 16, 64, 128):
             assert cdiv(n, d) == triton.cdiv(n, d), (n, d)
     assert next_power_of_2(2**40 + 1) == 2**41
+
+
+_META_OPS = {
+    "conv2d": lambda f, x: f.conv2d(x, torch.empty(4, 3, 3, 3, device="meta"), None, 2, 1),
+    "conv_transpose2d": lambda f, x: f.conv_transpose2d(x, torch.empty(3, 2, 3, 3, device="meta"), stride=2),
+    "max_pool2d": lambda f, x: f.max_pool2d(x, 3, 2, 1, return_indices=True)[1],
+    "avg_pool2d": lambda f, x: f.avg_pool2d(x, 3, 2, 1, ceil_mode=True),
+    "adaptive_avg_pool2d": lambda f, x: f.adaptive_avg_pool2d(x, (3, 2)),
+    "interpolate": lambda f, x: f.interpolate(x, scale_factor=1.5),
+    "relu": lambda f, x: f.relu(x),
+    "softmax": lambda f, x: f.softmax(x, 1),
+    "log_softmax": lambda f, x: f.log_softmax(x, 1),
+    "unfold": lambda f, x: f.unfold(x, 2),
+    "linear": lambda f, x: f.linear(x, torch.empty(5, x.shape[-1], device="meta")),
+    "cross_entropy": lambda f, x: f.cross_entropy(x, torch.empty(2, 8, 7, dtype=torch.long, device="meta")),
+    "mse_loss": lambda f, x: f.mse_loss(x, torch.empty_like(x)),
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_meta_tensors_like_torch(backend):
+    """Shape inference on meta tensors (a model built or traced on device="meta"): each op
+    gives torch's shape and dtype, with no data. softmax once asked autocast about the meta
+    device, which raises."""
+    import torch.nn.functional as TF
+
+    tritonnet.set_backend(backend)
+    x = torch.empty(2, 3, 8, 7, device="meta", requires_grad=True)
+    for name, fn in _META_OPS.items():
+        ours, theirs = fn(tritonnet.functional, x), fn(TF, x)
+        assert ours.device.type == "meta", name
+        assert (ours.shape, ours.dtype) == (theirs.shape, theirs.dtype), name
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_export_with_dynamic_sizes(backend):
+    """torch.export with a symbolic batch, height and width: the exported program runs at
+    other sizes and equals eager. interpolate's scale_factor once turned a symbolic size into
+    a constant (int() of it), which export refuses."""
+    tritonnet.set_backend(backend)
+    torch.manual_seed(0)
+    nn = tritonnet.nn
+
+    model = torch.nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Upsample(scale_factor=2),
+        nn.Conv2d(4, 2, 1), nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), nn.Linear(2, 3),
+    ).to(KERNEL_DEVICE)
+    dims = {0: torch.export.Dim("B", min=2, max=16), 2: 2 * torch.export.Dim("H", min=2, max=16),
+            3: 2 * torch.export.Dim("W", min=2, max=16)}
+    example = torch.randn(2, 3, 8, 6, device=KERNEL_DEVICE)
+    program = torch.export.export(model, (example,), dynamic_shapes=({**dims},))
+    for shape in [(2, 3, 8, 6), (3, 3, 10, 12), (5, 3, 4, 16)]:
+        x = torch.randn(shape, device=KERNEL_DEVICE)
+        torch.testing.assert_close(program.module()(x), model(x))

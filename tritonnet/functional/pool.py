@@ -335,7 +335,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                 f"scale_factor={scale_factor!r}"
             )
         factors = [float(f) for f in factors]
-        sizes = [int(i * f) for i, f in zip(in_sizes, factors)]  # truncation, as PyTorch
+        # truncation, as PyTorch (sym_int: a symbolic size stays symbolic under torch.export)
+        sizes = [torch.sym_int(i * f) for i, f in zip(in_sizes, factors)]
         recompute = recompute_scale_factor or mode == "area"
         scales = [0.0] * dim if recompute else factors
     if any(s <= 0 for s in in_sizes + sizes):

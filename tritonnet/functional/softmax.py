@@ -35,10 +35,10 @@ def _normalize_dim(dim: int, ndim: int) -> int:
 def _autocast_fp32(input: torch.Tensor) -> bool:
     """torch's autocast runs softmax/log_softmax in fp32 ("fp32_set_opt_dtype") on CUDA and the
     other accelerators, for non-fp64 floating input and no explicit dtype; CPU autocast leaves
-    them alone."""
+    them alone (and meta tensors, which have no autocast, too)."""
     dev = input.device.type
     return (
-        dev != "cpu"
+        dev not in ("cpu", "meta")
         and torch.is_autocast_enabled(dev)
         and input.dtype in (torch.float16, torch.bfloat16, torch.float32)
     )
