@@ -270,20 +270,35 @@ def test_meta_tensors_like_torch(backend):
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_export_with_dynamic_sizes(backend):
     """torch.export with a symbolic batch, height and width: the exported program runs at
-    other sizes and equals eager. interpolate's scale_factor once turned a symbolic size into
-    a constant (int() of it), which export refuses."""
+    other sizes and equals eager. Sizes once turned constant (specialized) there:
+    interpolate's scale_factor times a size (int()), and sizes handed to interpolate's size
+    (the U-Net/FPN pattern), fold's and ConvTranspose2d's output_size, and an adaptive pool's
+    None entries (int() or __index__ of a symbolic int)."""
     tritonnet.set_backend(backend)
     torch.manual_seed(0)
-    nn = tritonnet.nn
+    nn, F = tritonnet.nn, tritonnet.functional
 
-    model = torch.nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Upsample(scale_factor=2),
-        nn.Conv2d(4, 2, 1), nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), nn.Linear(2, 3),
-    ).to(KERNEL_DEVICE)
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Upsample(scale_factor=2),
+                nn.Conv2d(4, 2, 1), nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), nn.Linear(2, 3),
+            )
+            self.up = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            folded = F.fold(F.unfold(x, 2, padding=1), x.shape[-2:], 2, padding=1)
+            up = self.up(x, output_size=(2 * x.shape[2], 2 * x.shape[3]))
+            skip = F.interpolate(F.max_pool2d(x, 2), size=x.shape[-2:]) + x
+            rows = F.adaptive_max_pool2d(x, (None, 1))
+            return self.body(x), folded, up, skip, rows
+
+    model = Model().to(KERNEL_DEVICE)
     dims = {0: torch.export.Dim("B", min=2, max=16), 2: 2 * torch.export.Dim("H", min=2, max=16),
             3: 2 * torch.export.Dim("W", min=2, max=16)}
     example = torch.randn(2, 3, 8, 6, device=KERNEL_DEVICE)
-    program = torch.export.export(model, (example,), dynamic_shapes=({**dims},))
+    program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
     for shape in [(2, 3, 8, 6), (3, 3, 10, 12), (5, 3, 4, 16)]:
         x = torch.randn(shape, device=KERNEL_DEVICE)
         torch.testing.assert_close(program.module()(x), model(x))

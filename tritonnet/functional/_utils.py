@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 
 import torch
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def index(v):
+    """``operator.index(v)``, but a symbolic int (a size under torch.compile or torch.export)
+    stays symbolic: its ``__index__`` would specialize the size to the example's value."""
+    return v if isinstance(v, torch.SymInt) else operator.index(v)
 
 
 def check_float(name: str, t: torch.Tensor) -> None:

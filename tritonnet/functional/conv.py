@@ -18,7 +18,8 @@ def _tuple(value, n, name):
     """int or sequence -> n-tuple of ints, with torch's message when the length is wrong."""
     if isinstance(value, int):
         return (value,) * n
-    value = tuple(int(v) for v in value)
+    # a symbolic size (torch.compile, torch.export) stays symbolic: int() would specialize it
+    value = tuple(v if isinstance(v, torch.SymInt) else int(v) for v in value)
     if len(value) == 1:
         return value * n
     if len(value) != n:

@@ -3,12 +3,10 @@ in the same order as torch's im2col / col2im, with their exception types and mes
 
 from __future__ import annotations
 
-import operator
-
 import torch
 
 from ..ops import im2col as _ops
-from ._utils import FLOATS
+from ._utils import FLOATS, index
 
 __all__ = ["unfold", "fold"]
 
@@ -25,7 +23,7 @@ def _pair(value, name, op):
                 f"{op}(): argument '{name}' must be tuple of ints, but found element of type "
                 f"{type(v).__name__} at pos {i}"
             )
-    return tuple(operator.index(v) for v in items)
+    return tuple(index(v) for v in items)
 
 
 def _check_kernel(kernel, dilation, padding, stride, fold):

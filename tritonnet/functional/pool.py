@@ -8,13 +8,12 @@ Integer tensors (which carry no gradient) are passed to torch.nn.functional afte
 
 from __future__ import annotations
 
-import operator
-
 import torch
 import torch.nn.functional as TF
 
 from ..ops import pool as _ops
 from ..ops.pool import pool_output_size
+from ._utils import index
 
 __all__ = [
     "max_pool2d",
@@ -61,7 +60,7 @@ def _ints(op, name, value, n):
     """An int, or a sequence of 1 or n ints -> a tuple of n ints (PyTorch's broadcasting rule)."""
     vals = list(value) if isinstance(value, (list, tuple, torch.Size)) else [value]
     try:
-        vals = [operator.index(v) for v in vals]
+        vals = [index(v) for v in vals]
     except TypeError:
         raise TypeError(
             f"{op}(): argument '{name}' must be an int or a tuple of ints, got {value!r}"
@@ -171,7 +170,7 @@ def _adaptive_size(op, input, output_size):
         raise RuntimeError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
     vals = [input.shape[-2 + i] if v is None else v for i, v in enumerate(vals)]
     try:
-        vals = [operator.index(v) for v in vals]
+        vals = [index(v) for v in vals]
     except TypeError:
         raise TypeError(f"{op}(): output_size must be ints or None, got {output_size!r}") from None
     if any(v < 0 for v in vals):
@@ -253,7 +252,7 @@ def _adaptive_size_1d(op, input, output_size, empty_channels_ok=False):
     if len(vals) != 1:
         raise RuntimeError(f"{op}: output_size must be an int or a tuple of one int, got {output_size!r}")
     try:
-        size = operator.index(vals[0])
+        size = index(vals[0])
     except TypeError:
         raise TypeError(f"{op}(): output_size must be an int, got {output_size!r}") from None
     if size < 0:
@@ -323,7 +322,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                 f"interpolate: input has {dim} spatial dimensions {in_sizes} but size={size!r}"
             )
         try:
-            sizes = [operator.index(s) for s in sizes]
+            sizes = [index(s) for s in sizes]
         except TypeError:
             raise TypeError(f"interpolate: size must be ints, got {size!r}") from None
         scales = [0.0] * dim
