@@ -308,3 +308,35 @@ def test_vmap_loss_rules_against_torch(backend):
     with tritonnet.use_backend(backend):
         got = vmap(lambda x, t, w: F.cross_entropy(x, t, weight=w))(x, t, ws)
     torch.testing.assert_close(got, vmap(lambda x, t, w: TF.cross_entropy(x, t, weight=w))(x, t, ws))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_mode_ad_raises(backend):
+    """No op has a jvp formula: forward-mode AD raises NotImplementedError on both backends,
+    with or without reverse-mode grad on the input, in place too. The Triton backend once
+    returned no tangent (a zero derivative, silently) where the reference's torch ops carried
+    one."""
+    import torch.autograd.forward_ad as fwAD
+
+    tritonnet.set_backend(backend)
+    x = torch.randn(2, 3, 6, 6, device=_device(backend))
+    w = torch.randn(4, 3, 3, 3, device=x.device)
+    target = torch.zeros(2, dtype=torch.long, device=x.device)
+    calls = [  # (the primitive the message names, the call)
+        ("conv2d", lambda d: F.conv2d(d, w)),
+        ("max_pool2d", lambda d: F.max_pool2d(d, 2)),
+        ("activation", lambda d: F.relu(d)),
+        ("activation", lambda d: F.relu_(d * 1)),
+        ("linear", lambda d: F.linear(d.flatten(1), torch.ones(5, 108, device=x.device))),
+        ("cross_entropy", lambda d: F.cross_entropy(d[:, :, 0, 0], target)),
+    ]
+    for requires_grad in (False, True):
+        for name, call in calls:
+            with fwAD.dual_level():
+                dual = fwAD.make_dual(x.detach().requires_grad_(requires_grad), torch.ones_like(x))
+                with pytest.raises(NotImplementedError, match=f"forward AD.*{name}"):
+                    call(dual)
+    with pytest.raises(NotImplementedError, match="jvp"):
+        torch.func.jvp(lambda t: F.conv2d(t, w), (x,), (x,))
+    with fwAD.dual_level():  # a dual level alone, no tangent on the inputs: runs
+        torch.testing.assert_close(F.conv2d(x, w), TF.conv2d(x, w), atol=1e-4, rtol=1e-4)

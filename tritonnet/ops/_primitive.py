@@ -35,6 +35,7 @@ import inspect
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad as _forward_ad
 
 from ..reference._common import functorch_active
 
@@ -48,6 +49,25 @@ def _needs_grad(args) -> bool:
         if isinstance(a, Tensor) and a.requires_grad:
             return True
     return False
+
+
+def _has_tangent(args) -> bool:
+    """Whether forward-mode AD is on (a dual level is open: ``forward_ad.dual_level()``) and an
+    input carries a tangent. One module attribute read when it is off."""
+    if getattr(_forward_ad, "_current_level", 0) < 0:
+        return False
+    return any(isinstance(a, Tensor) and _forward_ad.unpack_dual(a).tangent is not None for a in args)
+
+
+def _no_forward_ad(qualname: str) -> NotImplementedError:
+    """No primitive has a forward-mode formula: without this check the Triton kernels would
+    drop the tangents (a zero derivative, silently) while the reference's torch ops carried
+    them."""
+    return NotImplementedError(
+        f"Trying to use forward AD with {qualname}, which does not support it (tritonnet's ops "
+        "have no jvp formulas: torch.autograd.forward_ad and torch.func.jvp/jacfwd are not "
+        "supported; reverse mode is)"
+    )
 
 
 def _without_autograd(fn):
@@ -158,6 +178,8 @@ class Primitive:
         return f"<tritonnet primitive {self.qualname}>"
 
     def _no_autograd(self, *args):
+        if _has_tangent(args):
+            raise _no_forward_ad(self.qualname)
         if _needs_grad(args):
             if functorch_active():
                 # torch.func.grad computes every gradient with create_graph=True, so a gradient
@@ -234,9 +256,13 @@ class Primitive:
             "generate_vmap_rule": True,
         }, self.__module__)
 
+        qualname = self.qualname
+
         def call(*args):
             if functorch_active():
                 return func_fn.apply(*args)
+            if _has_tangent(args):
+                raise _no_forward_ad(qualname)
             if _needs_grad(args):
                 return fn.apply(*args)
             return op(*args)
@@ -268,7 +294,11 @@ class Primitive:
             "backward": staticmethod(backward),
         }, self.__module__)
 
+        qualname = self.qualname
+
         def call(input, *args):
+            if _has_tangent((input, *args)):
+                raise _no_forward_ad(qualname)
             if functorch_active():  # torch.func: functionalised as torch.compile's trace is
                 return input.copy_(out_of_place(input, *args))
             if torch.is_grad_enabled() and input.requires_grad:
