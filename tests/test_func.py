@@ -310,33 +310,110 @@ def test_vmap_loss_rules_against_torch(backend):
     torch.testing.assert_close(got, vmap(lambda x, t, w: TF.cross_entropy(x, t, weight=w))(x, t, ws))
 
 
+def _jvp_cases(dt):
+    r = lambda *s: torch.randn(*s, dtype=dt)  # noqa: E731
+    idx = torch.tensor([[0, 2, 1], [3, 1, 0]])
+    return {  # name: (fn(module, *tensors), tensors, which of them carry tangents)
+        "relu": (lambda m, x: m.relu(x), [r(2, 3, 5)], None),
+        "relu_": (lambda m, x: m.relu_(x * 1), [r(2, 3, 5)], None),
+        "sigmoid": (lambda m, x: m.sigmoid(x), [r(2, 3, 5)], None),
+        "tanh": (lambda m, x: m.tanh(x), [r(2, 3, 5)], None),
+        "conv2d": (lambda m, x, w, b: m.conv2d(x, w, b, 2, 1), [r(2, 3, 7, 6), r(4, 3, 3, 3), r(4)], None),
+        "conv2d groups": (lambda m, x, w: m.conv2d(x, w, None, 1, 1, 1, 2),
+                          [r(2, 4, 5, 5), r(4, 2, 3, 3)], None),
+        "conv1d": (lambda m, x, w, b: m.conv1d(x, w, b), [r(2, 3, 9), r(4, 3, 3), r(4)], None),
+        "conv_transpose2d": (lambda m, x, w, b: m.conv_transpose2d(x, w, b, 2, 1, 1),
+                             [r(2, 3, 4, 5), r(3, 2, 3, 3), r(2)], None),
+        "linear": (lambda m, x, w, b: m.linear(x, w, b), [r(2, 5, 6), r(3, 6), r(3)], None),
+        "max_pool2d": (lambda m, x: m.max_pool2d(x, 3, 2, 1), [r(2, 3, 7, 6)], None),
+        "max_pool1d": (lambda m, x: m.max_pool1d(x, 2), [r(2, 3, 7)], None),
+        "avg_pool2d": (lambda m, x: m.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+                       [r(2, 3, 7, 6)], None),
+        "adaptive_avg_pool2d": (lambda m, x: m.adaptive_avg_pool2d(x, (3, 2)), [r(2, 3, 7, 6)], None),
+        "adaptive_max_pool2d": (lambda m, x: m.adaptive_max_pool2d(x, (3, 2)), [r(2, 3, 7, 6)], None),
+        "interpolate": (lambda m, x: m.interpolate(x, scale_factor=2), [r(2, 3, 4, 5)], None),
+        "interpolate area": (lambda m, x: m.interpolate(x, size=(2, 3), mode="area"), [r(2, 3, 4, 5)], None),
+        "unfold": (lambda m, x: m.unfold(x, 2, padding=1), [r(2, 3, 4, 5)], None),
+        "fold": (lambda m, x: m.fold(x, (3, 4), 2), [r(2, 12, 6)], None),
+        "softmax": (lambda m, x: m.softmax(x, 1), [r(2, 4, 5)], None),
+        "log_softmax": (lambda m, x: m.log_softmax(x, -1), [r(2, 4, 5)], None),
+        # class-index targets: torch's weight is not differentiable (its tangent is ignored)
+        "cross_entropy": (lambda m, x, w: m.cross_entropy(x, idx, weight=w, label_smoothing=0.2,
+                                                           ignore_index=2),
+                          [r(2, 4, 3), r(4).abs()], [0]),
+        "cross_entropy none": (lambda m, x: m.cross_entropy(x, idx, reduction="none"), [r(2, 4, 3)], None),
+        "cross_entropy probabilities": (
+            lambda m, x, t, w: m.cross_entropy(x, t, weight=w, label_smoothing=0.1),
+            [r(2, 4, 3), r(2, 4, 3).softmax(1), r(4).abs()], None),
+        "nll_loss": (lambda m, x, w: m.nll_loss(x, idx, weight=w), [r(2, 4, 3), r(4).abs()], [0]),
+        "mse_loss": (lambda m, x, t: m.mse_loss(x, t), [r(2, 3, 4), r(2, 3, 4)], None),
+        "mse_loss none": (lambda m, x, t: m.mse_loss(x, t, reduction="none"), [r(2, 3, 4), r(2, 3, 4)], None),
+        "dropout eval": (lambda m, x: m.dropout(x, 0.3, training=False), [r(2, 3, 4)], None),
+    }
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_forward_mode_ad_raises(backend):
-    """No op has a jvp formula: forward-mode AD raises NotImplementedError on both backends,
-    with or without reverse-mode grad on the input, in place too. The Triton backend once
-    returned no tangent (a zero derivative, silently) where the reference's torch ops carried
-    one."""
+def test_forward_mode_ad_against_torch(backend):
+    """Forward-mode AD (the jvp formulas) against torch's: forward_ad dual tensors with a
+    tangent on every differentiable input at once and on each alone, and torch.func.jvp.
+    float64 on the reference, float32 through the Triton kernels."""
     import torch.autograd.forward_ad as fwAD
 
+    tf32_off()
     tritonnet.set_backend(backend)
-    x = torch.randn(2, 3, 6, 6, device=_device(backend))
-    w = torch.randn(4, 3, 3, 3, device=x.device)
-    target = torch.zeros(2, dtype=torch.long, device=x.device)
-    calls = [  # (the primitive the message names, the call)
-        ("conv2d", lambda d: F.conv2d(d, w)),
-        ("max_pool2d", lambda d: F.max_pool2d(d, 2)),
-        ("activation", lambda d: F.relu(d)),
-        ("activation", lambda d: F.relu_(d * 1)),
-        ("linear", lambda d: F.linear(d.flatten(1), torch.ones(5, 108, device=x.device))),
-        ("cross_entropy", lambda d: F.cross_entropy(d[:, :, 0, 0], target)),
-    ]
-    for requires_grad in (False, True):
-        for name, call in calls:
-            with fwAD.dual_level():
-                dual = fwAD.make_dual(x.detach().requires_grad_(requires_grad), torch.ones_like(x))
-                with pytest.raises(NotImplementedError, match=f"forward AD.*{name}"):
-                    call(dual)
+    dt = torch.float64 if backend == "reference" else torch.float32
+    tol = 1e-8 if dt == torch.float64 else 2e-4
+    dev = _device(backend)
+    torch.manual_seed(0)
+    for name, (fn, args, differentiable) in _jvp_cases(dt).items():
+        args = [a.to(dev) for a in args]
+        tangents = [torch.randn_like(a) for a in args]
+        which = differentiable if differentiable is not None else list(range(len(args)))
+        for sel in [which] + ([[i] for i in which] if len(which) > 1 else []):
+            results = []
+            for m in (F, TF):
+                with fwAD.dual_level():
+                    duals = [fwAD.make_dual(a, t) if i in sel else a
+                             for i, (a, t) in enumerate(zip(args, tangents))]
+                    results.append(fwAD.unpack_dual(fn(m, *duals)))
+            (y, ty), (want_y, want_ty) = results
+            torch.testing.assert_close(y, want_y, atol=tol, rtol=tol, msg=name)
+            assert ty is not None, name
+            torch.testing.assert_close(ty, want_ty, atol=tol, rtol=tol, msg=f"{name}: tangent")
+        primals = tuple(args[i] for i in which)
+
+        def only(m, fn=fn, args=args, which=which):
+            def f(*p):
+                full = list(args)
+                for i, v in zip(which, p):
+                    full[i] = v
+                return fn(m, *full)
+            return f
+
+        picked = tuple(tangents[i] for i in which)
+        torch.testing.assert_close(torch.func.jvp(only(F), primals, picked)[1],
+                                   torch.func.jvp(only(TF), primals, picked)[1], atol=tol, rtol=tol, msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_mode_ad_of_a_network(backend):
+    """jacfwd equals jacrev through a small network (training-mode dropout included: the
+    tangent takes the same mask, so both see one function). Forward over reverse (a Hessian)
+    goes through gradient primitives, which have no jvp: it raises NotImplementedError."""
+    from torch.func import jacfwd
+
+    tf32_off()
+    tritonnet.set_backend(backend)
+    torch.manual_seed(0)
+    nn = tritonnet.nn
+    net = torch.nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.3),
+                              torch.nn.Flatten(), nn.Linear(12, 2), nn.Softmax(1)).to(_device(backend))
+    x = torch.randn(1, 2, 4, 4, device=_device(backend))
+
+    def f(v):
+        torch.manual_seed(1)  # the same dropout seed in every call
+        return net(v)
+
+    torch.testing.assert_close(jacfwd(f, randomness="same")(x), jacrev(f)(x), atol=1e-5, rtol=1e-4)
     with pytest.raises(NotImplementedError, match="jvp"):
-        torch.func.jvp(lambda t: F.conv2d(t, w), (x,), (x,))
-    with fwAD.dual_level():  # a dual level alone, no tangent on the inputs: runs
-        torch.testing.assert_close(F.conv2d(x, w), TF.conv2d(x, w), atol=1e-4, rtol=1e-4)
+        torch.func.hessian(lambda v: F.relu(v).pow(3).sum())(x)

@@ -148,10 +148,12 @@ def _check_index_values(target, C: int, ignore_index: int) -> None:
     )
 
 
-def _check_index_weight(op, input, weight, C) -> None:
+def _check_index_weight(op, input, weight, C):
+    """-> the weight, detached: with class-index targets torch's weight is not differentiable,
+    which forward-mode AD shows too (a tangent on it is ignored)."""
     _check_weight(weight, C)
     if weight is None:
-        return
+        return None
     if weight.dtype != input.dtype:
         raise RuntimeError(
             f"{op}: expected scalar type {_name(input.dtype)} but found {_name(weight.dtype)} "
@@ -162,6 +164,7 @@ def _check_index_weight(op, input, weight, C) -> None:
             "The function 'nll_loss_forward' is not differentiable with respect to argument "
             "'weight'. This input cannot have requires_grad True."
         )
+    return weight.detach()
 
 
 def _mean(loss_rows, denom):
@@ -216,7 +219,7 @@ def cross_entropy(
     else:
         x3, t2, out_shape = _index_target_layout(input, target)
         C = x3.shape[1]
-        _check_index_weight("cross_entropy", input, weight, C)
+        weight = _check_index_weight("cross_entropy", input, weight, C)
         t2 = t2.long() if t2.dtype == torch.uint8 else t2
         _check_index_values(t2, C, ignore_index)
         out_dtype = input.dtype
@@ -258,7 +261,7 @@ def nll_loss(
     if input.dtype not in FLOATS:
         raise NotImplementedError(f'"nll_loss" not implemented for {_name(input.dtype)} input')
     C = x3.shape[1]
-    _check_index_weight("nll_loss", input, weight, C)
+    weight = _check_index_weight("nll_loss", input, weight, C)
     t2 = t2.long() if t2.dtype == torch.uint8 else t2
     _check_index_values(t2, C, ignore_index)
     with autocast_off(input):

@@ -70,6 +70,24 @@ def _no_forward_ad(qualname: str) -> NotImplementedError:
     )
 
 
+def _save_for_jvp(ctx, args, out) -> None:
+    """What a jvp formula reads: the call's tensors (ctx.save_for_forward, as torch.func
+    requires) and where they go among the other arguments."""
+    outs = out if isinstance(out, tuple) else (out,)
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    ctx.save_for_forward(*tensors, *outs)
+    is_tensor = [isinstance(a, Tensor) for a in args]
+    ctx.jvp_layout = (is_tensor, [None if t else a for a, t in zip(args, is_tensor)], isinstance(out, tuple))
+
+
+def _saved_for_jvp(ctx):
+    is_tensor, others, is_tuple = ctx.jvp_layout
+    saved = iter(ctx.saved_tensors)
+    args = [next(saved) if t else o for t, o in zip(is_tensor, others)]
+    outs = tuple(saved)
+    return args, outs if is_tuple else outs[0]
+
+
 def _without_autograd(fn):
     """fn run with grad mode off. The operator has no autograd kernel, so without this a
     direct call of ``torch.ops.tritonnet.name`` on inputs that need gradients would hand back
@@ -123,6 +141,16 @@ def rows_rule(prim: Primitive, rows=(0,), sizes=()):
     return rule
 
 
+def linear_jvp(prim: Primitive):
+    """The jvp of a primitive linear in its first argument (pools by averaging, resampling,
+    unfold/fold, dropout with its seed): the primitive itself applied to the tangent."""
+
+    def jvp(args, output, tangents):
+        return None if tangents[0] is None else prim(tangents[0], *args[1:])
+
+    return jvp
+
+
 def elementwise_rule(prim: Primitive, tensors=(0,)):
     """The batching rule of an elementwise primitive: the tensors at positions ``tensors``
     (None allowed) go in whole, the vmap dim first, and so does the result."""
@@ -164,6 +192,7 @@ class Primitive:
         self._signature = inspect.signature(fn)
         self._nargs = len(self._signature.parameters)
         self._call = self._no_autograd
+        self._jvp = None
 
     def __call__(self, *args, **kwargs):
         if kwargs or len(args) != self._nargs:
@@ -178,14 +207,17 @@ class Primitive:
         return f"<tritonnet primitive {self.qualname}>"
 
     def _no_autograd(self, *args):
+        if functorch_active():
+            if _needs_grad(args):
+                # torch.func.grad computes every gradient with create_graph=True, so a gradient
+                # primitive meets inputs that need grad even for a first derivative: it runs,
+                # and only differentiating its result (a second derivative, or a jvp of it:
+                # forward over reverse) raises
+                return self._once_differentiable().apply(*args)
+            return self.op(*args)
         if _has_tangent(args):
             raise _no_forward_ad(self.qualname)
         if _needs_grad(args):
-            if functorch_active():
-                # torch.func.grad computes every gradient with create_graph=True, so a gradient
-                # primitive meets inputs that need grad even for a first derivative: it runs,
-                # and only differentiating its result (a second derivative) raises
-                return self._once_differentiable().apply(*args)
             raise RuntimeError(self._no_formula())
         return self.op(*args)
 
@@ -235,34 +267,60 @@ class Primitive:
 
     def register_autograd(self, backward, *, setup_context):
         """``setup_context(ctx, inputs, output)`` and ``backward(ctx, *grads)`` as for
-        ``custom_op``; the forward is the operator itself, run with grad mode off."""
+        ``custom_op``; the forward is the operator itself, run with grad mode off. Forward-mode
+        AD takes the formula given to :meth:`register_jvp`."""
         op = self.op
+        prim = self
 
         def forward(ctx, *args):
             out = op(*args)
             setup_context(ctx, args, out)
             return out
 
+        def forward_for_jvp(ctx, *args):  # the inputs arrive without their tangents
+            out = forward(ctx, *args)
+            _save_for_jvp(ctx, args, out)
+            return out
+
+        def func_setup(ctx, inputs, output):
+            setup_context(ctx, inputs, output)
+            if prim._jvp is not None:
+                _save_for_jvp(ctx, inputs, output)
+
+        def jvp(ctx, *tangents):
+            if prim._jvp is None:
+                raise _no_forward_ad(prim.qualname)
+            args, out = _saved_for_jvp(ctx)
+            return prim._jvp(args, out, tangents)
+
         fn = _function(self.__name__, {
             "forward": staticmethod(forward),
             "backward": staticmethod(backward),
+        }, self.__module__)
+        # with a tangent on an input (a forward_ad dual tensor): the same Function, saving what
+        # the jvp formula reads (nothing is kept for it otherwise)
+        fn_jvp = _function(self.__name__, {
+            "forward": staticmethod(forward_for_jvp),
+            "backward": staticmethod(backward),
+            "jvp": staticmethod(jvp),
         }, self.__module__)
         # torch.func's transforms (grad, vmap, jacrev, ...) accept only the setup_context kind
         # of Function; under vmap the operator runs through its batching rule (register_vmap)
         func_fn = _function(self.__name__, {
             "forward": staticmethod(lambda *args: op(*args)),
-            "setup_context": staticmethod(setup_context),
+            "setup_context": staticmethod(func_setup),
             "backward": staticmethod(backward),
+            "jvp": staticmethod(jvp),
             "generate_vmap_rule": True,
         }, self.__module__)
-
-        qualname = self.qualname
 
         def call(*args):
             if functorch_active():
                 return func_fn.apply(*args)
             if _has_tangent(args):
-                raise _no_forward_ad(qualname)
+                if prim._jvp is None:
+                    raise _no_forward_ad(prim.qualname)
+                return fn_jvp.apply(*args)
             if _needs_grad(args):
                 return fn.apply(*args)
             return op(*args)
@@ -270,6 +328,15 @@ class Primitive:
         self.function = fn
         self._call = call
         self._autograd = (setup_context, backward)
+
+    def register_jvp(self, jvp):
+        """``jvp(args, output, tangents) -> the output's tangent``: forward-mode AD
+        (``torch.autograd.forward_ad``, ``torch.func.jvp``/``jacfwd``). ``args`` are the call's
+        arguments, ``output`` its result, ``tangents`` one per argument (None for a
+        non-tensor or an input without a tangent); a tuple result takes a tuple of tangents
+        (None for an integer output). After :meth:`register_autograd`."""
+        self._jvp = jvp
+        return jvp
 
     def inplace_variant(self, inplace_op):
         """``inplace_op(input, *args)`` -- a mutating operator that computes this primitive into
@@ -297,8 +364,13 @@ class Primitive:
         qualname = self.qualname
 
         def call(input, *args):
-            if _has_tangent((input, *args)):
-                raise _no_forward_ad(qualname)
+            if not functorch_active() and _has_tangent((input, *args)):
+                # forward-mode AD: out of place (its jvp), and copy_ carries the tangent back
+                if out_of_place._jvp is None:
+                    raise _no_forward_ad(qualname)
+                if torch.is_grad_enabled() and input.requires_grad:
+                    _check_inplace_allowed(input)
+                return input.copy_(out_of_place(input, *args))
             if functorch_active():  # torch.func: functionalised as torch.compile's trace is
                 return input.copy_(out_of_place(input, *args))
             if torch.is_grad_enabled() and input.requires_grad:

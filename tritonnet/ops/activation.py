@@ -65,3 +65,35 @@ activation_backward.register_vmap(elementwise_rule(activation_backward, (0, 1)))
 
 # ``act`` applied to ``input`` in place, differentiable, as torch's ``relu_``
 activation_inplace = activation.inplace_variant(activation_)
+
+
+def activation_jvp(tangent: Tensor, output: Tensor, act: str) -> Tensor:
+    """act'(y) * tangent from the output y, in torch ops (differentiable, unlike the
+    activation_backward primitive): relu passes it where y > 0 (NaN included, as torch's
+    threshold_backward), sigmoid scales by y (1 - y), tanh by 1 - y^2."""
+    if act == "relu":
+        return torch.where(output <= 0, torch.zeros_like(tangent), tangent)
+    if act == "sigmoid":
+        return tangent * output * (1 - output)
+    return tangent * (1 - output * output)
+
+
+def bilinear_jvp(op, input, weight, tangents, output, act="none"):
+    """The tangent of y = act(op(x, w) + b), an op linear in x and in w (conv2d,
+    conv_transpose2d, linear: ``op(x, w)`` without bias or activation): op(dx, w) + op(x, dw) +
+    db, then act'(y). Built from forward primitives and torch ops, so it is differentiable."""
+    tx, tw, tb = tangents[:3]
+    t = op(tx, weight) if tx is not None else None
+    if tw is not None:
+        t = op(input, tw) if t is None else t + op(input, tw)
+    if tb is not None:
+        tb = tb.view(-1, *([1] * (output.dim() - 2)))  # (C,) against (N, C, ...)
+        t = tb.expand_as(output).clone() if t is None else t + tb
+    if t is None or act == "none":
+        return t
+    return activation_jvp(t, output, act)
+
+
+@activation.register_jvp
+def _(args, output, tangents):
+    return None if tangents[0] is None else activation_jvp(tangents[0], output, args[1])

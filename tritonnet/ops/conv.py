@@ -22,7 +22,7 @@ from torch import Tensor
 from ..backend import backend_for
 from ..reference._common import conv_memory_format, conv_positions
 from ._primitive import front, primitive, rows_rule
-from .activation import activation_backward
+from .activation import activation_backward, bilinear_jvp
 
 
 def _empty(like, shape, *operands):
@@ -106,6 +106,13 @@ def _backward(ctx, grad):
 conv2d.register_autograd(_backward, setup_context=_setup)
 
 
+@conv2d.register_jvp
+def _(args, output, tangents):
+    input, weight, bias, stride, padding, dilation, groups, act = args
+    return bilinear_jvp(lambda x, w: conv2d(x, w, None, stride, padding, dilation, groups, "none"),
+                        input, weight, tangents, output, act)
+
+
 # torch.vmap (per-sample gradients): the vmap dimension B folds into the batch N, so all
 # samples are one launch. Samples with weights of their own (B models) run one by one.
 conv2d.register_vmap(rows_rule(conv2d))
@@ -172,6 +179,14 @@ def _backward_t(ctx, grad):
 
 
 conv_transpose2d.register_autograd(_backward_t, setup_context=_setup_t)
+
+
+@conv_transpose2d.register_jvp
+def _(args, output, tangents):
+    input, weight, bias, output_size, stride, padding, dilation, groups = args
+    return bilinear_jvp(
+        lambda x, w: conv_transpose2d(x, w, None, output_size, stride, padding, dilation, groups),
+        input, weight, tangents, output)
 
 
 conv_transpose2d.register_vmap(rows_rule(conv_transpose2d))

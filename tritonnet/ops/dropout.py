@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import primitive
+from ._primitive import linear_jvp, primitive
 
 
 def _forward(prims, feature):
@@ -74,6 +74,8 @@ def _backward(ctx, grad):
 
 dropout.register_autograd(_backward, setup_context=_setup)
 dropout_backward.register_autograd(_backward, setup_context=_setup)
+dropout.register_jvp(linear_jvp(dropout))  # the same mask on the tangent
+dropout_backward.register_jvp(linear_jvp(dropout_backward))
 
 
 # dropout of ``input`` in place, differentiable, as torch's ``dropout(..., inplace=True)``: the

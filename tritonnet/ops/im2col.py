@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import primitive, rows_rule
+from ._primitive import linear_jvp, primitive, rows_rule
 
 __all__ = ["unfold", "fold"]
 
@@ -63,6 +63,7 @@ def _backward_unfold(ctx, grad):
 
 
 unfold.register_autograd(_backward_unfold, setup_context=_setup_unfold)
+unfold.register_jvp(linear_jvp(unfold))
 
 
 def _setup_fold(ctx, inputs, output):
@@ -75,6 +76,7 @@ def _backward_fold(ctx, grad):
 
 
 fold.register_autograd(_backward_fold, setup_context=_setup_fold)
+fold.register_jvp(linear_jvp(fold))
 
 
 # torch.vmap: a sample is batched (the functional layer adds N to an unbatched input), so the

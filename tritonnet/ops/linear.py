@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..backend import backend_for
 from ._primitive import primitive, rows_rule
-from .activation import activation_backward
+from .activation import activation_backward, bilinear_jvp
 
 
 @primitive
@@ -95,6 +95,12 @@ def _backward(ctx, grad):
 
 
 linear.register_autograd(_backward, setup_context=_setup)
+
+
+@linear.register_jvp
+def _(args, output, tangents):
+    input, weight, bias, act = args
+    return bilinear_jvp(lambda x, w: linear(x, w, None, "none"), input, weight, tangents, output, act)
 
 
 # torch.vmap: the vmap dimension folds into the rows M, one launch for all samples; samples

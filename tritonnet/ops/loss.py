@@ -105,6 +105,44 @@ def _ce_backward(ctx, grad, _grad_lse, _grad_wsum):
 cross_entropy.register_autograd(_ce_backward, setup_context=_ce_setup)
 
 
+@cross_entropy.register_jvp
+def _(args, output, tangents):
+    """loss = sum_c w_c q_c (lse - x_c): its tangent through x (d lse = sum softmax * dx),
+    through probability targets (dq = (1 - eps) dp) and through w; lse's and S's along. In
+    torch ops at the rows' precision."""
+    input, target, weight, ignore_index, eps = args
+    loss, lse, wsum = output
+    tx, tt, tw = tangents[:3]
+    acc, C = loss.dtype, input.shape[1]
+    x = input.to(acc)
+    if target.is_floating_point():
+        q = target.to(acc)
+    else:
+        valid = target != ignore_index
+        q = torch.nn.functional.one_hot(torch.where(valid, target, 0), C).movedim(-1, 1).to(acc)
+        q = q * valid.unsqueeze(1)
+    if eps > 0:
+        q = q * (1 - eps) + eps / C * (q.sum(1, keepdim=True) if not target.is_floating_point() else 1)
+    w = weight.to(acc).view(1, C, 1) if weight is not None else None
+    wq = q * w if w is not None else q
+    nlogp = lse.unsqueeze(1) - x
+    t_loss, t_lse, t_wsum = torch.zeros_like(loss), torch.zeros_like(lse), torch.zeros_like(wsum)
+    if tx is not None:
+        tx = tx.to(acc)
+        t_lse = ((x - lse.unsqueeze(1)).exp() * tx).sum(1)
+        t_loss = t_loss + wq.sum(1) * t_lse - (wq * tx).sum(1)
+    if tt is not None:  # probability targets
+        tq = tt.to(acc) * (1 - eps)
+        wtq = tq * w if w is not None else tq
+        t_loss = t_loss + (wtq * nlogp).sum(1)
+        t_wsum = t_wsum + wtq.sum(1)
+    if tw is not None:
+        tq_w = q * tw.to(acc).view(1, C, 1)
+        t_loss = t_loss + (tq_w * nlogp).sum(1)
+        t_wsum = t_wsum + tq_w.sum(1)
+    return t_loss, t_lse, t_wsum
+
+
 # ---------------------------------------------------------------------------------------------
 # nll_loss
 
@@ -151,6 +189,14 @@ def _nll_backward(ctx, grad):
 
 
 nll_loss.register_autograd(_nll_backward, setup_context=_nll_setup)
+
+
+@nll_loss.register_jvp
+def _(args, output, tangents):
+    # loss = -w_t x_t is linear in x: the op itself on the tangent (torch's weight is not
+    # differentiable here; the functional layer hands it over without a tangent)
+    input, target, weight, ignore_index = args
+    return None if tangents[0] is None else nll_loss(tangents[0], target, weight, ignore_index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +249,25 @@ def _mse_backward(ctx, grad):
 
 
 mse_loss.register_autograd(_mse_backward, setup_context=_mse_setup)
+
+
+@mse_loss.register_jvp
+def _(args, output, tangents):
+    # loss = w (x - t)^2: 2 w (x - t) (dx - dt) + dw (x - t)^2, summed when reduced
+    input, target, weight, reduce = args
+    tx, tt, tw = tangents[:3]
+    acc = _row_dtype(input.dtype)
+    diff = input.to(acc) - target.to(acc)
+    t = None
+    if tx is not None or tt is not None:
+        td = (tx.to(acc) if tx is not None else 0) - (tt.to(acc) if tt is not None else 0)
+        t = 2 * diff * td * (weight.to(acc) if weight is not None else 1)
+    if tw is not None:
+        t_w = diff * diff * tw.to(acc)
+        t = t_w if t is None else t + t_w
+    if t is None:
+        return None
+    return (t.sum() if reduce else t).to(output.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

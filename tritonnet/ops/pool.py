@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..backend import backend_for
 from ..reference._common import strides_like_channels_last, vmapped
-from ._primitive import front, primitive, rows_rule
+from ._primitive import front, linear_jvp, primitive, rows_rule
 
 
 def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int,
@@ -137,6 +137,27 @@ def _max_backward(ctx, grad, _grad_indices):
 max_pool2d.register_autograd(_max_backward, setup_context=_max_setup)
 
 
+def _gather_jvp(tangent: Tensor, output: Tensor, indices: Tensor) -> Tensor:
+    """A max pool's tangent: the input tangent at each window's argmax (indices flat in
+    each plane, as torch's). A window of padding only (-inf, an index that may lie outside
+    the plane) takes 0."""
+    plane = tangent.shape[-2] * tangent.shape[-1]
+    flat = indices.flatten(-2)
+    inside = (flat >= 0) & (flat < plane)
+    picked = tangent.flatten(-2).gather(-1, flat.clamp(0, max(plane - 1, 0)))
+    return torch.where(inside, picked, torch.zeros_like(picked)).view(output.shape)
+
+
+@max_pool2d.register_jvp
+def _(args, output, tangents):
+    y, indices = output
+    if tangents[0] is None:
+        return None, None
+    if indices.numel() != y.numel():  # the call skipped the indices (none needed then)
+        indices = max_pool2d(args[0], *args[1:-1], True)[1]
+    return _gather_jvp(tangents[0], y, indices), None
+
+
 # ---------------------------------------------------------------------------------------------
 # avg_pool2d
 
@@ -186,6 +207,7 @@ def _avg_backward(ctx, grad):
 
 
 avg_pool2d.register_autograd(_avg_backward, setup_context=_avg_setup)
+avg_pool2d.register_jvp(linear_jvp(avg_pool2d))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +259,16 @@ def _amax_backward(ctx, grad, _grad_indices):
 adaptive_max_pool2d.register_autograd(_amax_backward, setup_context=_amax_setup)
 
 
+@adaptive_max_pool2d.register_jvp
+def _(args, output, tangents):
+    y, indices = output
+    if tangents[0] is None:
+        return None, None
+    if indices.numel() != y.numel():
+        indices = adaptive_max_pool2d(args[0], args[1], True)[1]
+    return _gather_jvp(tangents[0], y, indices), None
+
+
 @primitive
 def adaptive_avg_pool2d(input: Tensor, output_size: list[int]) -> Tensor:
     (x,) = _batched(input)
@@ -272,6 +304,7 @@ def _aavg_backward(ctx, grad):
 
 
 adaptive_avg_pool2d.register_autograd(_aavg_backward, setup_context=_aavg_setup)
+adaptive_avg_pool2d.register_jvp(linear_jvp(adaptive_avg_pool2d))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +348,7 @@ def _up_backward(ctx, grad):
 
 
 upsample_nearest.register_autograd(_up_backward, setup_context=_up_setup)
+upsample_nearest.register_jvp(linear_jvp(upsample_nearest))
 
 
 # ---------------------------------------------------------------------------------------------

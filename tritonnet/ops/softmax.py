@@ -50,6 +50,18 @@ def _backward(ctx, grad):
 softmax.register_autograd(_backward, setup_context=_setup)
 
 
+@softmax.register_jvp
+def _(args, output, tangents):
+    # softmax: dy = y * (dx - sum(y * dx)); log_softmax: dy = dx - sum(exp(y) * dx) (J dx,
+    # not the backward's J^T: log_softmax's Jacobian is not symmetric), in torch ops
+    t = tangents[0]
+    if t is None:
+        return None
+    if args[1]:
+        return t - (output.exp() * t).sum(1, keepdim=True)
+    return output * (t - (output * t).sum(1, keepdim=True))
+
+
 # torch.vmap: (B, outer, C, inner) is (B*outer, C, inner), one launch for all samples
 softmax.register_vmap(rows_rule(softmax))
 softmax_backward.register_vmap(rows_rule(softmax_backward, (0, 1)))
