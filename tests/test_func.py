@@ -111,6 +111,42 @@ def test_vmap_dropout_randomness(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_dropout_rule(backend, monkeypatch):
+    """Dropout's batching rule: randomness='different' folds the samples into one launch
+    (no fallback warning), and the backward regenerates each sample's own mask (per-sample
+    gradients agree with the forward's output); feature dropout keeps whole channels per
+    sample; 'same' gives every sample the one mask."""
+    ops = importlib.import_module("tritonnet.ops.dropout")
+    calls = {"fwd": 0}
+    real = ops.dropout.op
+
+    def counted(*args):
+        calls["fwd"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(ops.dropout, "op", counted)
+    dev = _device(backend)
+    w = torch.arange(8.0, device=dev)
+
+    def f(r):
+        y = F.dropout(r, 0.5)
+        return (y * w).sum(), y
+
+    with tritonnet.use_backend(backend), warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's per-sample fallback warns
+        g, y = vmap(grad(f, has_aux=True), randomness="different")(torch.randn(5, 3, 8, device=dev))
+        assert calls["fwd"] == 1
+        torch.testing.assert_close(g, (y != 0) * 2.0 * w)
+        assert not (y[0] == 0).eq(y[1] == 0).all()
+        x = torch.ones(4, 2, 3, 5, 5, device=dev)
+        d = vmap(lambda r: F.dropout2d(r, 0.5), randomness="different")(x)
+        whole = (d == 0).all(-1).all(-1) | (d == 2).all(-1).all(-1)
+        assert whole.all() and not (d == d[0]).all()
+        same = vmap(lambda r: F.dropout2d(r, 0.5), randomness="same")(x)
+        assert (same == same[0]).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_inplace_ops_under_grad(backend):
     x = torch.randn(3, 8, device=_device(backend))
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import linear_jvp, primitive
+from ._primitive import front, linear_jvp, primitive
 
 
 def _forward(prims, feature):
@@ -76,6 +76,32 @@ dropout.register_autograd(_backward, setup_context=_setup)
 dropout_backward.register_autograd(_backward, setup_context=_setup)
 dropout.register_jvp(linear_jvp(dropout))  # the same mask on the tangent
 dropout_backward.register_jvp(linear_jvp(dropout_backward))
+
+
+# torch.vmap. randomness='different' batches the seed (one draw per sample): the samples fold
+# into one launch under the first sample's seed, each at its own Philox counters (sample b's
+# elements follow sample b-1's), so their masks are independent; the backward folds the same
+# way and regenerates the same masks. randomness='same' leaves the seed unbatched: every
+# sample must take the one mask, so each runs alone with that seed. Feature dropout's
+# (N, C, *) channels fold as (B*N, C, *).
+
+
+def _vmap_rule(prim):
+    def rule(info, in_dims, input, p, seed, feature):
+        if in_dims[2] is None:
+            return prim.per_sample(info, in_dims, input, p, seed, feature)
+        B = info.batch_size
+        x = front(input, in_dims[0], B)
+        first = front(seed, in_dims[2], B)[0]
+        if not feature:
+            return prim.op(x, p, first, feature), 0
+        return prim.op(x.flatten(0, 1), p, first, feature).unflatten(0, (B, x.shape[1])), 0
+
+    return rule
+
+
+dropout.register_vmap(_vmap_rule(dropout))
+dropout_backward.register_vmap(_vmap_rule(dropout_backward))
 
 
 # dropout of ``input`` in place, differentiable, as torch's ``dropout(..., inplace=True)``: the
