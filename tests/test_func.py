@@ -453,3 +453,10 @@ def test_forward_mode_ad_of_a_network(backend):
     torch.testing.assert_close(jacfwd(f, randomness="same")(x), jacrev(f)(x), atol=1e-5, rtol=1e-4)
     with pytest.raises(NotImplementedError, match="jvp"):
         torch.func.hessian(lambda v: F.relu(v).pow(3).sum())(x)
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():  # the same through forward_ad and autograd: a jvp of a gradient
+        dual = fwAD.make_dual(x.clone().requires_grad_(), torch.ones_like(x))
+        y = F.relu(dual).pow(3).sum()
+        with pytest.raises(NotImplementedError, match="forward AD with tritonnet::activation_backward"):
+            torch.autograd.grad(y, dual, create_graph=True)

@@ -26,6 +26,11 @@ all samples: :func:`rows_rule`, :func:`elementwise_rule`), or without one throug
 fallback, once per sample. A gradient primitive meets inputs that need grad there even for a
 first derivative (torch.func records every gradient with ``create_graph=True``): it runs, and
 only a second derivative through it raises.
+
+Forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``): each forward primitive's
+formula (:meth:`Primitive.register_jvp`) is written with forward primitives and torch ops, so
+a tangent is itself differentiable. An input with a tangent sends a call through a third
+Function, which saves what the formula reads; nothing is saved for it otherwise.
 """
 
 from __future__ import annotations
@@ -60,13 +65,13 @@ def _has_tangent(args) -> bool:
 
 
 def _no_forward_ad(qualname: str) -> NotImplementedError:
-    """No primitive has a forward-mode formula: without this check the Triton kernels would
-    drop the tangents (a zero derivative, silently) while the reference's torch ops carried
-    them."""
+    """A primitive without a jvp formula (the gradient primitives) refuses a tangent: run
+    anyway, the Triton kernels would drop it (a zero derivative, silently) while the
+    reference's torch ops carried it."""
     return NotImplementedError(
-        f"Trying to use forward AD with {qualname}, which does not support it (tritonnet's ops "
-        "have no jvp formulas: torch.autograd.forward_ad and torch.func.jvp/jacfwd are not "
-        "supported; reverse mode is)"
+        f"Trying to use forward AD with {qualname}, which does not support it: a gradient "
+        "primitive has no jvp formula, so forward over reverse (torch.func.hessian, a jvp of a "
+        "gradient) is not supported"
     )
 
 
@@ -364,14 +369,14 @@ class Primitive:
         qualname = self.qualname
 
         def call(input, *args):
-            if not functorch_active() and _has_tangent((input, *args)):
+            if functorch_active():  # torch.func: functionalised as torch.compile's trace is
+                return input.copy_(out_of_place(input, *args))
+            if _has_tangent((input, *args)):
                 # forward-mode AD: out of place (its jvp), and copy_ carries the tangent back
                 if out_of_place._jvp is None:
                     raise _no_forward_ad(qualname)
                 if torch.is_grad_enabled() and input.requires_grad:
                     _check_inplace_allowed(input)
-                return input.copy_(out_of_place(input, *args))
-            if functorch_active():  # torch.func: functionalised as torch.compile's trace is
                 return input.copy_(out_of_place(input, *args))
             if torch.is_grad_enabled() and input.requires_grad:
                 _check_inplace_allowed(input)
