@@ -82,16 +82,28 @@ def test_jacobian_of_conv_and_pool(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_second_derivative_through_a_gradient_primitive_raises(backend):
-    """ReLU's gradient is a primitive without a formula of its own: the first derivative works
-    under torch.func (which records it with create_graph=True), the second raises rather than
-    giving the zeros an untracked result would."""
-    x = torch.randn(6, device=_device(backend))
+def test_second_derivatives_under_torch_func(backend):
+    """Gradient primitives have formulas of their own: grad of grad, and jacrev of jacrev (a
+    Hessian), through conv, ReLU, pooling, linear and cross-entropy equal torch's."""
+    tf32_off()
+    dev = _device(backend)
+    torch.manual_seed(0)
+    x = torch.randn(6, device=dev)
+    w = torch.randn(3, 2, 3, 3, device=dev)
+    img = torch.randn(1, 2, 5, 5, device=dev)
+    target = torch.tensor([1], device=dev)
+
+    def net(m):
+        def f(v):
+            h = m.max_pool2d(m.sigmoid(m.conv2d(v, w, padding=1)), 2)
+            return m.cross_entropy(m.linear(h.flatten(1), h.new_ones(4, 12)), target)
+        return f
+
     with tritonnet.use_backend(backend):
-        first = grad(lambda y: F.relu(y).pow(2).sum())(x)
-        torch.testing.assert_close(first, 2 * x.clamp(min=0))
-        with pytest.raises(RuntimeError, match="double backward through it is not supported"):
-            grad(lambda y: grad(lambda z: F.relu(z).pow(2).sum())(y).sum())(x)
+        second = grad(lambda y: grad(lambda z: F.tanh(z).pow(3).sum())(y).sum())(x)
+        hessian = jacrev(jacrev(net(F)))(img)
+    torch.testing.assert_close(second, grad(lambda y: grad(lambda z: torch.tanh(z).pow(3).sum())(y).sum())(x))
+    torch.testing.assert_close(hessian, jacrev(jacrev(net(TF)))(img), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -434,8 +446,9 @@ def test_forward_mode_ad_against_torch(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_forward_mode_ad_of_a_network(backend):
     """jacfwd equals jacrev through a small network (training-mode dropout included: the
-    tangent takes the same mask, so both see one function). Forward over reverse (a Hessian)
-    goes through gradient primitives, which have no jvp: it raises NotImplementedError."""
+    tangent takes the same mask, so both see one function). Forward over reverse goes through
+    the gradient primitives' own jvps: torch.func.hessian and a forward_ad tangent of an
+    autograd gradient equal torch's."""
     from torch.func import jacfwd
 
     tf32_off()
@@ -451,12 +464,65 @@ def test_forward_mode_ad_of_a_network(backend):
         return net(v)
 
     torch.testing.assert_close(jacfwd(f, randomness="same")(x), jacrev(f)(x), atol=1e-5, rtol=1e-4)
-    with pytest.raises(NotImplementedError, match="jvp"):
-        torch.func.hessian(lambda v: F.relu(v).pow(3).sum())(x)
+
+    w = torch.randn(3, 2, 3, 3, device=x.device)
+
+    def g(m):
+        return lambda v: m.softmax(m.max_pool2d(m.tanh(m.conv2d(v, w, padding=1)), 2), 1).pow(2).sum()
+
+    hessian = torch.func.hessian
+    torch.testing.assert_close(hessian(g(F))(x), hessian(g(TF))(x), atol=1e-5, rtol=1e-4)
     import torch.autograd.forward_ad as fwAD
 
-    with fwAD.dual_level():  # the same through forward_ad and autograd: a jvp of a gradient
-        dual = fwAD.make_dual(x.clone().requires_grad_(), torch.ones_like(x))
-        y = F.relu(dual).pow(3).sum()
-        with pytest.raises(NotImplementedError, match="forward AD with tritonnet::activation_backward"):
-            torch.autograd.grad(y, dual, create_graph=True)
+    tangent = torch.randn_like(x)
+    hvp = []
+    for m in (F, TF):  # the same through forward_ad and autograd: a jvp of a gradient
+        with fwAD.dual_level():
+            dual = fwAD.make_dual(x.clone().requires_grad_(), tangent)
+            (dx,) = torch.autograd.grad(g(m)(dual), dual, create_graph=True)
+            hvp.append(fwAD.unpack_dual(dx).tangent)
+    torch.testing.assert_close(hvp[0], hvp[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(_jvp_cases(torch.float64)))
+def test_double_backward_gradgradcheck(name):
+    """Every op's second derivatives (the gradient primitives' own backward formulas), by
+    torch.autograd.gradgradcheck in float64 through the reference primitives."""
+    tritonnet.set_backend("reference")
+    torch.manual_seed(0)
+    fn, args, which = _jvp_cases(torch.float64)[name]
+    which = which if which is not None else list(range(len(args)))
+
+    def f(*picked):
+        full = list(args)
+        for i, v in zip(which, picked):
+            full[i] = v
+        return fn(F, *full)
+
+    inputs = tuple(args[i].clone().requires_grad_() for i in which)
+    assert torch.autograd.gradgradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_against_torch(backend):
+    """A gradient penalty (WGAN-GP, R1) through conv, activations, pooling, linear and
+    cross-entropy: the penalty's gradients equal torch's, Triton kernels included."""
+    tf32_off()
+    tritonnet.set_backend(backend)
+    dev = _device(backend)
+    torch.manual_seed(0)
+    params = [torch.randn(4, 3, 3, 3, device=dev), torch.randn(4, device=dev), torch.randn(2, 64, device=dev)]
+    x = torch.randn(2, 3, 6, 6, device=dev)
+    target = torch.tensor([1, 0], device=dev)
+
+    def penalty(m):
+        ps = [p.clone().requires_grad_() for p in params]
+        xs = x.clone().requires_grad_()
+        h = m.avg_pool2d(m.max_pool2d(m.sigmoid(m.conv2d(xs, ps[0], ps[1], padding=1)), 2), 2, ceil_mode=True)
+        h = m.interpolate(h, scale_factor=2)
+        loss = m.cross_entropy(m.linear(m.tanh(h.flatten(1)), ps[2]), target)
+        (gx,) = torch.autograd.grad(loss, xs, create_graph=True)
+        return torch.autograd.grad(gx.pow(2).sum(), ps)
+
+    for ours, theirs in zip(penalty(F), penalty(TF)):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-3)

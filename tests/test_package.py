@@ -185,11 +185,25 @@ def test_fake_kernels_give_the_real_layouts(backend, memory_format):
         grads(F.linear(x2, lw, activation="relu"), x2, lw)
 
 
+def _bare_primitive():
+    """A primitive without autograd (every op of the library has one), defined once."""
+    from tritonnet.ops._primitive import primitive
+
+    if not hasattr(_bare_primitive, "prim"):
+        @primitive
+        def test_bare_double(x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+        _bare_primitive.prim = test_bare_double
+    return _bare_primitive.prim
+
+
 def test_primitive_autograd_goes_through_the_function():
     """An op's public callable takes its autograd.Function exactly when an input needs a
     gradient; the bare operator never records a graph (not even the reference backend's aten
-    one); a gradient primitive refuses an input that needs a gradient (no double backward)
-    rather than returning a silently detached result."""
+    one); a gradient primitive differentiates through its own Function (double backward); a
+    primitive without autograd refuses an input that needs a gradient rather than returning a
+    silently detached result."""
     from tritonnet.ops import conv as ops
 
     tritonnet.set_backend("reference")
@@ -207,10 +221,14 @@ def test_primitive_autograd_goes_through_the_function():
     torch.testing.assert_close(wg.grad, torch.nn.grad.conv2d_weight(x, w.shape, torch.ones_like(y), 1, 1))
 
     dy = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
-    with pytest.raises(RuntimeError, match="tritonnet::conv2d_input_grad has no autograd formula"):
-        ops.conv2d_input_grad(dy, w, [1, 2, 5, 5], *args[:4])
+    dx = ops.conv2d_input_grad(dy, w, [1, 2, 5, 5], *args[:4])
+    assert type(dx.grad_fn).__name__ == "conv2d_input_gradBackward", type(dx.grad_fn)
     with torch.no_grad():
-        assert ops.conv2d_input_grad(dy, w, [1, 2, 5, 5], *args[:4]).shape == x.shape
+        assert ops.conv2d_input_grad(dy, w, [1, 2, 5, 5], *args[:4]).grad_fn is None
+    bare = _bare_primitive()
+    with pytest.raises(RuntimeError, match="tritonnet::test_bare_double has no autograd formula"):
+        bare(dy)
+    torch.testing.assert_close(bare(dy.detach()), 2 * dy.detach())
 
     # keywords and defaults bind as for a Python function; a wrong count is a TypeError
     y2 = ops.conv2d(x, wg, None, *args[:3], act="none", groups=1)

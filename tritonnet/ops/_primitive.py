@@ -23,14 +23,17 @@ while one is active a call goes through a second Function of that kind with the 
 (and ``generate_vmap_rule``). Under vmap an operator runs through its batching rule
 (:meth:`Primitive.register_vmap`; most fold the vmap dimension into the batch, one launch for
 all samples: :func:`rows_rule`, :func:`elementwise_rule`), or without one through torch's
-fallback, once per sample. A gradient primitive meets inputs that need grad there even for a
-first derivative (torch.func records every gradient with ``create_graph=True``): it runs, and
-only a second derivative through it raises.
+fallback, once per sample.
+
+Gradient primitives (conv2d_input_grad, activation_backward, ...) have autograd formulas of
+their own, made of primitives and torch ops, so double backward (``create_graph=True``,
+gradient penalties, ``jacrev(jacrev(f))``) works to any order.
 
 Forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``): each forward primitive's
 formula (:meth:`Primitive.register_jvp`) is written with forward primitives and torch ops, so
 a tangent is itself differentiable. An input with a tangent sends a call through a third
-Function, which saves what the formula reads; nothing is saved for it otherwise.
+Function, which saves what the formula reads; nothing is saved for it otherwise. Gradient
+primitives have no jvp: forward over reverse (``torch.func.hessian``) raises.
 """
 
 from __future__ import annotations
@@ -73,6 +76,29 @@ def _no_forward_ad(qualname: str) -> NotImplementedError:
         "primitive has no jvp formula, so forward over reverse (torch.func.hessian, a jvp of a "
         "gradient) is not supported"
     )
+
+
+class _Sizes(tuple):
+    """A list argument (sizes, strides, scales) as torch.func's transforms should see it: one
+    leaf. torch's generated vmap rule counts a list's elements as inputs where its jvp wrapper
+    counts the list as one, and fails (torch.func.hessian through a conv did); an unregistered
+    tuple subclass is a single pytree leaf, and the dispatcher takes it as the list."""
+
+    __slots__ = ()
+
+
+def _as_leaves(args):
+    return tuple(_Sizes(a) if type(a) is list else a for a in args)
+
+
+def _jvp_transform_active() -> bool:
+    """Whether a torch.func.jvp (jacfwd, hessian) level is on the stack. Only then does a
+    Function save for its jvp: saved-for-forward tensors also confuse the backward of torch's
+    generated vmap rule (jacrev of jacrev failed on them)."""
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return any(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters())
 
 
 def _save_for_jvp(ctx, args, out) -> None:
@@ -212,37 +238,11 @@ class Primitive:
         return f"<tritonnet primitive {self.qualname}>"
 
     def _no_autograd(self, *args):
-        if functorch_active():
-            if _needs_grad(args):
-                # torch.func.grad computes every gradient with create_graph=True, so a gradient
-                # primitive meets inputs that need grad even for a first derivative: it runs,
-                # and only differentiating its result (a second derivative, or a jvp of it:
-                # forward over reverse) raises
-                return self._once_differentiable().apply(*args)
-            return self.op(*args)
-        if _has_tangent(args):
-            raise _no_forward_ad(self.qualname)
-        if _needs_grad(args):
-            raise RuntimeError(self._no_formula())
+        """The call until :meth:`register_autograd`: an input that needs a gradient or carries
+        a tangent is refused (a detached result would be a silent zero derivative)."""
+        if _needs_grad(args) or (not functorch_active() and _has_tangent(args)):
+            raise RuntimeError(f"{self.qualname} has no autograd formula, so it cannot be differentiated")
         return self.op(*args)
-
-    def _no_formula(self) -> str:
-        return (f"{self.qualname} has no autograd formula (it is a gradient primitive), so it "
-                "cannot be differentiated: double backward through it is not supported")
-
-    @functools.cache  # noqa: B019 (one per primitive, and primitives live as long as the module)
-    def _once_differentiable(self):
-        op, message = self.op, self._no_formula()
-
-        def backward(ctx, *grads):
-            raise RuntimeError(message)
-
-        return _function(self.__name__ + "_once", {
-            "forward": staticmethod(lambda *args: op(*args)),
-            "setup_context": staticmethod(lambda ctx, inputs, output: None),
-            "backward": staticmethod(backward),
-            "generate_vmap_rule": True,
-        }, self.__module__)
 
     def register_vmap(self, rule):
         """``rule(info, in_dims, *args) -> (outputs, out_dims)``: torch.vmap's batching rule
@@ -289,7 +289,7 @@ class Primitive:
 
         def func_setup(ctx, inputs, output):
             setup_context(ctx, inputs, output)
-            if prim._jvp is not None:
+            if prim._jvp is not None and _jvp_transform_active():
                 _save_for_jvp(ctx, inputs, output)
 
         def jvp(ctx, *tangents):
@@ -321,7 +321,7 @@ class Primitive:
 
         def call(*args):
             if functorch_active():
-                return func_fn.apply(*args)
+                return func_fn.apply(*_as_leaves(args))
             if _has_tangent(args):
                 if prim._jvp is None:
                     raise _no_forward_ad(prim.qualname)

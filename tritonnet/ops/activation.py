@@ -97,3 +97,37 @@ def bilinear_jvp(op, input, weight, tangents, output, act="none"):
 @activation.register_jvp
 def _(args, output, tangents):
     return None if tangents[0] is None else activation_jvp(tangents[0], output, args[1])
+
+
+def _slope_change(out: Tensor, act: str) -> Tensor:
+    """d act'(y) / dy for sigmoid (act' = y (1 - y)) and tanh (act' = 1 - y^2)."""
+    return 1 - 2 * out if act == "sigmoid" else -2 * out
+
+
+# double backward: dx = g act'(y) is linear in g (its gradient: gg act'(y)) and, for sigmoid
+# (act' = y (1 - y)) and tanh (act' = 1 - y^2), smooth in y; relu's act' is constant a.e.
+def _setup_grad(ctx, inputs, output):
+    grad_output, out, ctx.act = inputs
+    ctx.save_for_backward(grad_output, out)
+
+
+def _backward_grad(ctx, gg):
+    grad_output, out = ctx.saved_tensors
+    need_g, need_y = ctx.needs_input_grad[:2]
+    d_g = activation_jvp(gg, out, ctx.act) if need_g else None
+    d_y = gg * grad_output * _slope_change(out, ctx.act) if need_y and ctx.act != "relu" else None
+    return d_g, d_y, None
+
+
+activation_backward.register_autograd(_backward_grad, setup_context=_setup_grad)
+
+
+@activation_backward.register_jvp
+def _(args, output, tangents):
+    grad_output, out, act = args
+    t_g, t_y = tangents[:2]
+    t = activation_jvp(t_g, out, act) if t_g is not None else None
+    if t_y is not None and act != "relu":
+        t_slope = grad_output * _slope_change(out, act) * t_y
+        t = t_slope if t is None else t + t_slope
+    return t

@@ -106,6 +106,74 @@ def _backward(ctx, grad):
 conv2d.register_autograd(_backward, setup_context=_setup)
 
 
+# double backward. conv2d_input_grad(g, w) is conv_transpose2d(g, w) (the adjoint of conv2d in
+# x): its gradients are conv2d(gg, w) and the weight gradient with g and gg in the roles of dy
+# and x. conv2d_weight_grad(g, x) -> (dw, db) is linear in g and in x: the gradient of
+# <gdw, dw> + <gdb, db> is conv2d(x, gdw) + gdb for g and conv2d_input_grad(g, gdw) for x.
+def _setup_input_grad(ctx, inputs, output):
+    grad_output, weight, input_size, *conv = inputs
+    ctx.conv = conv
+    ctx.save_for_backward(grad_output, weight)
+
+
+def _backward_input_grad(ctx, gg):
+    grad_output, weight = ctx.saved_tensors
+    need_g, need_w = ctx.needs_input_grad[:2]
+    d_g = conv2d(gg, weight, None, *ctx.conv, "none") if need_g else None
+    d_w = None
+    if need_w:
+        d_w = conv2d_weight_grad(grad_output, gg, list(weight.shape), *ctx.conv, False)[0]
+    return d_g, d_w, None, None, None, None, None
+
+
+conv2d_input_grad.register_autograd(_backward_input_grad, setup_context=_setup_input_grad)
+
+
+def _setup_weight_grad(ctx, inputs, output):
+    grad_output, input, weight_size, *conv, bias_grad = inputs
+    ctx.conv = conv
+    ctx.save_for_backward(grad_output, input)
+
+
+def _backward_weight_grad(ctx, g_dw, g_db):
+    grad_output, input = ctx.saved_tensors
+    need_g, need_x = ctx.needs_input_grad[:2]
+    d_g = d_x = None
+    if need_g:
+        d_g = conv2d(input, g_dw, None, *ctx.conv, "none") if g_dw is not None else None
+        if g_db is not None and g_db.numel():
+            db = g_db.view(1, -1, 1, 1).to(grad_output.dtype)
+            d_g = db.expand_as(grad_output).clone() if d_g is None else d_g + db
+    if need_x and g_dw is not None:
+        d_x = conv2d_input_grad(grad_output, g_dw, list(input.shape), *ctx.conv)
+    return d_g, d_x, None, None, None, None, None, None
+
+
+conv2d_weight_grad.register_autograd(_backward_weight_grad, setup_context=_setup_weight_grad)
+
+
+# their jvps: each is bilinear in (gradient, other operand)
+@conv2d_input_grad.register_jvp
+def _(args, output, tangents):
+    grad_output, weight, *rest = args
+    return bilinear_jvp(lambda g, w: conv2d_input_grad(g, w, *rest), grad_output, weight,
+                        (*tangents[:2], None), output)
+
+
+@conv2d_weight_grad.register_jvp
+def _(args, output, tangents):
+    grad_output, input, *rest = args
+    t_g, t_x = tangents[:2]
+    parts = []
+    if t_g is not None:
+        parts.append(conv2d_weight_grad(t_g, input, *rest))
+    if t_x is not None:
+        parts.append(conv2d_weight_grad(grad_output, t_x, *rest))
+    if not parts:
+        return None, None
+    return tuple(sum(p[i] for p in parts) for i in (0, 1))
+
+
 @conv2d.register_jvp
 def _(args, output, tangents):
     input, weight, bias, stride, padding, dilation, groups, act = args

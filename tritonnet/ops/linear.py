@@ -97,6 +97,66 @@ def _backward(ctx, grad):
 linear.register_autograd(_backward, setup_context=_setup)
 
 
+# double backward. linear_input_grad(g, w) = g @ w: gradients gg @ w^T = linear(gg, w) and
+# g^T @ gg. linear_weight_grad(g, x) -> (g^T x, sum_m g): gradients x @ gdw^T + gdb =
+# linear(x, gdw, gdb) for g and g @ gdw for x.
+def _setup_input_grad(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[1])
+
+
+def _backward_input_grad(ctx, gg):
+    grad_output, weight = ctx.saved_tensors
+    need_g, need_w = ctx.needs_input_grad[:2]
+    d_g = linear(gg, weight, None, "none") if need_g else None
+    d_w = linear_weight_grad(grad_output, gg, False)[0] if need_w else None
+    return d_g, d_w, None
+
+
+linear_input_grad.register_autograd(_backward_input_grad, setup_context=_setup_input_grad)
+
+
+def _setup_weight_grad(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[1])
+
+
+def _backward_weight_grad(ctx, g_dw, g_db):
+    grad_output, input = ctx.saved_tensors
+    need_g, need_x = ctx.needs_input_grad[:2]
+    d_g = d_x = None
+    if need_g:
+        if g_dw is not None:
+            d_g = linear(input, g_dw, g_db, "none")
+        elif g_db is not None:
+            d_g = g_db.expand_as(grad_output).clone()
+    if need_x and g_dw is not None:
+        d_x = linear_input_grad(grad_output, g_dw, False)
+    return d_g, d_x, None
+
+
+linear_weight_grad.register_autograd(_backward_weight_grad, setup_context=_setup_weight_grad)
+
+
+@linear_input_grad.register_jvp
+def _(args, output, tangents):
+    grad_output, weight, column_major = args
+    return bilinear_jvp(lambda g, w: linear_input_grad(g, w, column_major), grad_output, weight,
+                        (*tangents[:2], None), output)
+
+
+@linear_weight_grad.register_jvp
+def _(args, output, tangents):
+    grad_output, input, column_major = args
+    t_g, t_x = tangents[:2]
+    parts = []
+    if t_g is not None:
+        parts.append(linear_weight_grad(t_g, input, column_major))
+    if t_x is not None:
+        parts.append(linear_weight_grad(grad_output, t_x, column_major))
+    if not parts:
+        return None, None
+    return tuple(sum(p[i] for p in parts) for i in (0, 1))
+
+
 @linear.register_jvp
 def _(args, output, tangents):
     input, weight, bias, act = args

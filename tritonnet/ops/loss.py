@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import elementwise_rule, primitive, rows_rule
+from ._primitive import elementwise_rule, linear_jvp, primitive, rows_rule
 
 
 def _row_dtype(dtype):
@@ -105,6 +105,128 @@ def _ce_backward(ctx, grad, _grad_lse, _grad_wsum):
 cross_entropy.register_autograd(_ce_backward, setup_context=_ce_setup)
 
 
+def _target_distribution(target, ignore_index, eps, C, acc):
+    """q (N, C, R), each row's target distribution as the loss weighs the classes: the
+    probabilities or a one-hot index (a zero row where ignored), smoothed by eps."""
+    if target.is_floating_point():
+        q = target.to(acc)
+    else:
+        valid = target != ignore_index
+        q = torch.nn.functional.one_hot(torch.where(valid, target, 0), C).movedim(-1, 1).to(acc)
+        q = q * valid.unsqueeze(1)
+    if eps > 0:
+        q = q * (1 - eps) + eps / C * (q.sum(1, keepdim=True) if not target.is_floating_point() else 1)
+    return q
+
+
+# double backward, in torch ops at the rows' precision. cross_entropy_backward's
+# dx_c = g (p_c S - w_c q_c) with p = softmax(x) = exp(x - lse), S = sum_c w_c q_c: lse and S
+# are the forward's outputs, whose own gradients its backward drops, so these formulas
+# differentiate p and S through x, q and w directly (and give lse and S none).
+def _ce_grad_setup(ctx, inputs, output):
+    grad, input, target, weight, lse, _, ctx.ignore_index, ctx.eps = inputs
+    ctx.save_for_backward(grad, input, target, weight, lse)
+
+
+def _ce_grad_backward(ctx, gg):
+    g, x, target, weight, lse = ctx.saved_tensors
+    need_g, need_x, need_t, need_w = ctx.needs_input_grad[:4]
+    acc, C, eps = lse.dtype, x.shape[1], ctx.eps
+    q = _target_distribution(target, ctx.ignore_index, eps, C, acc)
+    w = weight.to(acc).view(1, C, 1) if weight is not None else None
+    wq = q * w if w is not None else q
+    p = (x.to(acc) - lse.unsqueeze(1)).exp()
+    gg, g1 = gg.to(acc), g.to(acc).unsqueeze(1)
+    pgg = (p * gg).sum(1, keepdim=True)
+    d_g = d_x = d_t = d_w = None
+    if need_g:
+        d_g = (gg * (p * wq.sum(1, keepdim=True) - wq)).sum(1).to(g.dtype)
+    if need_x:
+        d_x = (g1 * wq.sum(1, keepdim=True) * p * (gg - pgg)).to(x.dtype)
+    if need_t:  # probability targets: dS/dq = w, dq/dt = 1 - eps
+        d_t = (g1 * (w if w is not None else 1) * (pgg - gg) * (1 - eps)).to(target.dtype)
+    if need_w:
+        d_w = (g1 * q * (pgg - gg)).sum((0, 2)).to(weight.dtype)
+    return d_g, d_x, d_t, d_w, None, None, None, None
+
+
+cross_entropy_backward.register_autograd(_ce_grad_backward, setup_context=_ce_grad_setup)
+
+
+# cross_entropy_target_grad: (1 - eps) w_c g (lse - x_c), with d lse/dx = p
+def _ce_target_grad_setup(ctx, inputs, output):
+    grad, input, weight, lse, ctx.eps = inputs
+    ctx.save_for_backward(grad, input, weight, lse)
+
+
+def _ce_target_grad_backward(ctx, gg):
+    g, x, weight, lse = ctx.saved_tensors
+    need_g, need_x, need_w = ctx.needs_input_grad[:3]
+    acc, C, scale = lse.dtype, x.shape[1], 1 - ctx.eps
+    w = weight.to(acc).view(1, C, 1) if weight is not None else 1
+    gg, g1, xa = gg.to(acc), g.to(acc).unsqueeze(1), x.to(acc)
+    nlogp = lse.unsqueeze(1) - xa
+    d_g = d_x = d_w = None
+    if need_g:
+        d_g = (scale * gg * w * nlogp).sum(1).to(g.dtype)
+    if need_x:
+        p = (xa - lse.unsqueeze(1)).exp()
+        d_x = (scale * g1 * (p * (gg * w).sum(1, keepdim=True) - gg * w)).to(x.dtype)
+    if need_w:
+        d_w = (scale * g1 * gg * nlogp).sum((0, 2)).to(weight.dtype)
+    return d_g, d_x, d_w, None, None
+
+
+cross_entropy_target_grad.register_autograd(_ce_target_grad_backward, setup_context=_ce_target_grad_setup)
+
+
+# jvps of the two gradients. Here lse and S come with tangents of their own (the forward's jvp
+# gives them: d lse = sum p dx, dS = sum (w dq + dw q)), so the formulas take them as given.
+@cross_entropy_backward.register_jvp
+def _(args, output, tangents):
+    g, x, target, weight, lse, wsum, ignore_index, eps = args
+    t_g, t_x, t_t, t_w, t_lse, t_S = tangents[:6]
+    acc, C = lse.dtype, x.shape[1]
+    q = _target_distribution(target, ignore_index, eps, C, acc)
+    w = weight.to(acc).view(1, C, 1) if weight is not None else None
+    wq = q * w if w is not None else q
+    p = (x.to(acc) - lse.unsqueeze(1)).exp()
+    S = wsum.to(acc).unsqueeze(1)
+    t = torch.zeros_like(p)
+    if t_g is not None:
+        t = t + t_g.to(acc).unsqueeze(1) * (p * S - wq)
+    inner = torch.zeros_like(p)
+    if t_x is not None or t_lse is not None:
+        dlogp = (t_x.to(acc) if t_x is not None else 0) - (t_lse.unsqueeze(1) if t_lse is not None else 0)
+        inner = inner + p * dlogp * S
+    if t_S is not None:
+        inner = inner + p * t_S.to(acc).unsqueeze(1)
+    if t_t is not None:  # probability targets: dq = (1 - eps) dt
+        t_q = t_t.to(acc) * (1 - eps)
+        inner = inner - (t_q * w if w is not None else t_q)
+    if t_w is not None:
+        inner = inner - q * t_w.to(acc).view(1, C, 1)
+    return (t + g.to(acc).unsqueeze(1) * inner).to(x.dtype)
+
+
+@cross_entropy_target_grad.register_jvp
+def _(args, output, tangents):
+    g, x, weight, lse, eps = args
+    t_g, t_x, t_w, t_lse = tangents[:4]
+    acc, C, scale = lse.dtype, x.shape[1], 1 - eps
+    w = weight.to(acc).view(1, C, 1) if weight is not None else 1
+    g1, nlogp = g.to(acc).unsqueeze(1), lse.unsqueeze(1) - x.to(acc)
+    t = torch.zeros_like(nlogp)
+    if t_g is not None:
+        t = t + w * t_g.to(acc).unsqueeze(1) * nlogp
+    if t_x is not None or t_lse is not None:
+        d = (t_lse.unsqueeze(1) if t_lse is not None else 0) - (t_x.to(acc) if t_x is not None else 0)
+        t = t + w * g1 * d
+    if t_w is not None:
+        t = t + t_w.to(acc).view(1, C, 1) * g1 * nlogp
+    return (scale * t).to(output.dtype)
+
+
 @cross_entropy.register_jvp
 def _(args, output, tangents):
     """loss = sum_c w_c q_c (lse - x_c): its tangent through x (d lse = sum softmax * dx),
@@ -115,14 +237,7 @@ def _(args, output, tangents):
     tx, tt, tw = tangents[:3]
     acc, C = loss.dtype, input.shape[1]
     x = input.to(acc)
-    if target.is_floating_point():
-        q = target.to(acc)
-    else:
-        valid = target != ignore_index
-        q = torch.nn.functional.one_hot(torch.where(valid, target, 0), C).movedim(-1, 1).to(acc)
-        q = q * valid.unsqueeze(1)
-    if eps > 0:
-        q = q * (1 - eps) + eps / C * (q.sum(1, keepdim=True) if not target.is_floating_point() else 1)
+    q = _target_distribution(target, ignore_index, eps, C, acc)
     w = weight.to(acc).view(1, C, 1) if weight is not None else None
     wq = q * w if w is not None else q
     nlogp = lse.unsqueeze(1) - x
@@ -191,6 +306,23 @@ def _nll_backward(ctx, grad):
 nll_loss.register_autograd(_nll_backward, setup_context=_nll_setup)
 
 
+# double backward: nll_loss_backward is linear in its row gradients, and its adjoint is the
+# loss itself (-w_t gg_t per row)
+def _nll_grad_setup(ctx, inputs, output):
+    _, target, weight, ctx.ignore_index, _, _ = inputs
+    ctx.save_for_backward(target, weight)
+
+
+def _nll_grad_backward(ctx, gg):
+    target, weight = ctx.saved_tensors
+    d_g = nll_loss(gg, target, weight, ctx.ignore_index) if ctx.needs_input_grad[0] else None
+    return d_g, None, None, None, None, None
+
+
+nll_loss_backward.register_autograd(_nll_grad_backward, setup_context=_nll_grad_setup)
+nll_loss_backward.register_jvp(linear_jvp(nll_loss_backward))
+
+
 @nll_loss.register_jvp
 def _(args, output, tangents):
     # loss = -w_t x_t is linear in x: the op itself on the tangent (torch's weight is not
@@ -249,6 +381,53 @@ def _mse_backward(ctx, grad):
 
 
 mse_loss.register_autograd(_mse_backward, setup_context=_mse_setup)
+
+
+# double backward of dx = 2 w (x - t) g (g 0-d when reduced): gg's products with each factor
+def _mse_grad_setup(ctx, inputs, output):
+    grad, input, target, weight, ctx.reduce = inputs
+    ctx.save_for_backward(grad, input, target, weight)
+
+
+def _mse_grad_backward(ctx, gg):
+    g, x, t, w = ctx.saved_tensors
+    need_g, need_x, need_t, need_w = ctx.needs_input_grad[:4]
+    acc = _row_dtype(x.dtype)
+    diff, gg32, g32 = x.to(acc) - t.to(acc), gg.to(acc), g.to(acc)
+    w32 = w.to(acc) if w is not None else None
+    d_g = d_x = d_t = d_w = None
+    if need_g:
+        d_g = 2 * diff * gg32 * (w32 if w32 is not None else 1)
+        d_g = (d_g.sum() if ctx.reduce else d_g).to(g.dtype)
+    if need_x or need_t:
+        d = 2 * g32 * gg32 * (w32 if w32 is not None else 1)
+        d_x = d.to(x.dtype) if need_x else None
+        d_t = (-d).to(t.dtype) if need_t else None
+    if need_w:
+        d_w = (2 * diff * g32 * gg32).to(w.dtype)
+    return d_g, d_x, d_t, d_w, None
+
+
+mse_loss_backward.register_autograd(_mse_grad_backward, setup_context=_mse_grad_setup)
+
+
+@mse_loss_backward.register_jvp
+def _(args, output, tangents):
+    # dx = 2 w (x - t) g: each factor's tangent in turn
+    g, x, t, w, reduce = args
+    t_g, t_x, t_t, t_w = tangents[:4]
+    acc = _row_dtype(x.dtype)
+    diff, g32 = x.to(acc) - t.to(acc), g.to(acc)
+    w32 = w.to(acc) if w is not None else 1
+    out = torch.zeros_like(diff)
+    if t_g is not None:
+        out = out + 2 * w32 * diff * t_g.to(acc)
+    if t_x is not None or t_t is not None:
+        t_diff = (t_x.to(acc) if t_x is not None else 0) - (t_t.to(acc) if t_t is not None else 0)
+        out = out + 2 * w32 * t_diff * g32
+    if t_w is not None:
+        out = out + 2 * t_w.to(acc) * diff * g32
+    return out.to(output.dtype)
 
 
 @mse_loss.register_jvp

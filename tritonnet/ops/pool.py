@@ -137,7 +137,7 @@ def _max_backward(ctx, grad, _grad_indices):
 max_pool2d.register_autograd(_max_backward, setup_context=_max_setup)
 
 
-def _gather_jvp(tangent: Tensor, output: Tensor, indices: Tensor) -> Tensor:
+def _gather_jvp(tangent: Tensor, shape, indices: Tensor) -> Tensor:
     """A max pool's tangent: the input tangent at each window's argmax (indices flat in
     each plane, as torch's). A window of padding only (-inf, an index that may lie outside
     the plane) takes 0."""
@@ -145,7 +145,7 @@ def _gather_jvp(tangent: Tensor, output: Tensor, indices: Tensor) -> Tensor:
     flat = indices.flatten(-2)
     inside = (flat >= 0) & (flat < plane)
     picked = tangent.flatten(-2).gather(-1, flat.clamp(0, max(plane - 1, 0)))
-    return torch.where(inside, picked, torch.zeros_like(picked)).view(output.shape)
+    return torch.where(inside, picked, torch.zeros_like(picked)).view(shape)
 
 
 @max_pool2d.register_jvp
@@ -155,7 +155,7 @@ def _(args, output, tangents):
         return None, None
     if indices.numel() != y.numel():  # the call skipped the indices (none needed then)
         indices = max_pool2d(args[0], *args[1:-1], True)[1]
-    return _gather_jvp(tangents[0], y, indices), None
+    return _gather_jvp(tangents[0], y.shape, indices), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def _(args, output, tangents):
         return None, None
     if indices.numel() != y.numel():
         indices = adaptive_max_pool2d(args[0], args[1], True)[1]
-    return _gather_jvp(tangents[0], y, indices), None
+    return _gather_jvp(tangents[0], y.shape, indices), None
 
 
 @primitive
@@ -349,6 +349,73 @@ def _up_backward(ctx, grad):
 
 upsample_nearest.register_autograd(_up_backward, setup_context=_up_setup)
 upsample_nearest.register_jvp(linear_jvp(upsample_nearest))
+
+
+# ---------------------------------------------------------------------------------------------
+# double backward: every backward here is linear in its gradient alone (indices and sizes are
+# constants), so its own gradient is the forward map again: a gather at the indices for the
+# max pools, the average pool, the adaptive average and the resampling of gg.
+
+
+def _max_grad_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.out_shape = inputs[0].shape
+
+
+def _max_grad_backward(ctx, gg):
+    (indices,) = ctx.saved_tensors
+    d_g = _gather_jvp(gg, ctx.out_shape, indices) if ctx.needs_input_grad[0] else None
+    return (d_g,) + (None,) * (len(ctx.needs_input_grad) - 1)
+
+
+max_pool2d_backward.register_autograd(_max_grad_backward, setup_context=_max_grad_setup)
+adaptive_max_pool2d_backward.register_autograd(_max_grad_backward, setup_context=_max_grad_setup)
+
+
+def _avg_grad_setup(ctx, inputs, output):
+    grad_output, input_size, kernel_size, stride, padding, count_include_pad, divisor, _ = inputs
+    # ceil_mode is not an argument of the backward: the one that gives grad_output's size
+    floor = [pool_output_size(input_size[-2 + i], kernel_size[i], stride[i], padding[i], 1, False)
+             for i in (0, 1)]
+    ceil_mode = floor != list(grad_output.shape[-2:])
+    ctx.args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor)
+
+
+def _avg_grad_backward(ctx, gg):
+    d_g = avg_pool2d(gg, *ctx.args) if ctx.needs_input_grad[0] else None
+    return (d_g,) + (None,) * 7
+
+
+avg_pool2d_backward.register_autograd(_avg_grad_backward, setup_context=_avg_grad_setup)
+
+
+def _aavg_grad_setup(ctx, inputs, output):
+    ctx.out_size = list(inputs[0].shape[-2:])
+
+
+def _aavg_grad_backward(ctx, gg):
+    return (adaptive_avg_pool2d(gg, ctx.out_size) if ctx.needs_input_grad[0] else None), None, None
+
+
+adaptive_avg_pool2d_backward.register_autograd(_aavg_grad_backward, setup_context=_aavg_grad_setup)
+
+
+def _up_grad_setup(ctx, inputs, output):
+    grad_output, _, scales, exact, _ = inputs
+    ctx.args = (list(grad_output.shape[2:]), scales, exact)
+
+
+def _up_grad_backward(ctx, gg):
+    d_g = upsample_nearest(gg, *ctx.args) if ctx.needs_input_grad[0] else None
+    return d_g, None, None, None, None
+
+
+upsample_nearest_backward.register_autograd(_up_grad_backward, setup_context=_up_grad_setup)
+
+# and their jvps: the backward itself on the tangent of the gradient
+for _prim in (max_pool2d_backward, adaptive_max_pool2d_backward, avg_pool2d_backward,
+              adaptive_avg_pool2d_backward, upsample_nearest_backward):
+    _prim.register_jvp(linear_jvp(_prim))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ Both use only the saved output y, never the input.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..backend import backend_for
@@ -48,6 +49,48 @@ def _backward(ctx, grad):
 
 
 softmax.register_autograd(_backward, setup_context=_setup)
+
+
+# double backward. softmax: dx = y (g - s), s = sum(g y); its gradient is softmax_backward(gg, y)
+# for g (J is symmetric) and gg (g - s) - g sum(gg y) for y. log_softmax: dx = g - e^y S,
+# S = sum(g); gradients gg - sum(gg e^y) for g and -gg e^y S for y. Over dim 1.
+def _setup_grad(ctx, inputs, output):
+    grad_output, out, ctx.log = inputs
+    ctx.save_for_backward(grad_output, out)
+
+
+def _backward_grad(ctx, gg):
+    g, y = ctx.saved_tensors
+    need_g, need_y = ctx.needs_input_grad[:2]
+    d_g = d_y = None
+    if ctx.log:
+        e = y.exp()
+        if need_g:
+            d_g = gg - (gg * e).sum(1, keepdim=True)
+        if need_y:
+            d_y = -gg * e * g.sum(1, keepdim=True)
+    else:
+        if need_g:
+            d_g = softmax_backward(gg, y, False)
+        if need_y:
+            d_y = gg * (g - (g * y).sum(1, keepdim=True)) - g * (gg * y).sum(1, keepdim=True)
+    return d_g, d_y, None
+
+
+softmax_backward.register_autograd(_backward_grad, setup_context=_setup_grad)
+
+
+@softmax_backward.register_jvp
+def _(args, output, tangents):
+    g, y, log = args
+    t_g, t_y = tangents[:2]
+    t_g = t_g if t_g is not None else torch.zeros_like(g)
+    t_y = t_y if t_y is not None else torch.zeros_like(y)
+    if log:
+        e = y.exp()
+        return t_g - e * t_y * g.sum(1, keepdim=True) - e * t_g.sum(1, keepdim=True)
+    s = (g * y).sum(1, keepdim=True)
+    return t_y * (g - s) + y * (t_g - (t_g * y + g * t_y).sum(1, keepdim=True))
 
 
 @softmax.register_jvp
