@@ -23,21 +23,23 @@ BLOCK = 1024
 
 @launcher
 @triton.jit
-def _activation_fwd_kernel(x_ptr, y_ptr, n, ACTIVATION: tl.constexpr, BLOCK: tl.constexpr):
+def _activation_fwd_kernel(x_ptr, y_ptr, n, ACTIVATION: tl.constexpr, ACC: tl.constexpr,
+                           BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)  # compute in fp32, cast once on store
+    x = tl.load(x_ptr + offs, mask=mask).to(ACC)  # fp32 (fp64 for fp64), cast once on store
     y = apply_activation(x, ACTIVATION)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @launcher
 @triton.jit
-def _activation_bwd_kernel(dy_ptr, y_ptr, dx_ptr, n, ACTIVATION: tl.constexpr, BLOCK: tl.constexpr):
+def _activation_bwd_kernel(dy_ptr, y_ptr, dx_ptr, n, ACTIVATION: tl.constexpr, ACC: tl.constexpr,
+                           BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    dy = tl.load(dy_ptr + offs, mask=mask).to(tl.float32)
-    y = tl.load(y_ptr + offs, mask=mask).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask).to(ACC)
+    y = tl.load(y_ptr + offs, mask=mask).to(ACC)
     if ACTIVATION == "relu":
         dx = tl.where(y <= 0, 0.0, dy)
     elif ACTIVATION == "sigmoid":
@@ -45,6 +47,11 @@ def _activation_bwd_kernel(dy_ptr, y_ptr, dx_ptr, n, ACTIVATION: tl.constexpr, B
     else:  # tanh
         dx = dy * (1.0 - y * y)
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _acc(dtype):
+    """The compute precision: fp32, or fp64 for fp64 tensors (which fp32 would round)."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def activation_forward(input, activation, out=None):
@@ -55,7 +62,8 @@ def activation_forward(input, activation, out=None):
     target = out if (out.stride() == x.stride()) else torch.empty_like(x)
     n = x.numel()
     if n:
-        _activation_fwd_kernel[(cdiv(n, BLOCK),)](x, target, n, ACTIVATION=activation, BLOCK=BLOCK)
+        _activation_fwd_kernel[(cdiv(n, BLOCK),)](x, target, n, ACTIVATION=activation,
+                                                  ACC=_acc(x.dtype), BLOCK=BLOCK)
     if target is not out:
         out.copy_(target)
     return out
@@ -69,5 +77,6 @@ def activation_backward(grad_output, output, activation):
     dx = torch.empty_like(y)
     n = y.numel()
     if n:
-        _activation_bwd_kernel[(cdiv(n, BLOCK),)](dy, y, dx, n, ACTIVATION=activation, BLOCK=BLOCK)
+        _activation_bwd_kernel[(cdiv(n, BLOCK),)](dy, y, dx, n, ACTIVATION=activation,
+                                                  ACC=_acc(y.dtype), BLOCK=BLOCK)
     return dx
