@@ -23,8 +23,10 @@ TORCH_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def fp64_to_reference(launcher):
-    """Decorator over a GEMM launcher (conv, linear) whose first argument sets the dtype: a
-    float64 call runs the reference primitive of the same name instead.
+    """Decorator over a launcher whose first argument sets the dtype: a float64 call runs the
+    reference primitive of the same name instead. On the GEMMs (conv, linear) and on the
+    kernels that accumulate in fp32 whatever the input (softmax, the losses), which would
+    otherwise give float64 callers fp32 precision.
 
     Triton's fp64 ``tl.dot`` needs an fp64 accumulator and ``out_dtype`` (the kernels keep
     fp32): Triton 3.6 and 3.9's interpreters return garbage for fp64 operands with an fp32

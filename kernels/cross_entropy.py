@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import cdiv, inside
+from ._common import cdiv, fp64_to_reference, inside
 from ._launch import launcher
 from .softmax import row_tile
 
@@ -229,6 +229,7 @@ def _index_strides(target):
     return target.stride(0), 0, target.stride(1)
 
 
+@fp64_to_reference
 def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
     """input (N, C, R) logits; target (N, R) class indices (int64 or uint8) or (N, C, R)
     probabilities; weight (C,) or None; label_smoothing in [0, 1].
@@ -252,6 +253,7 @@ def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
     return loss, lse, wsum
 
 
+@fp64_to_reference
 def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index, label_smoothing):
     """grad (N, R), the incoming gradient of the row losses -> grad_input (N, C, R), input's dtype."""
     N, C, R = input.shape
@@ -273,6 +275,7 @@ def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index,
     return grad_input
 
 
+@fp64_to_reference
 def cross_entropy_target_grad(grad, input, weight, lse, label_smoothing):
     """d loss / d target for probability targets: (N, C, R) fp32,
     -(1 - eps) * w_c * log_softmax(x)_c * grad."""

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, cdiv, inside
+from ._common import INTERPRET, cdiv, fp64_to_reference, inside
 from ._launch import launcher
 from .cross_entropy import _row_dtype, _row_start
 from .softmax import row_tile
@@ -142,6 +142,7 @@ def _mse_loss_bwd_kernel(
 # launchers
 
 
+@fp64_to_reference
 def nll_loss_forward(input, target, weight, ignore_index):
     """input (N, C, R) log-probabilities, target (N, R) -> row losses (N, R), fp32 (fp64
     for fp64 input)."""
@@ -159,6 +160,7 @@ def nll_loss_forward(input, target, weight, ignore_index):
     return loss
 
 
+@fp64_to_reference
 def nll_loss_backward(grad, target, weight, ignore_index, num_classes, dtype):
     """grad (N, R) -> grad_input (N, C, R) of ``dtype``, contiguous."""
     N, R = target.shape
@@ -177,6 +179,7 @@ def nll_loss_backward(grad, target, weight, ignore_index, num_classes, dtype):
     return grad_input
 
 
+@fp64_to_reference
 def mse_loss_forward(input, target, weight, reduce):
     """input, target (and weight) of one shape and dtype. reduce: the fp32 sum of
     w (x - t)^2 as a 0-d tensor (per-program partials, then one sum); else the elementwise
@@ -197,6 +200,7 @@ def mse_loss_forward(input, target, weight, reduce):
     return partials.sum() if reduce else out
 
 
+@fp64_to_reference
 def mse_loss_backward(grad, input, target, weight, reduce):
     """grad: 0-d (reduce) or input's shape -> grad_input, input's dtype and shape."""
     x, t = input.contiguous(), target.contiguous()

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, cdiv, next_power_of_2
+from ._common import INTERPRET, cdiv, fp64_to_reference, next_power_of_2
 from ._launch import launcher
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +190,7 @@ def _softmax_bwd_kernel(
 # launchers
 
 
+@fp64_to_reference
 def softmax_forward(input, log):
     """input (outer, C, inner), any strides -> softmax (or log_softmax) over dim 1, same
     dtype, contiguous (as torch's, whatever the input's layout)."""
@@ -206,6 +207,7 @@ def softmax_forward(input, log):
     return out
 
 
+@fp64_to_reference
 def softmax_backward(grad_output, output, log):
     """dx (outer, C, inner), contiguous as torch's, from dy and the forward's output y (both
     (outer, C, inner), any strides)."""
