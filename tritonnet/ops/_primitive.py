@@ -182,6 +182,18 @@ def linear_jvp(prim: Primitive):
     return jvp
 
 
+def bilinear_tangent(op, a, b, t_a, t_b):
+    """op(t_a, b) + op(a, t_b), the tangent of op(a, b) for an op linear in each operand (a
+    convolution, a GEMM, their gradients); a term without a tangent is left out, and a tuple
+    result adds output by output. None when neither operand has a tangent."""
+    parts = ([op(t_a, b)] if t_a is not None else []) + ([op(a, t_b)] if t_b is not None else [])
+    if not parts:
+        return None
+    if isinstance(parts[0], tuple):
+        return tuple(sum(outs) for outs in zip(*parts))
+    return sum(parts)
+
+
 def elementwise_rule(prim: Primitive, tensors=(0,)):
     """The batching rule of an elementwise primitive: the tensors at positions ``tensors``
     (None allowed) go in whole, the vmap dim first, and so does the result."""

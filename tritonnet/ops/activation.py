@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import elementwise_rule, primitive
+from ._primitive import bilinear_tangent, elementwise_rule, primitive
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
@@ -83,9 +83,7 @@ def bilinear_jvp(op, input, weight, tangents, output, act="none"):
     conv_transpose2d, linear: ``op(x, w)`` without bias or activation): op(dx, w) + op(x, dw) +
     db, then act'(y). Built from forward primitives and torch ops, so it is differentiable."""
     tx, tw, tb = tangents[:3]
-    t = op(tx, weight) if tx is not None else None
-    if tw is not None:
-        t = op(input, tw) if t is None else t + op(input, tw)
+    t = bilinear_tangent(op, input, weight, tx, tw)
     if tb is not None:
         tb = tb.view(-1, *([1] * (output.dim() - 2)))  # (C,) against (N, C, ...)
         t = tb.expand_as(output).clone() if t is None else t + tb

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..backend import backend_for
 from ..reference._common import conv_memory_format, conv_positions
-from ._primitive import front, primitive, rows_rule
+from ._primitive import bilinear_tangent, front, primitive, rows_rule
 from .activation import activation_backward, bilinear_jvp
 
 
@@ -156,22 +156,14 @@ conv2d_weight_grad.register_autograd(_backward_weight_grad, setup_context=_setup
 @conv2d_input_grad.register_jvp
 def _(args, output, tangents):
     grad_output, weight, *rest = args
-    return bilinear_jvp(lambda g, w: conv2d_input_grad(g, w, *rest), grad_output, weight,
-                        (*tangents[:2], None), output)
+    return bilinear_tangent(lambda g, w: conv2d_input_grad(g, w, *rest), grad_output, weight, *tangents[:2])
 
 
 @conv2d_weight_grad.register_jvp
 def _(args, output, tangents):
     grad_output, input, *rest = args
-    t_g, t_x = tangents[:2]
-    parts = []
-    if t_g is not None:
-        parts.append(conv2d_weight_grad(t_g, input, *rest))
-    if t_x is not None:
-        parts.append(conv2d_weight_grad(grad_output, t_x, *rest))
-    if not parts:
-        return None, None
-    return tuple(sum(p[i] for p in parts) for i in (0, 1))
+    t = bilinear_tangent(lambda g, x: conv2d_weight_grad(g, x, *rest), grad_output, input, *tangents[:2])
+    return (None, None) if t is None else t
 
 
 @conv2d.register_jvp

@@ -20,7 +20,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import primitive, rows_rule
+from ._primitive import bilinear_tangent, primitive, rows_rule
 from .activation import activation_backward, bilinear_jvp
 
 
@@ -139,22 +139,16 @@ linear_weight_grad.register_autograd(_backward_weight_grad, setup_context=_setup
 @linear_input_grad.register_jvp
 def _(args, output, tangents):
     grad_output, weight, column_major = args
-    return bilinear_jvp(lambda g, w: linear_input_grad(g, w, column_major), grad_output, weight,
-                        (*tangents[:2], None), output)
+    return bilinear_tangent(lambda g, w: linear_input_grad(g, w, column_major), grad_output, weight,
+                            *tangents[:2])
 
 
 @linear_weight_grad.register_jvp
 def _(args, output, tangents):
     grad_output, input, column_major = args
-    t_g, t_x = tangents[:2]
-    parts = []
-    if t_g is not None:
-        parts.append(linear_weight_grad(t_g, input, column_major))
-    if t_x is not None:
-        parts.append(linear_weight_grad(grad_output, t_x, column_major))
-    if not parts:
-        return None, None
-    return tuple(sum(p[i] for p in parts) for i in (0, 1))
+    t = bilinear_tangent(lambda g, x: linear_weight_grad(g, x, column_major), grad_output, input,
+                         *tangents[:2])
+    return (None, None) if t is None else t
 
 
 @linear.register_jvp
