@@ -148,14 +148,22 @@ def _gather_jvp(tangent: Tensor, shape, indices: Tensor) -> Tensor:
     return torch.where(inside, picked, torch.zeros_like(picked)).view(shape)
 
 
-@max_pool2d.register_jvp
-def _(args, output, tangents):
-    y, indices = output
-    if tangents[0] is None:
-        return None, None
-    if indices.numel() != y.numel():  # the call skipped the indices (none needed then)
-        indices = max_pool2d(args[0], *args[1:-1], True)[1]
-    return _gather_jvp(tangents[0], y.shape, indices), None
+def _argmax_jvp(prim):
+    """The jvp of a max pool (``prim``'s last argument is need_indices): the gather above, at
+    the indices the call returned, or recomputed where the call skipped them."""
+
+    def jvp(args, output, tangents):
+        y, indices = output
+        if tangents[0] is None:
+            return None, None
+        if indices.numel() != y.numel():  # the call skipped the indices (none needed then)
+            indices = prim(*args[:-1], True)[1]
+        return _gather_jvp(tangents[0], y.shape, indices), None
+
+    return jvp
+
+
+max_pool2d.register_jvp(_argmax_jvp(max_pool2d))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,14 +267,7 @@ def _amax_backward(ctx, grad, _grad_indices):
 adaptive_max_pool2d.register_autograd(_amax_backward, setup_context=_amax_setup)
 
 
-@adaptive_max_pool2d.register_jvp
-def _(args, output, tangents):
-    y, indices = output
-    if tangents[0] is None:
-        return None, None
-    if indices.numel() != y.numel():
-        indices = adaptive_max_pool2d(args[0], args[1], True)[1]
-    return _gather_jvp(tangents[0], y.shape, indices), None
+adaptive_max_pool2d.register_jvp(_argmax_jvp(adaptive_max_pool2d))
 
 
 @primitive
