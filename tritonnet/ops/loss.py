@@ -119,6 +119,18 @@ def _target_distribution(target, ignore_index, eps, C, acc):
     return q
 
 
+def _ce_terms(x, target, weight, lse, ignore_index, eps):
+    """What cross-entropy's formulas are made of, at the rows' precision (lse's dtype): x,
+    the target distribution q, the class weights w ((1, C, 1), or None), w q, and the
+    softmax p = exp(x - lse)."""
+    acc, C = lse.dtype, x.shape[1]
+    x = x.to(acc)
+    q = _target_distribution(target, ignore_index, eps, C, acc)
+    w = weight.to(acc).view(1, C, 1) if weight is not None else None
+    wq = q * w if w is not None else q
+    return x, q, w, wq, (x - lse.unsqueeze(1)).exp()
+
+
 # double backward, in torch ops at the rows' precision. cross_entropy_backward's
 # dx_c = g (p_c S - w_c q_c) with p = softmax(x) = exp(x - lse), S = sum_c w_c q_c: lse and S
 # are the forward's outputs, whose own gradients its backward drops, so these formulas
@@ -131,11 +143,8 @@ def _ce_grad_setup(ctx, inputs, output):
 def _ce_grad_backward(ctx, gg):
     g, x, target, weight, lse = ctx.saved_tensors
     need_g, need_x, need_t, need_w = ctx.needs_input_grad[:4]
-    acc, C, eps = lse.dtype, x.shape[1], ctx.eps
-    q = _target_distribution(target, ctx.ignore_index, eps, C, acc)
-    w = weight.to(acc).view(1, C, 1) if weight is not None else None
-    wq = q * w if w is not None else q
-    p = (x.to(acc) - lse.unsqueeze(1)).exp()
+    acc, eps = lse.dtype, ctx.eps
+    _, q, w, wq, p = _ce_terms(x, target, weight, lse, ctx.ignore_index, eps)
     gg, g1 = gg.to(acc), g.to(acc).unsqueeze(1)
     pgg = (p * gg).sum(1, keepdim=True)
     d_g = d_x = d_t = d_w = None
@@ -187,10 +196,7 @@ def _(args, output, tangents):
     g, x, target, weight, lse, wsum, ignore_index, eps = args
     t_g, t_x, t_t, t_w, t_lse, t_S = tangents[:6]
     acc, C = lse.dtype, x.shape[1]
-    q = _target_distribution(target, ignore_index, eps, C, acc)
-    w = weight.to(acc).view(1, C, 1) if weight is not None else None
-    wq = q * w if w is not None else q
-    p = (x.to(acc) - lse.unsqueeze(1)).exp()
+    _, q, w, wq, p = _ce_terms(x, target, weight, lse, ignore_index, eps)
     S = wsum.to(acc).unsqueeze(1)
     t = torch.zeros_like(p)
     if t_g is not None:
@@ -235,16 +241,13 @@ def _(args, output, tangents):
     input, target, weight, ignore_index, eps = args
     loss, lse, wsum = output
     tx, tt, tw = tangents[:3]
-    acc, C = loss.dtype, input.shape[1]
-    x = input.to(acc)
-    q = _target_distribution(target, ignore_index, eps, C, acc)
-    w = weight.to(acc).view(1, C, 1) if weight is not None else None
-    wq = q * w if w is not None else q
+    acc, C = lse.dtype, input.shape[1]
+    x, q, w, wq, p = _ce_terms(input, target, weight, lse, ignore_index, eps)
     nlogp = lse.unsqueeze(1) - x
     t_loss, t_lse, t_wsum = torch.zeros_like(loss), torch.zeros_like(lse), torch.zeros_like(wsum)
     if tx is not None:
         tx = tx.to(acc)
-        t_lse = ((x - lse.unsqueeze(1)).exp() * tx).sum(1)
+        t_lse = (p * tx).sum(1)
         t_loss = t_loss + wq.sum(1) * t_lse - (wq * tx).sum(1)
     if tt is not None:  # probability targets
         tq = tt.to(acc) * (1 - eps)
