@@ -229,6 +229,10 @@ def test_primitive_autograd_goes_through_the_function():
     with pytest.raises(RuntimeError, match="tritonnet::test_bare_double has no autograd formula"):
         bare(dy)
     torch.testing.assert_close(bare(dy.detach()), 2 * dy.detach())
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="test_bare_double has no autograd formula"):
+        bare(fwAD.make_dual(dy.detach(), torch.ones_like(dy)))  # a tangent is refused too
 
     # keywords and defaults bind as for a Python function; a wrong count is a TypeError
     y2 = ops.conv2d(x, wg, None, *args[:3], act="none", groups=1)

@@ -33,7 +33,7 @@ Forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp``): each forwar
 formula (:meth:`Primitive.register_jvp`) is written with forward primitives and torch ops, so
 a tangent is itself differentiable. An input with a tangent sends a call through a third
 Function, which saves what the formula reads; nothing is saved for it otherwise. Gradient
-primitives have no jvp: forward over reverse (``torch.func.hessian``) raises.
+primitives have jvps too, so forward over reverse (``torch.func.hessian``) works.
 """
 
 from __future__ import annotations
@@ -68,13 +68,12 @@ def _has_tangent(args) -> bool:
 
 
 def _no_forward_ad(qualname: str) -> NotImplementedError:
-    """A primitive without a jvp formula (the gradient primitives) refuses a tangent: run
-    anyway, the Triton kernels would drop it (a zero derivative, silently) while the
-    reference's torch ops carried it."""
+    """A primitive without a jvp formula (none of the library's, since every one registers
+    one) refuses a tangent: run anyway, the Triton kernels would drop it (a zero derivative,
+    silently) while the reference's torch ops carried it."""
     return NotImplementedError(
-        f"Trying to use forward AD with {qualname}, which does not support it: a gradient "
-        "primitive has no jvp formula, so forward over reverse (torch.func.hessian, a jvp of a "
-        "gradient) is not supported"
+        f"Trying to use forward AD with {qualname}, which does not support it: it has no jvp "
+        "formula (Primitive.register_jvp)"
     )
 
 
