@@ -400,6 +400,24 @@ def _jvp_cases(dt):
     }
 
 
+def _differentiable(case):
+    """A _jvp_cases entry's fn, its tensors and the positions of those that take tangents."""
+    fn, args, which = case
+    return fn, args, which if which is not None else list(range(len(args)))
+
+
+def _of_picked(fn, module, args, which):
+    """fn(module, *args) as a function of the tensors at the positions ``which`` alone."""
+
+    def f(*picked):
+        full = list(args)
+        for i, v in zip(which, picked):
+            full[i] = v
+        return fn(module, *full)
+
+    return f
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_forward_mode_ad_against_torch(backend):
     """Forward-mode AD (the jvp formulas) against torch's: forward_ad dual tensors with a
@@ -413,10 +431,10 @@ def test_forward_mode_ad_against_torch(backend):
     tol = 1e-8 if dt == torch.float64 else 2e-4
     dev = _device(backend)
     torch.manual_seed(0)
-    for name, (fn, args, differentiable) in _jvp_cases(dt).items():
+    for name, case in _jvp_cases(dt).items():
+        fn, args, which = _differentiable(case)
         args = [a.to(dev) for a in args]
         tangents = [torch.randn_like(a) for a in args]
-        which = differentiable if differentiable is not None else list(range(len(args)))
         for sel in [which] + ([[i] for i in which] if len(which) > 1 else []):
             results = []
             for m in (F, TF):
@@ -429,18 +447,10 @@ def test_forward_mode_ad_against_torch(backend):
             assert ty is not None, name
             torch.testing.assert_close(ty, want_ty, atol=tol, rtol=tol, msg=f"{name}: tangent")
         primals = tuple(args[i] for i in which)
-
-        def only(m, fn=fn, args=args, which=which):
-            def f(*p):
-                full = list(args)
-                for i, v in zip(which, p):
-                    full[i] = v
-                return fn(m, *full)
-            return f
-
         picked = tuple(tangents[i] for i in which)
-        torch.testing.assert_close(torch.func.jvp(only(F), primals, picked)[1],
-                                   torch.func.jvp(only(TF), primals, picked)[1], atol=tol, rtol=tol, msg=name)
+        torch.testing.assert_close(torch.func.jvp(_of_picked(fn, F, args, which), primals, picked)[1],
+                                   torch.func.jvp(_of_picked(fn, TF, args, which), primals, picked)[1],
+                                   atol=tol, rtol=tol, msg=name)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -490,16 +500,9 @@ def test_double_backward_gradgradcheck(name):
     torch.autograd.gradgradcheck in float64 through the reference primitives."""
     tritonnet.set_backend("reference")
     torch.manual_seed(0)
-    fn, args, which = _jvp_cases(torch.float64)[name]
-    which = which if which is not None else list(range(len(args)))
-
-    def f(*picked):
-        full = list(args)
-        for i, v in zip(which, picked):
-            full[i] = v
-        return fn(F, *full)
-
+    fn, args, which = _differentiable(_jvp_cases(torch.float64)[name])
     inputs = tuple(args[i].clone().requires_grad_() for i in which)
+    f = _of_picked(fn, F, args, which)
     assert torch.autograd.gradgradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
