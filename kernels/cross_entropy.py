@@ -19,7 +19,8 @@ smoothing eps: q = (1 - eps) * onehot(t) + eps / C;  probability target p: q = (
 The forward makes one pass over a row: with a running max m it keeps s = sum exp(x - m) and
 a = sum w q (m - x), both rescaled when m grows (a += S_so_far * (m_new - m_old)); every term
 of a is >= 0, so nothing cancels, and loss = a + S * log(s) at the end. For index targets
-the one-hot part is one gathered logit: (1 - eps) w_t (lse - x_t); only the smoothing part
+the one-hot part is one gathered logit: (1 - eps) w_t ((m - x_t) + log(s)), which keeps a
+confident row's loss (about log(s) alone) to its own precision; only the smoothing part
 (eps / C) w_c runs through a, and only when eps > 0, so an eps = 0 loss never multiplies a
 -inf logit by 0 (torch's nll_loss gathers too). Rows whose target is ignore_index give
 loss 0 and gradient 0 and never read memory at their target index.
@@ -120,7 +121,9 @@ def _cross_entropy_fwd_kernel(
             w_t = tl.load(w_ptr + t, mask=ok, other=0.0).to(tl.float32)
         else:
             w_t = tl.where(valid, 1.0, 0.0)
-        loss = (1.0 - eps) * w_t * (lse - x_t)
+        # (shift - x_t) + log(s), not lse - x_t: lse has already rounded log(s) to the ulp of
+        # the max, and a confident row's loss is about log(s) alone
+        loss = (1.0 - eps) * w_t * ((shift - x_t) + log_s)
         wsum = (1.0 - eps) * w_t
         if SMOOTHING:
             loss += smooth

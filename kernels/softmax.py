@@ -12,7 +12,9 @@ Grid: cdiv(outer * inner, BLOCK_R).
 
 Forward, per row, numerically stable (max subtraction):
   m = max_c x_c,  s = sum_c exp(x_c - m),  lse = m + log(s)
-  softmax y_c = exp(x_c - m) / s        log_softmax y_c = x_c - m - log(s)
+  softmax y_c = exp(x_c - m) / s        log_softmax y_c = (x_c - m) - log(s)
+log_softmax subtracts in that order: x_c - lse would first round log(s) to lse's ulp (that of
+m, ~2e-6 at m = 20), a large relative error where log(s) is small (a confident row's maximum).
 A row that fits one block is loaded once and kept in registers. A longer row makes two passes:
 the first keeps a running max and rescales the running sum when the max grows
 (s <- s * exp(m_old - m_new) + sum exp(x - m_new), one read), the second writes y.
@@ -95,8 +97,8 @@ def _softmax_fwd_kernel(
         m = tl.where(m == float("-inf"), 0.0, m)  # all -inf row: s = 0 and y = NaN, as torch
         e = tl.exp(x - m[:, None])
         s = tl.sum(e, axis=1)
-        if LOG:
-            y = x - (m + tl.log(s))[:, None]
+        if LOG:  # (x - m) - log(s), not x - lse: lse would round away log(s)'s low bits
+            y = (x - m[:, None]) - tl.log(s)[:, None]
         else:
             y = e / s[:, None]
         tl.store(y_row[:, None] + cols[None, :] * stride_yc, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -115,7 +117,7 @@ def _softmax_fwd_kernel(
             s = s * tl.exp(m - shift) + tl.sum(tl.exp(x - shift[:, None]), axis=1)
             m = m_new
         m = tl.where(m == float("-inf"), 0.0, m)
-        lse = m + tl.log(s)
+        log_s = tl.log(s)
         # pass 2: write y
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cols
@@ -123,7 +125,7 @@ def _softmax_fwd_kernel(
             x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=0.0)
             x = x.to(tl.float32)
             if LOG:
-                y = x - lse[:, None]
+                y = (x - m[:, None]) - log_s[:, None]
             else:
                 y = tl.exp(x - m[:, None]) / s[:, None]
             tl.store(y_row[:, None] + c[None, :] * stride_yc, y.to(y_ptr.dtype.element_ty), mask=mask)

@@ -441,6 +441,39 @@ def test_nan_inf_like_torch(C, eps, backend):
     torch.testing.assert_close(F.mse_loss(x, y), TF.mse_loss(x, y), equal_nan=True)
 
 
+def _confident_logits(C, dev):
+    """Rows whose largest logit (60-100, the target's) leads the others by 12 or more: the
+    loss is about log(sum exp(x - max)), below 1e-3, and the ulp of the max is ~8e-6."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, C, (8,), generator=g)
+    top = 60 + 40 * torch.rand(8, 1, generator=g)
+    x = top - 12 - 6 * torch.rand(8, 1, generator=g) - torch.randn(8, C, generator=g).abs()
+    x[torch.arange(8), t] = top.squeeze(1)
+    return x.to(dev), t.to(dev)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("C", [5, 70])  # one block, and the multi-block path
+def test_confident_rows_keep_their_precision(C, backend):
+    """A confident row's loss is log(s), s = sum exp(x - max) near 1; computed as
+    lse - x_t it would be rounded to the ulp of the max logit (~8e-6 here, errors ~4e-6 on
+    losses of ~1e-6). As (max - x_t) + log(s) it is within a few fp32 ulps of 1, as torch's."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x, t = _confident_logits(C, dev)
+    w = torch.rand(C, device=dev) + 0.5
+    cases = [
+        ("index", lambda f, x: f.cross_entropy(x, t, reduction="none")),
+        ("weighted", lambda f, x: f.cross_entropy(x, t, weight=w.to(x.dtype), reduction="none")),
+        ("one-hot", lambda f, x: f.cross_entropy(x, TF.one_hot(t, C).to(x.dtype), reduction="none")),
+    ]
+    for what, loss in cases:
+        truth = loss(TF, x.double())
+        assert truth.max() < 1e-3, truth  # the rows are as confident as meant
+        err = (loss(F, x).double() - truth).abs().max().item()
+        assert err < 4 * torch.finfo(torch.float32).eps, f"{what}: absolute error {err:.3g}"
+
+
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_input_gradient_layouts_like_torch(backend):
     """torch's losses return the logits' gradient contiguous whatever their layout (so a

@@ -33,11 +33,18 @@ def _class_weight(weight, acc, C, device):
     return weight.to(acc).view(1, C, 1)
 
 
-def _lse(x):
-    """log-sum-exp over dim 1 with max subtraction; an all -inf row gives -inf + log 0."""
+def _max_log_sum(x):
+    """(m, log s) over dim 1, s = sum exp(x - m), lse = m + log s; an all -inf row has m = 0
+    and log s = -inf. Kept apart: m + log s rounds log s to the ulp of m."""
     m = x.amax(1) if x.shape[1] else x.new_full(x.shape[:1] + x.shape[2:], float("-inf"))
     m = m.masked_fill(m == float("-inf"), 0.0)
-    return m + (x - m.unsqueeze(1)).exp().sum(1).log()
+    return m, (x - m.unsqueeze(1)).exp().sum(1).log()
+
+
+def _weighted_nlogp_sum(wq, x, m, log_s, b):
+    """sum_c wq_c (lse - x_c) as sum_c wq_c (m - x_c) + b log s, b = sum_c wq_c (b = 0 gives
+    0 even for an empty row's log s = -inf, as torch's empty sum)."""
+    return (wq * (m.unsqueeze(1) - x)).sum(1) + torch.where(b == 0, 0.0, b * log_s)
 
 
 def _index_target(target, ignore_index):
@@ -67,23 +74,25 @@ def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
     N, C, R = input.shape
     acc = acc_dtype(input.dtype)
     x = input.to(acc)
-    lse = _lse(x)
+    m, log_s = _max_log_sum(x)
+    lse = m + log_s
     eps = label_smoothing
     if target.is_floating_point():
         wq = _target_dist(input, target, weight, ignore_index, eps, acc)
-        loss = (wq * (lse.unsqueeze(1) - x)).sum(1)
         wsum = wq.sum(1)
+        loss = _weighted_nlogp_sum(wq, x, m, log_s, wsum)
     else:
         # the one-hot part is a gather of the target logit (no 0 * inf from other classes)
         valid, t = _index_target(target, ignore_index)
         w = _class_weight(weight, acc, C, input.device).view(C)
         w_t = w[t]
         x_t = x.gather(1, t.unsqueeze(1)).squeeze(1) if C else torch.zeros_like(lse)
-        loss = (1 - eps) * w_t * (lse - x_t)
+        loss = (1 - eps) * w_t * ((m - x_t) + log_s)  # a confident row's loss is ~log_s
         wsum = (1 - eps) * w_t
         if eps > 0:
-            loss = loss + (eps / C) * (w.view(1, C, 1) * (lse.unsqueeze(1) - x)).sum(1)
-            wsum = wsum + (eps / C) * w.sum()
+            b = (eps / C) * w.sum()
+            loss = loss + _weighted_nlogp_sum((eps / C) * w.view(1, C, 1), x, m, log_s, b)
+            wsum = wsum + b
         zero = torch.zeros((), dtype=acc)
         loss = torch.where(valid, loss, zero)
         wsum = torch.where(valid, wsum, zero)
