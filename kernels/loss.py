@@ -128,14 +128,10 @@ def _mse_loss_bwd_kernel(
         g = tl.load(g_ptr).to(tl.float32)
     else:
         g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    dx = 2.0 * (x - t) * g
+    dx = (x - t) * (2.0 * g)  # as torch's: 2 (x - t) would overflow first for |x - t| > max / 2
     if HAS_WEIGHT:
         dx = dx * tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
-# ---------------------------------------------------------------------------------------------
-# launchers
 
 
 # ---------------------------------------------------------------------------------------------

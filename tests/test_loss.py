@@ -475,6 +475,21 @@ def test_confident_rows_keep_their_precision(C, backend):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_mse_gradient_does_not_overflow_before_torchs(backend):
+    """torch computes dx = (x - t) * (2 g); 2 (x - t) first overflows for |x - t| > max / 2."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x = torch.tensor([2e38, -2e38, 1.0, 0.0], device=dev)
+    t = torch.tensor([-1e38, 1e38, 0.0, 0.0], device=dev)
+    for red in REDUCTIONS:
+        xo, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+        (go,) = torch.autograd.grad(F.mse_loss(xo, t, reduction=red).sum(), xo)
+        (gt,) = torch.autograd.grad(TF.mse_loss(xt, t, reduction=red).sum(), xt)
+        assert torch.isfinite(gt).all() == (red == "mean")  # the case is as meant
+        torch.testing.assert_close(go, gt, msg=red)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_input_gradient_layouts_like_torch(backend):
     """torch's losses return the logits' gradient contiguous whatever their layout (so a
     .view() of it works as with torch): channels_last 4-D logits (index and probability

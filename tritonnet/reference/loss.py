@@ -162,7 +162,7 @@ def mse_loss_forward(input, target, weight, reduce):
 def mse_loss_backward(grad, input, target, weight, reduce):
     """dx = 2 w (x - t) g, in input's dtype and shape."""
     acc = acc_dtype(input.dtype)
-    dx = 2 * (input.to(acc) - target.to(acc)) * grad.to(acc)
+    dx = (input.to(acc) - target.to(acc)) * (2 * grad.to(acc))  # 2 (x - t) could overflow first
     if weight is not None:
         dx = dx * weight.to(acc)
     return dx.to(input.dtype).contiguous()
