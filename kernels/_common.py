@@ -277,6 +277,16 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
 
 
 @triton.jit
+def log1p(r):
+    """log(1 + r), r >= -1, to a few ulps also where r is small (Goldberg's: log(u) * r / (u - 1),
+    u = 1 + r, whose rounding errors cancel; r itself where u rounds to 1)."""
+    u = 1.0 + r
+    d = u - 1.0
+    q = r / tl.where(d == 0.0, 1.0, d)  # no 0/0 on the lanes where u rounds to 1
+    return tl.where(d == 0.0, r, tl.where(u == float("inf"), u, tl.log(u) * q))
+
+
+@triton.jit
 def _tanh_series(x, z, FP64: tl.constexpr):
     """tanh(x) for small x, z = x^2: x * sum_k c_k z^k by Horner, c_k = 2^2n (2^2n - 1) B_2n
     / (2n)! (the x^1 ... x^23 coefficients in fp64, to x^11 in fp32)."""

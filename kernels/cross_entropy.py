@@ -16,7 +16,8 @@ smoothing eps: q = (1 - eps) * onehot(t) + eps / C;  probability target p: q = (
   S    = sum_c w_c q_c                                       (saved, with lse, for backward)
   dloss/dx_j = S * softmax(x)_j - w_j q_j                    (d lse/dx_j = softmax_j)
   dloss/dp_j = -(1 - eps) * w_j * (x_j - lse)                (probability targets only)
-The forward makes one pass over a row: with a running max m it keeps s = sum exp(x - m) and
+The forward makes one pass over a row: with a running max m it keeps s = sum exp(x - m) (as
+s - 1, softmax.online_rest, so that log(s) = log1p(s - 1) keeps a confident row's digits) and
 a = sum w q (m - x), both rescaled when m grows (a += S_so_far * (m_new - m_old)); every term
 of a is >= 0, so nothing cancels, and loss = a + S * log(s) at the end. For index targets
 the one-hot part is one gathered logit: (1 - eps) w_t ((m - x_t) + log(s)), which keeps a
@@ -40,7 +41,7 @@ import triton.language as tl
 
 from ._common import cdiv, fp64_to_reference, inside
 from ._launch import launcher
-from .softmax import row_tile
+from .softmax import log_sum, online_rest, row_tile
 
 # ---------------------------------------------------------------------------------------------
 # cross-entropy kernels
@@ -74,7 +75,7 @@ def _cross_entropy_fwd_kernel(
 
     m = tl.full((BLOCK_R,), float("-inf"), tl.float32)  # running max
     shift = tl.zeros((BLOCK_R,), tl.float32)  # m, or 0 while m = -inf
-    s = tl.zeros((BLOCK_R,), tl.float32)  # sum exp(x - shift)
+    rest = tl.zeros((BLOCK_R,), tl.float32)  # s - 1: sum exp(x - shift) but one max's 1
     a = tl.zeros((BLOCK_R,), tl.float32)  # sum w q (shift - x)
     b = tl.zeros((BLOCK_R,), tl.float32)  # sum w q
     for c0 in range(0, C, BLOCK_C):
@@ -83,9 +84,7 @@ def _cross_entropy_fwd_kernel(
         mask = row_mask[:, None] & c_mask[None, :]
         x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=float("-inf"))
         x = x.to(tl.float32)  # compute in fp32
-        m_new = tl.maximum(m, tl.max(x, axis=1))
-        new_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        s = s * tl.exp(m - new_shift) + tl.sum(tl.exp(x - new_shift[:, None]), axis=1)
+        m_new, new_shift, rest, _ = online_rest(x, m, rest)
         if PROB_TARGET or SMOOTHING:
             if PROB_TARGET:
                 q = tl.load(t_row[:, None] + c[None, :] * stride_tc, mask=mask, other=0.0)
@@ -103,7 +102,7 @@ def _cross_entropy_fwd_kernel(
         m = m_new
         shift = new_shift
 
-    log_s = tl.log(s)
+    log_s = log_sum(m, rest)
     lse = shift + log_s
     # S * log(s); S = 0 gives 0 even for an empty row (C = 0, s = 0), as torch's empty sum
     smooth = a + tl.where(b == 0.0, 0.0, b * log_s)
@@ -149,9 +148,12 @@ def _cross_entropy_bwd_kernel(
     # options
     ignore_index, eps,
     PROB_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    SINGLE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """dx_c = g * (softmax_c * S - w_c q_c), softmax_c = exp(x_c - lse); one pass per row."""
+    """dx_c = g * (softmax_c * S - w_c q_c); one pass per row. A row of one block takes its
+    softmax from x (p = e / s) and, at an index target, p_t - 1 as minus the other classes'
+    share, so a confident row keeps its digits; a longer row takes exp(x_c - lse), whose
+    rounding (the ulp of the max) then limits p_t - 1."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < n_rows
     x_row = x_ptr + _row_start(rows, R, stride_xn, stride_xr)
@@ -161,29 +163,64 @@ def _cross_entropy_bwd_kernel(
     g = g.to(tl.float32)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
     wsum = tl.load(wsum_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
-    if not PROB_TARGET:
+    if PROB_TARGET:
+        t = rows  # unused
+    else:
         t = tl.load(t_row, mask=row_mask, other=ignore_index).to(tl.int64)
         g = tl.where(t != ignore_index, g, 0.0)  # ignored rows: zero gradient
     cols = tl.arange(0, BLOCK_C)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + cols
-        c_mask = c < C
-        mask = row_mask[:, None] & c_mask[None, :]
-        x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=0.0).to(tl.float32)
-        p = tl.exp(x - lse[:, None])
+    if SINGLE:
+        # the whole row is in registers: e = exp(x - lse) is the softmax but for a factor
+        # common to the row (lse's rounding, the ulp of the max), which p = e / s, s = sum e,
+        # divides out; at an index target, S p_t - w_t q_t = (S - w_t q_t) - S (1 - p_t) with
+        # 1 - p_t = (sum of the other classes' e) / s, so a confident row's p_t - 1 keeps its
+        # digits. One row reduction; e_t comes from one gathered logit, as in the forward.
+        mask = row_mask[:, None] & (cols < C)[None, :]
+        x = tl.load(x_row[:, None] + cols[None, :] * stride_xc, mask=mask, other=float("-inf"))
+        e = tl.exp(x.to(tl.float32) - lse[:, None])  # lse = -inf (all -inf row): NaN, as torch
+        wq = _ce_target_dist(t_row, w_ptr, t, cols, mask, C, stride_tc, eps,
+                             PROB_TARGET, HAS_WEIGHT, SMOOTHING)
         if PROB_TARGET:
-            q = tl.load(t_row[:, None] + c[None, :] * stride_tc, mask=mask, other=0.0)
-            q = q.to(tl.float32)
-            if SMOOTHING:
-                q = q * (1.0 - eps) + eps / C
+            d = e * (wsum / tl.sum(e, axis=1))[:, None] - wq
         else:
-            q = tl.where(c[None, :] == t[:, None], 1.0 - eps, 0.0)
-            if SMOOTHING:
-                q += eps / C
-        if HAS_WEIGHT:
-            q = q * tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
-        dx = g[:, None] * (p * wsum[:, None] - q)
-        tl.store(dx_row[:, None] + c[None, :] * stride_dxc, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            ok = (t != ignore_index) & inside(t, C) & row_mask
+            x_t = tl.load(x_row + t * stride_xc, mask=ok, other=0.0).to(tl.float32)
+            e_t = tl.where(ok, tl.exp(x_t - lse), 0.0)
+            at_t = cols[None, :] == t[:, None]
+            rest = tl.sum(tl.where(at_t, 0.0, e), axis=1)
+            r = 1.0 / (e_t + rest)
+            d = e * (wsum * r)[:, None] - wq
+            d = tl.where(at_t, (wsum[:, None] - wq) - (wsum * rest * r)[:, None], d)
+        tl.store(dx_row[:, None] + cols[None, :] * stride_dxc, (g[:, None] * d).to(dx_ptr.dtype.element_ty),
+                 mask=mask)
+    else:
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + cols
+            mask = row_mask[:, None] & (c < C)[None, :]
+            x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=0.0).to(tl.float32)
+            p = tl.exp(x - lse[:, None])
+            wq = _ce_target_dist(t_row, w_ptr, t, c, mask, C, stride_tc, eps,
+                                 PROB_TARGET, HAS_WEIGHT, SMOOTHING)
+            dx = g[:, None] * (p * wsum[:, None] - wq)
+            tl.store(dx_row[:, None] + c[None, :] * stride_dxc, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _ce_target_dist(t_row, w_ptr, t, c, mask, C, stride_tc, eps,
+                    PROB_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr):
+    """w_c q_c of a (BLOCK_R, BLOCK_C) tile of classes c: the weighted target distribution."""
+    if PROB_TARGET:
+        q = tl.load(t_row[:, None] + c[None, :] * stride_tc, mask=mask, other=0.0)
+        q = q.to(tl.float32)
+        if SMOOTHING:
+            q = q * (1.0 - eps) + eps / C
+    else:
+        q = tl.where(c[None, :] == t[:, None], 1.0 - eps, 0.0)
+        if SMOOTHING:
+            q += eps / C
+    if HAS_WEIGHT:
+        q = q * tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
+    return q
 
 
 @launcher
@@ -273,7 +310,7 @@ def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index,
         *(target.stride() if prob else _index_strides(target)), *grad_input.stride(),
         ignore_index, float(label_smoothing),
         PROB_TARGET=prob, HAS_WEIGHT=weight is not None, SMOOTHING=label_smoothing > 0,
-        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps,
+        SINGLE=C <= block_c, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps,
     )
     return grad_input
 

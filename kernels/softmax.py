@@ -13,11 +13,15 @@ Grid: cdiv(outer * inner, BLOCK_R).
 Forward, per row, numerically stable (max subtraction):
   m = max_c x_c,  s = sum_c exp(x_c - m),  lse = m + log(s)
   softmax y_c = exp(x_c - m) / s        log_softmax y_c = (x_c - m) - log(s)
-log_softmax subtracts in that order: x_c - lse would first round log(s) to lse's ulp (that of
-m, ~2e-6 at m = 20), a large relative error where log(s) is small (a confident row's maximum).
+log_softmax keeps a confident row's digits, where log(s) is near 0: it subtracts in that order
+(x_c - lse would first round log(s) to the ulp of m, ~2e-6 at m = 20), and takes log(s) as
+log1p(s - 1) with s - 1 summed without the max's own 1 (online_rest), so log(s) is accurate
+to a few ulps of itself, not of 1 (torch's log of a rounded s is not: ~6e-4 relative where
+log(s) is 1e-4).
 A row that fits one block is loaded once and kept in registers. A longer row makes two passes:
 the first keeps a running max and rescales the running sum when the max grows
-(s <- s * exp(m_old - m_new) + sum exp(x - m_new), one read), the second writes y.
+(s <- s * exp(m_old - m_new) + sum exp(x - m_new), one read; kept as s - 1), the second
+writes y.
 An all -inf row has m = -inf; the max is then taken as 0 so that s = 0 and y = 0/0 = NaN, as in
 torch (which computes -inf - -inf).
 
@@ -36,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, cdiv, fp64_to_reference, next_power_of_2
+from ._common import INTERPRET, cdiv, fp64_to_reference, log1p, next_power_of_2
 from ._launch import launcher
 
 # ---------------------------------------------------------------------------------------------
@@ -63,6 +67,38 @@ def row_tile(n_rows: int, C: int, stride_c: int) -> tuple[int, int, int]:
         block_r = min(max(max_tile // block_c, 1), 16, next_power_of_2(max(n_rows, 1)))
     num_warps = 8 if block_r * block_c >= 2048 else 4
     return block_r, block_c, num_warps
+
+
+@triton.jit
+def _add_pair(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
+def online_rest(x, m, rest):
+    """One (BLOCK_R, BLOCK_C) block of rows x into a running (max m, rest): rest = s - 1,
+    s = sum exp(x - max), i.e. the sum without one occurrence of the max, whose 1 would
+    otherwise swallow a confident row's digits (log s = log1p(rest)). Start from m = -inf,
+    rest = 0. When the max grows, the old max's 1 and rest scale by exp(m_old - m_new), the
+    block's copies of the new max are left out of its sum (e - 1 = 0 there; NaN for a +inf
+    max, which poisons the row as torch's -inf - -inf does) and all but one added back as a
+    count; a block that ties the running max counts its copies as the 1s they are. Two row
+    reductions, as a plain online log-sum-exp: the max, and (sum, count) as one pair.
+    -> (m_new, shift, rest, e): shift = m_new, or 0 while m_new = -inf; e = exp(x - shift)."""
+    m_new = tl.maximum(m, tl.max(x, axis=1))
+    shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    e = tl.exp(x - shift[:, None])
+    grown = m_new > m
+    top = (x == m_new[:, None]) & grown[:, None]
+    blk, count = tl.reduce((tl.where(top, e - 1.0, e), top.to(tl.float32)), 1, _add_pair)
+    f = tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))
+    return m_new, shift, tl.where(grown, (rest * f + f) + (count - 1.0), rest) + blk, e
+
+
+@triton.jit
+def log_sum(m, rest):
+    """log s from online_rest's (m, rest): -inf for a row without a finite max (s = 0)."""
+    return tl.where(m == float("-inf"), float("-inf"), log1p(rest))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,31 +129,28 @@ def _softmax_fwd_kernel(
         mask = row_mask[:, None] & (cols < C)[None, :]
         x = tl.load(x_row[:, None] + cols[None, :] * stride_xc, mask=mask, other=float("-inf"))
         x = x.to(tl.float32)  # compute in fp32, cast once on store
-        m = tl.max(x, axis=1)
-        m = tl.where(m == float("-inf"), 0.0, m)  # all -inf row: s = 0 and y = NaN, as torch
-        e = tl.exp(x - m[:, None])
-        s = tl.sum(e, axis=1)
-        if LOG:  # (x - m) - log(s), not x - lse: lse would round away log(s)'s low bits
-            y = (x - m[:, None]) - tl.log(s)[:, None]
+        if LOG:
+            init = tl.full((BLOCK_R,), float("-inf"), tl.float32)
+            m, shift, rest, e = online_rest(x, init, tl.zeros((BLOCK_R,), tl.float32))
+            y = (x - shift[:, None]) - log_sum(m, rest)[:, None]  # all -inf row: NaN, as torch
         else:
-            y = e / s[:, None]
+            m = tl.max(x, axis=1)
+            m = tl.where(m == float("-inf"), 0.0, m)  # all -inf row: s = 0 and y = NaN, as torch
+            e = tl.exp(x - m[:, None])
+            y = e / tl.sum(e, axis=1)[:, None]
         tl.store(y_row[:, None] + cols[None, :] * stride_yc, y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
-        # pass 1: running max m and sum s of exp(x - m), rescaled whenever m grows
+        # pass 1: running max m and rest = s - 1 (online_rest), rescaled whenever m grows
         m = tl.full((BLOCK_R,), float("-inf"), tl.float32)
-        s = tl.zeros((BLOCK_R,), tl.float32)
+        rest = tl.zeros((BLOCK_R,), tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cols
             mask = row_mask[:, None] & (c < C)[None, :]
             x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=float("-inf"))
-            x = x.to(tl.float32)
-            m_new = tl.maximum(m, tl.max(x, axis=1))
-            shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-            # exp(m - shift) is 0 while m = -inf (s is still 0 then), else <= 1
-            s = s * tl.exp(m - shift) + tl.sum(tl.exp(x - shift[:, None]), axis=1)
-            m = m_new
+            m, _, rest, _ = online_rest(x.to(tl.float32), m, rest)
+        log_s = log_sum(m, rest)
+        s = tl.where(m == float("-inf"), 0.0, 1.0 + rest)  # all -inf row: 0/0 = NaN, as torch
         m = tl.where(m == float("-inf"), 0.0, m)
-        log_s = tl.log(s)
         # pass 2: write y
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cols

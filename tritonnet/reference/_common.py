@@ -8,6 +8,25 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def shifted_exp(x):
+    """(m, e): m = max over dim 1 (0 for an all -inf row), e = exp(x - m)."""
+    m = x.amax(1) if x.shape[1] else x.new_full(x.shape[:1] + x.shape[2:], float("-inf"))
+    m = m.masked_fill(m == float("-inf"), 0.0)
+    return m, (x - m.unsqueeze(1)).exp()
+
+
+def max_log_sum(x):
+    """(m, log s) over dim 1 (softmax's and cross-entropy's rows, the twin of kernels/softmax.py
+    online_rest), s = sum exp(x - m), lse = m + log s; an all -inf row has m = 0 and
+    log s = -inf. Kept apart: m + log s rounds log s to the ulp of m. log s is log1p of
+    s - 1, summed without one occurrence of the max (e - 1 = 0 there; NaN for a +inf max, as
+    torch's), so that a confident row's log s, near 0, keeps its digits."""
+    m, e = shifted_exp(x)
+    top = x == m.unsqueeze(1)  # none in an all -inf row (m = 0 there): s - 1 = -1, log s = -inf
+    rest = torch.where(top, e - 1, e).sum(1) + (top.sum(1) - 1)
+    return m, rest.log1p()
+
+
 def activation(x: torch.Tensor, name: str) -> torch.Tensor:
     if name == "none":
         return x

@@ -19,7 +19,7 @@ __all__ = [
 
 import torch
 
-from ._common import acc_dtype
+from ._common import acc_dtype, max_log_sum
 
 
 def _row_dtype(dtype):
@@ -31,14 +31,6 @@ def _class_weight(weight, acc, C, device):
     if weight is None:
         return torch.ones((1, C, 1), dtype=acc, device=device)
     return weight.to(acc).view(1, C, 1)
-
-
-def _max_log_sum(x):
-    """(m, log s) over dim 1, s = sum exp(x - m), lse = m + log s; an all -inf row has m = 0
-    and log s = -inf. Kept apart: m + log s rounds log s to the ulp of m."""
-    m = x.amax(1) if x.shape[1] else x.new_full(x.shape[:1] + x.shape[2:], float("-inf"))
-    m = m.masked_fill(m == float("-inf"), 0.0)
-    return m, (x - m.unsqueeze(1)).exp().sum(1).log()
 
 
 def _weighted_nlogp_sum(wq, x, m, log_s, b):
@@ -74,7 +66,7 @@ def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
     N, C, R = input.shape
     acc = acc_dtype(input.dtype)
     x = input.to(acc)
-    m, log_s = _max_log_sum(x)
+    m, log_s = max_log_sum(x)
     lse = m + log_s
     eps = label_smoothing
     if target.is_floating_point():
@@ -101,14 +93,29 @@ def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
 
 
 def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index, label_smoothing):
-    """dx = g * (softmax(x) * S - w q), g zeroed on ignored rows."""
+    """dx = g * (softmax(x) * S - w q), g zeroed on ignored rows. e = exp(x - lse) is the
+    softmax but for a factor common to the row (lse's rounding, the ulp of the max), which
+    p = e / s, s = sum e, divides out; at an index target, S p_t - w_t q_t = (S - w_t q_t) -
+    S (1 - p_t) with 1 - p_t = (sum of the other classes' e) / s, so a confident row's p_t - 1
+    keeps its digits. (The Triton kernel does the same for a row of one block, and takes
+    p = exp(x - lse) for a longer one.)"""
     acc = acc_dtype(input.dtype)
     g = grad.to(acc)
-    if not target.is_floating_point():
-        g = g.masked_fill(target == ignore_index, 0.0)
-    p = (input.to(acc) - lse.to(acc).unsqueeze(1)).exp()
+    S = wsum.to(acc).unsqueeze(1)
+    e = (input.to(acc) - lse.to(acc).unsqueeze(1)).exp()
     wq = _target_dist(input, target, weight, ignore_index, label_smoothing, acc)
-    dx = g.unsqueeze(1) * (p * wsum.to(acc).unsqueeze(1) - wq)
+    if target.is_floating_point():
+        d = e * (S / e.sum(1, keepdim=True)) - wq
+    else:
+        g = g.masked_fill(target == ignore_index, 0.0)
+        valid, t = _index_target(target, ignore_index)
+        at_t = torch.zeros(e.shape, dtype=torch.bool, device=e.device)
+        at_t.scatter_(1, t.unsqueeze(1), valid.unsqueeze(1))
+        rest = torch.where(at_t, 0.0, e).sum(1, keepdim=True)
+        e_t = torch.where(at_t, e, 0.0).sum(1, keepdim=True)
+        r = 1 / (e_t + rest)
+        d = torch.where(at_t, (S - wq) - S * rest * r, e * (S * r) - wq)
+    dx = g.unsqueeze(1) * d
     return dx.to(input.dtype).contiguous()  # contiguous whatever the logits' layout, as torch's
 
 

@@ -7,7 +7,7 @@ __all__ = ["softmax_forward", "softmax_backward"]
 
 import torch
 
-from ._common import acc_dtype
+from ._common import acc_dtype, max_log_sum, shifted_exp
 
 
 def softmax_forward(input, log):
@@ -16,11 +16,11 @@ def softmax_forward(input, log):
     if input.numel() == 0:
         return out
     x = input.to(acc_dtype(input.dtype))
-    m = x.amax(1, keepdim=True)
-    m = m.masked_fill(m == float("-inf"), 0.0)  # an all -inf row: 0/0 = NaN, as torch
-    e = (x - m).exp()
-    s = e.sum(1, keepdim=True)
-    return out.copy_(x - m - s.log() if log else e / s)
+    if log:  # (x - m) - log s, log s = log1p(s - 1) to keep a confident row's digits
+        m, log_s = max_log_sum(x)
+        return out.copy_((x - m.unsqueeze(1)) - log_s.unsqueeze(1))  # all -inf row: NaN
+    m, e = shifted_exp(x)
+    return out.copy_(e / e.sum(1, keepdim=True))  # an all -inf row: 0/0 = NaN, as torch
 
 
 def softmax_backward(grad_output, output, log):
