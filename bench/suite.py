@@ -24,7 +24,7 @@ from . import harness
 # optionally headline(df): lines printed and written under the table (conv's geomean)
 # run in this order under one --budget-s: convolution, the heart of the library, first
 OPS = {"conv": "tritonnet.bench.conv", "linear": "tritonnet.bench.linear",
-       "pool": "tritonnet.bench.pool"}
+       "pool": "tritonnet.bench.pool", "softmax": "tritonnet.bench.softmax"}
 
 # Of a --budget-s, the share each op after the current one keeps for itself: with conv, linear
 # and pool selected, conv starts no case after 70% of the budget, linear none after 85%. Time an

@@ -380,3 +380,40 @@ def test_convert_swaps_softmax_modules():
     tritonnet.convert(model)
     assert type(model[1]) is tritonnet.nn.LogSoftmax
     torch.testing.assert_close(model(x), before)
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark module, on CPU with a fake timer (the numbers come from a GPU run)
+
+
+def test_bench_softmax_runs_and_counts_bytes():
+    from tritonnet.bench import harness
+    from tritonnet.bench import softmax as bsm
+
+    ce = bsm.Case("tiny.ce", "cross_entropy", (2, 5, 3, 4))
+    # 120 logits, 24 rows of int64 targets: forward reads both; backward also writes dx
+    assert bsm.min_bytes(ce, "forward", 2) == 2 * 120 + 8 * 24
+    assert bsm.min_bytes(ce, "forward+backward", 4) == (4 * 120 + 8 * 24) + (8 * 120 + 8 * 24)
+    sm = bsm.Case("tiny.ls", "log_softmax", (3, 70))
+    assert bsm.min_bytes(sm, "backward", 4) == 3 * 4 * 210  # dy, y read; dx written
+
+    def timer(fn, grad_to_none=None):
+        fn()
+        return (0.01, 0.009, 0.012)
+
+    env = {"device": "fake", "versions": "v", "timestamp": "t"}
+    rec = harness.Recorder(env, timer, log=lambda *a: None)
+    rec.ceilings["copy"] = 1000.0
+    cases = [ce, bsm.Case("tiny.ce", "cross_entropy", (2, 5, 3, 4), layout="channels_last"), sm]
+    bsm.run(rec, device=KERNEL_DEVICE, dtypes=["fp32-tf32", "fp32"], cases=cases)
+    df = rec.frame()
+    assert not rec.failures, rec.failures
+    assert set(df["dtype"]) == {"fp32"} and set(df["label"]) == {"tiny.ce", "tiny.ce.cl", "tiny.ls"}
+    assert set(df["layout"]) == {"contiguous", "channels_last"}
+    assert (df[df["metric"] == "rel_err"]["check"] == "ok").all()
+    gbs = df[(df["metric"] == "GB/s") & (df["label"] == "tiny.ls") & (df["mode"] == "forward")]
+    assert len(gbs) == 2  # tritonnet and torch
+    assert gbs["p50"].iloc[0] == pytest.approx(bsm.min_bytes(sm, "forward", 4) / 0.01e6)
+    # the real cases: the issue-bound ones past one block are there, and --quick keeps some
+    assert {c.fn for c in bsm.select_cases(quick=True)} == {"softmax", "log_softmax", "cross_entropy"}
+    assert any(c.shape[1] > 4096 for c in bsm.CASES)
