@@ -321,6 +321,13 @@ def cases_misc(dtypes, quick):
         _grad_step(TF.dropout2d(leaf(8, 16, 10, 10), 0.3, training=True))
         target = torch.randint(0, 130, (64,))
         _grad_step(TF.cross_entropy(x, target, label_smoothing=0.1))
+        # rows past one block (the two-pass softmax, the multi-block cross-entropy backward):
+        # long contiguous rows, and a strided class axis (NCHW) of 100 classes
+        xl = leaf(4, 5000)
+        for fn in (TF.softmax, TF.log_softmax):
+            _grad_step(fn(xl, dim=1))
+        _grad_step(TF.cross_entropy(xl, torch.randint(0, 5000, (4,))))
+        _grad_step(TF.cross_entropy(leaf(2, 100, 8, 8), torch.randint(0, 100, (2, 8, 8))))
         _grad_step(TF.nll_loss(x, target))
         _grad_step(TF.mse_loss(x, torch.empty_like(x)))
         for fmt in (torch.contiguous_format, torch.channels_last):

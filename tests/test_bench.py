@@ -575,6 +575,9 @@ def test_compile_check_compiles_every_kernel_for_sm90(tmp_path):
                  "_cross_entropy_fwd_kernel", "_cross_entropy_bwd_kernel", "_dropout_fwd_kernel",
                  "_upsample_nearest_fwd_kernel", "_unfold_kernel", "_fold_kernel"]:
         assert name in kernels, f"{name} was not compiled; got {sorted(kernels)}"
+    # rows past one block too: the two-pass softmax, the multi-block cross-entropy backward
+    for name in ("_softmax_fwd_kernel", "_cross_entropy_bwd_kernel"):
+        assert df[df.kernel == name].config.str.contains("SINGLE=False").any(), name
     assert (df.regs > 0).all() and (df.error.isna()).all()
     assert (df.problems.isna()).all()
     # the GEMM kernels reach the tensor cores in bf16
