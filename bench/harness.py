@@ -459,3 +459,81 @@ def run_step(rec: Recorder, name: str, dtype: str, device, deadline, fn) -> None
     rec.flush()
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# one case of an op whose providers are checked as a whole, then timed mode by mode
+
+MODES = ("forward", "backward", "forward+backward")
+
+
+def check_then_time(rec: Recorder, key: dict, what: str, providers, device, *, make, check, timed,
+                    extra, names, log_as: str, modes=MODES) -> None:
+    """The body of a case (linear, pool, softmax). Each provider's function ``make(p)`` is
+    checked once against float64, ``check(fn) -> (max rel. error, errors, first-call s)``
+    (compiled ahead first, see precompile); its rel_err and first_call rows are added, and one
+    over TOLERANCE is listed in ``rec.failures`` with every error (``names``) and not timed.
+    Then each mode is timed, ``timed(fn, mode) -> (function, tensors whose grad to reset)``,
+    providers alternating within a mode so that drift hits both, with ``extra(mode)`` (flops,
+    nbytes) passed to Recorder.measure; one log line per provider, ``log_as`` before its name.
+    One broken provider never ends the run: its error is listed and the rest go on."""
+    tol = TOLERANCE[key["dtype"]]
+    fns = {}
+    for p in providers:
+        try:
+            fn = make(p)
+            precompile(rec, key, what, p, device, check, fn)
+            err, errs, first = check(fn)
+        except Exception as e:
+            rec.failures.append(f"{what} {p}: {type(e).__name__}: {e}")
+            rec.log(f"  ERROR {what} {p}: {type(e).__name__}: {e}")
+            continue
+        verdict = "ok" if err <= tol else "FAIL"
+        for metric, value, unit in [("rel_err", err, ""), ("first_call", first, "s")]:
+            rec.add(**key, provider=p, mode="forward+backward", metric=metric, p50=value,
+                    unit=unit, rel_err=err, check=verdict)
+        if verdict == "FAIL":
+            detail = ", ".join(f"{n} {e:.2e}" for n, e in zip(names, errs, strict=True))
+            rec.failures.append(f"{what} {p}: relative error {err:.3g} > {tol:g} ({detail})")
+            rec.log(f"  FAIL {what} {p}: relative error {err:.3g} ({detail}); not timed")
+            continue
+        fns[p] = (fn, err)
+
+    times = {p: {} for p in fns}
+    for mode in modes:
+        for p, (fn, err) in fns.items():
+            try:
+                f, grads = timed(fn, mode)
+                times[p][mode] = rec.measure(f, **key, provider=p, mode=mode, grad_to_none=grads,
+                                             rel_err=err, check="ok", **extra(mode))
+            except Exception as e:
+                rec.failures.append(f"{what} {p} {mode}: {type(e).__name__}: {e}")
+                rec.log(f"  ERROR {what} {p} {mode}: {type(e).__name__}: {e}")
+    for p, t in times.items():
+        ms = "  ".join(f"{m} {t[m] * 1e3:9.1f} us" for m in modes if m in t)
+        rec.log(f"  {log_as} {p:13} err {fns[p][1]:.1e}  {ms}")
+
+
+def check_one(fn, x, dy, ref, device):
+    """check for a provider of one input x -> y: forward and backward once on a copy of x
+    against ref = (y, dx) in float64: (max rel. error, [y's, dx's], wall s)."""
+    xs = x.detach().clone().requires_grad_()
+    synchronize(device)
+    t0 = time.perf_counter()
+    y = fn(xs)
+    y.backward(dy)
+    synchronize(device)
+    first = time.perf_counter() - t0
+    errs = [rel_err(y, ref[0]), rel_err(xs.grad, ref[1])]
+    return max(errs), errs, first
+
+
+def timed_one(fn, mode, x, dy):
+    """timed for a provider of one input x -> y: (function to time, tensors whose .grad
+    do_bench resets between calls)."""
+    if mode == "forward":
+        return (lambda: fn(x)), None
+    if mode == "backward":
+        y = fn(x)
+        return (lambda: y.backward(dy, retain_graph=True)), [x]
+    return (lambda: fn(x).backward(dy)), [x]

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, TOLERANCE, Recorder, precompile, quick_first, rel_err, run_step, synchronize
+from .harness import DTYPES, MODES, Recorder, check_then_time, quick_first, rel_err, run_step, synchronize
 from .harness import select_cases as harness_select
 
 OP = "linear"
 LAYOUT = "contiguous"  # x (M, K) and W (N, K) row-major, as nn.Linear stores them
-MODES = ("forward", "backward", "forward+backward")
 PROVIDERS = ("tritonnet", "torch", "torch-compile")
 DEFAULT_PROVIDERS = ("tritonnet", "torch")
 
@@ -162,50 +161,17 @@ def run_case(rec: Recorder, case: Case, dtype: str, providers, device, gen) -> N
     """Check, then time, every provider on one (shape, dtype); appends rows to ``rec``."""
     x, w, b, dy = _inputs(case, DTYPES[dtype][0], device, gen)
     ref = _reference(x, w, b, dy)
-    key = dict(op=OP, shape=case.shape, dtype=dtype, layout=LAYOUT, label=case.label)
-    what = f"{OP} {dtype} {case.label} ({case.shape})"
-    fns = {}
-    for p in providers:
-        try:
-            fn = make_provider(p)
-            precompile(rec, key, what, p, device, _check, fn, x, w, b, dy, ref, device)
-            err, errs, first = _check(fn, x, w, b, dy, ref, device)
-        except Exception as e:  # one broken provider must not end the run
-            rec.failures.append(f"{what} {p}: {type(e).__name__}: {e}")
-            rec.log(f"  ERROR {what} {p}: {type(e).__name__}: {e}")
-            continue
-        ok = err <= TOLERANCE[dtype]
-        check = "ok" if ok else "FAIL"
-        for metric, value, unit in [("rel_err", err, ""), ("first_call", first, "s")]:
-            rec.add(**key, provider=p, mode="forward+backward", metric=metric, p50=value,
-                    unit=unit, rel_err=err, check=check)
-        if not ok:
-            names = ["y", "dx", "dW", "db"]
-            detail = ", ".join(f"{n} {e:.2e}" for n, e in zip(names, errs, strict=True))
-            rec.failures.append(
-                f"{what} {p}: relative error {err:.3g} > {TOLERANCE[dtype]:g} ({detail})"
-            )
-            rec.log(f"  FAIL {what} {p}: relative error {err:.3g} ({detail}); not timed")
-            continue
-        fns[p] = (fn, err)
-
-    times = {p: {} for p in fns}
     itemsize = x.element_size()
-    for mode in MODES:
-        for p, (fn, err) in fns.items():  # providers alternate within a mode: drift hits both
-            try:
-                f, grads = _timed(fn, mode, x, w, b, dy)
-                times[p][mode] = rec.measure(
-                    f, **key, provider=p, mode=mode, grad_to_none=grads, rel_err=err, check="ok",
-                    flops=flops(case.M, case.N, case.K, mode),
-                    nbytes=min_bytes(case.M, case.N, case.K, mode, itemsize),
-                )
-            except Exception as e:
-                rec.failures.append(f"{what} {p} {mode}: {type(e).__name__}: {e}")
-                rec.log(f"  ERROR {what} {p} {mode}: {type(e).__name__}: {e}")
-    for p, t in times.items():
-        ms = "  ".join(f"{m} {t[m] * 1e3:9.1f} us" for m in MODES if m in t)
-        rec.log(f"  {dtype:9} {case.label:10} {p:13} err {fns[p][1]:.1e}  {ms}")
+    check_then_time(
+        rec, dict(op=OP, shape=case.shape, dtype=dtype, layout=LAYOUT, label=case.label),
+        f"{OP} {dtype} {case.label} ({case.shape})", providers, device,
+        make=make_provider,
+        check=lambda fn: _check(fn, x, w, b, dy, ref, device),
+        timed=lambda fn, mode: _timed(fn, mode, x, w, b, dy),
+        extra=lambda mode: dict(flops=flops(case.M, case.N, case.K, mode),
+                                nbytes=min_bytes(case.M, case.N, case.K, mode, itemsize)),
+        names=["y", "dx", "dW", "db"], log_as=f"{dtype:9} {case.label:10}", modes=MODES,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

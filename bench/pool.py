@@ -18,18 +18,16 @@ same inputs (harness.TOLERANCE); a provider that fails is recorded with check=FA
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, TOLERANCE, Recorder, precompile, quick_first, rel_err, run_step, synchronize
+from .harness import DTYPES, MODES, Recorder, check_one, check_then_time, quick_first, run_step, timed_one
 from .harness import select_cases as harness_select
 
 OP = "pool"
 LAYOUTS = ("nchw", "channels_last")
-MODES = ("forward", "backward", "forward+backward")
 PROVIDERS = ("tritonnet", "torch", "torch-compile")
 DEFAULT_PROVIDERS = ("tritonnet", "torch")
 MAX_OPS = ("max_pool2d", "adaptive_max_pool2d")
@@ -123,29 +121,6 @@ def _reference(case: Case, x, dy):
     return y.detach(), xd.grad
 
 
-def _check(fn, x, dy, ref, device):
-    """Forward and backward once on a copy of x: (max rel. error, errors, wall s)."""
-    xs = x.detach().clone().requires_grad_()
-    synchronize(device)
-    t0 = time.perf_counter()
-    y = fn(xs)
-    y.backward(dy)
-    synchronize(device)
-    first = time.perf_counter() - t0
-    errs = [rel_err(y, ref[0]), rel_err(xs.grad, ref[1])]
-    return max(errs), errs, first
-
-
-def _timed(fn, mode, x, dy):
-    """(function to time, tensors whose .grad do_bench resets between calls)."""
-    if mode == "forward":
-        return (lambda: fn(x)), None
-    if mode == "backward":
-        y = fn(x)
-        return (lambda: y.backward(dy, retain_graph=True)), [x]
-    return (lambda: fn(x).backward(dy)), [x]
-
-
 def run_case(rec: Recorder, case: Case, layout: str, dtype: str, providers, device, gen) -> None:
     """Check, then time, every provider on one (case, layout, dtype); appends rows to ``rec``."""
     x = _inputs(case, layout, DTYPES[dtype][0], device, gen)
@@ -155,47 +130,15 @@ def run_case(rec: Recorder, case: Case, layout: str, dtype: str, providers, devi
     ref = _reference(case, x, dy)
     # the layout in the label too: the table and the plot tell cases apart by label
     label = case.label if layout == "nchw" else f"{case.label}.cl"
-    key = dict(op=OP, shape=case.shape, dtype=dtype, layout=layout, label=label)
-    what = f"{OP} {dtype} {label}"
-    fns = {}
-    for p in providers:
-        try:
-            fn = make_provider(p, case)
-            precompile(rec, key, what, p, device, _check, fn, x, dy, ref, device)
-            err, errs, first = _check(fn, x, dy, ref, device)
-        except Exception as e:  # one broken provider must not end the run
-            rec.failures.append(f"{what} {p}: {type(e).__name__}: {e}")
-            rec.log(f"  ERROR {what} {p}: {type(e).__name__}: {e}")
-            continue
-        ok = err <= TOLERANCE[dtype]
-        check = "ok" if ok else "FAIL"
-        for metric, value, unit in [("rel_err", err, ""), ("first_call", first, "s")]:
-            rec.add(**key, provider=p, mode="forward+backward", metric=metric, p50=value,
-                    unit=unit, rel_err=err, check=check)
-        if not ok:
-            detail = f"y {errs[0]:.2e}, dx {errs[1]:.2e}"
-            rec.failures.append(
-                f"{what} {p}: relative error {err:.3g} > {TOLERANCE[dtype]:g} ({detail})"
-            )
-            rec.log(f"  FAIL {what} {p}: relative error {err:.3g} ({detail}); not timed")
-            continue
-        fns[p] = (fn, err)
-
-    times = {p: {} for p in fns}
-    for mode in MODES:
-        for p, (fn, err) in fns.items():  # providers alternate within a mode: drift hits both
-            try:
-                f, grads = _timed(fn, mode, x, dy)
-                times[p][mode] = rec.measure(
-                    f, **key, provider=p, mode=mode, grad_to_none=grads, rel_err=err, check="ok",
-                    nbytes=min_bytes(case, out.numel(), mode, x.element_size()),
-                )
-            except Exception as e:
-                rec.failures.append(f"{what} {p} {mode}: {type(e).__name__}: {e}")
-                rec.log(f"  ERROR {what} {p} {mode}: {type(e).__name__}: {e}")
-    for p, t in times.items():
-        ms = "  ".join(f"{m} {t[m] * 1e3:9.1f} us" for m in MODES if m in t)
-        rec.log(f"  {dtype:5} {label:21} {p:13} err {fns[p][1]:.1e}  {ms}")
+    check_then_time(
+        rec, dict(op=OP, shape=case.shape, dtype=dtype, layout=layout, label=label),
+        f"{OP} {dtype} {label}", providers, device,
+        make=lambda p: make_provider(p, case),
+        check=lambda fn: check_one(fn, x, dy, ref, device),
+        timed=lambda fn, mode: timed_one(fn, mode, x, dy),
+        extra=lambda mode: dict(nbytes=min_bytes(case, out.numel(), mode, x.element_size())),
+        names=["y", "dx"], log_as=f"{dtype:5} {label:21}", modes=MODES,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -197,3 +197,17 @@ def fake_layouts_checked():
 
     with Check():
         yield
+
+
+def bench_recorder(copy_gbs=1000.0):
+    """A benchmark Recorder whose timer runs each timed function once and reports 10 us
+    (quantiles 9, 10, 12 us), with a copy ceiling: a benchmark module's logic on the CPU."""
+    from tritonnet.bench import harness
+
+    def timer(fn, grad_to_none=None):
+        fn()
+        return (0.01, 0.009, 0.012)
+
+    rec = harness.Recorder({"device": "fake", "versions": "v", "timestamp": "t"}, timer, log=lambda *a: None)
+    rec.ceilings["copy"] = copy_gbs
+    return rec

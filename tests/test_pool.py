@@ -8,7 +8,7 @@ import torch.nn.functional as TF
 
 import tritonnet
 import tritonnet.functional as F
-from tests.helpers import DTYPES, FULL, KERNEL_DEVICE, assert_close_rel, opcheck
+from tests.helpers import DTYPES, FULL, KERNEL_DEVICE, assert_close_rel, bench_recorder, opcheck
 from tritonnet import reference
 from tritonnet.ops.pool import pool_output_size
 
@@ -857,7 +857,6 @@ def test_gpu_every_autotune_config(monkeypatch):
 
 
 def test_bench_pool_runs_and_counts_bytes():
-    from tritonnet.bench import harness
     from tritonnet.bench import pool as bpool
 
     case = bpool.Case("tiny", "max_pool2d", 2, 3, 9, 8, {"kernel_size": 3, "stride": 2, "padding": 1})
@@ -865,13 +864,7 @@ def test_bench_pool_runs_and_counts_bytes():
     assert bpool.min_bytes(case, 120, "forward", 2) == 2 * (432 + 120) + 8 * 120
     assert bpool.min_bytes(case, 120, "forward+backward", 4) == 2 * (4 * (432 + 120) + 8 * 120)
 
-    def timer(fn, grad_to_none=None):
-        fn()
-        return (0.01, 0.009, 0.012)
-
-    env = {"device": "fake", "versions": "v", "timestamp": "t"}
-    rec = harness.Recorder(env, timer, log=lambda *a: None)
-    rec.ceilings["copy"] = 1000.0
+    rec = bench_recorder()
     cases = [case, bpool.Case("tiny.up", "interpolate", 1, 2, 3, 5, {"scale_factor": 2})]
     bpool.run(rec, device=KERNEL_DEVICE, dtypes=["fp32-tf32", "fp32"], cases=cases)
     df = rec.frame()

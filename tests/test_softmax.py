@@ -11,7 +11,7 @@ import torch.nn.functional as TF
 
 import tritonnet
 import tritonnet.functional as F
-from tests.helpers import DTYPES, HAS_CUDA, KERNEL_DEVICE, assert_close_rel, opcheck
+from tests.helpers import DTYPES, HAS_CUDA, KERNEL_DEVICE, assert_close_rel, bench_recorder, opcheck
 from tritonnet import reference
 
 # the interpreter computes masked-out lanes too (exp/log of -inf there): numpy warns, harmlessly
@@ -387,7 +387,6 @@ def test_convert_swaps_softmax_modules():
 
 
 def test_bench_softmax_runs_and_counts_bytes():
-    from tritonnet.bench import harness
     from tritonnet.bench import softmax as bsm
 
     ce = bsm.Case("tiny.ce", "cross_entropy", (2, 5, 3, 4))
@@ -397,13 +396,7 @@ def test_bench_softmax_runs_and_counts_bytes():
     sm = bsm.Case("tiny.ls", "log_softmax", (3, 70))
     assert bsm.min_bytes(sm, "backward", 4) == 3 * 4 * 210  # dy, y read; dx written
 
-    def timer(fn, grad_to_none=None):
-        fn()
-        return (0.01, 0.009, 0.012)
-
-    env = {"device": "fake", "versions": "v", "timestamp": "t"}
-    rec = harness.Recorder(env, timer, log=lambda *a: None)
-    rec.ceilings["copy"] = 1000.0
+    rec = bench_recorder()
     cases = [ce, bsm.Case("tiny.ce", "cross_entropy", (2, 5, 3, 4), layout="channels_last"), sm]
     bsm.run(rec, device=KERNEL_DEVICE, dtypes=["fp32-tf32", "fp32"], cases=cases)
     df = rec.frame()
