@@ -150,10 +150,9 @@ def _cross_entropy_bwd_kernel(
     PROB_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
     SINGLE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """dx_c = g * (softmax_c * S - w_c q_c); one pass per row. A row of one block takes its
-    softmax from x (p = e / s) and, at an index target, p_t - 1 as minus the other classes'
-    share, so a confident row keeps its digits; a longer row takes exp(x_c - lse), whose
-    rounding (the ulp of the max) then limits p_t - 1."""
+    """dx_c = g * (softmax_c * S - w_c q_c), the softmax normalised by its own sum and, at an
+    index target, p_t - 1 as minus the other classes' share, so a confident row keeps its
+    digits. A row of one block is read once; a longer one twice (sum, then write)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < n_rows
     x_row = x_ptr + _row_start(rows, R, stride_xn, stride_xr)
@@ -169,40 +168,64 @@ def _cross_entropy_bwd_kernel(
         t = tl.load(t_row, mask=row_mask, other=ignore_index).to(tl.int64)
         g = tl.where(t != ignore_index, g, 0.0)  # ignored rows: zero gradient
     cols = tl.arange(0, BLOCK_C)
-    if SINGLE:
-        # the whole row is in registers: e = exp(x - lse) is the softmax but for a factor
-        # common to the row (lse's rounding, the ulp of the max), which p = e / s, s = sum e,
-        # divides out; at an index target, S p_t - w_t q_t = (S - w_t q_t) - S (1 - p_t) with
-        # 1 - p_t = (sum of the other classes' e) / s, so a confident row's p_t - 1 keeps its
-        # digits. One row reduction; e_t comes from one gathered logit, as in the forward.
+    # e = exp(x - lse) is the softmax but for a factor common to the row (lse's rounding, the
+    # ulp of the max), which p = e / s, s = sum e, divides out; at an index target,
+    # S p_t - w_t q_t = (S - w_t q_t) - S (1 - p_t) with 1 - p_t = (the other classes' e) / s,
+    # so a confident row's p_t - 1 keeps its digits. One row reduction (s, or the others'
+    # share at an index target, whose e_t comes from one gathered logit, as in the forward).
+    if PROB_TARGET:
+        e_t = tl.zeros((BLOCK_R,), tl.float32)  # unused
+    else:
+        ok = (t != ignore_index) & inside(t, C) & row_mask
+        x_t = tl.load(x_row + t * stride_xc, mask=ok, other=0.0).to(tl.float32)
+        e_t = tl.where(ok, tl.exp(x_t - lse), 0.0)
+    if SINGLE:  # the whole row in registers: one read
         mask = row_mask[:, None] & (cols < C)[None, :]
         x = tl.load(x_row[:, None] + cols[None, :] * stride_xc, mask=mask, other=float("-inf"))
         e = tl.exp(x.to(tl.float32) - lse[:, None])  # lse = -inf (all -inf row): NaN, as torch
+        part = _ce_part(e, cols, t, PROB_TARGET)
         wq = _ce_target_dist(t_row, w_ptr, t, cols, mask, C, stride_tc, eps,
                              PROB_TARGET, HAS_WEIGHT, SMOOTHING)
-        if PROB_TARGET:
-            d = e * (wsum / tl.sum(e, axis=1))[:, None] - wq
-        else:
-            ok = (t != ignore_index) & inside(t, C) & row_mask
-            x_t = tl.load(x_row + t * stride_xc, mask=ok, other=0.0).to(tl.float32)
-            e_t = tl.where(ok, tl.exp(x_t - lse), 0.0)
-            at_t = cols[None, :] == t[:, None]
-            rest = tl.sum(tl.where(at_t, 0.0, e), axis=1)
-            r = 1.0 / (e_t + rest)
-            d = e * (wsum * r)[:, None] - wq
-            d = tl.where(at_t, (wsum[:, None] - wq) - (wsum * rest * r)[:, None], d)
+        d = _ce_dx(e, cols, t, wq, wsum, part, e_t, PROB_TARGET)
         tl.store(dx_row[:, None] + cols[None, :] * stride_dxc, (g[:, None] * d).to(dx_ptr.dtype.element_ty),
                  mask=mask)
-    else:
+    else:  # a longer row: one pass for the sum, one to write (x read twice)
+        part = tl.zeros((BLOCK_R,), tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cols
             mask = row_mask[:, None] & (c < C)[None, :]
-            x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=0.0).to(tl.float32)
-            p = tl.exp(x - lse[:, None])
+            x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=float("-inf"))
+            part += _ce_part(tl.exp(x.to(tl.float32) - lse[:, None]), c, t, PROB_TARGET)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + cols
+            mask = row_mask[:, None] & (c < C)[None, :]
+            x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=float("-inf"))
+            e = tl.exp(x.to(tl.float32) - lse[:, None])
             wq = _ce_target_dist(t_row, w_ptr, t, c, mask, C, stride_tc, eps,
                                  PROB_TARGET, HAS_WEIGHT, SMOOTHING)
-            dx = g[:, None] * (p * wsum[:, None] - wq)
-            tl.store(dx_row[:, None] + c[None, :] * stride_dxc, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            d = _ce_dx(e, c, t, wq, wsum, part, e_t, PROB_TARGET)
+            tl.store(dx_row[:, None] + c[None, :] * stride_dxc, (g[:, None] * d).to(dx_ptr.dtype.element_ty),
+                     mask=mask)
+
+
+@triton.jit
+def _ce_part(e, c, t, PROB_TARGET: tl.constexpr):
+    """A block's share of the row sum the backward normalises by: all of e for probability
+    targets; the classes other than the target's for an index target."""
+    if PROB_TARGET:
+        return tl.sum(e, axis=1)
+    return tl.sum(tl.where(c[None, :] == t[:, None], 0.0, e), axis=1)
+
+
+@triton.jit
+def _ce_dx(e, c, t, wq, S, part, e_t, PROB_TARGET: tl.constexpr):
+    """S p_c - w_c q_c of a block, p = e / s (s = part, or e_t + part at an index target,
+    whose own column is (S - w_t q_t) - S part / s)."""
+    if PROB_TARGET:
+        return e * (S / part)[:, None] - wq
+    r = 1.0 / (e_t + part)
+    d = e * (S * r)[:, None] - wq
+    return tl.where(c[None, :] == t[:, None], (S[:, None] - wq) - (S * part * r)[:, None], d)
 
 
 @triton.jit

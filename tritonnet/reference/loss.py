@@ -97,8 +97,8 @@ def cross_entropy_backward(grad, input, target, weight, lse, wsum, ignore_index,
     softmax but for a factor common to the row (lse's rounding, the ulp of the max), which
     p = e / s, s = sum e, divides out; at an index target, S p_t - w_t q_t = (S - w_t q_t) -
     S (1 - p_t) with 1 - p_t = (sum of the other classes' e) / s, so a confident row's p_t - 1
-    keeps its digits. (The Triton kernel does the same for a row of one block, and takes
-    p = exp(x - lse) for a longer one.)"""
+    keeps its digits. (The Triton kernel does the same; a row longer than its block is read
+    twice, once for the sum.)"""
     acc = acc_dtype(input.dtype)
     g = grad.to(acc)
     S = wsum.to(acc).unsqueeze(1)
