@@ -86,15 +86,9 @@ def _cross_entropy_fwd_kernel(
         x = x.to(tl.float32)  # compute in fp32
         m_new, new_shift, rest, _ = online_rest(x, m, rest)
         if PROB_TARGET or SMOOTHING:
-            if PROB_TARGET:
-                q = tl.load(t_row[:, None] + c[None, :] * stride_tc, mask=mask, other=0.0)
-                q = q.to(tl.float32)
-                if SMOOTHING:
-                    q = q * (1.0 - eps) + eps / C
-            else:  # the smoothing part of an index target: eps / C on every class
-                q = tl.full((1, BLOCK_C), 1.0, tl.float32) * (eps / C)
-            if HAS_WEIGHT:
-                q = q * tl.load(w_ptr + c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+            # an index target's one-hot part is the gathered logit below: only eps / C here
+            q = _ce_target_dist(t_row, w_ptr, rows, c, mask, C, stride_tc, eps,
+                                PROB_TARGET, HAS_WEIGHT, SMOOTHING, ONE_HOT=False)
             # masked lanes hold x = -inf: keep them out (0 * inf is NaN)
             a = a + b * (new_shift - shift)
             a = a + tl.sum(tl.where(mask, q * (new_shift[:, None] - x), 0.0), axis=1)
@@ -230,17 +224,22 @@ def _ce_dx(e, c, t, wq, S, part, e_t, PROB_TARGET: tl.constexpr):
 
 @triton.jit
 def _ce_target_dist(t_row, w_ptr, t, c, mask, C, stride_tc, eps,
-                    PROB_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr):
-    """w_c q_c of a (BLOCK_R, BLOCK_C) tile of classes c: the weighted target distribution."""
+                    PROB_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
+                    ONE_HOT: tl.constexpr = True):
+    """w_c q_c of a (BLOCK_R, BLOCK_C) tile of classes c: the weighted target distribution.
+    For an index target without ONE_HOT, only its smoothing part eps / C (the forward
+    gathers the target's logit instead)."""
     if PROB_TARGET:
         q = tl.load(t_row[:, None] + c[None, :] * stride_tc, mask=mask, other=0.0)
         q = q.to(tl.float32)
         if SMOOTHING:
             q = q * (1.0 - eps) + eps / C
-    else:
+    elif ONE_HOT:
         q = tl.where(c[None, :] == t[:, None], 1.0 - eps, 0.0)
         if SMOOTHING:
             q += eps / C
+    else:
+        q = tl.full((1, c.shape[0]), 1.0, tl.float32) * (eps / C)
     if HAS_WEIGHT:
         q = q * tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
     return q
