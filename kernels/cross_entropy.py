@@ -84,7 +84,7 @@ def _cross_entropy_fwd_kernel(
         mask = row_mask[:, None] & c_mask[None, :]
         x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=float("-inf"))
         x = x.to(tl.float32)  # compute in fp32
-        m_new, new_shift, rest, _ = online_rest(x, m, rest)
+        m_new, new_shift, rest = online_rest(x, m, rest)
         if PROB_TARGET or SMOOTHING:
             # an index target's one-hot part is the gathered logit below: only eps / C here
             q = _ce_target_dist(t_row, w_ptr, rows, c, mask, C, stride_tc, eps,

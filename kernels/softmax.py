@@ -84,7 +84,7 @@ def online_rest(x, m, rest):
     max, which poisons the row as torch's -inf - -inf does) and all but one added back as a
     count; a block that ties the running max counts its copies as the 1s they are. Two row
     reductions, as a plain online log-sum-exp: the max, and (sum, count) as one pair.
-    -> (m_new, shift, rest, e): shift = m_new, or 0 while m_new = -inf; e = exp(x - shift)."""
+    -> (m_new, shift, rest): shift = m_new, or 0 while m_new = -inf."""
     m_new = tl.maximum(m, tl.max(x, axis=1))
     shift = tl.where(m_new == float("-inf"), 0.0, m_new)
     e = tl.exp(x - shift[:, None])
@@ -92,7 +92,7 @@ def online_rest(x, m, rest):
     top = (x == m_new[:, None]) & grown[:, None]
     blk, count = tl.reduce((tl.where(top, e - 1.0, e), top.to(tl.float32)), 1, _add_pair)
     f = tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))
-    return m_new, shift, tl.where(grown, (rest * f + f) + (count - 1.0), rest) + blk, e
+    return m_new, shift, tl.where(grown, (rest * f + f) + (count - 1.0), rest) + blk
 
 
 @triton.jit
@@ -131,7 +131,7 @@ def _softmax_fwd_kernel(
         x = x.to(tl.float32)  # compute in fp32, cast once on store
         if LOG:
             init = tl.full((BLOCK_R,), float("-inf"), tl.float32)
-            m, shift, rest, e = online_rest(x, init, tl.zeros((BLOCK_R,), tl.float32))
+            m, shift, rest = online_rest(x, init, tl.zeros((BLOCK_R,), tl.float32))
             y = (x - shift[:, None]) - log_sum(m, rest)[:, None]  # all -inf row: NaN, as torch
         else:
             m = tl.max(x, axis=1)
@@ -147,7 +147,7 @@ def _softmax_fwd_kernel(
             c = c0 + cols
             mask = row_mask[:, None] & (c < C)[None, :]
             x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=float("-inf"))
-            m, _, rest, _ = online_rest(x.to(tl.float32), m, rest)
+            m, _, rest = online_rest(x.to(tl.float32), m, rest)
         log_s = log_sum(m, rest)
         s = tl.where(m == float("-inf"), 0.0, 1.0 + rest)  # all -inf row: 0/0 = NaN, as torch
         m = tl.where(m == float("-inf"), 0.0, m)
