@@ -87,6 +87,12 @@ def flat_view(x: torch.Tensor) -> torch.Tensor:
     return x if is_dense(x) else torch.empty_like(x).copy_(x)
 
 
+def in_layout_of(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` (of ``ref``'s shape) laid out as the dense ``ref``: itself when its strides already
+    match, else a copy, so that an elementwise kernel walks both in one memory order."""
+    return t if t.stride() == ref.stride() else torch.empty_like(ref, dtype=t.dtype).copy_(t)
+
+
 def index64(*tensors: torch.Tensor) -> bool:
     """Whether an offset into any of the tensors can reach 2**31 (strides included): only then
     do kernels compute offsets in int64 (their INDEX64 switch). int32 address arithmetic

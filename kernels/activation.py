@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import apply_activation, cdiv, flat_view
+from ._common import apply_activation, cdiv, flat_view, in_layout_of
 from ._launch import launcher
 
 BLOCK = 1024
@@ -72,8 +72,7 @@ def activation_forward(input, activation, out=None):
 def activation_backward(grad_output, output, activation):
     """dx from dy and the forward's output y."""
     y = flat_view(output)
-    # dy must walk memory in y's order
-    dy = grad_output if grad_output.stride() == y.stride() else torch.empty_like(y).copy_(grad_output)
+    dy = in_layout_of(grad_output, y)  # dy must walk memory in y's order
     dx = torch.empty_like(y)
     n = y.numel()
     if n:

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, cdiv, fp64_to_reference, inside
+from ._common import INTERPRET, cdiv, flat_view, fp64_to_reference, in_layout_of, inside
 from ._launch import launcher
 from .cross_entropy import _row_dtype, _row_start
 from .softmax import row_tile
@@ -179,15 +179,18 @@ def nll_loss_backward(grad, target, weight, ignore_index, num_classes, dtype):
 def mse_loss_forward(input, target, weight, reduce):
     """input, target (and weight) of one shape and dtype. reduce: the fp32 sum of
     w (x - t)^2 as a 0-d tensor (per-program partials, then one sum); else the elementwise
-    loss in input's dtype and shape."""
-    x, t = input.contiguous(), target.contiguous()
-    w = weight.contiguous() if weight is not None else x
+    loss in input's dtype and shape, laid out as ``empty_like(input)`` (torch's elementwise
+    layout: a channels_last input gives a channels_last loss). Every operand walks memory in
+    input's order: a dense input and a target of its layout are read in place."""
+    x = flat_view(input)
+    t = in_layout_of(target, x)
+    w = in_layout_of(weight, x) if weight is not None else x
     n = x.numel()
     grid = (cdiv(n, MSE_BLOCK),)
     if reduce:
         partials = torch.empty(grid[0], device=x.device, dtype=_row_dtype(x.dtype))
     else:
-        out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+        out = torch.empty_like(x)
     if n:
         _mse_loss_fwd_kernel[grid](
             x, t, w, partials if reduce else out, n,
@@ -198,7 +201,8 @@ def mse_loss_forward(input, target, weight, reduce):
 
 @fp64_to_reference
 def mse_loss_backward(grad, input, target, weight, reduce):
-    """grad: 0-d (reduce) or input's shape -> grad_input, input's dtype and shape."""
+    """grad: 0-d (reduce) or input's shape -> grad_input, input's dtype and shape, contiguous
+    (torch's mse_loss_backward allocates it so, whatever input's layout)."""
     x, t = input.contiguous(), target.contiguous()
     w = weight.contiguous() if weight is not None else x
     g = grad if reduce else grad.contiguous()

@@ -529,6 +529,38 @@ def test_input_gradient_layouts_like_torch(backend):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_mse_none_keeps_the_input_layout(backend):
+    """torch's elementwise mse_loss(reduction='none') is laid out as its input (a channels_last
+    regression map gives a channels_last loss); so is ours, and its fake kernel says so (what
+    torch.compile plans with). Targets and weights of another layout, values and gradients."""
+    from tests.helpers import fake_layouts_checked
+
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cl = torch.randn(2, 3, 4, 5, device=dev).to(memory_format=torch.channels_last)
+    tr = torch.randn(5, 3, device=dev).t()
+    cases = [
+        (cl, torch.randn(2, 3, 4, 5, device=dev), None),
+        (cl, torch.randn(2, 3, 4, 5, device=dev).to(memory_format=torch.channels_last), None),
+        (cl, torch.randn(2, 3, 4, 5, device=dev), torch.rand(2, 3, 4, 5, device=dev)),
+        (tr, torch.randn(3, 5, device=dev), None),
+        (tr, torch.randn(5, 3, device=dev).t(), torch.rand(3, 5, device=dev)),
+    ]
+    for x, t, w in cases:
+        for red in REDUCTIONS:
+            xo, xt = x.detach().requires_grad_(), x.detach().requires_grad_()
+            with fake_layouts_checked():
+                ours = F.mse_loss(xo, t, reduction=red, weight=w)
+            theirs = TF.mse_loss(xt, t, reduction=red, weight=w)
+            what = (red, x.stride(), t.stride(), w is not None)
+            assert ours.stride() == theirs.stride(), (what, ours.stride(), theirs.stride())
+            torch.testing.assert_close(ours, theirs, msg=str(what))
+            g = torch.randn(ours.shape, device=dev)
+            (go,), (gt,) = torch.autograd.grad(ours, xo, g), torch.autograd.grad(theirs, xt, g)
+            torch.testing.assert_close(go, gt, msg=str(what))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_empty_and_all_ignored_like_torch(backend):
     """mean of nothing is NaN, sum 0, none empty; all rows ignored: mean NaN, sum 0."""
     tritonnet.set_backend(backend)

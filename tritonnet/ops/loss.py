@@ -348,7 +348,7 @@ def mse_loss(input: Tensor, target: Tensor, weight: Optional[Tensor], reduce: bo
 def _(input, target, weight, reduce):
     if reduce:
         return input.new_empty((), dtype=_row_dtype(input.dtype))
-    return input.new_empty(input.shape)
+    return torch.empty_like(input)  # the loss keeps input's layout, as torch's does
 
 
 @primitive
@@ -360,7 +360,7 @@ def mse_loss_backward(
 
 @mse_loss_backward.register_fake
 def _(grad, input, target, weight, reduce):
-    return input.new_empty(input.shape)
+    return input.new_empty(input.shape)  # contiguous, as torch's
 
 
 def _mse_setup(ctx, inputs, output):

@@ -163,7 +163,7 @@ def mse_loss_forward(input, target, weight, reduce):
         e = e * weight.to(acc)
     if reduce:
         return e.sum().to(_row_dtype(input.dtype))
-    return e.to(input.dtype).contiguous()
+    return _like(e, input)
 
 
 def mse_loss_backward(grad, input, target, weight, reduce):
@@ -172,4 +172,11 @@ def mse_loss_backward(grad, input, target, weight, reduce):
     dx = (input.to(acc) - target.to(acc)) * (2 * grad.to(acc))  # 2 (x - t) could overflow first
     if weight is not None:
         dx = dx * weight.to(acc)
-    return dx.to(input.dtype).contiguous()
+    return dx.to(input.dtype).contiguous()  # torch's is contiguous whatever input's layout
+
+
+def _like(r, input):
+    """``r`` in input's dtype, laid out as ``empty_like(input)`` (what the kernels and the fake
+    kernels give; torch's own arithmetic may order an ambiguous input's dims otherwise)."""
+    out = torch.empty_like(input)
+    return r.to(input.dtype) if r.stride() == out.stride() else out.copy_(r)
