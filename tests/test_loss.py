@@ -504,6 +504,37 @@ def test_mse_gradient_does_not_overflow_before_torchs(backend):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_mse_higher_derivatives_do_not_overflow(backend):
+    """The double backward and the jvp formulas multiply (x - t) by 2 g, not 2 by (x - t):
+    at |x - t| > max / 2 they stay finite, equal to float64's (torch's fp32 gives inf or NaN)."""
+    from torch.func import grad, jvp
+
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x32 = torch.tensor([2e38, -2e38, 1.0, 0.0], device=dev)
+    t32 = torch.tensor([-1e38, 1e38, 0.0, 0.0], device=dev)
+
+    def derivatives(m, x, t):
+        out = {}
+        for red in ("mean", "none"):
+            xx = x.clone().requires_grad_()
+            y = m.mse_loss(xx, t, reduction=red)
+            gy = torch.ones_like(y).requires_grad_()
+            (dx,) = torch.autograd.grad(y, xx, gy, create_graph=True)
+            (out["d(dx)/dg " + red],) = torch.autograd.grad(dx, gy, torch.full_like(dx, 0.25))
+        tan = torch.full_like(x, 0.25)
+        out["jvp"] = jvp(lambda a: m.mse_loss(a, t, reduction="none"), (x,), (tan,))[1]
+        dx = grad(lambda b: m.mse_loss(b, t, reduction="sum"))
+        out["jvp of grad"] = jvp(dx, (x,), (tan,))[1]
+        return out
+
+    ours = derivatives(F, x32, t32)
+    truth = derivatives(TF, x32.double(), t32.double())
+    for what, v in ours.items():
+        torch.testing.assert_close(v, truth[what].float(), msg=what)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_input_gradient_layouts_like_torch(backend):
     """torch's losses return the logits' gradient contiguous whatever their layout (so a
     .view() of it works as with torch): channels_last 4-D logits (index and probability

@@ -400,14 +400,14 @@ def _mse_grad_backward(ctx, gg):
     w32 = w.to(acc) if w is not None else None
     d_g = d_x = d_t = d_w = None
     if need_g:
-        d_g = 2 * diff * gg32 * (w32 if w32 is not None else 1)
+        d_g = diff * (2 * gg32) * (w32 if w32 is not None else 1)  # 2 (x - t) may overflow first
         d_g = (d_g.sum() if ctx.reduce else d_g).to(g.dtype)
     if need_x or need_t:
         d = 2 * g32 * gg32 * (w32 if w32 is not None else 1)
         d_x = d.to(x.dtype) if need_x else None
         d_t = (-d).to(t.dtype) if need_t else None
     if need_w:
-        d_w = (2 * diff * g32 * gg32).to(w.dtype)
+        d_w = (diff * (2 * g32) * gg32).to(w.dtype)
     return d_g, d_x, d_t, d_w, None
 
 
@@ -424,12 +424,12 @@ def _(args, output, tangents):
     w32 = w.to(acc) if w is not None else 1
     out = torch.zeros_like(diff)
     if t_g is not None:
-        out = out + 2 * w32 * diff * t_g.to(acc)
+        out = out + diff * (2 * t_g.to(acc)) * w32  # 2 (x - t) may overflow first
     if t_x is not None or t_t is not None:
         t_diff = (t_x.to(acc) if t_x is not None else 0) - (t_t.to(acc) if t_t is not None else 0)
-        out = out + 2 * w32 * t_diff * g32
+        out = out + t_diff * (2 * g32) * w32
     if t_w is not None:
-        out = out + 2 * t_w.to(acc) * diff * g32
+        out = out + diff * (2 * g32) * t_w.to(acc)
     return out.to(output.dtype)
 
 
@@ -443,7 +443,7 @@ def _(args, output, tangents):
     t = None
     if tx is not None or tt is not None:
         td = (tx.to(acc) if tx is not None else 0) - (tt.to(acc) if tt is not None else 0)
-        t = 2 * diff * td * (weight.to(acc) if weight is not None else 1)
+        t = diff * (2 * td) * (weight.to(acc) if weight is not None else 1)  # 2 (x - t) may overflow
     if tw is not None:
         t_w = diff * diff * tw.to(acc)
         t = t_w if t is None else t + t_w
