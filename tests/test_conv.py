@@ -128,6 +128,46 @@ def test_result_and_gradient_layouts_like_torch(backend):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_layouts_when_the_output_gradient_comes_in_another(backend):
+    """torch lays a convolution's gradients out by its input and weight alone (it copies an
+    output gradient of another layout first): a channels_last result whose gradient comes back
+    contiguous (through a .contiguous()), an NCHW result with a channels_last gradient. And
+    conv1d makes a permuted (N, C, L) input contiguous, so its result is contiguous, not
+    channels_last seen as 1-D. Strides and values against torch."""
+    tf32_off()
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    cl, nchw = torch.channels_last, torch.contiguous_format
+
+    def run(m, conv, x, w, gfmt):
+        x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = conv(m, x, w)
+        g = torch.randn(y.shape, device=dev)
+        g = g.to(memory_format=gfmt) if y.dim() == 4 else g.transpose(1, 2).contiguous().transpose(1, 2)
+        return (y, *torch.autograd.grad(y, (x, w), g))
+
+    x4, x3 = torch.randn(2, 16, 6, 6, device=dev), torch.randn(2, 7, 16, device=dev).transpose(1, 2)
+    w4, wt4 = torch.randn(8, 16, 3, 3, device=dev), torch.randn(16, 8, 3, 3, device=dev)
+    cases = [
+        (lambda m, x, w: m.conv2d(x, w, padding=1), x4.to(memory_format=cl), w4, nchw),
+        (lambda m, x, w: m.conv2d(x, w, padding=1), x4, w4, cl),
+        (lambda m, x, w: m.conv2d(x, w, padding=1), x4, w4.to(memory_format=cl), nchw),
+        (lambda m, x, w: m.conv_transpose2d(x, w, stride=2), x4.to(memory_format=cl), wt4, nchw),
+        (lambda m, x, w: m.conv_transpose2d(x, w, stride=2), x4, wt4, cl),
+        (lambda m, x, w: m.conv1d(x, w, padding=1), x3, torch.randn(8, 16, 3, device=dev), None),
+        (lambda m, x, w: m.conv_transpose1d(x, w, stride=2), x3, torch.randn(16, 8, 3, device=dev), None),
+    ]
+    for i, (conv, x, w, gfmt) in enumerate(cases):
+        torch.manual_seed(i)
+        ours = run(F, conv, x, w, gfmt)
+        torch.manual_seed(i)
+        theirs = run(TF, conv, x, w, gfmt)
+        for what, a, b in zip(("y", "dx", "dw"), ours, theirs):
+            assert a.stride() == b.stride(), (i, what, a.stride(), b.stride())
+            torch.testing.assert_close(a, b, msg=f"case {i} {what}")
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_strided_operands_like_torch(backend):
     """Non-contiguous operands a user can hand in: a bias slice (stride 2: the epilogue once
     read it as dense, giving wrong values), a weight slice and a transposed weight, an expanded

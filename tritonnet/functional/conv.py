@@ -146,6 +146,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution as ``torch.nn.functional.conv1d``, through the 2-D kernels with H = 1."""
     _check_tensors("conv1d", input, weight, bias, 1)
+    input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding")[0])
     y = conv2d(
         input.unsqueeze(-2), weight.unsqueeze(-2), bias,
@@ -213,6 +214,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 1-D convolution, through the 2-D kernels with H = 1."""
     _check_tensors("conv_transpose1d", input, weight, bias, 1)
+    input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     one = lambda v, name: (_tuple(v, 1, name)[0],)  # noqa: E731
     y = conv_transpose2d(
         input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, *one(stride, "stride")),

@@ -87,10 +87,22 @@ def _setup(ctx, inputs, output):
     ctx.save_for_backward(input, weight, output if act != "none" else None)
 
 
+def _grad_in_conv_format(grad, input, weight):
+    """The output gradient laid out as the convolution's result (conv_memory_format of input
+    and weight), as torch's convolution backward lays it out before it computes: the gradients
+    then take torch's layouts even where the output gradient came in another (a ``.contiguous()``
+    of a channels_last result, a transposed 1-D gradient). A no-op in training, where the
+    output gradient has the output's layout."""
+    fmt = conv_memory_format(input, weight)
+    return grad if grad.is_contiguous(memory_format=fmt) else grad.contiguous(memory_format=fmt)
+
+
 def _backward(ctx, grad):
     input, weight, output = ctx.saved_tensors
     if ctx.act != "none":
-        grad = activation_backward(grad, output, ctx.act)
+        grad = activation_backward(grad, output, ctx.act)  # in the output's layout
+    else:
+        grad = _grad_in_conv_format(grad, input, weight)
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx = dw = db = None
     if need_x:
@@ -221,6 +233,7 @@ def _setup_t(ctx, inputs, output):
 
 def _backward_t(ctx, grad):
     input, weight = ctx.saved_tensors
+    grad = _grad_in_conv_format(grad, input, weight)
     stride, padding, dilation, groups = ctx.conv
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx = dw = db = None
