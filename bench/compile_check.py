@@ -336,7 +336,8 @@ def cases_misc(dtypes, quick):
             _grad_step(TF.adaptive_avg_pool2d(x4, (3, 3)))
             _grad_step(TF.adaptive_max_pool2d(x4, 3))
             w = leaf(16, 8, 3, 3)
-            _grad_step(TF.conv_transpose2d(x4, w, None, stride=2, padding=1, output_padding=1))
+            b = leaf(8) if fmt == torch.channels_last else None  # the bias in the epilogue
+            _grad_step(TF.conv_transpose2d(x4, w, b, stride=2, padding=1, output_padding=1))
         _grad_step(TF.unfold(leaf(8, 16, 10, 10), 3, padding=1))
         _grad_step(TF.fold(leaf(8, 16 * 9, 100), (10, 10), 3, padding=1))
 

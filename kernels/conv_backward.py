@@ -89,7 +89,8 @@ def _wgrad_configs():
 def _conv2d_bwd_input_kernel(
     # pointers; taps_ptr: int32 (SH*SW, 4) = first kh, kh step, first kw, kw step per phase;
     # with SPLIT_K, dx_ptr is an fp32 (SPLIT, NB*H*W, G*Cg) buffer of partial sums
-    dy_ptr, w_ptr, dx_ptr, taps_ptr,
+    # b_ptr: a bias of G*Cg (conv_transpose2d's, added before the one rounding; HAS_BIAS)
+    dy_ptr, w_ptr, dx_ptr, taps_ptr, b_ptr,
     # sizes: dx is (NB, G*Cg, H, W), dy is (NB, G*Og, OH, OW); SPLIT programs share a K loop
     NB, Cg, H, W, Og, OH, OW, KH, KW, SPLIT,
     # strides
@@ -100,7 +101,7 @@ def _conv2d_bwd_input_kernel(
     # per-row divisions by them in the tap loop are shifts (1 and 2 in every common network)
     SH: tl.constexpr, SW: tl.constexpr, PH, PW, DH, DW,
     # the largest power of 2 dividing Og, the K channels (conv._align)
-    C_ALIGN: tl.constexpr, SPLIT_K: tl.constexpr,
+    C_ALIGN: tl.constexpr, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -187,6 +188,8 @@ def _conv2d_bwd_input_kernel(
                   + (pix * C_in)[:, None] + ci[None, :])
         tl.store(p_ptrs, acc, mask=mask_m[:, None] & mask_n[None, :])
     else:
+        if HAS_BIAS:  # (with SPLIT_K the reduction adds it)
+            acc += tl.load(b_ptr + ci, mask=mask_n, other=0.0).to(tl.float32)[None, :]
         dx_ptrs = (
             dx_ptr + (n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
             + (ci * stride_dxc)[None, :]
@@ -357,8 +360,9 @@ def _phase_taps(KH, KW, SH, SW, DH, DW, device):
 
 
 @fp64_to_reference
-def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
-    """dx (N, C_in, H, W) with (H, W) = input_size[-2:]; also conv_transpose2d's forward."""
+def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups, bias=None):
+    """dx (N, C_in, H, W) with (H, W) = input_size[-2:]; also conv_transpose2d's forward, whose
+    ``bias`` (C_in) the epilogue adds in fp32 before the one rounding to dx's dtype."""
     NB, C_out, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight.shape
     H, W = input_size[-2], input_size[-1]
@@ -372,7 +376,12 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     dx = torch.empty((NB, C_in, H, W), device=grad_output.device, dtype=grad_output.dtype,
                      memory_format=staged)
     if dx.numel() == 0 or grad_output.numel() == 0:
+        if bias is not None:
+            dx.copy_(bias.view(1, -1, 1, 1).expand(dx.shape))
+            return dx.contiguous(memory_format=out_format)
         return dx.zero_().contiguous(memory_format=out_format)
+    if bias is not None:
+        bias = bias.contiguous()  # read by channel index
     # split > 1: fp32 partial sums, reduced into dx below (conv._split_k_epilogue_kernel)
     part = torch.empty((split, M, C_in), device=dx.device, dtype=torch.float32) if split > 1 else dx
 
@@ -387,14 +396,15 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
         lambda a: a["NB"] * a["H"] * a["W"], lambda a: a["Cg"],
     )[grid](
         grad_output, weight, part, _phase_taps(KH, KW, SH, SW, DH, DW, dx.device),
+        bias if bias is not None else weight,
         NB, Cg, H, W, Og, OH, OW, KH, KW, split,
         *grad_output.stride(), *weight.stride(), *dx.stride(),
-        SH, SW, PH, PW, DH, DW, C_ALIGN=_align(Og), SPLIT_K=split > 1,
+        SH, SW, PH, PW, DH, DW, C_ALIGN=_align(Og), SPLIT_K=split > 1, HAS_BIAS=bias is not None,
         INDEX64=index64(grad_output, weight, dx, part),
         INPUT_PRECISION=_precision(grad_output.dtype), UPCAST=upcast_dot(grad_output.dtype),
     )
     if split > 1:
-        _reduce_split(part, None, dx, "none")
+        _reduce_split(part, bias, dx, "none")
     return dx.contiguous(memory_format=out_format)
 
 

@@ -571,8 +571,33 @@ def test_split_k_forward_and_input_grad(split, cases, monkeypatch):
             dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
             assert dx.is_contiguous(memory_format=fmt)
             assert_close_rel(dx, reference.conv2d_input_grad(gy, w, x.shape, *conv), 1e-5, f"dx cl={cl}")
+            bx = torch.randn(x.shape[1], device=x.device)  # conv_transpose2d's bias, in the reduction
+            assert_close_rel(kernels.conv2d_input_grad(gy, w, x.shape, *conv, bias=bx),
+                             reference.conv2d_input_grad(gy, w, x.shape, *conv, bias=bx), 1e-5, "dx + bias")
         y = kernels.conv2d_forward(x, w, None, *conv)
         assert_close_rel(y, reference.conv2d_forward(x, w, None, *conv), 1e-5, "no bias")
+
+
+@pytest.mark.parametrize("backend,split", [("reference", 1), ("triton", 1), ("triton", 3)])
+def test_conv_transpose_bias_rounds_once(backend, split, monkeypatch):
+    """conv_transpose2d adds its bias in fp32 before the one rounding to fp16 (the input-grad
+    kernel's epilogue, or its split-K reduction), as torch's CPU kernel does: within half an
+    ulp of float64, also where the sum and the bias cancel. Adding it to the rounded result
+    cost up to hundreds of the result's ulps there (and a second pass over the output)."""
+    from tritonnet.kernels import conv_backward as kconvb
+
+    tritonnet.set_backend(backend)
+    monkeypatch.setattr(kconvb, "_split_gemm", lambda *a: split)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 5, 5, device=dev).half()
+    w = (torch.randn(8, 3, 3, 3, device=dev) / 5).half()
+    b = torch.randn(6, device=dev).half()
+    for args in ((x, w, b[:3], 2), (x, w[:, :2], b[:4], 2, 1, 1, 2)):  # stride 2; and groups 2
+        truth = TF.conv_transpose2d(*(a.double() if torch.is_tensor(a) else a for a in args))
+        y = F.conv_transpose2d(*args).double()
+        ulps = (y - truth).abs() / (torch.finfo(torch.half).eps * truth.abs().clamp_min(2**-14))
+        assert ulps.max() < 0.51, (len(args), ulps.max().item())
 
 
 def test_split_gemm_only_where_tiles_leave_sms_idle():

@@ -45,7 +45,9 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, act="
     return out.copy_(y)
 
 
-def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups):
+def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation, groups, bias=None):
+    """dx, the transposed convolution of grad_output; also conv_transpose2d's forward, whose
+    ``bias`` is added before the one rounding to dx's dtype."""
     acc = acc_dtype(grad_output.dtype)
     N, C_out, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight.shape
@@ -58,6 +60,8 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     dy = torch.nn.functional.pad(dy, (0, FW - OW, 0, FH - OH)).reshape(N, groups, C_out // groups, FH * FW)
     cols = torch.einsum("gok,ngol->ngkl", w, dy).reshape(N, groups * Cg * KH * KW, FH * FW)
     dx = col2im(cols, (H, W), (KH, KW), stride, padding, dilation)
+    if bias is not None:
+        dx = dx + bias.to(acc).view(1, -1, 1, 1)
     out = torch.empty((N, groups * Cg, H, W), dtype=grad_output.dtype, device=grad_output.device,
                       memory_format=conv_memory_format(grad_output, weight))
     return out.copy_(dx)
