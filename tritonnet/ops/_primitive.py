@@ -193,6 +193,22 @@ def bilinear_tangent(op, a, b, t_a, t_b):
     return sum(parts)
 
 
+def weight_grad_tangent(op, op_no_db, grad_output, input, t_g, t_x, db):
+    """The tangent of a weight-gradient primitive's (dw, db) = op(grad_output, input): dw is
+    bilinear in (grad_output, input), but db, the sum of grad_output, is linear in
+    grad_output alone, so an input tangent moves dw only. ``op_no_db`` computes dw without
+    the sum; ``db`` is the primal db (its tangent is zeros when grad_output has none)."""
+    if t_g is None and t_x is None:
+        return None, None
+    dw = t_db = None
+    if t_g is not None:
+        dw, t_db = op(t_g, input)
+    if t_x is not None:
+        dw_x = op_no_db(grad_output, t_x)
+        dw = dw_x if dw is None else dw + dw_x
+    return dw, torch.zeros_like(db) if t_db is None else t_db
+
+
 def elementwise_rule(prim: Primitive, tensors=(0,)):
     """The batching rule of an elementwise primitive: the tensors at positions ``tensors``
     (None allowed) go in whole, the vmap dim first, and so does the result."""

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..backend import backend_for
 from ..reference._common import conv_memory_format, conv_positions
-from ._primitive import bilinear_tangent, front, primitive, rows_rule
+from ._primitive import bilinear_tangent, front, primitive, rows_rule, weight_grad_tangent
 from .activation import activation_backward, bilinear_jvp
 
 
@@ -173,9 +173,11 @@ def _(args, output, tangents):
 
 @conv2d_weight_grad.register_jvp
 def _(args, output, tangents):
-    grad_output, input, *rest = args
-    t = bilinear_tangent(lambda g, x: conv2d_weight_grad(g, x, *rest), grad_output, input, *tangents[:2])
-    return (None, None) if t is None else t
+    grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad = args
+    conv = (weight_size, stride, padding, dilation, groups)
+    return weight_grad_tangent(lambda g, x: conv2d_weight_grad(g, x, *conv, bias_grad),
+                               lambda g, x: conv2d_weight_grad(g, x, *conv, False)[0],
+                               grad_output, input, *tangents[:2], output[1])
 
 
 @conv2d.register_jvp

@@ -20,7 +20,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..backend import backend_for
-from ._primitive import bilinear_tangent, primitive, rows_rule
+from ._primitive import bilinear_tangent, primitive, rows_rule, weight_grad_tangent
 from .activation import activation_backward, bilinear_jvp
 
 
@@ -146,9 +146,8 @@ def _(args, output, tangents):
 @linear_weight_grad.register_jvp
 def _(args, output, tangents):
     grad_output, input, column_major = args
-    t = bilinear_tangent(lambda g, x: linear_weight_grad(g, x, column_major), grad_output, input,
-                         *tangents[:2])
-    return (None, None) if t is None else t
+    op = lambda g, x: linear_weight_grad(g, x, column_major)  # noqa: E731
+    return weight_grad_tangent(op, lambda g, x: op(g, x)[0], grad_output, input, *tangents[:2], output[1])
 
 
 @linear.register_jvp
