@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ..reference._common import conv_memory_format, conv_positions
+from ..reference._common import conv_memory_format, conv_positions, vmapped
 from ._primitive import bilinear_tangent, front, primitive, rows_rule, weight_grad_tangent
 from .activation import activation_backward, bilinear_jvp
 
@@ -94,7 +94,14 @@ def _grad_in_conv_format(grad, input, weight):
     of a channels_last result, a transposed 1-D gradient). A no-op in training, where the
     output gradient has the output's layout."""
     fmt = conv_memory_format(input, weight)
-    return grad if grad.is_contiguous(memory_format=fmt) else grad.contiguous(memory_format=fmt)
+    if vmapped(grad):  # a torch.func sample: its layout is the batch's
+        return grad
+    try:
+        if grad.is_contiguous(memory_format=fmt):
+            return grad
+    except RuntimeError:  # a legacy vmap BatchedTensor (jacobian(vectorize=True)) cannot say
+        return grad
+    return grad.contiguous(memory_format=fmt)
 
 
 def _backward(ctx, grad):

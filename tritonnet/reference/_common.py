@@ -82,7 +82,12 @@ def strides_like_channels_last(t: torch.Tensor) -> bool:
     also holds for a slice of a channels_last tensor."""
     if t.dim() != 4 or vmapped(t):
         return False
-    nchw, cl = t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last)
+    try:
+        nchw, cl = t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last)
+    except RuntimeError:
+        # a legacy vmap BatchedTensor (gradcheck's batched gradients, autograd.functional's
+        # jacobian/hessian with vectorize=True), which cannot answer: a sample counts as NCHW
+        return False
     if nchw != cl and 1 not in t.shape:
         # dense in exactly one layout and no size-1 dimension (whose stride is_contiguous
         # ignores but the walk does not): the common case, two cached flags
