@@ -48,6 +48,25 @@ def fp64_to_reference(launcher):
     return launch
 
 
+def tf32_enabled(op: str) -> bool:
+    """Whether torch's own fp32 ``op`` ("conv": cuDNN convolutions, "matmul": cuBLAS GEMMs)
+    may use TF32: torch's fp32_precision setting for ("cuda", op), else ("cuda", "all"), else
+    ("generic", "all"), resolved as ATen's Context::float32Precision resolves it. The legacy
+    flags (``torch.backends.cudnn.allow_tf32``, ``torch.backends.cuda.matmul.allow_tf32``,
+    ``torch.set_float32_matmul_precision``) write these settings too, but reading a legacy
+    flag raises once the new API has set something it cannot express (``cudnn.conv`` and
+    ``cudnn.rnn`` apart, ``cuda.matmul.fp32_precision = "tf32"`` alone), so it is not read."""
+    get = getattr(torch._C, "_get_fp32_precision_getter", None)
+    if get is None:  # a torch before the fp32_precision API
+        return torch.backends.cudnn.allow_tf32 if op == "conv" else torch.backends.cuda.matmul.allow_tf32
+    precision = get("cuda", op)
+    if precision == "none":
+        precision = get("cuda", "all")
+    if precision == "none":
+        precision = get("generic", "all")
+    return precision == "tf32"
+
+
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
     """`input_precision` for tl.dot: TF32 for fp32 exactly when PyTorch's own flag allows it
     (the same policy on both sides of every comparison); fp16/bf16 ignore it."""

@@ -42,6 +42,7 @@ from ._common import (
     index64,
     inside,
     prune_tiles,
+    tf32_enabled,
     upcast_dot,
 )
 from ._launch import launcher
@@ -291,7 +292,7 @@ def _autotuned(name, kernel, configs, key, size_m, size_n):
 
 
 def _precision(dtype):
-    return dot_precision(dtype, torch.backends.cudnn.allow_tf32)
+    return dot_precision(dtype, tf32_enabled("conv"))
 
 
 # NCHW operands go through channels_last copies (bench/NOTES.md, "NCHW staging"): compiled for

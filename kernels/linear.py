@@ -30,6 +30,7 @@ from ._common import (
     gemm_configs,
     grouped_tile,
     prune_tiles,
+    tf32_enabled,
     upcast_dot,
 )
 
@@ -152,7 +153,7 @@ def matmul(a, b, bias=None, activation="none", rowsum=None, out=None):
         if rowsum is not None:
             rowsum.zero_()
         return _host_activation(out, activation)
-    precision = dot_precision(a.dtype, torch.backends.cuda.matmul.allow_tf32)
+    precision = dot_precision(a.dtype, tf32_enabled("matmul"))
     if bias is not None:
         bias = bias.contiguous()  # the epilogue indexes it by column (a slice b[::2] has stride 2)
 

@@ -356,3 +356,55 @@ def test_float64_keeps_float64_precision_on_the_triton_backend():
         g = torch.randn_like(want)
         (dx,), (want_dx,) = torch.autograd.grad(y, ours, g), torch.autograd.grad(want, theirs, g)
         torch.testing.assert_close(dx, want_dx, atol=1e-13, rtol=1e-12, msg=name)
+
+
+def test_tf32_policy_follows_torchs_fp32_precision_settings():
+    """torch sets TF32 by fp32_precision now (torch.backends.cudnn.conv.fp32_precision,
+    torch.backends.cuda.matmul.fp32_precision, ...); the legacy flags write the same settings
+    but raise when read after the new API set something they cannot express. The kernels
+    read the settings, resolved as ATen resolves them, whichever API set them: fp32 conv and
+    linear on the Triton backend run under the new API (they raised: they read the legacy
+    flags) and ask for TF32 exactly when torch's own kernels would."""
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+    from tritonnet.kernels import _common
+
+    get, put = torch._C._get_fp32_precision_getter, torch._C._set_fp32_precision_setter
+    ops = ("all", "conv", "rnn", "matmul")
+    pairs = [("generic", "all")] + [(b, o) for b in ("cuda", "mkldnn") for o in ops]
+    saved, saved_matmul = {p: get(*p) for p in pairs}, torch.get_float32_matmul_precision()
+    saved_legacy = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        # the new API alone: each legacy flag now raises when read (the case is as meant)
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        with pytest.raises(RuntimeError):
+            bool(torch.backends.cudnn.allow_tf32)
+        with pytest.raises(RuntimeError):
+            bool(torch.backends.cuda.matmul.allow_tf32)
+        # fp32 conv and linear through the Triton kernels under these settings
+        tritonnet.set_backend("triton")
+        x, w = torch.randn(2, 3, 5, 5, device=KERNEL_DEVICE), torch.randn(4, 3, 3, 3, device=KERNEL_DEVICE)
+        torch.testing.assert_close(F.conv2d(x, w, padding=1), TF.conv2d(x, w, padding=1))
+        a, b = torch.randn(8, 16, device=KERNEL_DEVICE), torch.randn(4, 16, device=KERNEL_DEVICE)
+        torch.testing.assert_close(F.linear(a, b), TF.linear(a, b), atol=2e-2, rtol=2e-2)  # TF32 allowed
+        assert not _common.tf32_enabled("conv") and _common.tf32_enabled("matmul")
+        # "none" inherits: conv from cuda's "all", then from the generic setting
+        torch.backends.cudnn.conv.fp32_precision = "none"
+        torch.backends.fp32_precision = "tf32"
+        assert _common.tf32_enabled("conv")
+        torch.backends.cudnn.fp32_precision = "ieee"
+        assert not _common.tf32_enabled("conv")
+        for flag in (True, False):  # the legacy flags, which write the same settings
+            torch.backends.cudnn.allow_tf32 = flag
+            torch.backends.cuda.matmul.allow_tf32 = flag
+            assert _common.tf32_enabled("conv") == flag == _common.tf32_enabled("matmul")
+        torch.set_float32_matmul_precision("high")
+        assert _common.tf32_enabled("matmul")
+    finally:  # as found (the legacy flags keep values of their own), for the tests after this one
+        torch.set_float32_matmul_precision(saved_matmul)
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_legacy
+        for p, v in saved.items():
+            put(*p, v)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == saved_legacy
