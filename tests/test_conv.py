@@ -936,6 +936,7 @@ def test_modules_state_dict_both_ways():
         ({"stride": (1, 1, 1)}, (6, 4, 3, 3), "list of 2 values"),
         ({}, (0, 4, 3, 3), r"expected weight to be at least 1 at dimension 0.*\[0, 4, 3, 3\]"),
         ({"groups": 2}, (0, 2, 3, 3), r"expected weight to be at least 2 at dimension 0"),
+        ({}, (6, 4, 0, 3), "kernel size should be greater than zero.*kernel_height: 0 kernel_width: 3"),
     ],
 )
 def test_conv2d_errors(kwargs, weight_shape, match):
@@ -945,6 +946,31 @@ def test_conv2d_errors(kwargs, weight_shape, match):
         F.conv2d(x, w, **kwargs)
     with pytest.raises(RuntimeError):  # torch raises the same type
         TF.conv2d(x, w, **kwargs)
+
+
+def test_conv_arguments_must_be_ints():
+    """stride, padding, dilation and output_padding take ints (numpy ints, 0-d integer tensors)
+    as torch's argument parser does: a float, a bare bool or a string is torch's TypeError, not
+    a silent int() (which made stride=1.5 a stride of 1) or int("s")'s ValueError."""
+    import numpy as np
+
+    x, w, wt = torch.randn(1, 4, 6, 6), torch.randn(6, 4, 3, 3), torch.randn(4, 6, 3, 3)
+    calls = [
+        (lambda m: m.conv2d(x, w, stride=1.5), "argument 'stride' must be tuple of ints, not float"),
+        (lambda m: m.conv2d(x, w, stride=(2.0, 1)), "element of type float at pos 0"),
+        (lambda m: m.conv2d(x, w, dilation=True), "argument 'dilation' must be tuple of ints, not bool"),
+        (lambda m: m.conv1d(x[0], w[..., 0], stride=1.5), "conv1d.*'stride'"),
+        (lambda m: m.conv_transpose2d(x, wt, stride=2.0), "conv_transpose2d.*'stride'"),
+        (lambda m: m.conv_transpose2d(x, wt, padding=("same", "same")), "element of type str at pos 0"),
+        (lambda m: m.conv_transpose2d(x, wt, output_padding=0.5, stride=2), "'output_padding'"),
+    ]
+    for call, match in calls:
+        with pytest.raises(TypeError, match=match):
+            call(F)
+        with pytest.raises(TypeError):  # torch raises the same type
+            call(TF)
+    for kw in ({"stride": np.int64(2)}, {"stride": torch.tensor(2)}, {"padding": (1, True)}):
+        torch.testing.assert_close(F.conv2d(x, w, **kw), TF.conv2d(x, w, **kw))
 
 
 def test_conv2d_errors_bias_rank_dtype():
@@ -957,6 +983,8 @@ def test_conv2d_errors_bias_rank_dtype():
         F.conv2d(x, w.double())
     with pytest.raises(RuntimeError, match="output padding must be smaller"):
         F.conv_transpose2d(x, torch.randn(4, 3, 3, 3), stride=2, output_padding=2)
+    with pytest.raises(RuntimeError, match="kernel size should be greater than zero.*kernel_height: 0"):
+        F.conv_transpose2d(x, torch.randn(4, 3, 0, 3))
     for g in (1, 2):  # no output channels: torch raises too (for groups=2, from oneDNN)
         with pytest.raises(RuntimeError, match=r"non-empty 4D weight tensor expected.*\[4, 0, 3, 3\]"):
             F.conv_transpose2d(x, torch.randn(4, 0, 3, 3), groups=g)

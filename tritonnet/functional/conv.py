@@ -7,19 +7,31 @@ import torch
 import torch.nn.functional as _torch_F
 
 from ..ops import conv as _ops
-from ._utils import autocast_dtype, autocast_off, cast, check_float
+from ._utils import autocast_dtype, autocast_off, cast, check_float, index
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
 
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
 
-def _tuple(value, n, name):
-    """int or sequence -> n-tuple of ints, with torch's message when the length is wrong."""
-    if isinstance(value, int):
-        return (value,) * n
-    # a symbolic size (torch.compile, torch.export) stays symbolic: int() would specialize it
-    value = tuple(v if isinstance(v, torch.SymInt) else int(v) for v in value)
+def _tuple(value, n, name, op="conv2d"):
+    """int or sequence of ints -> n-tuple, as torch's argument parser takes them: a float or
+    a bare bool is a TypeError (int() would have truncated 1.5 to 1), the wrong length a
+    RuntimeError with torch's message."""
+    if isinstance(value, bool) or not isinstance(value, (list, tuple, torch.Size)):
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError(
+                f"{op}(): argument '{name}' must be tuple of ints, not {type(value).__name__}"
+            )
+        return (index(value),) * n
+    for i, v in enumerate(value):
+        if not hasattr(type(v), "__index__"):
+            raise TypeError(
+                f"{op}(): argument '{name}' must be tuple of ints, but found element of type "
+                f"{type(v).__name__} at pos {i}"
+            )
+    # a symbolic size (torch.compile, torch.export) stays symbolic (index)
+    value = tuple(index(v) for v in value)
     if len(value) == 1:
         return value * n
     if len(value) != n:
@@ -28,6 +40,16 @@ def _tuple(value, n, name):
             f"convolution dimensions, but got {name}={list(value)}"
         )
     return value
+
+
+def _check_kernel_size(weight):
+    """A weight with an empty spatial dim: torch's RuntimeError (the GEMM would have summed
+    nothing and returned the bias)."""
+    kh, kw = weight.shape[2:]
+    if kh <= 0 or kw <= 0:
+        raise RuntimeError(
+            f"kernel size should be greater than zero, but got kernel_height: {kh} kernel_width: {kw}"
+        )
 
 
 def _check_tensors(op, input, weight, bias, ndim):
@@ -80,6 +102,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     "tanh") is fused into the implicit GEMM's epilogue (a tritonnet extension)."""
     input, weight, bias = _autocast(input, weight, bias)
     _check_tensors("conv2d", input, weight, bias, 2)
+    _check_kernel_size(weight)
     if activation not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS}, got {activation!r}")
     unbatched = input.dim() == 3
@@ -147,10 +170,11 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution as ``torch.nn.functional.conv1d``, through the 2-D kernels with H = 1."""
     _check_tensors("conv1d", input, weight, bias, 1)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
-    pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding")[0])
+    pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding", "conv1d")[0])
     y = conv2d(
         input.unsqueeze(-2), weight.unsqueeze(-2), bias,
-        (1, _tuple(stride, 1, "stride")[0]), pad, (1, _tuple(dilation, 1, "dilation")[0]), groups,
+        (1, _tuple(stride, 1, "stride", "conv1d")[0]), pad,
+        (1, _tuple(dilation, 1, "dilation", "conv1d")[0]), groups,
     )
     return y.squeeze(-2)
 
@@ -160,13 +184,14 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     gradient of conv2d); output size (H-1)*S - 2*P + D*(K-1) + output_padding + 1."""
     input, weight, bias = _autocast(input, weight, bias)
     _check_tensors("conv_transpose2d", input, weight, bias, 2)
+    _check_kernel_size(weight)
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    stride = _tuple(stride, 2, "stride")
-    padding = _tuple(padding, 2, "padding")
-    dilation = _tuple(dilation, 2, "dilation")
-    output_padding = _tuple(output_padding, 2, "output_padding")
+    stride = _tuple(stride, 2, "stride", "conv_transpose2d")
+    padding = _tuple(padding, 2, "padding", "conv_transpose2d")
+    dilation = _tuple(dilation, 2, "dilation", "conv_transpose2d")
+    output_padding = _tuple(output_padding, 2, "output_padding", "conv_transpose2d")
     _check_params(stride, padding, dilation, groups)
     if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)) or any(
         op < 0 for op in output_padding
@@ -215,7 +240,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """Transposed 1-D convolution, through the 2-D kernels with H = 1."""
     _check_tensors("conv_transpose1d", input, weight, bias, 1)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
-    one = lambda v, name: (_tuple(v, 1, name)[0],)  # noqa: E731
+    one = lambda v, name: (_tuple(v, 1, name, "conv_transpose1d")[0],)  # noqa: E731
     y = conv_transpose2d(
         input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, *one(stride, "stride")),
         (0, *one(padding, "padding")), (0, *one(output_padding, "output_padding")), groups,
