@@ -229,6 +229,39 @@ def test_convert_swaps_layers_in_place():
     torch.testing.assert_close(model(x), before)
 
 
+def test_convert_keeps_parametrizations():
+    """A parametrized layer (weight_norm, spectral_norm: a GAN's) lives in a class that
+    torch.nn.utils.parametrize made for it; convert once left it torch's, silently. Now it
+    becomes the same parametrized class on tritonnet's layer: same outputs and state_dict
+    keys, gradients reach the parametrization's originals, and parametrize's own functions
+    (deepcopy, remove_parametrizations, a second parametrization) still work."""
+    import copy
+
+    from torch.nn.utils import parametrizations, parametrize
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(64, 5))
+    parametrizations.weight_norm(model[0])
+    parametrizations.spectral_norm(model[2])
+    model.eval()
+    x = torch.randn(2, 3, 4, 4)
+    before, keys = model(x), list(model.state_dict())
+    tritonnet.convert(model)
+    assert isinstance(model[0], tritonnet.nn.Conv2d) and isinstance(model[2], tritonnet.nn.Linear)
+    assert parametrize.type_before_parametrizations(model[0]) is tritonnet.nn.Conv2d
+    torch.testing.assert_close(model(x), before)
+    assert list(model.state_dict()) == keys
+    model(x).sum().backward()
+    assert model[0].parametrizations.weight.original1.grad is not None
+    assert isinstance(copy.deepcopy(model)[0], tritonnet.nn.Conv2d)
+    parametrize.remove_parametrizations(model[0], "weight")
+    assert type(model[0]) is tritonnet.nn.Conv2d
+    torch.testing.assert_close(model(x), before)
+    parametrizations.weight_norm(model[0])
+    assert isinstance(model[0], tritonnet.nn.Conv2d)
+
+
 @pytest.mark.parametrize(
     "x_shape,w_shape,b_shape,match",
     [

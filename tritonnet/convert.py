@@ -7,6 +7,7 @@ change of class: no copy, no new parameters, state_dict keys unchanged.
 from __future__ import annotations
 
 import torch
+from torch.nn.utils import parametrize
 
 from . import nn as tnn
 
@@ -22,12 +23,27 @@ def _mapping() -> dict[type, type]:
     return out
 
 
+def _reparametrized(cls: type, base: type) -> type:
+    """torch.nn.utils.parametrize puts a parametrized module in a class of its own, made for
+    it: ``Parametrized<Name>``, a subclass of the module's class whose properties compute the
+    parametrized tensors (weight_norm, spectral_norm, orthogonal, ...). The same class on
+    tritonnet's ``base``: the same properties and methods, so that parametrize's functions
+    (``remove_parametrizations`` restores ``__bases__[0]``, ``type_before_parametrizations``)
+    keep working and now see the tritonnet class."""
+    namespace = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    return type(cls.__name__, (base,), namespace)
+
+
 def convert(model: torch.nn.Module) -> torch.nn.Module:
     """Replace, in place, every module whose type is exactly a torch.nn class that tritonnet
-    implements (subclasses of those are left alone); returns ``model``."""
+    implements (subclasses of those are left alone), parametrized ones included (their
+    parametrizations kept); returns ``model``."""
     mapping = _mapping()
     for module in model.modules():
-        new = mapping.get(type(module))
+        cls = type(module)
+        new = mapping.get(cls)
         if new is not None:
             module.__class__ = new
+        elif parametrize.is_parametrized(module) and len(cls.__bases__) == 1 and cls.__bases__[0] in mapping:
+            module.__class__ = _reparametrized(cls, mapping[cls.__bases__[0]])
     return model
