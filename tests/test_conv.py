@@ -985,6 +985,9 @@ def test_conv2d_errors_bias_rank_dtype():
         F.conv_transpose2d(x, torch.randn(4, 3, 3, 3), stride=2, output_padding=2)
     with pytest.raises(RuntimeError, match="kernel size should be greater than zero.*kernel_height: 0"):
         F.conv_transpose2d(x, torch.randn(4, 3, 0, 3))
+    for f in (F, TF):  # no input channels: torch rejects the weight (ours returned the bias)
+        with pytest.raises(RuntimeError, match=r"at least 1 at dimension 0.*\[0, 4, 3, 3\]"):
+            f.conv_transpose2d(x[:, :0], torch.randn(0, 4, 3, 3), torch.randn(4))
     for g in (1, 2):  # no output channels: torch raises too (for groups=2, from oneDNN)
         with pytest.raises(RuntimeError, match=r"non-empty 4D weight tensor expected.*\[4, 0, 3, 3\]"):
             F.conv_transpose2d(x, torch.randn(4, 0, 3, 3), groups=g)

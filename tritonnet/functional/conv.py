@@ -201,6 +201,11 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
             f"output_padding={list(output_padding)}, stride={list(stride)}, dilation={list(dilation)}"
         )
     N, C_in, H, W = input.shape
+    if weight.shape[0] < groups:  # no input channels (torch's check, before the others)
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+            f"but got weight of size {list(weight.shape)} instead"
+        )
     if C_in != weight.shape[0]:
         raise RuntimeError(
             f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
