@@ -147,8 +147,14 @@ def test_train_defaults_parse():
         "auto",
         "auto",
     )
-    assert (args.epochs, args.batch_size, args.lr, args.seed) == (20, 32, 0.05, 0)
+    # --batch-size and --lr unset: train() takes the checkpoint's (--resume) or the defaults
+    assert (args.epochs, args.batch_size, args.lr, args.seed) == (20, None, None, 0)
     assert args.out is None and args.resume is False
+    from tritonnet.train import DEFAULTS, _settled
+
+    settled, given = _settled(args)
+    assert (settled.batch_size, settled.lr) == (DEFAULTS["batch_size"], DEFAULTS["lr"]) == (32, 0.05)
+    assert given == set() and args.lr is None  # a copy: the parsed namespace is left alone
 
 
 def test_bench_delegates_to_suite(monkeypatch):

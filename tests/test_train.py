@@ -224,6 +224,27 @@ def test_resume_is_exact(tmp_path, optimizer):
         assert torch.equal(v, cb["model"][k]), k
 
 
+def test_resume_keeps_the_checkpoints_lr_and_batch_size(tmp_path, capsys):
+    """--resume without --lr / --batch-size continues with the checkpoint's (the defaults once
+    replaced them: the batch size silently, the learning rate only in the printed line, while
+    the optimizer's loaded state kept the old one); a given --lr replaces the checkpoint's,
+    says so, and is what the optimizer and the next checkpoint hold."""
+    flags = ["--lr", "0.1", "--batch-size", "64"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _train(straight, "--epochs", "2", *flags)
+    _train(resumed, "--epochs", "1", *flags)
+    capsys.readouterr()
+    _train(resumed, "--epochs", "2", "--resume")
+    assert "sgd lr 0.1, batch 64" in capsys.readouterr().out
+    cols = ["train_loss", "test_loss", "test_acc"]
+    pd.testing.assert_frame_equal(_metrics(straight)[cols], _metrics(resumed)[cols])
+    _train(resumed, "--epochs", "3", "--resume", "--lr", "0.01")
+    assert "--lr 0.01 replaces the checkpoint's 0.1" in capsys.readouterr().out
+    ckpt = _load(resumed)
+    assert ckpt["args"]["lr"] == 0.01 and ckpt["args"]["batch_size"] == 64
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [0.01]
+
+
 def test_resume_nothing_left(tmp_path, capsys):
     _train(tmp_path, "--epochs", "1")
     before = _load(tmp_path)["model"]

@@ -12,6 +12,7 @@ import sys
 from tritonnet.backend import BACKENDS
 from tritonnet.data import DATASETS
 from tritonnet.models import MODELS
+from tritonnet.train import DEFAULTS
 
 __all__ = ["build_parser", "info", "main"]
 
@@ -40,8 +41,10 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     p.add_argument(
         "--epochs", type=int, default=20, help="total epochs, resumed ones included; default: %(default)s"
     )
-    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate; default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"default: {DEFAULTS['batch_size']}, or with --resume the checkpoint's")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate; default: {DEFAULTS['lr']}, or with --resume the checkpoint's")
     p.add_argument(
         "--optimizer",
         choices=["sgd", "adam"],

@@ -6,6 +6,7 @@ epoch count and the random-number state (shuffle order, dropout) are all restore
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import tempfile
@@ -60,9 +61,10 @@ def validate(args) -> torch.device:
     numbers), RuntimeError (a device or backend that cannot run here) or FileNotFoundError
     (--resume without a checkpoint), messages naming the flag."""
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
-        if not isinstance(value, int) or value < 1:
+        if value is not None and (not isinstance(value, int) or value < 1):  # None: not given
             raise ValueError(f"{flag} must be a positive integer, got {value!r}")
-    if not (isinstance(args.lr, (int, float)) and math.isfinite(args.lr) and args.lr > 0):
+    lr = args.lr
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"--lr must be a positive finite number, got {args.lr!r}")
     if args.optimizer not in ("sgd", "adam"):
         raise ValueError(f"--optimizer must be sgd or adam, got {args.optimizer!r}")
@@ -172,6 +174,25 @@ def _train_epoch(model, loader, criterion, optimizer, desc: str) -> tuple[float,
     return loss_sum / seen, seen / max(time.perf_counter() - start, 1e-9)
 
 
+# --lr and --batch-size when not given: these, or with --resume the checkpoint's
+DEFAULTS = {"lr": 0.05, "batch_size": 32}
+
+
+def _settled(args) -> tuple[argparse.Namespace, set[str]]:
+    """A copy of ``args`` with --lr and --batch-size filled in where not given (None): from
+    the checkpoint with --resume (a resumed run keeps its learning rate and batch size unless
+    told otherwise), else DEFAULTS; and the names of those that were given."""
+    args = argparse.Namespace(**vars(args))
+    given = {k for k in DEFAULTS if getattr(args, k, None) is not None}
+    saved = {}
+    if args.resume and (out_dir(args) / CHECKPOINT).is_file():
+        saved = load_checkpoint(out_dir(args) / CHECKPOINT)["args"]
+    for key, default in DEFAULTS.items():
+        if key not in given:
+            setattr(args, key, saved.get(key, default))
+    return args, given
+
+
 def train(args) -> dict:
     """Run the job described by ``args`` (the namespace ``tritonnet train`` parses); returns
     the last epoch's metrics (``epoch``, ``train_loss``, ``test_loss``, ``test_acc``,
@@ -181,6 +202,7 @@ def train(args) -> dict:
 
     wall_start = time.perf_counter()
     device = validate(args)
+    args, given = _settled(args)
     tritonnet.set_backend(args.backend)
     out = out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,7 +231,11 @@ def train(args) -> dict:
                     f"not {getattr(args, key)}"
                 )
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.load_state_dict(ckpt["optimizer"])  # its learning rate included
+        if "lr" in given and ckpt["args"].get("lr") != args.lr:
+            for group in optimizer.param_groups:  # a new --lr replaces the checkpoint's
+                group["lr"] = args.lr
+            tqdm.write(f"--lr {args.lr} replaces the checkpoint's {ckpt['args'].get('lr')}")
         _set_rng_state(ckpt["rng"], shuffle, device)
         start_epoch, metrics = ckpt["epoch"], ckpt["metrics"]
         tqdm.write(f"resumed from {ckpt_path} after epoch {start_epoch}")
