@@ -408,3 +408,35 @@ def test_tf32_policy_follows_torchs_fp32_precision_settings():
         for p, v in saved.items():
             put(*p, v)
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == saved_legacy
+
+
+def test_calls_that_warn_compile_with_fullgraph():
+    """torch's deprecation and broadcasting warnings (dim=None, size_average/reduce, mse_loss
+    with a broadcast target, dropout2d of 3-D/2-D input) came from warnings.warn, which
+    dynamo cannot trace: each of these calls failed torch.compile(fullgraph=True), where
+    torch's own compile. Compiled code now skips the warning (eager code still warns)."""
+    import warnings
+
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    x = torch.randn(2, 3, 4, 4)
+    cases = [
+        lambda m: m.mse_loss(x, torch.zeros(1)),
+        lambda m: m.softmax(x),
+        lambda m: m.log_softmax(x),
+        lambda m: m.cross_entropy(x[:, :, 0, 0], torch.tensor([0, 1]), size_average=False),
+        lambda m: m.mse_loss(x, x * 2, reduce=False),
+        lambda m: m.dropout2d(x[0], 0.0, training=True),
+    ]
+    for i, case in enumerate(cases):
+        torch._dynamo.reset()
+        with warnings.catch_warnings(record=True) as eager:
+            warnings.simplefilter("always")
+            expected = case(F)
+        assert eager, f"case {i} does not warn (the case is as meant)"
+        got = torch.compile(lambda c=case: c(F), fullgraph=True)()
+        torch.testing.assert_close(got, expected, msg=f"case {i}")
+        torch.testing.assert_close(got, case(TF), msg=f"case {i}")

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import warnings
 
 import torch
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def warn(message: str, stacklevel: int) -> None:
+    """``warnings.warn(message, stacklevel=stacklevel)`` as called from the caller's frame,
+    except while torch.compile traces: dynamo cannot trace ``warnings.warn`` (a C builtin), so
+    a warning there broke the graph and failed ``fullgraph=True``, where torch's own functions
+    (in-graph calls to dynamo) compile. Compiled code does without the warning."""
+    if not torch.compiler.is_compiling():
+        warnings.warn(message, stacklevel=stacklevel + 1)
 
 
 def index(v):

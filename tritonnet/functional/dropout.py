@@ -13,13 +13,11 @@ ValueError, a NaN p RuntimeError.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from ..ops.dropout import dropout as _dropout_op
 from ..ops.dropout import dropout_inplace as _dropout_inplace
-from ._utils import check_float
+from ._utils import check_float, warn
 
 __all__ = ["dropout", "dropout2d"]
 
@@ -77,7 +75,7 @@ def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = Fals
     _check_p(p)
     dim = input.dim()
     if dim not in (3, 4):
-        warnings.warn(
+        warn(
             f"dropout2d: Received a {dim}-D input to dropout2d, which is deprecated and will "
             "result in an error in a future release. To retain the behavior and silence this "
             "warning, please use dropout instead. Note that dropout2d exists to provide "
@@ -87,7 +85,7 @@ def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = Fals
         )
     if dim == 3:
         # torch's historical reading of a 3-D input, kept for compatibility
-        warnings.warn(
+        warn(
             "dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D "
             "dropout behavior is desired - input is interpreted as shape (N, C, L), where C is "
             "the channel dim. This behavior will change in a future release to interpret the "

@@ -9,7 +9,6 @@ device-to-host sync per call on a GPU (torch's own CUDA kernels assert on the de
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
@@ -17,7 +16,7 @@ from ..ops.loss import cross_entropy as _ce_op
 from ..ops.loss import mse_loss as _mse_op
 from ..ops.loss import nll_loss as _nll_op
 from ..reference._common import functorch_active
-from ._utils import FLOATS, autocast_fp32, autocast_off
+from ._utils import FLOATS, autocast_fp32, autocast_off, warn
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss"]
 
@@ -45,7 +44,7 @@ def _reduction(size_average, reduce, reduction: str) -> str:
         size_average = True if size_average is None else size_average
         reduce = True if reduce is None else reduce
         reduction = "none" if not reduce else ("mean" if size_average else "sum")
-        warnings.warn(
+        warn(
             "size_average and reduce args will be deprecated, please use "
             f"reduction='{reduction}' instead.",
             stacklevel=3,
@@ -283,7 +282,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     (broadcasting with torch's warning; weighted 'mean' divides by the sum of the weights)."""
     _check_tensors("mse_loss", input=input, target=target, weight=weight)
     if target.size() != input.size():
-        warnings.warn(
+        warn(
             f"Using a target size ({target.size()}) that is different to the input size "
             f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
             "Please ensure they have the same size.",

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
 from ..ops.softmax import softmax as _softmax_op
-from ._utils import FLOATS, autocast_off
+from ._utils import FLOATS, autocast_off, warn
 
 __all__ = ["softmax", "log_softmax"]
 
 
 def _legacy_dim(name: str, ndim: int, stacklevel: int) -> int:
     """torch's rule for dim=None (deprecated): dim 0 for 0-, 1- and 3-d input, else dim 1."""
-    warnings.warn(
+    warn(
         f"Implicit dimension choice for {name} has been deprecated. "
         "Change the call to include dim=X as an argument.",
         stacklevel=stacklevel,
