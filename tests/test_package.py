@@ -440,3 +440,28 @@ def test_calls_that_warn_compile_with_fullgraph():
         got = torch.compile(lambda c=case: c(F), fullgraph=True)()
         torch.testing.assert_close(got, expected, msg=f"case {i}")
         torch.testing.assert_close(got, case(TF), msg=f"case {i}")
+
+
+def test_jit_trace_under_no_grad_saves_and_loads(tmp_path):
+    """torch.jit.trace of a tritonnet model under torch.no_grad() (how models are traced for
+    deployment) records the tritonnet:: operators: the trace checks, saves and loads (in a
+    process that imports tritonnet) and follows new inputs. The README's limits: with autograd
+    on, the trace records Python autograd Functions, which TorchScript cannot save."""
+    import warnings
+
+    import tritonnet.nn as tnn
+
+    tritonnet.set_backend("reference")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        tnn.Conv2d(3, 4, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2), torch.nn.Flatten(), tnn.Linear(16, 5)
+    ).eval()
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation warnings
+        traced = torch.jit.trace(model, x)
+        torch.jit.save(traced, tmp_path / "model.pt")
+        loaded = torch.jit.load(tmp_path / "model.pt")
+        assert "tritonnet::conv2d" in str(loaded.graph) or "tritonnet::conv2d" in str(loaded.inlined_graph)
+        for inp in (x, 2 * x + 1):
+            torch.testing.assert_close(loaded(inp), model(inp))
