@@ -96,6 +96,19 @@ def online_rest(x, m, rest):
 
 
 @triton.jit
+def online_sum(x, m, s):
+    """One (BLOCK_R, BLOCK_C) block of rows x into a running (max m, s = sum exp(x - m)), the
+    old sum rescaled by exp(m_old - m_new) when the max grows: the plain online softmax sum,
+    for softmax, whose y = exp(x - m) / s needs no s - 1 (online_rest). Start from m = -inf,
+    s = 0; a row without a finite max keeps s = 0 (y = 0/0 = NaN, as torch), a +inf max gives
+    s = NaN (inf - inf), which poisons the row as torch's does."""
+    m_new = tl.maximum(m, tl.max(x, axis=1))
+    shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    f = tl.where(m == float("-inf"), 0.0, tl.exp(m - shift))
+    return m_new, s * f + tl.sum(tl.exp(x - shift[:, None]), axis=1)
+
+
+@triton.jit
 def log_sum(m, rest):
     """log s from online_rest's (m, rest): -inf for a row without a finite max (s = 0)."""
     return tl.where(m == float("-inf"), float("-inf"), log1p(rest))
@@ -140,16 +153,20 @@ def _softmax_fwd_kernel(
             y = e / tl.sum(e, axis=1)[:, None]
         tl.store(y_row[:, None] + cols[None, :] * stride_yc, y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
-        # pass 1: running max m and rest = s - 1 (online_rest), rescaled whenever m grows
+        # pass 1: running max m and sum, rescaled whenever m grows: rest = s - 1 for
+        # log_softmax (online_rest: a confident row's log s = log1p(rest)), s for softmax
         m = tl.full((BLOCK_R,), float("-inf"), tl.float32)
-        rest = tl.zeros((BLOCK_R,), tl.float32)
+        acc = tl.zeros((BLOCK_R,), tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + cols
             mask = row_mask[:, None] & (c < C)[None, :]
             x = tl.load(x_row[:, None] + c[None, :] * stride_xc, mask=mask, other=float("-inf"))
-            m, _, rest = online_rest(x.to(tl.float32), m, rest)
-        log_s = log_sum(m, rest)
-        s = tl.where(m == float("-inf"), 0.0, 1.0 + rest)  # all -inf row: 0/0 = NaN, as torch
+            if LOG:
+                m, _, acc = online_rest(x.to(tl.float32), m, acc)
+            else:
+                m, acc = online_sum(x.to(tl.float32), m, acc)
+        log_s = log_sum(m, acc)  # (LOG only)
+        s = acc  # (softmax only) all -inf row: 0, and y = 0/0 = NaN, as torch
         m = tl.where(m == float("-inf"), 0.0, m)
         # pass 2: write y
         for c0 in range(0, C, BLOCK_C):
