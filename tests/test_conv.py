@@ -164,7 +164,7 @@ def test_layouts_when_the_output_gradient_comes_in_another(backend):
         theirs = run(TF, conv, x, w, gfmt)
         for what, a, b in zip(("y", "dx", "dw"), ours, theirs):
             assert a.stride() == b.stride(), (i, what, a.stride(), b.stride())
-            torch.testing.assert_close(a, b, msg=f"case {i} {what}")
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"case {i} {what}")  # summation order
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])

@@ -386,7 +386,8 @@ def test_tf32_policy_follows_torchs_fp32_precision_settings():
         # fp32 conv and linear through the Triton kernels under these settings
         tritonnet.set_backend("triton")
         x, w = torch.randn(2, 3, 5, 5, device=KERNEL_DEVICE), torch.randn(4, 3, 3, 3, device=KERNEL_DEVICE)
-        torch.testing.assert_close(F.conv2d(x, w, padding=1), TF.conv2d(x, w, padding=1))
+        y, ref = F.conv2d(x, w, padding=1), TF.conv2d(x, w, padding=1)
+        torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
         a, b = torch.randn(8, 16, device=KERNEL_DEVICE), torch.randn(4, 16, device=KERNEL_DEVICE)
         torch.testing.assert_close(F.linear(a, b), TF.linear(a, b), atol=2e-2, rtol=2e-2)  # TF32 allowed
         assert not _common.tf32_enabled("conv") and _common.tf32_enabled("matmul")
