@@ -65,7 +65,7 @@ def validate(args) -> torch.device:
             raise ValueError(f"{flag} must be a positive integer, got {value!r}")
     lr = args.lr
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"--lr must be a positive finite number, got {args.lr!r}")
+        raise ValueError(f"--lr must be a positive finite number, got {lr!r}")
     if args.optimizer not in ("sgd", "adam"):
         raise ValueError(f"--optimizer must be sgd or adam, got {args.optimizer!r}")
     device = resolve_device(args.device)
@@ -178,18 +178,15 @@ def _train_epoch(model, loader, criterion, optimizer, desc: str) -> tuple[float,
 DEFAULTS = {"lr": 0.05, "batch_size": 32}
 
 
-def _settled(args) -> tuple[argparse.Namespace, set[str]]:
+def _settled(args, saved: dict | None = None) -> tuple[argparse.Namespace, set[str]]:
     """A copy of ``args`` with --lr and --batch-size filled in where not given (None): from
-    the checkpoint with --resume (a resumed run keeps its learning rate and batch size unless
-    told otherwise), else DEFAULTS; and the names of those that were given."""
+    ``saved``, the resumed checkpoint's args (a resumed run keeps its learning rate and batch
+    size unless told otherwise), else DEFAULTS; and the names of those that were given."""
     args = argparse.Namespace(**vars(args))
     given = {k for k in DEFAULTS if getattr(args, k, None) is not None}
-    saved = {}
-    if args.resume and (out_dir(args) / CHECKPOINT).is_file():
-        saved = load_checkpoint(out_dir(args) / CHECKPOINT)["args"]
     for key, default in DEFAULTS.items():
         if key not in given:
-            setattr(args, key, saved.get(key, default))
+            setattr(args, key, (saved or {}).get(key, default))
     return args, given
 
 
@@ -202,11 +199,12 @@ def train(args) -> dict:
 
     wall_start = time.perf_counter()
     device = validate(args)
-    args, given = _settled(args)
-    tritonnet.set_backend(args.backend)
     out = out_dir(args)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
+    ckpt = load_checkpoint(ckpt_path) if args.resume else None  # validate saw it there
+    args, given = _settled(args, ckpt["args"] if ckpt is not None else None)
+    tritonnet.set_backend(args.backend)
+    out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(args.seed)
     shuffle = torch.Generator().manual_seed(args.seed)
@@ -222,8 +220,7 @@ def train(args) -> dict:
     run_args["out"] = str(out)
 
     start_epoch, metrics = 0, []
-    if args.resume:
-        ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
         for key in ("model", "dataset", "optimizer"):
             if ckpt["args"][key] != getattr(args, key):
                 raise ValueError(
