@@ -26,6 +26,20 @@ def index(v):
     return v if isinstance(v, torch.SymInt) else operator.index(v)
 
 
+def int_elements(op: str, name: str, items, bools: bool = True) -> tuple:
+    """The elements of a sequence argument as ints, as torch's argument parser takes them
+    (ints, numpy ints, 0-d integer tensors; symbolic sizes stay symbolic; bools unless
+    ``bools`` is False): torch's TypeError naming the argument and the first element of
+    another type (a float would otherwise be truncated)."""
+    for i, v in enumerate(items):
+        if (isinstance(v, bool) and not bools) or not hasattr(type(v), "__index__"):
+            raise TypeError(
+                f"{op}(): argument '{name}' must be tuple of ints, but found element of type "
+                f"{type(v).__name__} at pos {i}"
+            )
+    return tuple(index(v) for v in items)
+
+
 def check_float(name: str, t: torch.Tensor) -> None:
     if t.dtype not in FLOATS:
         raise RuntimeError(

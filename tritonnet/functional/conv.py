@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as _torch_F
 
 from ..ops import conv as _ops
-from ._utils import autocast_dtype, autocast_off, cast, check_float, index
+from ._utils import autocast_dtype, autocast_off, cast, check_float, index, int_elements
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
 
@@ -18,20 +18,13 @@ def _tuple(value, n, name, op="conv2d"):
     """int or sequence of ints -> n-tuple, as torch's argument parser takes them: a float or
     a bare bool is a TypeError (int() would have truncated 1.5 to 1), the wrong length a
     RuntimeError with torch's message."""
-    if isinstance(value, bool) or not isinstance(value, (list, tuple, torch.Size)):
+    if not isinstance(value, (list, tuple, torch.Size)):
         if isinstance(value, bool) or not hasattr(type(value), "__index__"):
             raise TypeError(
                 f"{op}(): argument '{name}' must be tuple of ints, not {type(value).__name__}"
             )
         return (index(value),) * n
-    for i, v in enumerate(value):
-        if not hasattr(type(v), "__index__"):
-            raise TypeError(
-                f"{op}(): argument '{name}' must be tuple of ints, but found element of type "
-                f"{type(v).__name__} at pos {i}"
-            )
-    # a symbolic size (torch.compile, torch.export) stays symbolic (index)
-    value = tuple(index(v) for v in value)
+    value = int_elements(op, name, value)
     if len(value) == 1:
         return value * n
     if len(value) != n:

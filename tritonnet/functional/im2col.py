@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..ops import im2col as _ops
-from ._utils import FLOATS, index
+from ._utils import FLOATS, int_elements
 
 __all__ = ["unfold", "fold"]
 
@@ -17,13 +17,7 @@ def _pair(value, name, op):
     items = list(value) if isinstance(value, (list, tuple)) else [value, value]
     if len(items) != 2:
         raise RuntimeError(f"It is expected {name} equals to 2, but got size {len(items)}")
-    for i, v in enumerate(items):
-        if isinstance(v, bool) or not hasattr(type(v), "__index__"):
-            raise TypeError(
-                f"{op}(): argument '{name}' must be tuple of ints, but found element of type "
-                f"{type(v).__name__} at pos {i}"
-            )
-    return tuple(index(v) for v in items)
+    return int_elements(op, name, items, bools=False)
 
 
 def _check_kernel(kernel, dilation, padding, stride, fold):
