@@ -165,8 +165,8 @@ def _softmax_fwd_kernel(
                 m, _, acc = online_rest(x.to(tl.float32), m, acc)
             else:
                 m, acc = online_sum(x.to(tl.float32), m, acc)
-        log_s = log_sum(m, acc)  # (LOG only)
-        s = acc  # (softmax only) all -inf row: 0, and y = 0/0 = NaN, as torch
+        if LOG:
+            log_s = log_sum(m, acc)
         m = tl.where(m == float("-inf"), 0.0, m)
         # pass 2: write y
         for c0 in range(0, C, BLOCK_C):
@@ -177,7 +177,7 @@ def _softmax_fwd_kernel(
             if LOG:
                 y = (x - m[:, None]) - log_s[:, None]
             else:
-                y = tl.exp(x - m[:, None]) / s[:, None]
+                y = tl.exp(x - m[:, None]) / acc[:, None]  # acc = s; all -inf row: 0/0 = NaN
             tl.store(y_row[:, None] + c[None, :] * stride_yc, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
