@@ -886,6 +886,34 @@ def test_autocast_casts_like_torch():
     assert_close_rel(ours, ref, 1.6e-2)
 
 
+@pytest.mark.parametrize("op", ["conv2d", "conv1d", "conv_transpose2d", "conv_transpose1d"])
+def test_autocast_casts_mixed_dtypes_like_torch(op):
+    """Under autocast a layer's input is often the previous layer's bf16 output while its
+    weight and bias stay fp32: torch casts all three. conv1d and the transposed convs'
+    1-D form checked the dtypes before casting, so a Conv1d or ConvTranspose1d after another
+    layer raised 'input type (torch.bfloat16) and weight type (torch.float32) ... should be
+    the same'. float64 stays float64 (and mixed with float32 raises, as torch's)."""
+    tritonnet.set_backend("reference")
+    torch.manual_seed(0)
+    dims = 2 if op.endswith("2d") else 1
+    x = torch.randn(2, 4, *([6] * dims))
+    w = torch.randn(4, 3, *([3] * dims))  # (C_out, C_in/g) for conv, (C_in, C_out/g) for transposed
+    w = w if "transpose" in op else w.transpose(0, 1).contiguous()
+    b = torch.randn(3)
+    for xd, wd in [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16), (torch.float32,) * 2]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = getattr(F, op)(x.to(xd), w.to(wd), b)
+            ref = getattr(TF, op)(x.to(xd), w.to(wd), b)
+        assert ours.dtype == ref.dtype == torch.bfloat16, (xd, wd)
+        assert_close_rel(ours.float(), ref.float(), 1.6e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert getattr(F, op)(x.double(), w.double()).dtype == torch.float64
+        with pytest.raises(RuntimeError):
+            getattr(TF, op)(x.double(), w)
+        with pytest.raises(RuntimeError, match="should be the same"):
+            getattr(F, op)(x.double(), w)
+
+
 # ---------------------------------------------------------------------------------------------
 # modules
 

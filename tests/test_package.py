@@ -466,3 +466,47 @@ def test_jit_trace_under_no_grad_saves_and_loads(tmp_path):
         assert "tritonnet::conv2d" in str(loaded.graph) or "tritonnet::conv2d" in str(loaded.inlined_graph)
         for inp in (x, 2 * x + 1):
             torch.testing.assert_close(loaded(inp), model(inp))
+
+
+def test_a_non_tensor_where_a_tensor_goes_raises_torchs_type_error():
+    """Every tensor argument of every functional op, given a list, a number or None (where a
+    tensor is required): torch's TypeError naming the argument. conv2d, conv_transpose2d,
+    linear's bias and the losses' None input/target raised AttributeErrors ('list' object has
+    no attribute 'device') from code that read the argument before checking it."""
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    x4, x3, x2 = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6), torch.randn(3, 5)
+    t = torch.tensor([0, 1, 4])
+    calls = {  # op: (its tensor arguments, the positional arguments after them, how many required)
+        "relu": ((x4,), (), 1), "sigmoid": ((x4,), (), 1), "tanh": ((x4,), (), 1),
+        "softmax": ((x2,), (1,), 1), "log_softmax": ((x2,), (1,), 1),
+        "dropout": ((x4,), (0.5,), 1), "dropout2d": ((x4,), (0.5,), 1),
+        "max_pool2d": ((x4,), (2,), 1), "avg_pool2d": ((x4,), (2,), 1),
+        "max_pool1d": ((x3,), (2,), 1), "avg_pool1d": ((x3,), (2,), 1),
+        "adaptive_max_pool2d": ((x4,), (2,), 1), "adaptive_avg_pool2d": ((x4,), (2,), 1),
+        "adaptive_max_pool1d": ((x3,), (2,), 1), "adaptive_avg_pool1d": ((x3,), (2,), 1),
+        "interpolate": ((x4,), (None, 2), 1), "unfold": ((x4,), (2,), 1),
+        "fold": ((torch.randn(2, 8, 9),), (4, 2), 1),
+        "conv2d": ((x4, torch.randn(3, 4, 3, 3), torch.randn(3)), (), 2),
+        "conv1d": ((x3, torch.randn(3, 4, 3), torch.randn(3)), (), 2),
+        "conv_transpose2d": ((x4, torch.randn(4, 3, 3, 3), torch.randn(3)), (), 2),
+        "conv_transpose1d": ((x3, torch.randn(4, 3, 3), torch.randn(3)), (), 2),
+        "linear": ((x2, torch.randn(4, 5), torch.randn(4)), (), 2),
+        "mse_loss": ((x2, x2), (), 2),
+        "cross_entropy": ((x2, t, torch.rand(5)), (), 2),
+        "nll_loss": ((x2, t, torch.rand(5)), (), 2),
+    }
+    checked = 0
+    for op, (tensors, rest, required) in calls.items():
+        params = ["input", "target" if op in ("mse_loss", "cross_entropy", "nll_loss") else "weight"]
+        params += ["weight" if op in ("cross_entropy", "nll_loss") else "bias"]
+        getattr(F, op)(*tensors, *rest)  # the call itself is valid
+        for i in range(len(tensors)):
+            for bad in ([1.0, 2.0], 1.5, None if i < required else 2):
+                args = list(tensors)
+                args[i] = bad
+                with pytest.raises(TypeError, match=f"argument '{params[i]}'.* must be Tensor"):
+                    getattr(F, op)(*args, *rest)
+                checked += 1
+    assert checked == 3 * sum(len(c[0]) for c in calls.values())

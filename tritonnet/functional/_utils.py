@@ -40,6 +40,14 @@ def int_elements(op: str, name: str, items, bools: bool = True) -> tuple:
     return tuple(index(v) for v in items)
 
 
+def check_tensors(op: str, optional: tuple[str, ...] = (), **args) -> None:
+    """torch's TypeError for an argument that must be a Tensor (those named in ``optional``
+    may be None), raised before anything reads the argument."""
+    for name, v in args.items():
+        if not isinstance(v, torch.Tensor) and not (v is None and name in optional):
+            raise TypeError(f"{op}(): argument '{name}' must be Tensor, not {type(v).__name__}")
+
+
 def check_float(name: str, t: torch.Tensor) -> None:
     if t.dtype not in FLOATS:
         raise RuntimeError(

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..ops.activation import activation as _act
 from ..ops.activation import activation_inplace as _act_inplace
-from ._utils import check_float
+from ._utils import check_float, check_tensors
 
 __all__ = ["relu", "relu_", "sigmoid", "tanh"]
 
 
 def _apply(input, name, inplace=False):
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{name}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    check_tensors(name, input=input)
     check_float(f"{name}()", input)
     if not inplace:
         return _act(input, name)

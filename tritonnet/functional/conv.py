@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as _torch_F
 
 from ..ops import conv as _ops
-from ._utils import autocast_dtype, autocast_off, cast, check_float, index, int_elements
+from ._utils import autocast_dtype, autocast_off, cast, check_float, check_tensors, index, int_elements
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
 
@@ -45,10 +45,11 @@ def _check_kernel_size(weight):
         )
 
 
-def _check_tensors(op, input, weight, bias, ndim):
-    for name, t in (("input", input), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}(): argument '{name}' must be Tensor, not {type(t).__name__}")
+def _checked(op, input, weight, bias, ndim):
+    """input, weight and bias checked as torch checks them, cast first as autocast casts them
+    (a layer's input is often the previous layer's bf16 output, its weight fp32)."""
+    check_tensors(op, ("bias",), input=input, weight=weight, bias=bias)
+    input, weight, bias = _autocast(input, weight, bias)
     if input.dim() not in (ndim + 1, ndim + 2):
         raise RuntimeError(
             f"Expected {ndim + 1}D (unbatched) or {ndim + 2}D (batched) input to {op}, but got "
@@ -70,6 +71,7 @@ def _check_tensors(op, input, weight, bias, ndim):
         raise RuntimeError(
             f"{op}: expected all tensors to be on the same device, got {sorted(map(str, devices))}"
         )
+    return input, weight, bias
 
 
 def _check_params(stride, padding, dilation, groups):
@@ -93,8 +95,7 @@ def _autocast(input, weight, bias):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation="none"):
     """2-D convolution as ``torch.nn.functional.conv2d``; ``activation`` ("relu", "sigmoid",
     "tanh") is fused into the implicit GEMM's epilogue (a tritonnet extension)."""
-    input, weight, bias = _autocast(input, weight, bias)
-    _check_tensors("conv2d", input, weight, bias, 2)
+    input, weight, bias = _checked("conv2d", input, weight, bias, 2)
     _check_kernel_size(weight)
     if activation not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -161,7 +162,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution as ``torch.nn.functional.conv1d``, through the 2-D kernels with H = 1."""
-    _check_tensors("conv1d", input, weight, bias, 1)
+    input, weight, bias = _checked("conv1d", input, weight, bias, 1)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding", "conv1d")[0])
     y = conv2d(
@@ -175,8 +176,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 2-D convolution as ``torch.nn.functional.conv_transpose2d`` (the input
     gradient of conv2d); output size (H-1)*S - 2*P + D*(K-1) + output_padding + 1."""
-    input, weight, bias = _autocast(input, weight, bias)
-    _check_tensors("conv_transpose2d", input, weight, bias, 2)
+    input, weight, bias = _checked("conv_transpose2d", input, weight, bias, 2)
     _check_kernel_size(weight)
     unbatched = input.dim() == 3
     if unbatched:
@@ -236,7 +236,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 1-D convolution, through the 2-D kernels with H = 1."""
-    _check_tensors("conv_transpose1d", input, weight, bias, 1)
+    input, weight, bias = _checked("conv_transpose1d", input, weight, bias, 1)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     one = lambda v, name: (_tuple(v, 1, name, "conv_transpose1d")[0],)  # noqa: E731
     y = conv_transpose2d(

@@ -17,7 +17,7 @@ import torch
 
 from ..ops.dropout import dropout as _dropout_op
 from ..ops.dropout import dropout_inplace as _dropout_inplace
-from ._utils import check_float, warn
+from ._utils import check_float, check_tensors, warn
 
 __all__ = ["dropout", "dropout2d"]
 
@@ -60,8 +60,7 @@ def _apply(name, input, p, training, inplace, feature):
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False):
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p), as
     ``torch.nn.functional.dropout``."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"dropout(): argument 'input' must be Tensor, not {type(input).__name__}")
+    check_tensors("dropout", input=input)
     _check_p(p)
     return _apply("dropout", input, p, training, inplace, False)
 
@@ -70,8 +69,7 @@ def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = Fals
     """Zero whole channels ``input[n, c]`` with probability ``p`` and scale the rest by
     1/(1-p), as ``torch.nn.functional.dropout2d`` (a 3-D input is (N, C, L), with torch's
     warning; other than 3-D or 4-D inputs are deprecated there and warn the same way here)."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"dropout2d(): argument 'input' must be Tensor, not {type(input).__name__}")
+    check_tensors("dropout2d", input=input)
     _check_p(p)
     dim = input.dim()
     if dim not in (3, 4):

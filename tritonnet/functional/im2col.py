@@ -3,10 +3,8 @@ in the same order as torch's im2col / col2im, with their exception types and mes
 
 from __future__ import annotations
 
-import torch
-
 from ..ops import im2col as _ops
-from ._utils import FLOATS, int_elements
+from ._utils import FLOATS, check_tensors, int_elements
 
 __all__ = ["unfold", "fold"]
 
@@ -72,8 +70,7 @@ def _blocks(size, kernel, dilation, padding, stride):
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """Extract sliding local blocks: (N, C, H, W) -> (N, C*KH*KW, L), or (C, H, W) ->
     (C*KH*KW, L), as ``torch.nn.functional.unfold``; a new tensor, never a view of input."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"unfold(): argument 'input' must be Tensor, not {type(input).__name__}")
+    check_tensors("unfold", input=input)
     kernel = _pair(kernel_size, "kernel_size", "unfold")
     dilation = _pair(dilation, "dilation", "unfold")
     padding = _pair(padding, "padding", "unfold")
@@ -115,8 +112,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """Sum sliding local blocks into an image: (N, C*KH*KW, L) -> (N, C, H, W), or
     (C*KH*KW, L) -> (C, H, W), as ``torch.nn.functional.fold`` (overlaps add up)."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"fold(): argument 'input' must be Tensor, not {type(input).__name__}")
+    check_tensors("fold", input=input)
     out_size = _pair(output_size, "output_size", "fold")
     kernel = _pair(kernel_size, "kernel_size", "fold")
     dilation = _pair(dilation, "dilation", "fold")

@@ -8,7 +8,7 @@ import torch
 
 from ..ops.activation import activation as _activation
 from ..ops.linear import linear as _linear_op
-from ._utils import autocast_dtype, autocast_off, cast, check_float, check_same
+from ._utils import autocast_dtype, autocast_off, cast, check_float, check_same, check_tensors
 
 __all__ = ["linear"]
 
@@ -19,11 +19,7 @@ def linear(input, weight, bias=None, *, activation: str = "none"):
     """y = input @ weight^T + bias over the last dimension of ``input``, as
     ``torch.nn.functional.linear``; ``activation`` ("relu", "sigmoid", "tanh") is fused into
     the GEMM's epilogue (a tritonnet extension)."""
-    if not isinstance(input, torch.Tensor) or not isinstance(weight, torch.Tensor):
-        raise TypeError(
-            f"linear(): input and weight must be Tensors, got {type(input).__name__} and "
-            f"{type(weight).__name__}"
-        )
+    check_tensors("linear", ("bias",), input=input, weight=weight, bias=bias)
     if activation not in ACTIVATIONS:
         raise ValueError(f"linear(): activation must be one of {ACTIVATIONS}, got {activation!r}")
     if weight.dim() not in (1, 2):

@@ -16,7 +16,7 @@ from ..ops.loss import cross_entropy as _ce_op
 from ..ops.loss import mse_loss as _mse_op
 from ..ops.loss import nll_loss as _nll_op
 from ..reference._common import functorch_active
-from ._utils import FLOATS, autocast_fp32, autocast_off, warn
+from ._utils import FLOATS, autocast_fp32, autocast_off, check_tensors, warn
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss"]
 
@@ -55,10 +55,8 @@ def _reduction(size_average, reduce, reduction: str) -> str:
 
 
 def _check_tensors(op: str, **tensors) -> None:
+    check_tensors(op, ("weight",), **tensors)
     named = [(k, v) for k, v in tensors.items() if v is not None]
-    for k, v in named:
-        if not isinstance(v, torch.Tensor):
-            raise TypeError(f"{op}(): argument '{k}' must be Tensor, not {type(v).__name__}")
     k0, t0 = named[0]
     for k, t in named[1:]:
         if t.device != t0.device:

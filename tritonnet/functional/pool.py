@@ -13,7 +13,7 @@ import torch.nn.functional as TF
 
 from ..ops import pool as _ops
 from ..ops.pool import pool_output_size
-from ._utils import index
+from ._utils import check_tensors, index
 
 __all__ = [
     "max_pool2d",
@@ -33,11 +33,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------
 # argument checks (PyTorch's exception types, with the values in the message)
-
-
-def _check_tensor(op, input):
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
 
 
 def _check_rank(op, input, spatial, exc=RuntimeError, empty_channels_ok=False):
@@ -122,7 +117,7 @@ def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
-    _check_tensor("max_pool2d", input)
+    check_tensors("max_pool2d", input=input)
     _check_rank("max_pool2d", input, 2)
     window = _window("max_pool2d", 2, kernel_size, stride, padding, dilation)
     _check_output("max_pool2d", input, window, ceil_mode, 2)
@@ -134,7 +129,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
-    _check_tensor("avg_pool2d", input)
+    check_tensors("avg_pool2d", input=input)
     if divisor_override is not None:  # torch checks it first
         if isinstance(divisor_override, bool) or not isinstance(divisor_override, int):
             raise TypeError(
@@ -183,7 +178,7 @@ def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
-    _check_tensor("adaptive_max_pool2d", input)
+    check_tensors("adaptive_max_pool2d", input=input)
     _check_size_rank(input, output_size)
     _check_rank("adaptive_max_pool2d", input, 2)
     size = _adaptive_size("adaptive_max_pool2d", input, output_size)
@@ -194,7 +189,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 
 
 def adaptive_avg_pool2d(input, output_size):
-    _check_tensor("adaptive_avg_pool2d", input)
+    check_tensors("adaptive_avg_pool2d", input=input)
     _check_size_rank(input, output_size)
     _check_rank("adaptive_avg_pool2d", input, 2, empty_channels_ok=True)
     size = _adaptive_size("adaptive_avg_pool2d", input, output_size)
@@ -220,7 +215,7 @@ def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
-    _check_tensor("max_pool1d", input)
+    check_tensors("max_pool1d", input=input)
     _check_rank("max_pool1d", input, 1)
     window = _window("max_pool1d", 1, kernel_size, stride, padding, dilation)
     _check_output("max_pool1d", input, window, ceil_mode, 1)
@@ -232,7 +227,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    _check_tensor("avg_pool1d", input)
+    check_tensors("avg_pool1d", input=input)
     _check_rank("avg_pool1d", input, 1)
     kernel, stride, padding, _ = _window("avg_pool1d", 1, kernel_size, stride, padding)
     window = (kernel, stride, padding, [1])
@@ -267,7 +262,7 @@ def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
 def adaptive_max_pool1d(input, output_size, return_indices=False):
     """(N, C, L) or (C, L) through adaptive_max_pool2d on a (1, L) plane: its indices are the
     positions along L, as torch's."""
-    _check_tensor("adaptive_max_pool1d", input)
+    check_tensors("adaptive_max_pool1d", input=input)
     size = _adaptive_size_1d("adaptive_max_pool1d", input, output_size)
     out = adaptive_max_pool2d(input.unsqueeze(-2), (1, size), return_indices)
     return (out[0].squeeze(-2), out[1].squeeze(-2)) if return_indices else out.squeeze(-2)
@@ -275,7 +270,7 @@ def adaptive_max_pool1d(input, output_size, return_indices=False):
 
 def adaptive_avg_pool1d(input, output_size):
     """(N, C, L) or (C, L) through adaptive_avg_pool2d on a (1, L) plane."""
-    _check_tensor("adaptive_avg_pool1d", input)
+    check_tensors("adaptive_avg_pool1d", input=input)
     size = _adaptive_size_1d("adaptive_avg_pool1d", input, output_size, empty_channels_ok=True)
     return adaptive_avg_pool2d(input.unsqueeze(-2), (1, size)).squeeze(-2)
 
@@ -291,7 +286,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     """torch.nn.functional.interpolate. 'nearest' and 'nearest-exact' run on tritonnet's op
     (source index as PyTorch's CPU kernels compute it), 'area' on adaptive_avg_pool2d for 3-D
     and 4-D input; other modes are torch.nn.functional.interpolate itself."""
-    _check_tensor("interpolate", input)
+    check_tensors("interpolate", input=input)
     ours = mode in _OURS and input.is_floating_point() and not (mode == "area" and input.dim() == 5)
     if not ours or antialias:
         return TF.interpolate(input, size, scale_factor, mode, align_corners,

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..ops.softmax import softmax as _softmax_op
-from ._utils import FLOATS, autocast_off, warn
+from ._utils import FLOATS, autocast_off, check_tensors, warn
 
 __all__ = ["softmax", "log_softmax"]
 
@@ -44,8 +44,7 @@ def _autocast_fp32(input: torch.Tensor) -> bool:
 
 
 def _apply(name, input, dim, stacklevel, dtype, log):
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{name}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    check_tensors(name, input=input)
     if dim is None:
         dim = _legacy_dim(name, input.dim(), stacklevel)
     if isinstance(dim, bool) or not isinstance(dim, int):
