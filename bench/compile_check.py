@@ -268,7 +268,7 @@ def cases_conv(dtypes, quick):
 
     def step(dname, fmt, c):
         x = _empty(c.N, c.C_in, c.H, c.W, dname=dname, fmt=fmt)
-        w = _empty(c.C_out, c.Cg, c.KH, c.KW, dname=dname, fmt=fmt)
+        w = _empty(*c.w_shape, dname=dname, fmt=fmt)
         b = _empty(c.C_out, dname=dname) if c.bias else None
         with precision(dname):
             _grad_step(make_provider("tritonnet", c)["forward+backward"](x, w, b, None))

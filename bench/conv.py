@@ -1,5 +1,6 @@
 """conv: tritonnet's conv2d primitives (implicit-GEMM Triton kernels) against cuDNN, and
-optionally torch.compile of the same calls, on the conv layers of LeNet-5 and ResNet-18.
+optionally torch.compile of the same calls, on the conv layers of LeNet-5 and ResNet-18, and
+conv_transpose2d on the up-sampling layers of a DCGAN generator and a U-Net decoder.
 
 Modes, each timed on its own (the issue asks for every one of them against cuDNN):
   mode              computes                  tritonnet                       torch (cuDNN)
@@ -11,6 +12,11 @@ Modes, each timed on its own (the issue asks for every one of them against cuDNN
   forward+backward  y, then dx, dw (and db    tritonnet.functional.conv2d     F.conv2d
                     with a bias) by autograd
 torch's gradients are torch.ops.aten.convolution_backward, the cuDNN call autograd makes.
+A transposed case (``Case.transposed``) times conv_transpose2d the same way: its forward is
+tritonnet::conv_transpose2d (conv2d's input-grad kernel, the bias in its epilogue) against
+F.conv_transpose2d; its input grad is a conv2d forward (tritonnet::conv2d); its weight grad
+tritonnet::conv2d_weight_grad with the roles of x and dy swapped, and db a sum of dy, as
+autograd runs them; torch's, convolution_backward with transposed=True.
 Both sides sum db in the weight-grad mode exactly when the case has a bias (ResNet's convs have none).
 The forward runs on inputs that require grad (a training step's forward); the gradient
 primitives on detached tensors. cudnn.benchmark is on (the suite sets it); TF32 per
@@ -22,7 +28,8 @@ GEMM view (M, N, K), G groups, Cg = C_in/G:
   weight-grad   M = C_out/G, N = Cg*KH*KW, K = N*OH*OW
 FLOPs: 2*N*OH*OW*C_out*Cg*KH*KW for each of the three (the useful multiply-adds; a stride-2
 input grad issues more, see bench/NOTES.md), 3x that for forward+backward; the bias add and
-the bias-gradient sum are not counted.
+the bias-gradient sum are not counted. A transposed case is the adjoint of a conv from its
+output to its input: 2*N*H*W*C_in*(C_out/G)*KH*KW.
 Fewest bytes, each input read once and each output written once:
   forward           read x, w, b; write y
   input-grad        read dy, w; write dx
@@ -81,6 +88,8 @@ class Case:
     groups: int = 1
     bias: bool = False
     quick: bool = False  # part of --quick
+    transposed: bool = False  # conv_transpose2d (x: its input, y: its output)
+    output_padding: int = 0  # transposed only
 
     @property
     def label(self) -> str:
@@ -90,18 +99,32 @@ class Case:
     def Cg(self) -> int:
         return self.C_in // self.groups
 
+    def _out(self, size: int, k: int) -> int:
+        if self.transposed:
+            return (size - 1) * self.stride - 2 * self.padding + k + self.output_padding
+        return (size + 2 * self.padding - k) // self.stride + 1
+
     @property
     def OH(self) -> int:
-        return (self.H + 2 * self.padding - self.KH) // self.stride + 1
+        return self._out(self.H, self.KH)
 
     @property
     def OW(self) -> int:
-        return (self.W + 2 * self.padding - self.KW) // self.stride + 1
+        return self._out(self.W, self.KW)
+
+    @property
+    def w_shape(self) -> tuple[int, int, int, int]:
+        """conv2d's (C_out, C_in/G, KH, KW); conv_transpose2d's (C_in, C_out/G, KH, KW)."""
+        if self.transposed:
+            return (self.C_in, self.C_out // self.groups, self.KH, self.KW)
+        return (self.C_out, self.Cg, self.KH, self.KW)
 
     @property
     def shape(self) -> str:
-        s = (f"x={self.N}x{self.C_in}x{self.H}x{self.W},w={self.C_out}x{self.Cg}x{self.KH}x{self.KW},"
-             f"s={self.stride},p={self.padding}")
+        w = "x".join(map(str, self.w_shape))
+        s = f"x={self.N}x{self.C_in}x{self.H}x{self.W},w={w},s={self.stride},p={self.padding}"
+        if self.transposed:
+            s = "T:" + s + (f",op={self.output_padding}" if self.output_padding else "")
         return s + (f",g={self.groups}" if self.groups > 1 else "")
 
     def conv_args(self):
@@ -139,19 +162,43 @@ CASES = [
     for net, layer, cin, cout, h, k, s, p, bias in LAYERS
 ]
 
+# conv_transpose2d: net, layer, batch, C_in, C_out, H (= W) of its input, kernel, stride, padding,
+# bias. After every conv2d case in the run order (plan's last tier), never --quick.
+TRANSPOSED_LAYERS = [
+    # the PyTorch DCGAN tutorial's generator (nz 100, ngf 64, 64x64 images, batch 128):
+    # 1x1 -> 4x4, then 4x4 stride-2 up-sampling convs, no bias (batch norm follows)
+    ("dcgan", "up0", 128, 100, 512, 1, 4, 1, 0, False),
+    ("dcgan", "up1", 128, 512, 256, 4, 4, 2, 1, False),
+    ("dcgan", "up2", 128, 256, 128, 8, 4, 2, 1, False),
+    ("dcgan", "up3", 128, 128, 64, 16, 4, 2, 1, False),
+    ("dcgan", "rgb", 128, 64, 3, 32, 4, 2, 1, False),
+    # a U-Net decoder on 256x256 inputs (base width 64): 2x2 stride-2 up-convs with a bias
+    ("unet", "up1", 16, 1024, 512, 16, 2, 2, 0, True),
+    ("unet", "up2", 16, 512, 256, 32, 2, 2, 0, True),
+    ("unet", "up3", 16, 256, 128, 64, 2, 2, 0, True),
+    ("unet", "up4", 16, 128, 64, 128, 2, 2, 0, True),
+]
+CASES += [
+    Case(net, layer, n, cin, cout, h, h, k, k, s, p, bias=bias, transposed=True)
+    for net, layer, n, cin, cout, h, k, s, p, bias in TRANSPOSED_LAYERS
+]
+
 _GEMMS = {"forward": 1, "input-grad": 1, "weight-grad": 1, "forward+backward": 3}
 
 
 def flops(case: Case, mode: str) -> int:
-    """2*N*OH*OW*C_out*Cg*KH*KW per GEMM-equivalent: 1 per primitive, 3 for both passes."""
+    """2*N*OH*OW*C_out*Cg*KH*KW per GEMM-equivalent: 1 per primitive, 3 for both passes
+    (transposed: 2*N*H*W*C_in*(C_out/G)*KH*KW, the conv from its output to its input)."""
     c = case
+    if c.transposed:
+        return 2 * c.N * c.H * c.W * c.C_in * (c.C_out // c.groups) * c.KH * c.KW * _GEMMS[mode]
     return 2 * c.N * c.OH * c.OW * c.C_out * c.Cg * c.KH * c.KW * _GEMMS[mode]
 
 
 def min_bytes(case: Case, mode: str, itemsize: int) -> int:
     """Each input read once, each output written once (see the module docstring)."""
     c = case
-    x, w, y = c.N * c.C_in * c.H * c.W, c.C_out * c.Cg * c.KH * c.KW, c.N * c.C_out * c.OH * c.OW
+    x, w, y = c.N * c.C_in * c.H * c.W, math.prod(c.w_shape), c.N * c.C_out * c.OH * c.OW
     b = c.C_out if c.bias else 0
     elems = {
         "forward": x + w + b + y,
@@ -170,17 +217,20 @@ def min_bytes(case: Case, mode: str, itemsize: int) -> int:
 def _torch_calls(case: Case) -> dict:
     stride, padding, dilation, groups = case.conv_args()
     conv_bwd = torch.ops.aten.convolution_backward
+    tr, out_pad = case.transposed, [case.output_padding] * 2
 
     def forward(x, w, b, dy):
+        if tr:
+            return F.conv_transpose2d(x, w, b, stride, padding, out_pad, groups, dilation)
         return F.conv2d(x, w, b, stride, padding, dilation, groups)
 
     def input_grad(x, w, b, dy):
-        return conv_bwd(dy, x, w, None, stride, padding, dilation, False, [0, 0], groups,
+        return conv_bwd(dy, x, w, None, stride, padding, dilation, tr, out_pad, groups,
                         [True, False, False])[0]
 
     def weight_grad(x, w, b, dy):
         _, dw, db = conv_bwd(dy, x, w, [case.C_out] if case.bias else None, stride, padding,
-                             dilation, False, [0, 0], groups, [False, True, case.bias])
+                             dilation, tr, out_pad, groups, [False, True, case.bias])
         return dw, db
 
     return {"forward": forward, "input-grad": input_grad, "weight-grad": weight_grad,
@@ -192,6 +242,8 @@ def _tritonnet_calls(case: Case) -> dict:
     from tritonnet.ops import conv as ops
 
     stride, padding, dilation, groups = case.conv_args()
+    if case.transposed:
+        return _tritonnet_transposed(case)
 
     def forward(x, w, b, dy):
         return ops.conv2d(x, w, b, stride, padding, dilation, groups, "none")
@@ -205,6 +257,33 @@ def _tritonnet_calls(case: Case) -> dict:
 
     def train(x, w, b, dy):
         return tritonnet.functional.conv2d(x, w, b, case.stride, case.padding, 1, groups)
+
+    return {"forward": forward, "input-grad": input_grad, "weight-grad": weight_grad,
+            "forward+backward": train}
+
+
+def _tritonnet_transposed(case: Case) -> dict:
+    """conv_transpose2d's forward primitive, and its gradients as its autograd computes them
+    (tritonnet/ops/conv.py ``_backward_t``)."""
+    import tritonnet.functional
+    from tritonnet.ops import conv as ops
+
+    stride, padding, dilation, groups = case.conv_args()
+
+    def forward(x, w, b, dy):
+        return ops.conv_transpose2d(x, w, b, [case.N, case.C_out, case.OH, case.OW], stride, padding,
+                                    dilation, groups)
+
+    def input_grad(x, w, b, dy):
+        return ops.conv2d(dy, w, None, stride, padding, dilation, groups, "none")
+
+    def weight_grad(x, w, b, dy):
+        dw, _ = ops.conv2d_weight_grad(x, dy, list(w.shape), stride, padding, dilation, groups, False)
+        return dw, dy.sum((0, 2, 3)) if case.bias else None
+
+    def train(x, w, b, dy):
+        return tritonnet.functional.conv_transpose2d(x, w, b, case.stride, case.padding,
+                                                     case.output_padding, groups)
 
     return {"forward": forward, "input-grad": input_grad, "weight-grad": weight_grad,
             "forward+backward": train}
@@ -240,7 +319,9 @@ def _inputs(case: Case, layout: str, dtype: torch.dtype, device, gen: torch.Gene
         return t.contiguous(memory_format=fmt) if len(shape) == 4 else t
 
     x = randn(c.N, c.C_in, c.H, c.W)
-    w = randn(c.C_out, c.Cg, c.KH, c.KW, scale=1 / math.sqrt(c.Cg * c.KH * c.KW))  # y ~ O(1)
+    # y ~ O(1): each output sums Cg*KH*KW products (transposed: C_in/G*KH*KW/stride^2 of them)
+    fan_in = c.Cg * c.KH * c.KW / (c.stride**2 if c.transposed else 1)
+    w = randn(*c.w_shape, scale=1 / math.sqrt(max(fan_in, 1)))
     b = randn(c.C_out, scale=0.1) if c.bias else None
     dy = randn(c.N, c.C_out, c.OH, c.OW)
     return x, w, b, dy
@@ -255,9 +336,13 @@ def _reference(case: Case, x, w, b, dy) -> dict:
     saved = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False
     try:
-        y = F.conv2d(xd, wd, bd, stride, padding, dilation, groups)
+        out_pad = [case.output_padding] * 2
+        if case.transposed:
+            y = F.conv_transpose2d(xd, wd, bd, stride, padding, out_pad, groups, dilation)
+        else:
+            y = F.conv2d(xd, wd, bd, stride, padding, dilation, groups)
         dx, dw, db = torch.ops.aten.convolution_backward(
-            dyd, xd, wd, [case.C_out], stride, padding, dilation, False, [0, 0], groups,
+            dyd, xd, wd, [case.C_out], stride, padding, dilation, case.transposed, out_pad, groups,
             [True, True, True],
         )
     finally:

@@ -378,14 +378,15 @@ def test_conv_flops_and_bytes():
 
 
 def test_conv_cases_cover_resnet18_and_lenet5():
+    convs = [c for c in conv.CASES if not c.transposed]
     for n in conv.BATCHES:
-        at = [c for c in conv.CASES if c.N == n]
+        at = [c for c in convs if c.N == n]
         assert {(c.C_in, c.C_out, c.KH, c.stride, c.H) for c in at if c.net == "resnet18"} == RESNET18
         assert {(c.C_in, c.C_out, c.KH, c.stride, c.H) for c in at if c.net == "lenet5"} == {
             (1, 6, 5, 1, 32), (6, 16, 5, 1, 14)}
     assert set(conv.BATCHES) == {1, 32, 128}
-    assert len({c.label for c in conv.CASES}) == len(conv.CASES) == 13 * 3
-    for c in conv.CASES:
+    assert len({c.label for c in conv.CASES}) == len(conv.CASES) == len(convs) + 9 == 13 * 3 + 9
+    for c in convs:
         assert c.H == c.W and c.KH == c.KW and c.groups == 1
         assert (c.bias, c.padding) == ((False, c.KH // 2) if c.net == "resnet18" else (True, 0))
     # the layers chain: each stage starts where the last one ended
@@ -405,9 +406,38 @@ def test_conv_cases_cover_resnet18_and_lenet5():
     assert lenet["conv2"].OH == 10
 
 
+def test_conv_transposed_cases_chain_and_are_adjoint_convs():
+    """The DCGAN generator's and the U-Net decoder's up-sampling layers: each doubles the
+    map its predecessor made; each is the adjoint of a conv2d from its output to its input,
+    with that conv's FLOPs and bytes."""
+    T = {c.label: c for c in conv.CASES if c.transposed}
+    assert len(T) == 9 and all(c.N in (128, 16) and not c.quick for c in T.values())
+    for net, layers, size in [("dcgan", ["up0", "up1", "up2", "up3", "rgb"], 64),
+                              ("unet", ["up1", "up2", "up3", "up4"], 256)]:
+        chain = [next(c for c in T.values() if c.net == net and c.layer == n) for n in layers]
+        for a, b in zip(chain, chain[1:]):
+            assert (a.OH, a.OW, a.C_out) == (b.H, b.W, b.C_in)
+        assert chain[-1].OH == size and chain[0].N == chain[-1].N
+    up = T["dcgan.up1.b128"]
+    assert (up.H, up.OH, up.w_shape) == (4, 8, (512, 256, 4, 4))
+    assert up.shape == "T:x=128x512x4x4,w=512x256x4x4,s=2,p=1"
+    t = conv.Case("unet", "x", 2, 6, 4, 5, 7, 3, 3, stride=2, padding=1, groups=2, bias=True,
+                  transposed=True, output_padding=1)
+    assert (t.OH, t.OW, t.w_shape) == (10, 14, (6, 2, 3, 3))
+    assert t.shape == "T:x=2x6x5x7,w=6x2x3x3,s=2,p=1,op=1,g=2"
+    # the conv2d it is the adjoint of: from (4 channels, 10x14) back to (6 channels, 5x7)
+    c = conv.Case("unet", "x", 2, 4, 6, 10, 14, 3, 3, stride=2, padding=1, groups=2, bias=True)
+    assert (c.OH, c.OW) == (t.H, t.W) and c.w_shape == t.w_shape
+    for mode in conv.MODES:
+        assert conv.flops(t, mode) == conv.flops(c, mode) > 0
+    x, w, y = 2 * 6 * 5 * 7, 6 * 2 * 3 * 3, 2 * 4 * 10 * 14
+    assert conv.min_bytes(t, "forward", 2) == 2 * (x + w + 4 + y)  # read x, w, b; write y
+    assert conv.min_bytes(t, "weight-grad", 4) == 4 * (y + x + w + 4)
+
+
 def test_conv_plan_puts_the_target_first():
     order = conv.plan(conv.CASES, list(harness.DTYPES), conv.LAYOUTS)
-    assert len(order) == len(set(order)) == 13 * 3 * 4 * 2  # everything, once
+    assert len(order) == len(set(order)) == (13 * 3 + 9) * 4 * 2  # everything, once
     head = [(d, lay, c.label) for d, lay, c in order[:2]]
     assert head == [("bf16", "channels_last", "resnet18.layer1.b32"),
                     ("bf16", "channels_last", "resnet18.layer2.s2.b32")]
@@ -417,8 +447,12 @@ def test_conv_plan_puts_the_target_first():
     # then the quick cases in the other dtypes, channels_last, in the issue's order
     assert [(d, lay, c.quick) for d, lay, c in order[22:28]] == [
         (d, "channels_last", True) for d in ("fp32-tf32", "fp32", "fp16") for _ in range(2)]
-    assert all(d != "bf16" or lay != "channels_last" or c.N == 1 or c.net == "lenet5"
+    assert all(d != "bf16" or lay != "channels_last" or c.N == 1 or c.net == "lenet5" or c.transposed
                for d, lay, c in order[28:])
+    # conv_transpose2d after every conv2d case of its dtype and layout
+    for d, lay in {(d, lay) for d, lay, _ in order}:
+        kinds = [c.transposed for dd, ll, c in order if (dd, ll) == (d, lay)]
+        assert kinds == sorted(kinds) and sum(kinds) == 9
     # --quick: the quick cases in the first dtype by priority only
     assert [(d, c.label) for d, _, c in conv.plan(conv.CASES, ["fp16", "bf16"], quick=True)] == [
         ("bf16", "resnet18.layer1.b32"), ("bf16", "resnet18.layer2.s2.b32")]
@@ -481,6 +515,28 @@ def test_conv_cpu_run_table_and_geomean(conv_cpu_run):
     assert lines[2].split()[:3] == ["input-grad", "1x", "n=1"]
     text = suite.report(df)
     assert text.endswith("\n".join(lines)) and "resnet18.tiny.s2.b2.cl" in text
+
+
+def test_conv_transposed_cpu_run():
+    """A conv_transpose2d case (stride 2, output padding, groups, a bias) through the
+    interpreter: each provider's forward, both gradients and the training step agree with
+    float64 (a tritonnet call with x and dy swapped, or a missing bias, would fail the check)
+    and every mode is timed; the headline ignores it."""
+    case = conv.Case("unet", "tiny.T", 2, 6, 4, 5, 4, 3, 3, stride=2, padding=1, groups=2, bias=True,
+                     transposed=True, output_padding=1)
+    calls = []
+    rec = harness.Recorder(harness.environment("cpu"), fake_timer(calls=calls), log=lambda *a: None)
+    rec.ceilings.update({"matmul:fp32": 50.0, "copy": 2000.0})
+    conv.run(rec, device="cpu", dtypes=["fp32"], cases=[case])
+    assert not rec.failures, rec.failures
+    df = rec.frame()
+    checks = df[df["metric"] == "rel_err"]
+    assert len(checks) == 2 * 2 * 4 and (checks["check"] == "ok").all()
+    assert (checks["p50"] <= 1e-5).all()  # fp32 with TF32 off: far inside the tolerance
+    assert len(calls) == 2 * 2 * 4 and set(df["shape"]) == {case.shape}
+    row = df[(df["metric"] == "TFLOP/s") & (df["mode"] == "forward")].iloc[0]
+    assert row["p50"] == pytest.approx(conv.flops(case, "forward") / 2e-3 / 1e12)
+    assert conv.headline(df) == []
 
 
 def test_conv_headline_geomean():
