@@ -288,6 +288,39 @@ def test_vmap_rules_against_torch(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_max_pools_without_gradients(backend):
+    """vmap of a max pool where no gradient is taken (inference, an ensemble's forward): its
+    primitive then skips the indices and returns an empty placeholder, which the batching
+    rule unflattened as if it were an output ("unflatten: Provided sizes [4, 2] don't
+    multiply up to ...") whenever each sample had a batch dimension of its own."""
+    dev = _device(backend)
+    x = torch.randn(4, 2, 3, 7, 6, device=dev)  # 4 samples of (2, 3, 7, 6)
+    ws = torch.randn(4, 3, 3, 3, 3, device=dev)  # an ensemble of 4 convs
+
+    def pools(m, x):
+        y = m.max_pool2d(x, 2, ceil_mode=True)
+        y2, i2 = m.max_pool2d(x, 3, 2, 1, return_indices=True)
+        a = m.adaptive_max_pool2d(x, (2, 3))
+        a2, ai = m.adaptive_max_pool2d(x, 3, return_indices=True)
+        line = x[..., 0, :]
+        return (y, y2, i2, a, a2, ai, m.max_pool1d(line, 2), m.adaptive_max_pool1d(line, 4))
+
+    def ensemble(m):  # each model's conv, then a pool of its (N, C, H, W) map
+        return vmap(lambda w: m.max_pool2d(m.conv2d(x[0], w, padding=1), 2))(ws)
+
+    for xs in (x, x[:, 0]):  # samples with a batch dimension, and without
+        with tritonnet.use_backend(backend):
+            got = vmap(lambda s: pools(F, s))(xs)
+        want = vmap(lambda s: pools(TF, s))(xs)
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b)
+    with tritonnet.use_backend(backend):
+        got = ensemble(F)
+    torch.testing.assert_close(got, ensemble(TF), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_vmap_folds_resampling_and_im2col(backend, monkeypatch):
     """Nearest upsampling (1-D, 2-D, 3-D; nearest and nearest-exact), unfold and fold under
     vmap(grad): the samples fold into the batch, one backend call per primitive use for all 4

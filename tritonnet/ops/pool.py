@@ -444,7 +444,10 @@ def _forward_rule(prim):
         x, back = _fold(input, in_dims[0], info.batch_size)
         out = prim.op(x, *args)
         if isinstance(out, tuple):  # (y, indices)
-            return tuple(back(t) for t in out), (0,) * len(out)
+            y, idx = out
+            # indices not asked for: the (0,) placeholder, (B, 0) batched (each sample's (0,))
+            idx = back(idx) if idx.dim() == 4 else idx.new_empty((info.batch_size, 0))
+            return (back(y), idx), (0, 0)
         return back(out), 0
 
     return rule
