@@ -14,7 +14,7 @@ import tritonnet.nn as tnn
 from tests.helpers import FULL, HAS_CUDA, KERNEL_DEVICE, tf32_off
 from tritonnet import train as train_mod
 from tritonnet.backend import triton_available
-from tritonnet.cli import main
+from tritonnet.cli import _build_parsers, main
 from tritonnet.data import load_digits_split, make_loader
 from tritonnet.models import MLP, build_model
 
@@ -260,8 +260,35 @@ def test_resume_errors(tmp_path, capsys):
     assert e.value.code == 2
     assert f"--resume: no checkpoint at {tmp_path / 'checkpoint.pt'}" in capsys.readouterr().err
     _train(tmp_path, "--epochs", "1")
-    with pytest.raises(ValueError, match="trained with --optimizer sgd, not adam"):
-        _train(tmp_path, "--epochs", "2", "--resume", "--optimizer", "adam")
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    # a checkpoint that cannot serve: the CLI's usage error naming it (before, tracebacks from
+    # train(): a ValueError, torch.load's UnpicklingError, a KeyError), and the file left alone
+    torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
+    cases = [
+        (good, ["--optimizer", "adam"], "was trained with --optimizer sgd, not adam"),
+        (b"garbage", [], "cannot be read as a checkpoint (UnpicklingError: Weights only load failed)"),
+        (good[: len(good) // 2], [], "cannot be read as a checkpoint"),
+        (b"", [], "cannot be read as a checkpoint"),
+        ((tmp_path / "foreign.pt").read_bytes(), [],
+         "is not a tritonnet train checkpoint: it lacks 'args', 'epoch', 'metrics', 'model', "
+         "'optimizer', 'rng'"),
+    ]
+    for data, flags, message in cases:
+        (tmp_path / "checkpoint.pt").write_bytes(data)
+        with pytest.raises(SystemExit) as e:
+            _train(tmp_path, "--epochs", "2", "--resume", *flags)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("usage: tritonnet train") and "Traceback" not in err
+        assert f"tritonnet train: error: --resume: {tmp_path / 'checkpoint.pt'} {message}" in err, err
+        assert (tmp_path / "checkpoint.pt").read_bytes() == data
+    # train() itself (the library call) raises the ValueError subclass
+    (tmp_path / "checkpoint.pt").write_bytes(good)
+    args = _build_parsers()[0].parse_args(["train", "--out", str(tmp_path), "--device", "cpu", "--backend",
+                                           "reference", "--epochs", "2", "--resume", "--optimizer", "adam"])
+    with pytest.raises(train_mod.CheckpointError) as e:
+        train_mod.train(args)
+    assert isinstance(e.value, ValueError)
 
 
 # ---- atomic checkpoint writes ------------------------------------------------------------

@@ -151,13 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         info()
         return 0
 
-    from tritonnet.train import train, validate
+    from tritonnet.train import CheckpointError, train, validate
 
     try:
         validate(args)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         commands["train"].error(str(e))
-    train(args)
+    try:
+        train(args)
+    except CheckpointError as e:  # found once train() reads the --resume checkpoint
+        commands["train"].error(str(e))
     return 0
 
 

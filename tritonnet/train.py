@@ -101,10 +101,35 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
             os.close(dir_fd)
 
 
+class CheckpointError(ValueError):
+    """A --resume checkpoint that cannot serve: unreadable, not written by :func:`train`, or
+    from a run with another model, dataset or optimizer. ``tritonnet train`` reports it as a
+    usage error; the file is left as it is."""
+
+
+# what train() writes into a checkpoint, all of which a resumed run reads
+CHECKPOINT_KEYS = ("args", "epoch", "metrics", "model", "optimizer", "rng")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint written by :func:`train`, loaded onto the CPU with ``weights_only=True``
-    (tensors and plain Python values only; nothing is executed)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    (tensors and plain Python values only; nothing is executed). CheckpointError when the
+    file cannot be read as one (torn, foreign, or not a torch file at all)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load's errors vary with how the file is broken
+        # the first sentence: torch's messages go on with advice that does not fit here
+        first = str(e).strip().split("\n")[0].split(". ")[0].rstrip(".")
+        raise CheckpointError(
+            f"--resume: {path} cannot be read as a checkpoint ({type(e).__name__}: {first})"
+        ) from e
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"--resume: {path} is not a tritonnet train checkpoint: it lacks "
+            + ", ".join(repr(k) for k in missing)
+        )
+    return ckpt
 
 
 @torch.no_grad()
@@ -222,8 +247,8 @@ def train(args) -> dict:
     start_epoch, metrics = 0, []
     if ckpt is not None:
         for key in ("model", "dataset", "optimizer"):
-            if ckpt["args"][key] != getattr(args, key):
-                raise ValueError(
+            if ckpt["args"].get(key) != getattr(args, key):
+                raise CheckpointError(
                     f"--resume: {ckpt_path} was trained with --{key} {ckpt['args'][key]}, "
                     f"not {getattr(args, key)}"
                 )
