@@ -142,6 +142,29 @@ def test_relu_inplace_autograd_semantics(backend):
     torch.testing.assert_close(ours, a.grad)
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_inplace_on_an_inference_tensor(backend):
+    """An inference tensor (made under torch.inference_mode) has no version counter: torch
+    refuses to update it in place outside inference mode. The Triton kernels wrote it anyway
+    (the reference backend's copy_ refused, with torch's message); inside inference mode both
+    write, as torch's."""
+    tritonnet.set_backend(backend)
+    calls = [lambda t: F.relu_(t), lambda t: F.relu(t, inplace=True),
+             lambda t: F.dropout(t, 0.5, True, inplace=True),
+             lambda t: F.dropout2d(t, 0.5, True, inplace=True)]
+    for i, call in enumerate(calls):
+        with torch.inference_mode():
+            x = torch.randn(2, 3, 4, 5, device=KERNEL_DEVICE)
+            y = call(x.clone())  # inside: allowed
+            assert y.is_inference()
+        before = x.clone()
+        with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+            call(x)
+        assert torch.equal(x, before), f"call {i} wrote the tensor before refusing"
+        with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+            torch.relu_(x) if i < 2 else torch.nn.functional.dropout(x, 0.5, True, inplace=True)
+
+
 def test_modules_match_torch():
     for ours, theirs in [
         (tritonnet.nn.ReLU(), torch.nn.ReLU()),

@@ -396,6 +396,14 @@ class Primitive:
         qualname = self.qualname
 
         def call(input, *args):
+            if (not torch.compiler.is_compiling() and input.is_inference()
+                    and not torch.is_inference_mode_enabled()):
+                # torch's refusal, before anything is written (the kernels write directly);
+                # dynamo cannot trace is_inference(), and compiled code functionalises anyway
+                raise RuntimeError(
+                    "Inplace update to inference tensor outside InferenceMode is not allowed. You "
+                    "can make a clone to get a normal tensor before doing inplace update."
+                )
             if functorch_active():  # torch.func: functionalised as torch.compile's trace is
                 return input.copy_(out_of_place(input, *args))
             if _has_tangent((input, *args)):
