@@ -202,6 +202,22 @@ class Memo:
         entries[key] = Launch(kernel, self.fn, len(args), tuple(kwargs), fixed)
 
 
+def device_guard(args, kwargs):
+    """``torch.cuda.device(i)`` when the call's tensors are on CUDA device i and another
+    device is current, else None. Triton launches on the current device (its context, its
+    stream), so a model on cuda:1 with cuda:0 current would get kernels on the wrong GPU;
+    torch's own ops guard the device the same way. The first tensor argument decides: the
+    functional ops check that all of an op's tensors share a device. (~0.4 us a launch on
+    this project's CPU for a CPU tensor first: is_cuda, not the slower .device.)"""
+    for values in (args, kwargs.values()):
+        for a in values:
+            if isinstance(a, torch.Tensor):
+                if a.is_cuda and a.get_device() != torch.cuda.current_device():
+                    return torch.cuda.device(a.get_device())
+                return None
+    return None
+
+
 class Launcher:
     """A ``triton.jit`` kernel launched ``kernel[grid](*args, **kwargs)`` as before, through
     a :class:`Memo` of its compiled kernels."""
@@ -214,6 +230,13 @@ class Launcher:
         return lambda *args, **kwargs: self._launch(grid, args, kwargs)
 
     def _launch(self, grid, args, kwargs):
+        guard = device_guard(args, kwargs)
+        if guard is None:
+            return self._launch_here(grid, args, kwargs)
+        with guard:
+            return self._launch_here(grid, args, kwargs)
+
+    def _launch_here(self, grid, args, kwargs):
         slot = self._memo.slot(args, kwargs)
         if slot is not None:
             kernel = self._memo.launch(slot, grid, args, kwargs)

@@ -92,3 +92,81 @@ def test_memoised_launches_compute_what_tritons_path_computes_gpu():
     for a, b in zip(memo, triton_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert any(plan[2] for plan in kconv._split_k_epilogue_kernel._memo._plans.values() if plan)
+
+
+def test_launches_run_on_the_device_of_their_tensors(monkeypatch):
+    """Triton launches on the current CUDA device: a model on cuda:1 while cuda:0 is current
+    had its kernels launched on cuda:0 (its context and stream) with cuda:1 pointers. Every
+    launch now goes under torch.cuda.device(i) of its tensors' device when that is not the
+    current one, as torch's ops guard it. Checked here with a tensor that reports a CUDA
+    device and a stand-in for torch.cuda's device switch (no GPU needed)."""
+    import contextlib
+
+    import torch
+
+    from tritonnet.kernels import _launch
+
+    class OnCuda1(torch.Tensor):
+        is_cuda = True
+
+        def get_device(self):
+            return 1
+
+    current = [0]
+
+    @contextlib.contextmanager
+    def switch(index):
+        saved, current[0] = current[0], index
+        try:
+            yield
+        finally:
+            current[0] = saved
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "device", switch)
+    x = torch.Tensor._make_subclass(OnCuda1, torch.zeros(2))
+    seen = []
+
+    class Kernel:  # stands in for a jitted kernel: records the device current at launch
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: seen.append((grid, current[0]))
+
+    launch = _launch.Launcher(Kernel())
+    launch[(4,)](x, 7, BLOCK=16)
+    launch[(4,)](3, y=x)  # the tensor as a keyword argument
+    launch[(2,)](torch.zeros(2), 7)  # a CPU tensor: no switch
+    assert seen == [((4,), 1), ((4,), 1), ((2,), 0)] and current[0] == 0
+    current[0] = 1  # already current: no switch needed
+    assert _launch.device_guard((x,), {}) is None
+    assert _launch.device_guard((5, None), {"n": 3}) is None
+
+
+@pytest.mark.gpu
+def test_ops_on_a_second_gpu():
+    """A training step of conv, pool, linear and cross-entropy with every tensor on the last
+    GPU while the first is current: the same results as on the current device."""
+    import torch
+
+    import tritonnet
+    import tritonnet.functional as F
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    tritonnet.set_backend("triton")
+    torch.manual_seed(0)
+    x, w = torch.randn(4, 8, 12, 12), torch.randn(16, 8, 3, 3)
+    fc, t = torch.randn(10, 16), torch.randint(0, 10, (4,))
+
+    def step(dev):
+        xs, ws, fcs = (a.to(dev).requires_grad_() for a in (x, w, fc))
+        h = F.adaptive_avg_pool2d(F.max_pool2d(F.relu(F.conv2d(xs, ws, padding=1)), 2), 1).flatten(1)
+        loss = F.cross_entropy(F.linear(h, fcs), t.to(dev))
+        loss.backward()
+        return [a.detach().cpu() for a in (loss, xs.grad, ws.grad, fcs.grad)]
+
+    last = torch.device("cuda", torch.cuda.device_count() - 1)
+    with torch.cuda.device(0):
+        here, there = step(torch.device("cuda", 0)), step(last)
+        torch.cuda.synchronize(last)
+    for a, b in zip(here, there):
+        torch.testing.assert_close(a, b)
