@@ -231,9 +231,9 @@ def _maps(input_sizes, output_sizes, scales, exact, rank):
         else:
             # in fp32 as PyTorch: 1/scale_factor computed in double then rounded, or I/O in fp32
             if s > 0:
-                scale = torch.tensor(1.0 / s, dtype=torch.float32)
+                scale = torch.tensor(1.0 / s, dtype=torch.float32, device="cpu")
             else:
-                scale = torch.tensor(i, dtype=torch.float32) / o
+                scale = torch.tensor(i, dtype=torch.float32, device="cpu") / o
             out.append(("scale", scale.item()))
     return out
 
@@ -245,8 +245,9 @@ def _max_fan(i, o, m, scale, exact):
         return 1
     if m == "half":
         return 2
-    pos = torch.arange(o, dtype=torch.float32) + (0.5 if exact else 0.0)
-    src = torch.floor(pos * torch.tensor(scale, dtype=torch.float32)).long().clamp(max=i - 1)
+    # host arithmetic (fp32, as PyTorch's kernels), on the CPU whatever the default device
+    pos = torch.arange(o, dtype=torch.float32, device="cpu") + (0.5 if exact else 0.0)
+    src = torch.floor(pos * torch.tensor(scale, dtype=torch.float32, device="cpu")).long().clamp(max=i - 1)
     return int(torch.bincount(src, minlength=i).max())
 
 

@@ -403,6 +403,39 @@ def test_inplace_autograd_semantics(backend, fn, monkeypatch):
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_default_device_does_not_move_the_draw(backend):
+    """Under torch.set_default_device (LLM code sets "cuda"), dropout's seed came from the
+    default device's generator, not the CPU one its docstring names, and p=1 returned
+    uninitialised memory where that device was "meta". The draw is on the CPU generator
+    whatever the default device: the same mask as without one, and zeros at p=1. Other ops
+    whose reference code makes helper tensors (a ReLU gradient's zero, cross-entropy's
+    ignored rows, nearest upsampling's fp32 scale) compute as without a default device."""
+    tritonnet.set_backend(backend)
+    dev = _device(backend)
+    x = torch.randn(3, 4, 5, 6, device=dev)
+    t = torch.tensor([0, -100, 3], device=dev)
+
+    def run():
+        torch.manual_seed(5)
+        a = F.dropout(x, 0.5)
+        xs = x.clone().requires_grad_()
+        out = (F.dropout(xs, 1.0).sum() + F.relu(xs).sum() + F.interpolate(xs, scale_factor=1.7).sum()
+               + F.cross_entropy(xs[:, :, 0, 0], t, label_smoothing=0.1))
+        out.backward()
+        return a, out.detach(), xs.grad
+
+    want = run()
+    torch.set_default_device("meta")
+    try:
+        got = run()
+    finally:
+        torch.set_default_device(None)
+    for a, b in zip(got, want):
+        assert a.device == b.device
+        torch.testing.assert_close(a, b)
+
+
 def test_custom_op_opcheck():
     """Schema, fake tensor and AOT dispatch of the operator."""
     tritonnet.set_backend("reference")

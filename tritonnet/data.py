@@ -49,10 +49,11 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.2) -> Split:
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).div_(16.0).unsqueeze(1)  # (N, 1, 8, 8)
-    y = torch.tensor(digits.target, dtype=torch.int64)
+    # on the CPU whatever torch.set_default_device says (Split.to moves it)
+    x = torch.tensor(digits.images, dtype=torch.float32, device="cpu").div_(16.0).unsqueeze(1)  # (N, 1, 8, 8)
+    y = torch.tensor(digits.target, dtype=torch.int64, device="cpu")
     idx_train, idx_test = train_test_split(
-        torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=seed, stratify=y
+        torch.arange(len(y), device="cpu").numpy(), test_size=test_fraction, random_state=seed, stratify=y
     )
     idx_train, idx_test = torch.from_numpy(idx_train), torch.from_numpy(idx_test)
     return Split(x[idx_train], y[idx_train], x[idx_test], y[idx_test], num_classes=10)

@@ -137,7 +137,7 @@ def evaluate(model, loader, criterion) -> tuple[float, float]:
     """Mean loss and accuracy (a fraction) of ``model`` over ``loader``, in eval mode."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device="cpu")
     correct = total = 0
     for x, y in loader:
         logits = model(x)

@@ -28,8 +28,9 @@ def _check_p(p) -> None:
 
 
 def _seed() -> torch.Tensor:
-    """A 0-d int64 CPU tensor from torch's default generator (no .item(): compile-friendly)."""
-    return torch.randint(2**63 - 1, (), dtype=torch.int64)
+    """A 0-d int64 CPU tensor from torch's default (CPU) generator, whatever
+    torch.set_default_device says (no .item(): compile-friendly)."""
+    return torch.randint(2**63 - 1, (), dtype=torch.int64, device="cpu")
 
 
 def _apply(name, input, p, training, inplace, feature):
@@ -47,7 +48,7 @@ def _apply(name, input, p, training, inplace, feature):
         # 1-D input to dropout2d here); x * 0, so NaN and Inf give NaN
         if not input.is_floating_point():
             return input.mul_(0) if inplace else input * 0
-        seed, feature = torch.zeros((), dtype=torch.int64), False
+        seed, feature = torch.zeros((), dtype=torch.int64, device="cpu"), False
     else:
         check_float(f"{name}(): input", input)
         seed = _seed()

@@ -21,7 +21,7 @@ def activation_backward(grad_output, output, act):
     dy, y = grad_output.to(acc), output.to(acc)
     if act == "relu":
         # torch's threshold_backward: zero where y <= 0, so at a NaN output dy passes on
-        dx = torch.where(y <= 0, torch.zeros((), dtype=acc), dy)
+        dx = torch.where(y <= 0, dy.new_zeros(()), dy)
     elif act == "sigmoid":
         dx = dy * y * (1 - y)
     elif act == "tanh":

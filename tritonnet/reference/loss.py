@@ -85,7 +85,7 @@ def cross_entropy_forward(input, target, weight, ignore_index, label_smoothing):
             b = (eps / C) * w.sum()
             loss = loss + _weighted_nlogp_sum((eps / C) * w.view(1, C, 1), x, m, log_s, b)
             wsum = wsum + b
-        zero = torch.zeros((), dtype=acc)
+        zero = torch.zeros((), dtype=acc, device=loss.device)
         loss = torch.where(valid, loss, zero)
         wsum = torch.where(valid, wsum, zero)
     rd = _row_dtype(input.dtype)
@@ -137,7 +137,7 @@ def nll_loss_forward(input, target, weight, ignore_index):
         return torch.zeros(target.shape, dtype=_row_dtype(input.dtype), device=input.device)
     x_t = input.to(acc).gather(1, t.unsqueeze(1)).squeeze(1)
     w_t = _class_weight(weight, acc, C, input.device).view(C)[t]
-    loss = torch.where(valid, -w_t * x_t, torch.zeros((), dtype=acc))
+    loss = torch.where(valid, -w_t * x_t, x_t.new_zeros(()))
     return loss.to(_row_dtype(input.dtype))
 
 
@@ -149,7 +149,7 @@ def nll_loss_backward(grad, target, weight, ignore_index, num_classes, dtype):
     out = torch.zeros((N, num_classes, R), dtype=acc, device=target.device)
     if num_classes:
         w_t = _class_weight(weight, acc, num_classes, target.device).view(num_classes)[t]
-        v = torch.where(valid, -w_t * grad.to(acc), torch.zeros((), dtype=acc))
+        v = torch.where(valid, -w_t * grad.to(acc), out.new_zeros(()))
         out.scatter_(1, t.unsqueeze(1), v.unsqueeze(1))
     return out.to(dtype)
 

@@ -20,9 +20,9 @@ def _src(I, O, scale_factor, exact, rank, device):
     if rank == 4 and not exact and O == 2 * I:
         return o // 2
     if scale_factor > 0:
-        scale = torch.tensor(1.0 / scale_factor, dtype=torch.float32)
+        scale = torch.tensor(1.0 / scale_factor, dtype=torch.float32, device=device)
     else:
-        scale = torch.tensor(I, dtype=torch.float32) / O
+        scale = torch.tensor(I, dtype=torch.float32, device=device) / O
     pos = o.to(torch.float32) + (0.5 if exact else 0.0)
     return torch.floor(pos * scale.to(device)).long().clamp(max=I - 1)
 
@@ -55,7 +55,8 @@ def upsample_nearest_backward(grad_output, input_size, scales, exact, channels_l
     if grad_output.numel():
         spatial = len(firsts)
         # the same loop nest as the kernel: every combination of offsets, in ascending order
-        grids = torch.cartesian_prod(*[torch.arange(int(c.max())) for c in counts]).reshape(-1, spatial)
+        grids = torch.cartesian_prod(*[torch.arange(int(c.max()), device="cpu") for c in counts])
+        grids = grids.reshape(-1, spatial)
         for offsets in grids.tolist():
             g, ok = grad_output, None
             for dim, (first, count, j) in enumerate(zip(firsts, counts, offsets)):
