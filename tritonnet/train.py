@@ -247,10 +247,10 @@ def train(args) -> dict:
     start_epoch, metrics = 0, []
     if ckpt is not None:
         for key in ("model", "dataset", "optimizer"):
-            if ckpt["args"].get(key) != getattr(args, key):
+            saved = ckpt["args"].get(key)
+            if saved != getattr(args, key):
                 raise CheckpointError(
-                    f"--resume: {ckpt_path} was trained with --{key} {ckpt['args'][key]}, "
-                    f"not {getattr(args, key)}"
+                    f"--resume: {ckpt_path} was trained with --{key} {saved}, not {getattr(args, key)}"
                 )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])  # its learning rate included
