@@ -241,9 +241,9 @@ def _tritonnet_calls(case: Case) -> dict:
     import tritonnet.functional
     from tritonnet.ops import conv as ops
 
-    stride, padding, dilation, groups = case.conv_args()
     if case.transposed:
         return _tritonnet_transposed(case)
+    stride, padding, dilation, groups = case.conv_args()
 
     def forward(x, w, b, dy):
         return ops.conv2d(x, w, b, stride, padding, dilation, groups, "none")

@@ -24,7 +24,7 @@ def _src(I, O, scale_factor, exact, rank, device):
     else:
         scale = torch.tensor(I, dtype=torch.float32, device=device) / O
     pos = o.to(torch.float32) + (0.5 if exact else 0.0)
-    return torch.floor(pos * scale.to(device)).long().clamp(max=I - 1)
+    return torch.floor(pos * scale).long().clamp(max=I - 1)
 
 
 def _empty(shape, like, channels_last):
