@@ -586,3 +586,94 @@ def test_double_backward_against_torch(backend):
 
     for ours, theirs in zip(penalty(F), penalty(TF)):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-3)
+
+
+def _block(nn, p):
+    """Every op family with a gradient of its own: conv (+bias), ReLU, max pool, dropout,
+    transposed conv, nearest upsampling, average pools, unfold/fold, linear."""
+    return torch.nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True), nn.Dropout(p),
+        nn.ConvTranspose2d(4, 4, 2, stride=2), nn.Tanh(), nn.Upsample(scale_factor=2),
+        nn.AvgPool2d(3, stride=2, padding=1), nn.Sigmoid(), nn.Unfold(2), nn.Fold((6, 8), 2),
+        nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), nn.Linear(16, 5),
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_activation_checkpointing(backend):
+    """torch.utils.checkpoint, both kinds, recomputes the forward in the backward: the same
+    gradients as without it (dropout's mask drawn again from the restored RNG state), and
+    torch's without dropout."""
+    from torch.utils.checkpoint import checkpoint
+
+    dev = _device(backend)
+    x = torch.randn(2, 3, 5, 7, device=dev)
+    t = torch.tensor([1, 4], device=dev)
+
+    def grads(model, how):
+        model.zero_grad()
+        torch.manual_seed(3)
+        inp = x.clone().requires_grad_(how == "reentrant")  # reentrant needs an input with grad
+        out = model(inp) if how == "plain" else checkpoint(model, inp, use_reentrant=how == "reentrant")
+        TF.cross_entropy(out, t).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for p in (0.0, 0.5):
+        theirs = _block(torch.nn, p).to(dev)
+        ours = _block(tritonnet.nn, p).to(dev)
+        ours.load_state_dict(theirs.state_dict())
+        with tritonnet.use_backend(backend):
+            plain = grads(ours, "plain")
+            for how in ("reentrant", "non-reentrant"):
+                for a, b in zip(grads(ours, how), plain, strict=True):
+                    torch.testing.assert_close(a, b, msg=f"{how} p={p}")
+        if p == 0.0:
+            for a, b in zip(plain, grads(theirs, "plain"), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_saved_tensor_hooks_see_every_saved_tensor(backend):
+    """Every tensor an op keeps for its backward goes through torch's saved-tensor hooks
+    (save_on_cpu, activation offloading and compression rely on them): the graph's nodes hold
+    no tensor of their own, and with hooks that save copies, gradients come out right after
+    the input and the parameters are overwritten in place."""
+    dev = _device(backend)
+    model = _block(tritonnet.nn, 0.0).to(dev)
+    x = torch.randn(2, 3, 5, 7, device=dev, requires_grad=True)
+    t = torch.tensor([1, 4], device=dev)
+    with tritonnet.use_backend(backend):
+        TF.cross_entropy(model(x), t).backward()
+        want = [x.grad, *(p.grad for p in model.parameters())]
+        x.grad = None
+        model.zero_grad()
+        copies = []
+
+        def pack(tensor):
+            copies.append(tensor.clone())
+            return len(copies) - 1
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, copies.__getitem__):
+            loss = TF.cross_entropy(model(x), t)
+        seen, stack, ours = set(), [loss.grad_fn], 0
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            stack.extend(n for n, _ in node.next_functions)
+            if hasattr(node, "saved_tensors"):  # an autograd.Function's node is its ctx
+                ours += 1
+                held = [k for k, v in vars(node).items()
+                        if isinstance(v, torch.Tensor)
+                        or (isinstance(v, (tuple, list)) and any(isinstance(e, torch.Tensor) for e in v))]
+                assert not held, f"{type(node).__name__} keeps tensors outside save_for_backward: {held}"
+        assert ours >= 10, ours  # the walk reached our ops' nodes
+        with torch.no_grad():
+            x.mul_(-3)  # the saved copies are what the backward must use
+            for p in model.parameters():
+                p.add_(1)
+        loss.backward()
+    got = [x.grad, *(p.grad for p in model.parameters())]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)

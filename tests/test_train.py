@@ -350,3 +350,63 @@ def test_cuda_run(tmp_path):
     """On a GPU: the default backend runs the Triton kernels; two epochs learn."""
     main(["train", "--out", str(tmp_path), "--device", "cuda", "--epochs", "2"])
     assert _metrics(tmp_path)["test_acc"].iloc[-1] > 0.8
+
+
+def _ddp_model(memory_format):
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.ConvTranspose2d(8, 4, 2, stride=2), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Linear(16, 5))
+    return model.to(memory_format=memory_format)
+
+
+def _ddp_data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 3, 9, 9, generator=g), torch.randint(0, 5, (8,), generator=g)
+
+
+def _ddp_worker(rank, world, store, out):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        states = {}
+        for name, memory_format in DDP_FORMATS.items():
+            model = torch.nn.parallel.DistributedDataParallel(tritonnet.convert(_ddp_model(memory_format)))
+            part = slice(rank * 8 // world, (rank + 1) * 8 // world)
+            states[name] = _ddp_train(model, part).module.state_dict()
+        if rank == 0:
+            torch.save(states, out)
+    finally:
+        dist.destroy_process_group()
+
+
+DDP_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def _ddp_train(model, part):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, t = _ddp_data()
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[part]), t[part]).backward()
+        opt.step()
+    return model
+
+
+def test_distributed_data_parallel(tmp_path):
+    """DistributedDataParallel (gloo, two processes, half the batch each) over converted
+    layers, NCHW and channels_last, ends where one process with torch's layers ends on the
+    whole batch: the all-reduce hooks see every parameter's gradient, in its parameter's
+    layout."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2)
+    got = torch.load(out, weights_only=True)
+    for name, memory_format in DDP_FORMATS.items():
+        ref = _ddp_train(_ddp_model(memory_format), slice(None))
+        for k, v in ref.state_dict().items():
+            torch.testing.assert_close(got[name][k], v, rtol=1e-5, atol=1e-6, msg=f"{name} {k}")
