@@ -366,6 +366,23 @@ def _ddp_data():
     return torch.randn(8, 3, 9, 9, generator=g), torch.randint(0, 5, (8,), generator=g)
 
 
+DDP_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def _ddp_train(model, rank=0, world=1):
+    """Two SGD-momentum steps on this rank's share of the batch."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, t = _ddp_data()
+    part = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[part]), t[part]).backward()
+        for p in model.parameters():  # DDP's buckets copy gradients laid out as their parameters
+            assert p.grad.stride() == p.stride(), (tuple(p.shape), p.grad.stride(), p.stride())
+        opt.step()
+    return model
+
+
 def _ddp_worker(rank, world, store, out):
     import torch.distributed as dist
 
@@ -375,25 +392,11 @@ def _ddp_worker(rank, world, store, out):
         states = {}
         for name, memory_format in DDP_FORMATS.items():
             model = torch.nn.parallel.DistributedDataParallel(tritonnet.convert(_ddp_model(memory_format)))
-            part = slice(rank * 8 // world, (rank + 1) * 8 // world)
-            states[name] = _ddp_train(model, part).module.state_dict()
+            states[name] = _ddp_train(model, rank, world).module.state_dict()
         if rank == 0:
             torch.save(states, out)
     finally:
         dist.destroy_process_group()
-
-
-DDP_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-
-
-def _ddp_train(model, part):
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x, t = _ddp_data()
-    for _ in range(2):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[part]), t[part]).backward()
-        opt.step()
-    return model
 
 
 def test_distributed_data_parallel(tmp_path):
@@ -407,6 +410,6 @@ def test_distributed_data_parallel(tmp_path):
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2)
     got = torch.load(out, weights_only=True)
     for name, memory_format in DDP_FORMATS.items():
-        ref = _ddp_train(_ddp_model(memory_format), slice(None))
+        ref = _ddp_train(_ddp_model(memory_format))
         for k, v in ref.state_dict().items():
             torch.testing.assert_close(got[name][k], v, rtol=1e-5, atol=1e-6, msg=f"{name} {k}")
