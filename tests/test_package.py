@@ -468,19 +468,14 @@ def test_jit_trace_under_no_grad_saves_and_loads(tmp_path):
             torch.testing.assert_close(loaded(inp), model(inp))
 
 
-def test_a_non_tensor_where_a_tensor_goes_raises_torchs_type_error():
-    """Every tensor argument of every functional op, given a list, a number or None (where a
-    tensor is required): torch's TypeError naming the argument. conv2d, conv_transpose2d,
-    linear's bias and the losses' None input/target raised AttributeErrors ('list' object has
-    no attribute 'device') from code that read the argument before checking it."""
-    import tritonnet.functional as F
-
-    tritonnet.set_backend("reference")
+def _functional_calls():
+    """A valid call of every public function of tritonnet.functional: op -> (its tensor
+    arguments in order, the positional arguments after them, how many tensors are required)."""
     x4, x3, x2 = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6), torch.randn(3, 5)
     t = torch.tensor([0, 1, 4])
-    calls = {  # op: (its tensor arguments, the positional arguments after them, how many required)
-        "relu": ((x4,), (), 1), "sigmoid": ((x4,), (), 1), "tanh": ((x4,), (), 1),
-        "softmax": ((x2,), (1,), 1), "log_softmax": ((x2,), (1,), 1),
+    calls = {
+        "relu": ((x4,), (), 1), "relu_": ((x4.clone(),), (), 1), "sigmoid": ((x4,), (), 1),
+        "tanh": ((x4,), (), 1), "softmax": ((x2,), (1,), 1), "log_softmax": ((x2,), (1,), 1),
         "dropout": ((x4,), (0.5,), 1), "dropout2d": ((x4,), (0.5,), 1),
         "max_pool2d": ((x4,), (2,), 1), "avg_pool2d": ((x4,), (2,), 1),
         "max_pool1d": ((x3,), (2,), 1), "avg_pool1d": ((x3,), (2,), 1),
@@ -497,6 +492,35 @@ def test_a_non_tensor_where_a_tensor_goes_raises_torchs_type_error():
         "cross_entropy": ((x2, t, torch.rand(5)), (), 2),
         "nll_loss": ((x2, t, torch.rand(5)), (), 2),
     }
+    for op in ("max_pool2d", "adaptive_max_pool2d", "max_pool1d", "adaptive_max_pool1d"):
+        calls[op + "_with_indices"] = calls[op]
+    return calls
+
+
+def _functional_names():
+    """Every name in the __all__ of tritonnet.functional's op families."""
+    import importlib
+    import pkgutil
+
+    import tritonnet.functional as F
+
+    return {
+        name
+        for info in pkgutil.iter_modules(F.__path__)
+        if not info.name.startswith("_")
+        for name in importlib.import_module(f"tritonnet.functional.{info.name}").__all__
+    }
+
+
+def test_a_non_tensor_where_a_tensor_goes_raises_torchs_type_error():
+    """Every tensor argument of every functional op, given a list, a number or None (where a
+    tensor is required): torch's TypeError naming the argument. conv2d, conv_transpose2d,
+    linear's bias and the losses' None input/target raised AttributeErrors ('list' object has
+    no attribute 'device') from code that read the argument before checking it."""
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    calls = _functional_calls()
     checked = 0
     for op, (tensors, rest, required) in calls.items():
         params = ["input", "target" if op in ("mse_loss", "cross_entropy", "nll_loss") else "weight"]
@@ -510,3 +534,130 @@ def test_a_non_tensor_where_a_tensor_goes_raises_torchs_type_error():
                     getattr(F, op)(*args, *rest)
                 checked += 1
     assert checked == 3 * sum(len(c[0]) for c in calls.values())
+    assert set(calls) == _functional_names()  # every public function is covered
+
+
+def test_sparse_and_nested_tensors_are_refused_naming_the_argument():
+    """Every tensor argument of every functional op, given as a sparse COO tensor or a nested
+    (jagged) tensor: a NotImplementedError naming the argument and what it got, before any
+    kernel runs. The pools and interpolate failed on a nested tensor with an AttributeError
+    ('NestedIntNode' object has no attribute 'add') from their size arithmetic; others raised
+    dispatcher messages about a 'tritonnet::...' operator, or a RuntimeError."""
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    checked = 0
+    for op, (tensors, rest, _) in _functional_calls().items():
+        params = ["input", "target" if op in ("mse_loss", "cross_entropy", "nll_loss") else "weight"]
+        params += ["weight" if op in ("cross_entropy", "nll_loss") else "bias"]
+        for i, t in enumerate(tensors):
+            nested = torch.nested.as_nested_tensor([t, t], layout=torch.jagged)
+            for bad, kind in ((t.to_sparse(), "layout torch.sparse_coo"), (nested, "a nested tensor")):
+                args = list(tensors)
+                args[i] = bad
+                with pytest.raises(NotImplementedError, match=f"argument '{params[i]}'.*dense.*{kind}"):
+                    getattr(F, op)(*args, *rest)
+                checked += 1
+    assert checked == 2 * sum(len(c[0]) for c in _functional_calls().values())
+
+
+class _Recorded(torch.Tensor):
+    """A tensor subclass that records the functions its __torch_function__ is called with."""
+
+    seen: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(func)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("position", ["first", "last"])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_tensor_subclasses_see_one_call_of_the_public_function(backend, position):
+    """The __torch_function__ protocol, as torch.nn.functional's functions have it: a tensor
+    subclass among any tensor argument (the first, or the last one given) sees the public
+    tritonnet function called once, and gets its result as the subclass with the plain call's
+    values; a TorchFunctionMode sees the same. Before, the subclass saw every torch op inside
+    (3 to 15 of them) and never the function itself."""
+    import tritonnet.functional as F
+
+    tritonnet.set_backend(backend)
+
+    class Mode(torch.overrides.TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    for op, (tensors, rest, _) in _functional_calls().items():
+        fn = getattr(F, op)
+        i = 0 if position == "first" else len(tensors) - 1
+        torch.manual_seed(0)
+        expected = fn(*[t.clone() for t in tensors], *rest)
+        args = [t.clone() for t in tensors]
+        args[i] = args[i].as_subclass(_Recorded)
+        _Recorded.seen = []
+        torch.manual_seed(0)
+        got = fn(*args, *rest)
+        assert _Recorded.seen == [fn], (op, _Recorded.seen[:4])
+        for g, e in zip(*((v if isinstance(v, tuple) else (v,)) for v in (got, expected))):
+            assert type(g) is _Recorded, (op, type(g))
+            torch.testing.assert_close(g.as_subclass(torch.Tensor), e, msg=op)
+        args = [t.clone() for t in tensors]
+        with Mode() as mode:
+            torch.manual_seed(0)
+            got = fn(*args, *rest)
+        assert mode.seen[:1] == [fn] and fn not in mode.seen[1:], (op, mode.seen[:4])
+        torch.testing.assert_close(got, expected, msg=op)
+
+
+def test_fx_symbolic_trace_records_the_functional_calls():
+    """torch.fx.symbolic_trace (what FX tools such as feature extractors and graph rewriters
+    run) traces a model built from every tritonnet module into calls of tritonnet's functions,
+    and the traced module computes what the model does, forward and backward. It failed
+    before ("conv2d(): argument 'input' must be Tensor, not Proxy")."""
+    import tritonnet.nn as tnn
+
+    tritonnet.set_backend("reference")
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Sequential(
+                tnn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"), tnn.ReLU(), tnn.Dropout2d(0.0),
+                tnn.MaxPool2d(2, ceil_mode=True), tnn.Conv2d(8, 8, 3, groups=8), tnn.Sigmoid(),
+                tnn.ConvTranspose2d(8, 4, 2, stride=2), tnn.Tanh(), tnn.AvgPool2d(2, padding=1),
+                tnn.Upsample(scale_factor=2), tnn.AdaptiveMaxPool2d(3), tnn.AdaptiveAvgPool2d((2, 2)),
+            )
+            self.seq = torch.nn.Sequential(
+                tnn.Conv1d(4, 4, 2), tnn.ConvTranspose1d(4, 4, 2), tnn.MaxPool1d(2), tnn.AvgPool1d(1),
+                tnn.AdaptiveMaxPool1d(2), tnn.AdaptiveAvgPool1d(2),
+            )
+            self.unfold, self.fold = tnn.Unfold(1), tnn.Fold((2, 2), 1)
+            self.head = torch.nn.Sequential(tnn.Linear(24, 5), tnn.Dropout(0.0), tnn.LogSoftmax(1))
+            self.softmax = tnn.Softmax(1)
+            self.ce, self.nll, self.mse = tnn.CrossEntropyLoss(), tnn.NLLLoss(), tnn.MSELoss()
+
+        def forward(self, x, target):
+            f = self.fold(self.unfold(self.features(x)))
+            s = self.seq(f.flatten(2))
+            y = self.head(torch.cat([f.flatten(1), s.flatten(1)], 1))
+            return self.ce(y, target) + self.nll(y, target) + self.mse(self.softmax(y), y.exp())
+
+    net = Net()
+    traced = torch.fx.symbolic_trace(net)
+    called = {n.target.__module__ for n in traced.graph.nodes if n.op == "call_function"}
+    assert "tritonnet.functional.conv" in called and "tritonnet.functional.pool" in called
+    x, target = torch.randn(2, 3, 9, 9), torch.tensor([1, 4])
+    ours = torch.fx.GraphModule(net, traced.graph)
+    expected, got = net(x, target), ours(x, target)
+    torch.testing.assert_close(got, expected)
+    g_expected = torch.autograd.grad(expected, list(net.parameters()))
+    g_got = torch.autograd.grad(got, list(net.parameters()))
+    for a, b in zip(g_got, g_expected):
+        torch.testing.assert_close(a, b)

@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import warnings
 
 import torch
+from torch.overrides import handle_torch_function, has_torch_function
 
 FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
+def overridable(fn):
+    """The ``__torch_function__`` protocol for a public function, as torch.nn.functional's
+    functions have it: a call with a tensor subclass that overrides ``__torch_function__``
+    among its arguments (an fx ``Proxy`` while ``torch.fx.symbolic_trace`` traces, a logging
+    or masked tensor), or under a ``TorchFunctionMode``, goes to that override with this
+    function as the API called, once, instead of the override seeing the torch ops inside."""
+
+    @functools.wraps(fn)
+    def public(*args, **kwargs):
+        if has_torch_function(args) or (kwargs and has_torch_function(tuple(kwargs.values()))):
+            # every argument is a candidate (a Proxy is no Tensor); torch keeps those whose
+            # type has a __torch_function__ of its own
+            return handle_torch_function(public, (*args, *kwargs.values()), *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return public
+
+
 def warn(message: str, stacklevel: int) -> None:
     """``warnings.warn(message, stacklevel=stacklevel)`` as called from the caller's frame,
-    except while torch.compile traces: dynamo cannot trace ``warnings.warn`` (a C builtin), so
-    a warning there broke the graph and failed ``fullgraph=True``, where torch's own functions
-    (in-graph calls to dynamo) compile. Compiled code does without the warning."""
+    with ``stacklevel`` counted as in torch's functions, which have no ``overridable`` wrapper
+    frame; except while torch.compile traces: dynamo cannot trace ``warnings.warn`` (a C
+    builtin), so a warning there broke the graph and failed ``fullgraph=True``, where torch's
+    own functions (in-graph calls to dynamo) compile. Compiled code does without the warning."""
     if not torch.compiler.is_compiling():
-        warnings.warn(message, stacklevel=stacklevel + 1)
+        warnings.warn(message, stacklevel=stacklevel + 2)
 
 
 def index(v):
@@ -42,10 +63,20 @@ def int_elements(op: str, name: str, items, bools: bool = True) -> tuple:
 
 def check_tensors(op: str, optional: tuple[str, ...] = (), **args) -> None:
     """torch's TypeError for an argument that must be a Tensor (those named in ``optional``
-    may be None), raised before anything reads the argument."""
+    may be None), raised before anything reads the argument; a NotImplementedError (the
+    dispatcher's type for a layout an op has no kernel for) naming the argument and its layout
+    for a sparse or nested tensor, which the ops do not take (a nested tensor's ragged size
+    failed inside the size arithmetic with an AttributeError)."""
     for name, v in args.items():
-        if not isinstance(v, torch.Tensor) and not (v is None and name in optional):
+        if not isinstance(v, torch.Tensor):
+            if v is None and name in optional:
+                continue
             raise TypeError(f"{op}(): argument '{name}' must be Tensor, not {type(v).__name__}")
+        if v.layout is not torch.strided or v.is_nested:
+            kind = "a nested tensor" if v.is_nested else f"a tensor of layout {v.layout}"
+            raise NotImplementedError(
+                f"{op}(): argument '{name}' must be a dense (strided) tensor, got {kind}"
+            )
 
 
 def check_float(name: str, t: torch.Tensor) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..ops.activation import activation as _act
 from ..ops.activation import activation_inplace as _act_inplace
-from ._utils import check_float, check_tensors
+from ._utils import check_float, check_tensors, overridable
 
 __all__ = ["relu", "relu_", "sigmoid", "tanh"]
 
@@ -17,17 +17,21 @@ def _apply(input, name, inplace=False):
     return _act_inplace(input, name)
 
 
+@overridable
 def relu(input, inplace: bool = False):
     return _apply(input, "relu", inplace)
 
 
+@overridable
 def relu_(input):
     return _apply(input, "relu", True)
 
 
+@overridable
 def sigmoid(input):
     return _apply(input, "sigmoid")
 
 
+@overridable
 def tanh(input):
     return _apply(input, "tanh")

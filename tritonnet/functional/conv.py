@@ -7,7 +7,16 @@ import torch
 import torch.nn.functional as _torch_F
 
 from ..ops import conv as _ops
-from ._utils import autocast_dtype, autocast_off, cast, check_float, check_tensors, index, int_elements
+from ._utils import (
+    autocast_dtype,
+    autocast_off,
+    cast,
+    check_float,
+    check_tensors,
+    index,
+    int_elements,
+    overridable,
+)
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
 
@@ -92,6 +101,7 @@ def _autocast(input, weight, bias):
     return cast(input, lowp), cast(weight, lowp), cast(bias, lowp)
 
 
+@overridable
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation="none"):
     """2-D convolution as ``torch.nn.functional.conv2d``; ``activation`` ("relu", "sigmoid",
     "tanh") is fused into the implicit GEMM's epilogue (a tritonnet extension)."""
@@ -160,6 +170,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return y.squeeze(0) if unbatched else y
 
 
+@overridable
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution as ``torch.nn.functional.conv1d``, through the 2-D kernels with H = 1."""
     input, weight, bias = _checked("conv1d", input, weight, bias, 1)
@@ -173,6 +184,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return y.squeeze(-2)
 
 
+@overridable
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 2-D convolution as ``torch.nn.functional.conv_transpose2d`` (the input
     gradient of conv2d); output size (H-1)*S - 2*P + D*(K-1) + output_padding + 1."""
@@ -234,6 +246,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     return y.squeeze(0) if unbatched else y
 
 
+@overridable
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 1-D convolution, through the 2-D kernels with H = 1."""
     input, weight, bias = _checked("conv_transpose1d", input, weight, bias, 1)

@@ -17,7 +17,7 @@ import torch
 
 from ..ops.dropout import dropout as _dropout_op
 from ..ops.dropout import dropout_inplace as _dropout_inplace
-from ._utils import check_float, check_tensors, warn
+from ._utils import check_float, check_tensors, overridable, warn
 
 __all__ = ["dropout", "dropout2d"]
 
@@ -58,6 +58,7 @@ def _apply(name, input, p, training, inplace, feature):
     return _dropout_inplace(input, p, seed, feature)
 
 
+@overridable
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False):
     """Zero each element with probability ``p`` and scale the rest by 1/(1-p), as
     ``torch.nn.functional.dropout``."""
@@ -66,6 +67,7 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
     return _apply("dropout", input, p, training, inplace, False)
 
 
+@overridable
 def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = False):
     """Zero whole channels ``input[n, c]`` with probability ``p`` and scale the rest by
     1/(1-p), as ``torch.nn.functional.dropout2d`` (a 3-D input is (N, C, L), with torch's

@@ -4,7 +4,7 @@ in the same order as torch's im2col / col2im, with their exception types and mes
 from __future__ import annotations
 
 from ..ops import im2col as _ops
-from ._utils import FLOATS, check_tensors, int_elements
+from ._utils import FLOATS, check_tensors, int_elements, overridable
 
 __all__ = ["unfold", "fold"]
 
@@ -67,6 +67,7 @@ def _blocks(size, kernel, dilation, padding, stride):
     )
 
 
+@overridable
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """Extract sliding local blocks: (N, C, H, W) -> (N, C*KH*KW, L), or (C, H, W) ->
     (C*KH*KW, L), as ``torch.nn.functional.unfold``; a new tensor, never a view of input."""
@@ -109,6 +110,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     return cols.squeeze(0) if unbatched else cols
 
 
+@overridable
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """Sum sliding local blocks into an image: (N, C*KH*KW, L) -> (N, C, H, W), or
     (C*KH*KW, L) -> (C, H, W), as ``torch.nn.functional.fold`` (overlaps add up)."""

@@ -8,13 +8,14 @@ import torch
 
 from ..ops.activation import activation as _activation
 from ..ops.linear import linear as _linear_op
-from ._utils import autocast_dtype, autocast_off, cast, check_float, check_same, check_tensors
+from ._utils import autocast_dtype, autocast_off, cast, check_float, check_same, check_tensors, overridable
 
 __all__ = ["linear"]
 
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
 
 
+@overridable
 def linear(input, weight, bias=None, *, activation: str = "none"):
     """y = input @ weight^T + bias over the last dimension of ``input``, as
     ``torch.nn.functional.linear``; ``activation`` ("relu", "sigmoid", "tanh") is fused into

@@ -16,7 +16,7 @@ from ..ops.loss import cross_entropy as _ce_op
 from ..ops.loss import mse_loss as _mse_op
 from ..ops.loss import nll_loss as _nll_op
 from ..reference._common import functorch_active
-from ._utils import FLOATS, autocast_fp32, autocast_off, check_tensors, warn
+from ._utils import FLOATS, autocast_fp32, autocast_off, check_tensors, overridable, warn
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss"]
 
@@ -172,6 +172,7 @@ def _mean(loss_rows, denom):
 # cross_entropy
 
 
+@overridable
 def cross_entropy(
     input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
     reduction="mean", label_smoothing=0.0,
@@ -244,6 +245,7 @@ def _index_denominator(target, weight, ignore_index, dtype):
 # nll_loss
 
 
+@overridable
 def nll_loss(
     input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
     reduction="mean",
@@ -275,6 +277,7 @@ def nll_loss(
 # mse_loss
 
 
+@overridable
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """Mean squared error, optionally weighted per element, as ``torch.nn.functional.mse_loss``
     (broadcasting with torch's warning; weighted 'mean' divides by the sum of the weights)."""

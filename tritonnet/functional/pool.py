@@ -13,7 +13,7 @@ import torch.nn.functional as TF
 
 from ..ops import pool as _ops
 from ..ops.pool import pool_output_size
-from ._utils import check_tensors, index
+from ._utils import check_tensors, index, overridable
 
 __all__ = [
     "max_pool2d",
@@ -109,12 +109,14 @@ def _need_indices(input, return_indices):
 # 2-D pooling
 
 
+@overridable
 def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
                             ceil_mode=False, return_indices=False):
     """(output, indices); indices are flat per (H, W) plane, as max_unpool2d expects."""
     return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
+@overridable
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     check_tensors("max_pool2d", input=input)
@@ -127,6 +129,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return (y, idx) if return_indices else y
 
 
+@overridable
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     check_tensors("avg_pool2d", input=input)
@@ -173,10 +176,12 @@ def _adaptive_size(op, input, output_size):
     return vals
 
 
+@overridable
 def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
     return adaptive_max_pool2d(input, output_size, True)
 
 
+@overridable
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     check_tensors("adaptive_max_pool2d", input=input)
     _check_size_rank(input, output_size)
@@ -188,6 +193,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     return (y, idx) if return_indices else y
 
 
+@overridable
 def adaptive_avg_pool2d(input, output_size):
     check_tensors("adaptive_avg_pool2d", input=input)
     _check_size_rank(input, output_size)
@@ -208,11 +214,13 @@ def _as2d(window):
     return [1, kernel[0]], [1, stride[0]], [0, padding[0]], [1, dilation[0]]
 
 
+@overridable
 def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
                             ceil_mode=False, return_indices=False):
     return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
+@overridable
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     check_tensors("max_pool1d", input=input)
@@ -226,6 +234,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return (y.squeeze(-2), idx.squeeze(-2)) if return_indices else y.squeeze(-2)
 
 
+@overridable
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     check_tensors("avg_pool1d", input=input)
     _check_rank("avg_pool1d", input, 1)
@@ -255,10 +264,12 @@ def _adaptive_size_1d(op, input, output_size, empty_channels_ok=False):
     return size
 
 
+@overridable
 def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
     return adaptive_max_pool1d(input, output_size, True)
 
 
+@overridable
 def adaptive_max_pool1d(input, output_size, return_indices=False):
     """(N, C, L) or (C, L) through adaptive_max_pool2d on a (1, L) plane: its indices are the
     positions along L, as torch's."""
@@ -268,6 +279,7 @@ def adaptive_max_pool1d(input, output_size, return_indices=False):
     return (out[0].squeeze(-2), out[1].squeeze(-2)) if return_indices else out.squeeze(-2)
 
 
+@overridable
 def adaptive_avg_pool1d(input, output_size):
     """(N, C, L) or (C, L) through adaptive_avg_pool2d on a (1, L) plane."""
     check_tensors("adaptive_avg_pool1d", input=input)
@@ -281,6 +293,7 @@ def adaptive_avg_pool1d(input, output_size):
 _OURS = ("nearest", "nearest-exact", "area")
 
 
+@overridable
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """torch.nn.functional.interpolate. 'nearest' and 'nearest-exact' run on tritonnet's op

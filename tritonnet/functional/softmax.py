@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..ops.softmax import softmax as _softmax_op
-from ._utils import FLOATS, autocast_off, check_tensors, warn
+from ._utils import FLOATS, autocast_off, check_tensors, overridable, warn
 
 __all__ = ["softmax", "log_softmax"]
 
@@ -67,11 +67,13 @@ def _apply(name, input, dim, stacklevel, dtype, log):
     return y3.view(shape)
 
 
+@overridable
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
     """exp(x_i) / sum_j exp(x_j) along ``dim``, as ``torch.nn.functional.softmax``."""
     return _apply("softmax", input, dim, _stacklevel + 1, dtype, log=False)
 
 
+@overridable
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """x_i - log sum_j exp(x_j) along ``dim``, as ``torch.nn.functional.log_softmax``."""
     return _apply("log_softmax", input, dim, _stacklevel + 1, dtype, log=True)
