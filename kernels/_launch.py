@@ -39,6 +39,7 @@ import contextlib
 import inspect
 import operator
 import os
+import threading
 
 import torch
 import triton.language as tl
@@ -73,6 +74,14 @@ _JIT_RUN = JITFunction.run
 # argument types whose value is the key (tensors are keyed by dtype and alignment); a Triton
 # dtype is a constexpr some kernels take (dropout's accumulator)
 _PLAIN = frozenset({int, float, bool, str, type(None), type(tl.float32)})
+
+# Triton's interpreter (TRITON_INTERPRET=1, read as Triton reads it when the kernels are
+# decorated, at import) keeps a launch's grid and language state in globals: launches from
+# two threads at once break each other (InterpreterError "x >= grid_dim[0]"). There,
+# launches take turns; compiled launches need no lock.
+_INTERPRETER_LOCK = (
+    threading.RLock() if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else None
+)
 
 # kernels kept per (device, argument types, keyword names, knobs): a bound on memory when
 # a caller's ints never repeat
@@ -230,6 +239,12 @@ class Launcher:
         return lambda *args, **kwargs: self._launch(grid, args, kwargs)
 
     def _launch(self, grid, args, kwargs):
+        if _INTERPRETER_LOCK is not None:
+            with _INTERPRETER_LOCK:
+                return self._launch_on_device(grid, args, kwargs)
+        return self._launch_on_device(grid, args, kwargs)
+
+    def _launch_on_device(self, grid, args, kwargs):
         guard = device_guard(args, kwargs)
         if guard is None:
             return self._launch_here(grid, args, kwargs)

@@ -51,6 +51,62 @@ def test_memo_is_off_under_the_interpreter():
     assert launcher._memo.slot((1,), {}) is None
 
 
+def test_launches_from_threads_under_the_interpreter():
+    """Triton's interpreter keeps a launch's grid and language state in globals, so the Triton
+    backend on CPU tensors, called from several threads at once (a threaded data pipeline or
+    server), failed with InterpreterErrors ("x >= grid_dim[0]", "Did you forget to add
+    @triton.jit ?") or wrong values. Under the interpreter, launches now take turns: four
+    threads training their own small nets give what the same steps give one after another."""
+    import threading
+
+    import torch
+
+    import tritonnet
+    import tritonnet.functional as F
+    import tritonnet.nn as tnn
+    from tritonnet.kernels import _common
+
+    if not _common.INTERPRET:
+        pytest.skip("the interpreter is off")
+    tritonnet.set_backend("triton")
+    torch.manual_seed(0)
+    nets = [
+        torch.nn.Sequential(
+            tnn.Conv2d(3, 4, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2, ceil_mode=True),
+            tnn.ConvTranspose2d(4, 2, 2, stride=2), tnn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+            tnn.Linear(8, 3),
+        )
+        for _ in range(4)
+    ]
+    data = [(torch.randn(2, 3, 5 + i, 6), torch.randint(3, (2,))) for i in range(4)]
+
+    def step(i):
+        loss = F.cross_entropy(nets[i](data[i][0]), data[i][1])
+        return [loss.detach(), *torch.autograd.grad(loss, list(nets[i].parameters()))]
+
+    expected = [step(i) for i in range(4)]
+    got, errors = [[] for _ in range(4)], []
+    start = threading.Barrier(4)
+
+    def run(i):
+        try:
+            start.wait()
+            got[i] = [step(i) for _ in range(3)]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:2]
+    for i in range(4):
+        for results in got[i]:
+            for a, b in zip(results, expected[i]):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.gpu
 def test_memoised_launches_compute_what_tritons_path_computes_gpu():
     """On a GPU: a small network's forward and backward (conv split-K and not, ReLU, max pool,
