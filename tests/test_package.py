@@ -661,3 +661,77 @@ def test_fx_symbolic_trace_records_the_functional_calls():
     g_got = torch.autograd.grad(got, list(net.parameters()))
     for a, b in zip(g_got, g_expected):
         torch.testing.assert_close(a, b)
+
+
+_FLOPS_CHECK = """
+import sys, torch
+first, second = sys.argv[1:]
+for name in (first, second):
+    __import__(name)
+import tritonnet
+import tritonnet.nn as tnn
+from torch.utils.flop_counter import FlopCounterMode
+
+tritonnet.set_backend("reference")
+
+
+def nets(nn, groups):
+    return torch.nn.ModuleDict({
+        "2d": torch.nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, groups=groups),
+            nn.MaxPool2d(2), nn.ConvTranspose2d(8, 4, 3, stride=2, output_padding=1), torch.nn.Flatten(),
+            nn.Linear(4 * 8 * 8, 10),
+        ),
+        "1d": torch.nn.Sequential(
+            nn.Conv1d(3, 4, 3), nn.ConvTranspose1d(4, 2, 2, stride=2), nn.Linear(12, 5),
+        ),
+    })
+
+
+def per_module(model, backward, device="cpu"):
+    out = {}
+    for part, shape in (("2d", (2, 3, 16, 16)), ("1d", (2, 3, 8))):
+        with FlopCounterMode(display=False) as counter:
+            y = model[part](torch.randn(shape, device=device, requires_grad=backward))
+            if backward:
+                y.sum().backward()
+        out.update({(part, m): sum(ops.values()) for m, ops in counter.get_flop_counts().items()})
+    return out
+
+
+for groups in (1, 4):
+    torch.manual_seed(0)
+    ours = nets(tnn, groups)
+    theirs = nets(torch.nn, 1)
+    for backward in (False, True):
+        got, expected = per_module(ours, backward), per_module(theirs, backward)
+        if groups == 1:
+            assert got == expected and min(expected.values()) > 0, (backward, got, expected)
+        else:  # torch counts a grouped conv's weight gradient as if ungrouped (groups x)
+            conv = ("2d", "Sequential.2")  # the grouped conv, as the tracker names it
+            grouped = 2 * 2 * 7 * 7 * 8 * (8 // groups) * 3 * 3
+            assert got[conv] == grouped * (3 if backward else 1), (backward, got[conv], grouped)
+    with torch.device("meta"):
+        meta = nets(tnn, groups)
+    assert per_module(meta, True, "meta") == per_module(ours, True)
+print("ok", expected[("2d", "Global")])
+"""
+
+
+@pytest.mark.parametrize("order", ["tritonnet first", "flop_counter first"])
+def test_flop_counter_counts_convolutions_and_linear_layers(order):
+    """torch.utils.flop_counter.FlopCounterMode (how training scripts measure a model's flops
+    and MFU) counted 0 flops for tritonnet's convolutions and linear layers: it has formulas
+    for aten ops only. The conv and linear operators (forward, input and weight gradients,
+    conv_transpose2d) now register torch's formulas, so a model of tritonnet layers counts,
+    module by module, forward and backward, what the same torch.nn model counts, on real and
+    meta tensors. Whichever is imported first: importing torch.utils.flop_counter imports
+    Triton, which `import tritonnet` must not, so the formulas go in when it is imported.
+    For a grouped conv's weight gradient ours counts by group; torch's counts groups times
+    more."""
+    modules = ["tritonnet", "torch.utils.flop_counter"]
+    if order != "tritonnet first":
+        modules.reverse()
+    r = subprocess.run([sys.executable, "-c", _FLOPS_CHECK, *modules], capture_output=True, text=True,
+                       env={**os.environ, "TRITONNET_BACKEND": "reference"}, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout[-2000:] + r.stderr[-3000:]

@@ -39,7 +39,10 @@ primitives have jvps too, so forward over reverse (``torch.func.hessian``) works
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.util
 import inspect
+import sys
 
 import torch
 from torch import Tensor
@@ -116,6 +119,51 @@ def _saved_for_jvp(ctx):
     args = [next(saved) if t else o for t, o in zip(is_tensor, others)]
     outs = tuple(saved)
     return args, outs if is_tuple else outs[0]
+
+
+# FlopCounterMode (torch.utils.flop_counter) counts the flops of the operators that have a
+# formula in its registry, a copy of which each FlopCounterMode takes when it is made. Importing
+# that module imports Triton (its registry also takes Triton kernels), which ``import
+# tritonnet`` must not do, so the formulas given to Primitive.register_flops go in when it is
+# imported: at once if it already is, else right after its import (_AfterFlopCounterImport).
+_flop_formulas: dict = {}
+_FLOP_COUNTER = "torch.utils.flop_counter"
+
+
+def _register_flops() -> None:
+    counter = sys.modules[_FLOP_COUNTER]
+    for packet, formula in _flop_formulas.items():
+        if packet not in counter.flop_registry:
+            counter.register_flop_formula(packet)(formula)
+
+
+class _AfterFlopCounterImport(importlib.abc.MetaPathFinder):
+    """An import hook: finds torch.utils.flop_counter through the other finders and, once the
+    module has run and before its importer gets it, registers the formulas and leaves
+    sys.meta_path (a find_spec without an import leaves it in place)."""
+
+    _finding = False
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _FLOP_COUNTER or self._finding:
+            return None
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)  # the other finders' spec
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _register_flops()
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _without_autograd(fn):
@@ -296,6 +344,17 @@ class Primitive:
     def register_fake(self, fake):
         torch.library.register_fake(self.qualname, fake, lib=_LIB)
         return fake
+
+    def register_flops(self, formula):
+        """``formula(*args, out_shape)``: the operator's flop count for FlopCounterMode, each
+        tensor argument given as its shape and the output's shape (or the outputs' shapes) as
+        ``out_shape``, as torch.utils.flop_counter.register_flop_formula takes it."""
+        _flop_formulas[self.op.overloadpacket] = formula
+        if _FLOP_COUNTER in sys.modules:
+            _register_flops()
+        elif not any(isinstance(f, _AfterFlopCounterImport) for f in sys.meta_path):
+            sys.meta_path.insert(0, _AfterFlopCounterImport())
+        return formula
 
     def register_autograd(self, backward, *, setup_context):
         """``setup_context(ctx, inputs, output)`` and ``backward(ctx, *grads)`` as for

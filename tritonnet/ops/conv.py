@@ -270,3 +270,36 @@ def _(args, output, tangents):
 
 
 conv_transpose2d.register_vmap(rows_rule(conv_transpose2d))
+
+
+# Flops for FlopCounterMode, counted as torch counts aten.convolution and its backward (two
+# per multiply-add, bias and padding aside): every element of the output-side tensor (the
+# output; for the gradients and the transposed conv, the grad_output / the input that plays
+# it) meets every weight of its group, N * prod(spatial) * C_out * Cg * KH * KW of them.
+
+
+def _conv_flops(out_side, weight_shape) -> int:
+    n = 2 * out_side[0]
+    for size in (*out_side[2:], *weight_shape):
+        n *= size
+    return n
+
+
+@conv2d.register_flops
+def _(input, weight, *args, out_shape):
+    return _conv_flops(out_shape, weight)
+
+
+@conv2d_input_grad.register_flops
+def _(grad_output, weight, *args, out_shape):
+    return _conv_flops(grad_output, weight)
+
+
+@conv2d_weight_grad.register_flops
+def _(grad_output, input, weight_size, *args, out_shape):
+    return _conv_flops(grad_output, weight_size)
+
+
+@conv_transpose2d.register_flops
+def _(input, weight, *args, out_shape):
+    return _conv_flops(input, weight)

@@ -162,6 +162,24 @@ linear.register_vmap(rows_rule(linear))
 linear_input_grad.register_vmap(rows_rule(linear_input_grad))
 
 
+# Flops for FlopCounterMode, as torch counts aten.addmm / aten.mm: 2 * M * N * K (bias aside).
+
+
+@linear.register_flops
+def _(input, weight, *args, out_shape):
+    return 2 * input[0] * input[1] * out_shape[1]
+
+
+@linear_input_grad.register_flops
+def _(grad_output, weight, *args, out_shape):
+    return 2 * grad_output[0] * grad_output[1] * weight[1]
+
+
+@linear_weight_grad.register_flops
+def _(grad_output, input, *args, out_shape):
+    return 2 * grad_output[0] * grad_output[1] * input[1]
+
+
 @linear_weight_grad.register_vmap
 def _(info, in_dims, grad_output, input, column_major):
     return linear_weight_grad.per_sample(info, in_dims, grad_output, input, column_major)
