@@ -90,8 +90,17 @@ def _cross_entropy_fwd_kernel(
             q = _ce_target_dist(t_row, w_ptr, rows, c, mask, C, stride_tc, eps,
                                 PROB_TARGET, HAS_WEIGHT, SMOOTHING, ONE_HOT=False)
             # masked lanes hold x = -inf: keep them out (0 * inf is NaN)
-            a = a + b * (new_shift - shift)
-            a = a + tl.sum(tl.where(mask, q * (new_shift[:, None] - x), 0.0), axis=1)
+            keep = mask
+            if PROB_TARGET or HAS_WEIGHT:
+                # a target weight w q may be infinite: terms at the max (shift - x = 0) are
+                # then 0, not inf * 0 = NaN, its loss coming from S * log(s) (+-inf, as torch's
+                # q * log_softmax), and so is a rescale that leaves the max alone (eps / C of an
+                # index target without class weights is finite: no selects there)
+                a = a + tl.where(new_shift == shift, 0.0, b * (new_shift - shift))
+                keep = keep & (x != new_shift[:, None])
+            else:
+                a = a + b * (new_shift - shift)
+            a = a + tl.sum(tl.where(keep, q * (new_shift[:, None] - x), 0.0), axis=1)
             b = b + tl.sum(tl.where(mask, q, 0.0), axis=1)
         m = m_new
         shift = new_shift

@@ -433,6 +433,24 @@ def test_nan_inf_like_torch(C, eps, backend):
     torch.testing.assert_close(
         F.cross_entropy(x, p, reduction="none"), TF.cross_entropy(x, p, reduction="none"), equal_nan=True
     )
+    # infinite target weights (probabilities of +-inf): torch's sum q * log_softmax is +-inf;
+    # ours gave NaN (inf * 0) where the infinite weight sat at the row's max, or (past one
+    # block) in any block after it that left the max alone
+    inf = float("inf")
+    xq = torch.randn(5, C, device=dev)
+    xq[:, 0] = 5.0  # the max in the first block ...
+    xq[3, C - 1] = 6.0  # ... but for row 3, whose max comes in the last block
+    q = torch.rand(5, C, device=dev)
+    q[0] = inf  # every class
+    q[1, 0] = inf  # at the max
+    q[2, 0] = -inf
+    q[3, 0] = inf  # before the max grows
+    q[4, 1] = inf  # elsewhere
+    for smoothing in (0.0, 0.1):
+        torch.testing.assert_close(
+            F.cross_entropy(xq, q, reduction="none", label_smoothing=smoothing),
+            TF.cross_entropy(xq, q, reduction="none", label_smoothing=smoothing), equal_nan=True,
+        )
     lp = x.detach().log_softmax(1)
     torch.testing.assert_close(
         F.nll_loss(lp, t, reduction="none"), TF.nll_loss(lp, t, reduction="none"), equal_nan=True

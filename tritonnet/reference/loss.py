@@ -35,8 +35,11 @@ def _class_weight(weight, acc, C, device):
 
 def _weighted_nlogp_sum(wq, x, m, log_s, b):
     """sum_c wq_c (lse - x_c) as sum_c wq_c (m - x_c) + b log s, b = sum_c wq_c (b = 0 gives
-    0 even for an empty row's log s = -inf, as torch's empty sum)."""
-    return (wq * (m.unsqueeze(1) - x)).sum(1) + torch.where(b == 0, 0.0, b * log_s)
+    0 even for an empty row's log s = -inf, as torch's empty sum). The terms at the max are 0
+    even for an infinite wq_c (not inf * 0 = NaN): its share comes from b log s, +-inf as
+    torch's wq_c log_softmax(x)_c."""
+    m = m.unsqueeze(1)
+    return torch.where(x == m, 0.0, wq * (m - x)).sum(1) + torch.where(b == 0, 0.0, b * log_s)
 
 
 def _index_target(target, ignore_index):
