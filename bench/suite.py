@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "(default: 8192, i.e. 1 GiB)")
     parser.add_argument("--budget-s", type=float, default=None, metavar="S",
                         help="start no new case after S seconds, the rest listed as skipped; each op "
-                        f"keeps {LATER_OP_SHARE:.0%} of S for every selected op after it")
+                        f"keeps {LATER_OP_SHARE * 100:.0f}%% of S for every selected op after it")
     return parser
 
 
