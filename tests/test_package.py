@@ -737,3 +737,18 @@ def test_flop_counter_counts_convolutions_and_linear_layers(order):
     r = subprocess.run([sys.executable, "-c", _FLOPS_CHECK, *modules], capture_output=True, text=True,
                        env={**os.environ, "TRITONNET_BACKEND": "reference"}, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stdout[-2000:] + r.stderr[-3000:]
+
+
+def test_a_flop_counter_of_another_shape_gets_a_warning_not_an_error(monkeypatch):
+    """The formulas go into torch.utils.flop_counter from inside its import (see above): a
+    torch whose module reads otherwise must still import, with a warning, not an exception
+    raised from a module tritonnet does not own."""
+    import types
+
+    from tritonnet.ops import _primitive
+
+    other = types.ModuleType("torch.utils.flop_counter")
+    other.flop_registry = {}  # and no register_flop_formula
+    monkeypatch.setitem(sys.modules, "torch.utils.flop_counter", other)
+    with pytest.warns(UserWarning, match="FlopCounterMode will not count tritonnet's operators"):
+        _primitive._register_flops()

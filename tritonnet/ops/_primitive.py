@@ -43,6 +43,7 @@ import importlib.abc
 import importlib.util
 import inspect
 import sys
+import warnings
 
 import torch
 from torch import Tensor
@@ -131,10 +132,16 @@ _FLOP_COUNTER = "torch.utils.flop_counter"
 
 
 def _register_flops() -> None:
+    """Into flop_counter's registry; a torch whose flop_counter reads otherwise gets a warning,
+    not an error in the import of a module tritonnet does not own."""
     counter = sys.modules[_FLOP_COUNTER]
-    for packet, formula in _flop_formulas.items():
-        if packet not in counter.flop_registry:
-            counter.register_flop_formula(packet)(formula)
+    try:
+        for packet, formula in _flop_formulas.items():
+            if packet not in counter.flop_registry:
+                counter.register_flop_formula(packet)(formula)
+    except Exception as e:  # noqa: BLE001 - any failure here is reported, not raised
+        warnings.warn(f"tritonnet: FlopCounterMode will not count tritonnet's operators ({e!r})",
+                      stacklevel=2)
 
 
 class _AfterFlopCounterImport(importlib.abc.MetaPathFinder):
