@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from ._launch import Launcher
-
-# Triton picks the interpreter when a kernel is decorated, so this is read once, at import.
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+from ._launch import INTERPRET, Launcher  # noqa: F401 - INTERPRET is this module's too
 
 # torch dtype -> the constexpr name our kernels use for their output
 TORCH_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

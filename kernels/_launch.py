@@ -75,13 +75,14 @@ _JIT_RUN = JITFunction.run
 # dtype is a constexpr some kernels take (dropout's accumulator)
 _PLAIN = frozenset({int, float, bool, str, type(None), type(tl.float32)})
 
-# Triton's interpreter (TRITON_INTERPRET=1, read as Triton reads it when the kernels are
-# decorated, at import) keeps a launch's grid and language state in globals: launches from
-# two threads at once break each other (InterpreterError "x >= grid_dim[0]"). There,
-# launches take turns; compiled launches need no lock.
-_INTERPRETER_LOCK = (
-    threading.RLock() if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else None
-)
+# Triton picks the interpreter when a kernel is decorated, so this is read once, at import
+# (kernels._common re-exports it).
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+# The interpreter keeps a launch's grid and language state in globals: launches from two
+# threads at once break each other (InterpreterError "x >= grid_dim[0]"). There, launches
+# take turns; compiled launches need no lock.
+_INTERPRETER_LOCK = threading.RLock() if INTERPRET else None
 
 # kernels kept per (device, argument types, keyword names, knobs): a bound on memory when
 # a caller's ints never repeat

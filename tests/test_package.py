@@ -497,6 +497,13 @@ def _functional_calls():
     return calls
 
 
+def _tensor_params(op):
+    """The names of an op's tensor arguments, in the order _functional_calls gives them."""
+    losses = ("mse_loss", "cross_entropy", "nll_loss")
+    second = "target" if op in losses else "weight"
+    return ["input", second, "weight" if op in ("cross_entropy", "nll_loss") else "bias"]
+
+
 def _functional_names():
     """Every name in the __all__ of tritonnet.functional's op families."""
     import importlib
@@ -523,8 +530,7 @@ def test_a_non_tensor_where_a_tensor_goes_raises_torchs_type_error():
     calls = _functional_calls()
     checked = 0
     for op, (tensors, rest, required) in calls.items():
-        params = ["input", "target" if op in ("mse_loss", "cross_entropy", "nll_loss") else "weight"]
-        params += ["weight" if op in ("cross_entropy", "nll_loss") else "bias"]
+        params = _tensor_params(op)
         getattr(F, op)(*tensors, *rest)  # the call itself is valid
         for i in range(len(tensors)):
             for bad in ([1.0, 2.0], 1.5, None if i < required else 2):
@@ -548,8 +554,7 @@ def test_sparse_and_nested_tensors_are_refused_naming_the_argument():
     tritonnet.set_backend("reference")
     checked = 0
     for op, (tensors, rest, _) in _functional_calls().items():
-        params = ["input", "target" if op in ("mse_loss", "cross_entropy", "nll_loss") else "weight"]
-        params += ["weight" if op in ("cross_entropy", "nll_loss") else "bias"]
+        params = _tensor_params(op)
         for i, t in enumerate(tensors):
             nested = torch.nested.as_nested_tensor([t, t], layout=torch.jagged)
             for bad, kind in ((t.to_sparse(), "layout torch.sparse_coo"), (nested, "a nested tensor")):

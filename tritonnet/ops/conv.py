@@ -14,6 +14,7 @@ conv_transpose2d, y = conv2d_input_grad(x, w) + b (the adjoint of conv2d), so
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -279,10 +280,7 @@ conv_transpose2d.register_vmap(rows_rule(conv_transpose2d))
 
 
 def _conv_flops(out_side, weight_shape) -> int:
-    n = 2 * out_side[0]
-    for size in (*out_side[2:], *weight_shape):
-        n *= size
-    return n
+    return 2 * out_side[0] * math.prod(out_side[2:]) * math.prod(weight_shape)
 
 
 @conv2d.register_flops
