@@ -1,6 +1,7 @@
 """Seeded random sweeps of conv2d / conv_transpose2d and the pools against torch: odd sizes,
 strides, paddings, dilations, groups, ceil_mode, layouts (NCHW, channels_last, slices of it,
-unbatched), ties and NaN. Each case checks the result, the gradients and the result's layout.
+unbatched), ties and NaN. Each case checks the result, the gradients (the incoming gradient
+dense, expanded, channels_last or strided) and the result's layout.
 Sweeps like these found the output_padding < dilation failure, the conv layout rule's misses
 (slices, size-1 dims) and the windows of padding only; the fixed-shape tests had passed.
 
@@ -96,6 +97,19 @@ def _pool_case(rng, dev):
     return fn, (x,), op in ("max", "amax")
 
 
+def _grad(rng, shape, dev):
+    """The gradient arriving at an output: dense, expanded from a scalar (what ``.sum()`` sends
+    back: every stride 0), channels_last, or a step-2 slice."""
+    kind = rng.choice(["dense", "expanded", "cl", "step2"])
+    if kind == "expanded":
+        return torch.randn((), device=dev).expand(shape)
+    if kind == "cl" and len(shape) == 4:
+        return torch.randn(shape, device=dev).to(memory_format=torch.channels_last)
+    if kind == "step2":
+        return torch.randn(*shape[:-1], 2 * shape[-1], device=dev)[..., ::2]
+    return torch.randn(shape, device=dev)
+
+
 def _describe(*tensors):
     return " ".join(f"{tuple(t.shape)}@{t.stride()}" for t in tensors if t is not None)
 
@@ -127,7 +141,7 @@ def test_conv_sweep(backend):
         ours = [a.detach().requires_grad_() if a is not None else None for a in args]
         theirs = [a.detach().double().requires_grad_() if a is not None else None for a in args]
         y, yr = fn(F)(*ours), fn(TF)(*theirs)
-        gy = torch.randn(yr.shape, device=dev)
+        gy = _grad(random.Random(what), yr.shape, dev)
         grads = torch.autograd.grad(y, [a for a in ours if a is not None], gy)
         rgrads = torch.autograd.grad(yr, [a for a in theirs if a is not None], gy.double())
         for a, r in zip((y, *grads), (want, *rgrads)):
@@ -149,7 +163,7 @@ def test_pool_sweep(backend):
         assert y.stride() == yr.stride(), what
         if has_indices and (yr == float("-inf")).any():
             continue  # a window of padding only: torch's backward writes out of bounds there
-        gy = torch.randn(yr.shape)
+        gy = _grad(random.Random(what), yr.shape, "cpu")
         (g,) = torch.autograd.grad(y, xs, gy.to(dev))
         (gr,) = torch.autograd.grad(yr, xr, gy)
         torch.testing.assert_close(g.cpu(), gr, equal_nan=True, msg=what)
