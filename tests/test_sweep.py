@@ -167,3 +167,80 @@ def test_pool_sweep(backend):
         (g,) = torch.autograd.grad(y, xs, gy.to(dev))
         (gr,) = torch.autograd.grad(yr, xr, gy)
         torch.testing.assert_close(g.cpu(), gr, equal_nan=True, msg=what)
+
+
+# Layers of known networks, outside the sweeps' ranges (kernels to 16, strides to 16, dilations
+# to 18, 32 groups), at small sizes: (N, C, H, W, C_out, kernel, stride, padding, dilation,
+# groups, transposed output_padding or None). The Triton backend runs those marked True (the
+# others take minutes in the interpreter); the reference backend runs all.
+ARCH_CONVS = {
+    "vit_patch16": ((2, 3, 32, 32, 8, 16, 16, 0, 1, 1, None), True),
+    "alexnet_stem_11s4": ((1, 3, 35, 35, 8, 11, 4, 2, 1, 1, None), True),
+    "aspp_d12": ((1, 4, 20, 20, 5, 3, 1, 12, 12, 1, None), True),
+    "aspp_d18": ((1, 4, 20, 20, 5, 3, 1, 18, 18, 1, None), False),
+    "inception_1x7": ((1, 6, 9, 9, 5, (1, 7), 1, (0, 3), 1, 1, None), True),
+    "resnext_g32": ((1, 64, 6, 6, 64, 3, 1, 1, 1, 32, None), False),
+    "convnext_dw7": ((2, 8, 9, 9, 8, 7, 1, 3, 1, 8, None), False),
+    "effnet_dw5s2": ((1, 8, 11, 11, 8, 5, 2, 2, 1, 8, None), True),
+    "srcnn_9x9": ((1, 1, 14, 14, 4, 9, 1, 4, 1, 1, None), False),
+    "se_fc_1x1": ((2, 4, 1, 1, 300, 1, 1, 0, 1, 1, None), True),
+    "fcn_up_16s8": ((1, 3, 3, 3, 3, 16, 8, 4, 1, 1, (0, 0)), True),
+    "dcgan_4s2p1": ((2, 8, 4, 4, 4, 4, 2, 1, 1, 1, (0, 0)), True),
+    "dw_up_4s2p1": ((1, 4, 5, 5, 4, 4, 2, 1, 1, 4, (0, 0)), False),
+    "up_3s3_op2": ((1, 2, 3, 3, 2, 2, 3, 0, 1, 1, (2, 2)), True),
+}
+ARCH_POOLS = {  # name: (input shape, op(module), Triton)
+    "yolo_spp_max13": ((1, 4, 13, 13), lambda m, x: m.max_pool2d(x, 13, 1, 6), True),
+    "googlenet_max3s2_ceil": ((2, 3, 14, 14), lambda m, x: m.max_pool2d(x, 3, 2, ceil_mode=True), True),
+    "inception_avg_nopad": ((2, 3, 9, 9),
+                            lambda m, x: m.avg_pool2d(x, 3, 1, 1, count_include_pad=False), True),
+    "vgg_adaptive7_up": ((1, 4, 5, 3), lambda m, x: m.adaptive_max_pool2d(x, 7), True),
+    "alexnet_adaptive6": ((1, 4, 13, 13), lambda m, x: m.adaptive_avg_pool2d(x, 6), True),
+    "nearest_1.7": ((1, 3, 5, 4), lambda m, x: m.interpolate(x, scale_factor=1.7), True),
+}
+
+
+def _arch_cases(backend):
+    for name, (args, on_triton) in ARCH_CONVS.items():
+        if backend == "reference" or on_triton:
+            yield name, args
+    for name, case in ARCH_POOLS.items():
+        if backend == "reference" or case[2]:
+            yield name, case[:2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layers_of_known_networks(backend):
+    """Forward and every gradient against torch in float64, NCHW and channels_last in turn."""
+    tritonnet.set_backend(backend)
+    tf32_off()
+    dev = _device(backend)
+    gen = torch.Generator().manual_seed(7)
+    for i, (name, case) in enumerate(_arch_cases(backend)):
+        if len(case) == 11:
+            N, C, H, W, Co, k, s, p, d, g, op = case
+            kh, kw = (k, k) if isinstance(k, int) else k
+            wshape = (C, Co // g, kh, kw) if op is not None else (Co, C // g, kh, kw)
+            x, w, b = (torch.randn(shape, generator=gen) for shape in ((N, C, H, W), wshape, (Co,)))
+            if op is not None:
+                def fn(m, x, w, b, s=s, p=p, op=op, g=g, d=d):
+                    return m.conv_transpose2d(x, w, b, s, p, op, g, d)
+            else:
+                def fn(m, x, w, b, s=s, p=p, d=d, g=g):
+                    return m.conv2d(x, w, b, s, p, d, g)
+            tensors = [x, w, b]
+        else:
+            shape, op_fn = case
+            tensors = [torch.randn(shape, generator=gen)]
+            fn = op_fn
+        if i % 2:
+            tensors[0] = tensors[0].to(memory_format=torch.channels_last)
+        ours = [t.to(dev).requires_grad_() for t in tensors]
+        theirs = [t.double().requires_grad_() for t in tensors]
+        y, yr = fn(F, *ours), fn(TF, *theirs)
+        gy = torch.randn(yr.shape, generator=gen)
+        grads = torch.autograd.grad(y, ours, gy.to(dev))
+        rgrads = torch.autograd.grad(yr, theirs, gy.double())
+        for a, r in zip((y, *grads), (yr, *rgrads)):
+            torch.testing.assert_close(a.cpu().double(), r, rtol=1e-4, atol=1e-4, msg=name)
+        assert y.stride() == fn(TF, *tensors).stride(), name
