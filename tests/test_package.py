@@ -543,6 +543,57 @@ def test_a_non_tensor_where_a_tensor_goes_raises_torchs_type_error():
     assert set(calls) == _functional_names()  # every public function is covered
 
 
+def _int_forms():
+    import numpy as np
+
+    return {"np.int64": np.int64(2), "np.int32": np.int32(2), "0-d long": torch.tensor(2),
+            "0-d uint8": torch.tensor(2, dtype=torch.uint8), "bool": True, "np.bool": np.True_,
+            "float": 2.0, "0-d float": torch.tensor(2.0), "1-d long": torch.tensor([2]),
+            "0-d bool": torch.tensor(True)}
+
+
+@pytest.mark.parametrize("form", list(_int_forms()))
+def test_int_arguments_take_what_torchs_parser_takes(form):
+    """An int argument given as a numpy int or an integer tensor works where torch's takes it
+    (softmax's dim, avg_pool2d's divisor_override refused numpy ints and 0-d tensors; conv's
+    groups and the losses' ignore_index took 0-d float tensors, truncated, and raised a
+    RuntimeError for a float); a bool, a float or another tensor raises torch's TypeError
+    (a bool kernel size passed as 1). torch raises an internal assert's RuntimeError for a
+    0-d bool tensor given as a SymInt; ours a TypeError."""
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    v = _int_forms()[form]
+    x, logits, t = torch.randn(2, 3, 6, 6), torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
+    calls = {
+        "softmax dim": lambda m: m.softmax(x, v),
+        "log_softmax dim": lambda m: m.log_softmax(x, v),
+        "avg_pool2d divisor_override": lambda m: m.avg_pool2d(x, 2, divisor_override=v),
+        "max_pool2d kernel_size": lambda m: m.max_pool2d(x, v),
+        "avg_pool1d kernel_size": lambda m: m.avg_pool1d(x[0], v),
+        "conv2d stride": lambda m: m.conv2d(x, torch.ones(4, 3, 3, 3), None, v),
+        "conv2d groups": lambda m: m.conv2d(x[:, :2], torch.ones(2, 1, 3, 3), None, 1, 0, 1, v),
+        "conv_transpose2d groups": lambda m: m.conv_transpose2d(x[:, :2], torch.ones(2, 1, 3, 3),
+                                                                None, 1, 0, 0, v),
+        "cross_entropy ignore_index": lambda m: m.cross_entropy(logits, t, ignore_index=v),
+        "nll_loss ignore_index": lambda m: m.nll_loss(logits, t, ignore_index=v),
+    }
+    for what, call in calls.items():
+        try:
+            want = call(TF)
+        except Exception as e:  # torch refuses the form: ours must refuse it too
+            with pytest.raises((type(e), TypeError)) as got:
+                call(F)
+            if isinstance(e, TypeError):
+                assert isinstance(got.value, TypeError), what
+            if "must be" in str(e) and "must be" in str(got.value):  # "... int, not float"
+                assert str(got.value).split("must be")[1].startswith(str(e).split("must be")[1]), what
+            continue
+        torch.testing.assert_close(call(F), want, msg=what)
+
+
 def test_sparse_and_nested_tensors_are_refused_naming_the_argument():
     """Every tensor argument of every functional op, given as a sparse COO tensor or a nested
     (jagged) tensor: a NotImplementedError naming the argument and what it got, before any

@@ -47,6 +47,32 @@ def index(v):
     return v if isinstance(v, torch.SymInt) else operator.index(v)
 
 
+def typename(v) -> str:
+    """The type name torch's argument parser prints ("numpy.bool", "Tensor", "float")."""
+    t = type(v)
+    return "Tensor" if isinstance(v, torch.Tensor) else (
+        f"{t.__module__}.{t.__name__}" if t.__module__ == "numpy" else t.__name__)
+
+
+def int_arg(op: str, name: str, v, position: int | None = None, symint: bool = False):
+    """A scalar int argument as torch's argument parser takes it: an int, a numpy int, or a
+    0-d integer tensor (any one-element integer tensor for an argument torch's schema types
+    as a SymInt: ``symint``), never a bool of any kind (symbolic sizes stay symbolic);
+    otherwise torch's TypeError naming the argument and the type."""
+    if isinstance(v, torch.Tensor):
+        ok = (v.numel() == 1 if symint else v.dim() == 0) and not (
+            v.is_floating_point() or v.is_complex() or v.dtype == torch.bool)
+    else:
+        ok = not isinstance(v, bool) and hasattr(type(v), "__index__")
+    try:
+        if ok:
+            return index(v)
+    except TypeError:  # numpy's bool has __index__ and refuses
+        pass
+    where = f" (position {position})" if position is not None else ""
+    raise TypeError(f"{op}(): argument '{name}'{where} must be int, not {typename(v)} (got {v!r})")
+
+
 def int_elements(op: str, name: str, items, bools: bool = True) -> tuple:
     """The elements of a sequence argument as ints, as torch's argument parser takes them
     (ints, numpy ints, 0-d integer tensors; symbolic sizes stay symbolic; bools unless
@@ -56,9 +82,27 @@ def int_elements(op: str, name: str, items, bools: bool = True) -> tuple:
         if (isinstance(v, bool) and not bools) or not hasattr(type(v), "__index__"):
             raise TypeError(
                 f"{op}(): argument '{name}' must be tuple of ints, but found element of type "
-                f"{type(v).__name__} at pos {i}"
+                f"{typename(v)} at pos {i}"
             )
     return tuple(index(v) for v in items)
+
+
+def not_ints(op: str, name: str, value) -> str:
+    return f"{op}(): argument '{name}' must be tuple of ints, not {typename(value)} (got {value!r})"
+
+
+def int_list(op: str, name: str, value) -> tuple:
+    """An int-or-tuple-of-ints argument as torch's argument parser takes it: a sequence's
+    elements by :func:`int_elements`, a bare value as a 1-tuple; a bare bool or float is
+    torch's TypeError (True would pass as 1, and int() would truncate 1.5 to 1)."""
+    if isinstance(value, (list, tuple, torch.Size)):
+        return int_elements(op, name, value)
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(not_ints(op, name, value))
+    try:
+        return (index(value),)
+    except TypeError:  # numpy's bool, a float tensor
+        raise TypeError(not_ints(op, name, value)) from None
 
 
 def check_tensors(op: str, optional: tuple[str, ...] = (), **args) -> None:

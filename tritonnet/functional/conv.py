@@ -3,7 +3,6 @@ argument normalisation ('same'/'valid', int -> pair) and torch's errors."""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as _torch_F
 
 from ..ops import conv as _ops
@@ -13,8 +12,8 @@ from ._utils import (
     cast,
     check_float,
     check_tensors,
-    index,
-    int_elements,
+    int_arg,
+    int_list,
     overridable,
 )
 
@@ -27,13 +26,7 @@ def _tuple(value, n, name, op="conv2d"):
     """int or sequence of ints -> n-tuple, as torch's argument parser takes them: a float or
     a bare bool is a TypeError (int() would have truncated 1.5 to 1), the wrong length a
     RuntimeError with torch's message."""
-    if not isinstance(value, (list, tuple, torch.Size)):
-        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-            raise TypeError(
-                f"{op}(): argument '{name}' must be tuple of ints, not {type(value).__name__}"
-            )
-        return (index(value),) * n
-    value = int_elements(op, name, value)
+    value = int_list(op, name, value)
     if len(value) == 1:
         return value * n
     if len(value) != n:
@@ -106,6 +99,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     """2-D convolution as ``torch.nn.functional.conv2d``; ``activation`` ("relu", "sigmoid",
     "tanh") is fused into the implicit GEMM's epilogue (a tritonnet extension)."""
     input, weight, bias = _checked("conv2d", input, weight, bias, 2)
+    groups = int_arg("conv2d", "groups", groups, symint=True)
     _check_kernel_size(weight)
     if activation not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -174,6 +168,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution as ``torch.nn.functional.conv1d``, through the 2-D kernels with H = 1."""
     input, weight, bias = _checked("conv1d", input, weight, bias, 1)
+    groups = int_arg("conv1d", "groups", groups, symint=True)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding", "conv1d")[0])
     y = conv2d(
@@ -189,6 +184,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """Transposed 2-D convolution as ``torch.nn.functional.conv_transpose2d`` (the input
     gradient of conv2d); output size (H-1)*S - 2*P + D*(K-1) + output_padding + 1."""
     input, weight, bias = _checked("conv_transpose2d", input, weight, bias, 2)
+    groups = int_arg("conv_transpose2d", "groups", groups, symint=True)
     _check_kernel_size(weight)
     unbatched = input.dim() == 3
     if unbatched:
@@ -250,6 +246,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 1-D convolution, through the 2-D kernels with H = 1."""
     input, weight, bias = _checked("conv_transpose1d", input, weight, bias, 1)
+    groups = int_arg("conv_transpose1d", "groups", groups, symint=True)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     one = lambda v, name: (_tuple(v, 1, name, "conv_transpose1d")[0],)  # noqa: E731
     y = conv_transpose2d(

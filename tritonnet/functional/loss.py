@@ -16,7 +16,7 @@ from ..ops.loss import cross_entropy as _ce_op
 from ..ops.loss import mse_loss as _mse_op
 from ..ops.loss import nll_loss as _nll_op
 from ..reference._common import functorch_active
-from ._utils import FLOATS, autocast_fp32, autocast_off, check_tensors, overridable, warn
+from ._utils import FLOATS, autocast_fp32, autocast_off, check_tensors, int_arg, overridable, warn
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss"]
 
@@ -181,6 +181,7 @@ def cross_entropy(
     indices or class probabilities, as ``torch.nn.functional.cross_entropy``: log_softmax
     and the loss fused in one kernel."""
     _check_tensors("cross_entropy", input=input, target=target, weight=weight)
+    ignore_index = int_arg("cross_entropy", "ignore_index", ignore_index, symint=True)
     reduction = _reduction(size_average, reduce, reduction)
     if label_smoothing > 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
@@ -253,6 +254,7 @@ def nll_loss(
     """Negative log-likelihood of log-probabilities ``input`` ((C,), (N, C) or
     (N, C, d1, ...)) at class indices ``target``, as ``torch.nn.functional.nll_loss``."""
     _check_tensors("nll_loss", input=input, target=target, weight=weight)
+    ignore_index = int_arg("nll_loss", "ignore_index", ignore_index, symint=True)
     reduction = _reduction(size_average, reduce, reduction)
     if autocast_fp32(input):  # nll_loss runs in fp32 under autocast
         input, weight = _to_fp32(input), _to_fp32(weight)

@@ -13,7 +13,7 @@ import torch.nn.functional as TF
 
 from ..ops import pool as _ops
 from ..ops.pool import pool_output_size
-from ._utils import check_tensors, index, overridable
+from ._utils import check_tensors, index, int_arg, int_list, not_ints, overridable
 
 __all__ = [
     "max_pool2d",
@@ -51,15 +51,16 @@ def _check_rank(op, input, spatial, exc=RuntimeError, empty_channels_ok=False):
         )
 
 
+def _not_a_bare_bool(op, name, value):
+    """torch's argument parser refuses a bool where it takes an int or a tuple of ints (True
+    would pass here as 1)."""
+    if isinstance(value, bool) or type(value).__name__ == "bool":  # numpy's bool too
+        raise TypeError(not_ints(op, name, value))
+
+
 def _ints(op, name, value, n):
     """An int, or a sequence of 1 or n ints -> a tuple of n ints (PyTorch's broadcasting rule)."""
-    vals = list(value) if isinstance(value, (list, tuple, torch.Size)) else [value]
-    try:
-        vals = [index(v) for v in vals]
-    except TypeError:
-        raise TypeError(
-            f"{op}(): argument '{name}' must be an int or a tuple of ints, got {value!r}"
-        ) from None
+    vals = list(int_list(op, name, value))
     if len(vals) == 1:
         vals = vals * n
     if len(vals) != n:
@@ -134,11 +135,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                divisor_override=None):
     check_tensors("avg_pool2d", input=input)
     if divisor_override is not None:  # torch checks it first
-        if isinstance(divisor_override, bool) or not isinstance(divisor_override, int):
-            raise TypeError(
-                f"avg_pool2d(): argument 'divisor_override' must be int, not "
-                f"{type(divisor_override).__name__}"
-            )
+        divisor_override = int_arg("avg_pool2d", "divisor_override", divisor_override)
         if divisor_override == 0:
             raise RuntimeError("avg_pool2d: divisor_override must be non-zero, got 0")
     # PyTorch raises IndexError for fewer than 3 dimensions and RuntimeError for more than 4
@@ -161,6 +158,7 @@ def _check_size_rank(input, output_size):
 
 def _adaptive_size(op, input, output_size):
     """int, or a pair whose None entries take the input's size -> [OH, OW]."""
+    _not_a_bare_bool(op, "output_size", output_size)
     vals = list(output_size) if isinstance(output_size, (list, tuple, torch.Size)) else [output_size]
     if len(vals) == 1:
         vals = vals * 2
@@ -252,6 +250,7 @@ def _adaptive_size_1d(op, input, output_size, empty_channels_ok=False):
     """torch's checks of a 1-D adaptive pool, in its order (the rank, then one output size),
     with this op's name and the caller's shape in the messages."""
     _check_rank(op, input, 1, empty_channels_ok=empty_channels_ok)
+    _not_a_bare_bool(op, "output_size", output_size)
     vals = list(output_size) if isinstance(output_size, (list, tuple, torch.Size)) else [output_size]
     if len(vals) != 1:
         raise RuntimeError(f"{op}: output_size must be an int or a tuple of one int, got {output_size!r}")
@@ -324,6 +323,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if size is not None:
         if recompute_scale_factor:
             raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
+        _not_a_bare_bool("interpolate", "size", size)
         sizes = list(size) if isinstance(size, (list, tuple, torch.Size)) else [size] * dim
         if len(sizes) != dim:
             raise ValueError(

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..ops.softmax import softmax as _softmax_op
-from ._utils import FLOATS, autocast_off, check_tensors, overridable, warn
+from ._utils import FLOATS, autocast_off, check_tensors, int_arg, overridable, warn
 
 __all__ = ["softmax", "log_softmax"]
 
@@ -47,8 +47,7 @@ def _apply(name, input, dim, stacklevel, dtype, log):
     check_tensors(name, input=input)
     if dim is None:
         dim = _legacy_dim(name, input.dim(), stacklevel)
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"{name}(): argument 'dim' (position 1) must be int, not {type(dim).__name__}")
+    dim = int_arg(name, "dim", dim, position=1)
     if dtype is None and _autocast_fp32(input):
         dtype = torch.float32
     if dtype is not None:
