@@ -172,7 +172,7 @@ def test_pool_sweep(backend):
 # Layers of known networks, outside the sweeps' ranges (kernels to 16, strides to 16, dilations
 # to 18, 32 groups), at small sizes: (N, C, H, W, C_out, kernel, stride, padding, dilation,
 # groups, transposed output_padding or None). The Triton backend runs those marked True (the
-# others take minutes in the interpreter); the reference backend runs all.
+# others take 6 s to minutes each in the interpreter); the reference backend runs all.
 ARCH_CONVS = {
     "vit_patch16": ((2, 3, 32, 32, 8, 16, 16, 0, 1, 1, None), True),
     "alexnet_stem_11s4": ((1, 3, 35, 35, 8, 11, 4, 2, 1, 1, None), True),
@@ -211,7 +211,8 @@ def _arch_cases(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_layers_of_known_networks(backend):
-    """Forward and every gradient against torch in float64, NCHW and channels_last in turn."""
+    """Forward and every gradient against torch in float64; the cases' inputs NCHW and
+    channels_last alternately."""
     tritonnet.set_backend(backend)
     tf32_off()
     dev = _device(backend)
