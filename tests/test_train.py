@@ -176,7 +176,7 @@ def test_convergence_matches_torch(backend, steps, batch):
 def test_short_run_outputs(tmp_path, capsys):
     assert _train(tmp_path, "--epochs", "2") == 0
     printed = capsys.readouterr().out
-    assert "epoch 2/2" in printed and "done: test accuracy" in printed
+    assert "epoch 2/2" in printed and "done: test accuracy" in printed and "after 2 epochs," in printed
 
     metrics = _metrics(tmp_path)
     assert list(metrics.columns) == COLUMNS
@@ -247,6 +247,7 @@ def test_resume_keeps_the_checkpoints_lr_and_batch_size(tmp_path, capsys):
 
 def test_resume_nothing_left(tmp_path, capsys):
     _train(tmp_path, "--epochs", "1")
+    assert "after 1 epoch," in capsys.readouterr().out
     before = _load(tmp_path)["model"]
     _train(tmp_path, "--epochs", "1", "--resume")
     assert "nothing to do" in capsys.readouterr().out

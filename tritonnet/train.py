@@ -303,7 +303,8 @@ def train(args) -> dict:
     wall = time.perf_counter() - wall_start
     last = metrics[-1]  # --epochs >= 1, and a resumed checkpoint holds its epochs' rows
     tqdm.write(
-        f"done: test accuracy {last['test_acc']:.2%} after {last['epoch']} epochs, "
+        f"done: test accuracy {last['test_acc']:.2%} after {last['epoch']} "
+        f"epoch{'s' if last['epoch'] != 1 else ''}, "
         f"wall time {wall:.1f} s; checkpoint and metrics in {out}"
     )
     return {**last, "wall_s": wall, "out": str(out)}
