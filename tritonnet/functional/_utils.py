@@ -54,23 +54,33 @@ def typename(v) -> str:
         f"{t.__module__}.{t.__name__}" if t.__module__ == "numpy" else t.__name__)
 
 
+def _scalar_index(v):
+    """``v`` as an int through its ``__index__`` (symbolic sizes stay symbolic), or None for
+    a Python bool, a value without ``__index__`` (a float) or one whose ``__index__`` refuses
+    (numpy's bool, a float tensor)."""
+    if isinstance(v, bool) or not hasattr(type(v), "__index__"):
+        return None
+    try:
+        return index(v)
+    except TypeError:
+        return None
+
+
 def int_arg(op: str, name: str, v, position: int | None = None, symint: bool = False):
     """A scalar int argument as torch's argument parser takes it: an int, a numpy int, or a
     0-d integer tensor (any one-element integer tensor for an argument torch's schema types
     as a SymInt: ``symint``), never a bool of any kind (symbolic sizes stay symbolic);
     otherwise torch's TypeError naming the argument and the type."""
-    if isinstance(v, torch.Tensor):
-        ok = (v.numel() == 1 if symint else v.dim() == 0) and not (
-            v.is_floating_point() or v.is_complex() or v.dtype == torch.bool)
-    else:
-        ok = not isinstance(v, bool) and hasattr(type(v), "__index__")
-    try:
-        if ok:
-            return index(v)
-    except TypeError:  # numpy's bool has __index__ and refuses
-        pass
-    where = f" (position {position})" if position is not None else ""
-    raise TypeError(f"{op}(): argument '{name}'{where} must be int, not {typename(v)} (got {v!r})")
+    out = None
+    if not isinstance(v, torch.Tensor) or (
+        (v.numel() == 1 if symint else v.dim() == 0)
+        and not (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool)
+    ):
+        out = _scalar_index(v)
+    if out is None:
+        where = f" (position {position})" if position is not None else ""
+        raise TypeError(f"{op}(): argument '{name}'{where} must be int, not {typename(v)} (got {v!r})")
+    return out
 
 
 def int_elements(op: str, name: str, items, bools: bool = True) -> tuple:
@@ -97,12 +107,10 @@ def int_list(op: str, name: str, value) -> tuple:
     torch's TypeError (True would pass as 1, and int() would truncate 1.5 to 1)."""
     if isinstance(value, (list, tuple, torch.Size)):
         return int_elements(op, name, value)
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+    out = _scalar_index(value)
+    if out is None:
         raise TypeError(not_ints(op, name, value))
-    try:
-        return (index(value),)
-    except TypeError:  # numpy's bool, a float tensor
-        raise TypeError(not_ints(op, name, value)) from None
+    return (out,)
 
 
 def check_tensors(op: str, optional: tuple[str, ...] = (), **args) -> None:
