@@ -1,9 +1,11 @@
 """The training job: data, the MLP, checkpoints (atomic, weights_only, exact resume), the
 convergence of tritonnet's layers against torch.nn's, and the accuracy of the defaults."""
 
+import gc
 import itertools
 import math
 import os
+import sys
 
 import pandas as pd
 import pytest
@@ -394,10 +396,19 @@ def _ddp_worker(rank, world, store, out):
         for name, memory_format in DDP_FORMATS.items():
             model = torch.nn.parallel.DistributedDataParallel(tritonnet.convert(_ddp_model(memory_format)))
             states[name] = _ddp_train(model, rank, world).module.state_dict()
+            del model  # DDP's reducer holds the process group: let it go while it can be destroyed
         if rank == 0:
             torch.save(states, out)
+        gc.collect()
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
+    # A CI run once saw this worker abort ("terminate called without an active exception")
+    # after its work was done, in the teardown of gloo's threads at interpreter exit (not
+    # reproduced in 100 runs here). The results are written; leave without the C++ teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def test_distributed_data_parallel(tmp_path):
