@@ -594,6 +594,119 @@ def test_int_arguments_take_what_torchs_parser_takes(form):
         torch.testing.assert_close(call(F), want, msg=what)
 
 
+def _same_as_torch(what, call, ours, theirs):
+    """call(ours) and call(theirs) both succeed with equal results (True), or both raise
+    (False): ours torch's type (or a TypeError where torch's own Python code trips over the
+    value), and a TypeError with its words after "must be"."""
+    try:
+        want = call(theirs)
+    except Exception as e:
+        with pytest.raises((type(e), TypeError)) as got:
+            call(ours)
+        if isinstance(e, TypeError):
+            assert isinstance(got.value, TypeError), (what, got.value)
+            if "must be" in str(e) and "must be" in str(got.value):  # "tuple of ints, but found"
+                assert str(got.value).split("must be")[1][:14] == str(e).split("must be")[1][:14], (
+                    what, str(got.value), str(e))
+        return False
+    got = call(ours)
+    for a, b in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want]):
+        torch.testing.assert_close(a, b, msg=what)
+    return True
+
+
+def _bool_forms():
+    import numpy as np
+
+    return {"True": True, "False": False, "1": 1, "0": 0, "None": None, "np.bool": np.True_,
+            "0-d bool": torch.tensor(True), "float": 1.0}
+
+
+@pytest.mark.parametrize("form", list(_bool_forms()))
+def test_bool_arguments_take_what_torchs_parser_takes(form):
+    """A bool argument that torch's argument parser types as bool takes a Python bool only:
+    1, 0, None, numpy's bool, a tensor or a float is torch's TypeError naming the argument.
+    Ours took any of them by its truth (ceil_mode=1 and count_include_pad=None passed). The
+    flags torch reads in Python (return_indices, inplace, align_corners...) take any value
+    in both."""
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    v = _bool_forms()[form]
+    x = torch.randn(2, 3, 6, 6)
+    calls = {
+        "max_pool2d ceil_mode": lambda m: m.max_pool2d(x, 4, 3, ceil_mode=v),
+        "max_pool2d(indices) ceil_mode": lambda m: m.max_pool2d(x, 4, 3, ceil_mode=v, return_indices=True),
+        "max_pool1d ceil_mode": lambda m: m.max_pool1d(x[0], 4, 3, ceil_mode=v),
+        "avg_pool2d ceil_mode": lambda m: m.avg_pool2d(x, 4, 3, 1, ceil_mode=v),
+        "avg_pool2d count_include_pad": lambda m: m.avg_pool2d(x, 3, 2, 1, count_include_pad=v),
+        "avg_pool1d ceil_mode": lambda m: m.avg_pool1d(x[0], 4, 3, 1, ceil_mode=v),
+        "avg_pool1d count_include_pad": lambda m: m.avg_pool1d(x[0], 3, 2, 1, count_include_pad=v),
+        "dropout training": lambda m: m.dropout(x, 0.0, training=v),
+        "dropout2d training": lambda m: m.dropout2d(x, 0.0, training=v),
+        "max_pool2d return_indices": lambda m: m.max_pool2d(x, 2, return_indices=v),
+        "adaptive_max_pool2d return_indices": lambda m: m.adaptive_max_pool2d(x, 4, return_indices=v),
+        "relu inplace": lambda m: m.relu(x.clone(), inplace=v),
+    }
+    refused = {what for what, call in calls.items() if not _same_as_torch(what, call, F, TF)}
+    if form in ("True", "False"):
+        assert not refused
+    else:  # the parser's bools refuse it, the Python flags take it
+        parsed = ("ceil_mode", "count_include_pad", "training")
+        assert refused == {w for w in calls if w.split()[-1] in parsed}
+
+
+def _sequence_forms():
+    import numpy as np
+
+    return {"int": 3, "np.int64": np.int64(3), "0-d long": torch.tensor(3), "None": None,
+            "[3]": [3], "(3, 3)": (3, 3), "(True, 3)": (True, 3), "(3, True)": (3, True),
+            "(3.0, 3)": (3.0, 3), "(3, None)": (3, None), "1-d long [3, 3]": torch.tensor([3, 3]),
+            "np.array [3, 3]": np.array([3, 3]), "range(3, 5)": range(3, 5), "'3'": "3"}
+
+
+@pytest.mark.parametrize("form", list(_sequence_forms()))
+def test_size_arguments_take_what_torch_takes(form):
+    """Sizes and windows given in every form: what torch takes works the same, what it refuses
+    is refused with its exception type. Before: adaptive pools took a one-element size ([3],
+    (3,), a 1-d tensor) as a square and a bare numpy int, 0-d tensor or None, where torch
+    refuses them, and refused the 1-d tensor and array of two it takes; a bool first in a
+    sequence passed as 1 (torch's parser checks the first element's type, then converts the
+    rest, so (3, True) passes there); unfold/fold refused iterables other than lists and
+    tuples and took a 0-d tensor; interpolate took a tensor or a string as a scale factor."""
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    v = _sequence_forms()[form]
+    x, cols = torch.randn(2, 3, 7, 7), torch.randn(2, 12, 16)
+    w, wt = torch.randn(4, 3, 3, 3), torch.randn(3, 4, 3, 3)
+    calls = {
+        "adaptive_avg_pool2d": lambda m: m.adaptive_avg_pool2d(x, v),
+        "adaptive_max_pool2d": lambda m: m.adaptive_max_pool2d(x, v, True),
+        "adaptive_avg_pool1d": lambda m: m.adaptive_avg_pool1d(x[0], v),
+        "adaptive_max_pool1d": lambda m: m.adaptive_max_pool1d(x[0], v),
+        "unfold kernel_size": lambda m: m.unfold(x, v),
+        "unfold stride": lambda m: m.unfold(x, 2, stride=v),
+        "fold output_size": lambda m: m.fold(cols[:, :, :4], v, 2),
+        "fold kernel_size": lambda m: m.fold(cols[:, :, :4], 5, v),
+        "conv2d stride": lambda m: m.conv2d(x, w, None, v),
+        "conv2d dilation": lambda m: m.conv2d(x, w, None, 1, 0, v),
+        "conv_transpose2d stride": lambda m: m.conv_transpose2d(x, wt, None, v),
+        "max_pool2d kernel_size": lambda m: m.max_pool2d(x, v),
+        "avg_pool2d stride": lambda m: m.avg_pool2d(x, 2, v),
+        "max_pool1d kernel_size": lambda m: m.max_pool1d(x[0], v),
+        "interpolate size": lambda m: m.interpolate(x, size=v),
+        "interpolate scale_factor": lambda m: m.interpolate(x, scale_factor=v),
+    }
+    worked = {what for what, call in calls.items() if _same_as_torch(what, call, F, TF)}
+    assert ("adaptive_avg_pool2d" in worked) == (form in ("int", "(3, 3)", "(3, None)", "(3, True)")
+                                                 or form.endswith("[3, 3]") or form == "range(3, 5)")
+
+
 def test_sparse_and_nested_tensors_are_refused_naming_the_argument():
     """Every tensor argument of every functional op, given as a sparse COO tensor or a nested
     (jagged) tensor: a NotImplementedError naming the argument and what it got, before any

@@ -83,18 +83,23 @@ def int_arg(op: str, name: str, v, position: int | None = None, symint: bool = F
     return out
 
 
-def int_elements(op: str, name: str, items, bools: bool = True) -> tuple:
-    """The elements of a sequence argument as ints, as torch's argument parser takes them
-    (ints, numpy ints, 0-d integer tensors; symbolic sizes stay symbolic; bools unless
-    ``bools`` is False): torch's TypeError naming the argument and the first element of
-    another type (a float would otherwise be truncated)."""
+def int_elements(op: str, name: str, items, value=None) -> tuple:
+    """The elements of a sequence argument as ints, as torch's argument parser takes them:
+    ints, numpy ints, 0-d integer tensors (symbolic sizes stay symbolic). The parser checks
+    the first element's type only and converts the rest, so a bool is torch's TypeError
+    first and passes as 0 or 1 after (torch takes ``(2, True)``, refuses ``(True, 2)``); a
+    float anywhere is its TypeError (int() would truncate it). The message shows ``value``
+    (the argument as given; ``items`` by default)."""
+    out = []
     for i, v in enumerate(items):
-        if (isinstance(v, bool) and not bools) or not hasattr(type(v), "__index__"):
+        n = int(v) if i and isinstance(v, bool) else _scalar_index(v)
+        if n is None:
             raise TypeError(
                 f"{op}(): argument '{name}' must be tuple of ints, but found element of type "
-                f"{typename(v)} at pos {i}"
+                f"{typename(v)} at pos {i} (got {items if value is None else value!r})"
             )
-    return tuple(index(v) for v in items)
+        out.append(n)
+    return tuple(out)
 
 
 def not_ints(op: str, name: str, value) -> str:
@@ -111,6 +116,16 @@ def int_list(op: str, name: str, value) -> tuple:
     if out is None:
         raise TypeError(not_ints(op, name, value))
     return (out,)
+
+
+def bool_arg(op: str, name: str, v, position: int | None = None):
+    """A bool argument as torch's argument parser takes it: a Python bool (or a symbolic
+    one), nothing else; an int, None, numpy's bool or a tensor is torch's TypeError naming
+    the argument (1 and None would otherwise pass by their truth)."""
+    if isinstance(v, (bool, torch.SymBool)):
+        return v
+    where = f" (position {position})" if position is not None else ""
+    raise TypeError(f"{op}(): argument '{name}'{where} must be bool, not {typename(v)} (got {v!r})")
 
 
 def check_tensors(op: str, optional: tuple[str, ...] = (), **args) -> None:

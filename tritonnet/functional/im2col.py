@@ -3,6 +3,8 @@ in the same order as torch's im2col / col2im, with their exception types and mes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..ops import im2col as _ops
 from ._utils import FLOATS, check_tensors, int_elements, overridable
 
@@ -10,12 +12,15 @@ __all__ = ["unfold", "fold"]
 
 
 def _pair(value, name, op):
-    """int, or a list/tuple of two ints -> (int, int): torch raises RuntimeError for the wrong
-    length and TypeError for a non-integer element (bools and floats included)."""
-    items = list(value) if isinstance(value, (list, tuple)) else [value, value]
-    if len(items) != 2:
-        raise RuntimeError(f"It is expected {name} equals to 2, but got size {len(items)}")
-    return int_elements(op, name, items, bools=False)
+    """An int, or an iterable of two ints (a 1-D tensor or array too) -> (int, int), as
+    torch.nn.functional's _pair and then its argument parser: TypeError for a non-integer
+    element (bools and floats included; iterating a 0-d tensor is one too), then
+    RuntimeError for the wrong length."""
+    items = list(value) if isinstance(value, Iterable) else [value, value]
+    out = int_elements(op, name, items, value)
+    if len(out) != 2:
+        raise RuntimeError(f"It is expected {name} equals to 2, but got size {len(out)}")
+    return out
 
 
 def _check_kernel(kernel, dilation, padding, stride, fold):

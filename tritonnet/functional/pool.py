@@ -13,7 +13,16 @@ import torch.nn.functional as TF
 
 from ..ops import pool as _ops
 from ..ops.pool import pool_output_size
-from ._utils import check_tensors, index, int_arg, int_list, not_ints, overridable
+from ._utils import (
+    bool_arg,
+    check_tensors,
+    int_arg,
+    int_elements,
+    int_list,
+    not_ints,
+    overridable,
+    typename,
+)
 
 __all__ = [
     "max_pool2d",
@@ -121,6 +130,7 @@ def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     check_tensors("max_pool2d", input=input)
+    bool_arg("max_pool2d", "ceil_mode", ceil_mode, 6)
     _check_rank("max_pool2d", input, 2)
     window = _window("max_pool2d", 2, kernel_size, stride, padding, dilation)
     _check_output("max_pool2d", input, window, ceil_mode, 2)
@@ -134,6 +144,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     check_tensors("avg_pool2d", input=input)
+    bool_arg("avg_pool2d", "ceil_mode", ceil_mode)
+    bool_arg("avg_pool2d", "count_include_pad", count_include_pad)
     if divisor_override is not None:  # torch checks it first
         divisor_override = int_arg("avg_pool2d", "divisor_override", divisor_override)
         if divisor_override == 0:
@@ -149,26 +161,37 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                            divisor_override)
 
 
-def _check_size_rank(input, output_size):
+def _check_size_rank(op, input, output_size):
     """torch's first check of an adaptive pool's output_size (torch.nn.functional's
-    _list_with_default, before the op's own): a sequence needs an input of more dims."""
-    if isinstance(output_size, (list, tuple, torch.Size)) and input.dim() <= len(output_size):
-        raise ValueError(f"Input dimension should be at least {len(output_size) + 1}")
+    _list_with_default, before the op's own): a Python int stands for both sizes; anything
+    else is a sequence (a numpy int, a 0-d tensor or None is torch's TypeError), and needs an
+    input of more dims than its length."""
+    if isinstance(output_size, (int, torch.SymInt)):  # a bool too: _adaptive_size refuses it
+        return
+    try:
+        n = len(output_size)
+    except TypeError:
+        raise TypeError(
+            f"{op}(): output_size must be an int or a sequence of ints and Nones, not "
+            f"{typename(output_size)} (got {output_size!r})"
+        ) from None
+    if input.dim() <= n:
+        raise ValueError(f"Input dimension should be at least {n + 1}")
 
 
 def _adaptive_size(op, input, output_size):
-    """int, or a pair whose None entries take the input's size -> [OH, OW]."""
+    """An int, or a sequence of two ints whose None entries take the input's size (a 1-D
+    tensor or array of two ints too, as torch's) -> [OH, OW]. Element types are checked
+    before the length, as torch's argument parser does."""
     _not_a_bare_bool(op, "output_size", output_size)
-    vals = list(output_size) if isinstance(output_size, (list, tuple, torch.Size)) else [output_size]
-    if len(vals) == 1:
-        vals = vals * 2
+    if isinstance(output_size, (int, torch.SymInt)):
+        vals = [output_size, output_size]
+    else:
+        n = len(output_size)
+        vals = [d if v is None else v for v, d in zip(output_size, input.shape[-n:] if n else ())]
+        vals = list(int_elements(op, "output_size", vals, output_size))
     if len(vals) != 2:
-        raise RuntimeError(f"{op}: output_size must be an int or a pair, got {output_size!r}")
-    vals = [input.shape[-2 + i] if v is None else v for i, v in enumerate(vals)]
-    try:
-        vals = [index(v) for v in vals]
-    except TypeError:
-        raise TypeError(f"{op}(): output_size must be ints or None, got {output_size!r}") from None
+        raise RuntimeError(f"{op}: output_size must be an int or 2 ints, got {output_size!r}")
     if any(v < 0 for v in vals):
         raise RuntimeError(f"{op}: elements of output_size must be >= 0, but got {vals}")
     return vals
@@ -182,7 +205,7 @@ def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
 @overridable
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     check_tensors("adaptive_max_pool2d", input=input)
-    _check_size_rank(input, output_size)
+    _check_size_rank("adaptive_max_pool2d", input, output_size)
     _check_rank("adaptive_max_pool2d", input, 2)
     size = _adaptive_size("adaptive_max_pool2d", input, output_size)
     if not input.is_floating_point():
@@ -194,7 +217,7 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 @overridable
 def adaptive_avg_pool2d(input, output_size):
     check_tensors("adaptive_avg_pool2d", input=input)
-    _check_size_rank(input, output_size)
+    _check_size_rank("adaptive_avg_pool2d", input, output_size)
     _check_rank("adaptive_avg_pool2d", input, 2, empty_channels_ok=True)
     size = _adaptive_size("adaptive_avg_pool2d", input, output_size)
     if not input.is_floating_point():
@@ -222,6 +245,7 @@ def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     check_tensors("max_pool1d", input=input)
+    bool_arg("max_pool1d", "ceil_mode", ceil_mode, 6)
     _check_rank("max_pool1d", input, 1)
     window = _window("max_pool1d", 1, kernel_size, stride, padding, dilation)
     _check_output("max_pool1d", input, window, ceil_mode, 1)
@@ -235,6 +259,8 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 @overridable
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     check_tensors("avg_pool1d", input=input)
+    bool_arg("avg_pool1d", "ceil_mode", ceil_mode)
+    bool_arg("avg_pool1d", "count_include_pad", count_include_pad)
     _check_rank("avg_pool1d", input, 1)
     kernel, stride, padding, _ = _window("avg_pool1d", 1, kernel_size, stride, padding)
     window = (kernel, stride, padding, [1])
@@ -250,14 +276,10 @@ def _adaptive_size_1d(op, input, output_size, empty_channels_ok=False):
     """torch's checks of a 1-D adaptive pool, in its order (the rank, then one output size),
     with this op's name and the caller's shape in the messages."""
     _check_rank(op, input, 1, empty_channels_ok=empty_channels_ok)
-    _not_a_bare_bool(op, "output_size", output_size)
-    vals = list(output_size) if isinstance(output_size, (list, tuple, torch.Size)) else [output_size]
+    vals = int_list(op, "output_size", output_size)
     if len(vals) != 1:
         raise RuntimeError(f"{op}: output_size must be an int or a tuple of one int, got {output_size!r}")
-    try:
-        size = index(vals[0])
-    except TypeError:
-        raise TypeError(f"{op}(): output_size must be an int, got {output_size!r}") from None
+    size = vals[0]
     if size < 0:
         raise RuntimeError(f"{op}: output_size must be >= 0, but got {size}")
     return size
@@ -290,6 +312,23 @@ def adaptive_avg_pool1d(input, output_size):
 # interpolate
 
 _OURS = ("nearest", "nearest-exact", "area")
+
+
+def _floats(op, name, items):
+    """Scale factors as torch's argument parser takes them: it checks the first one's type (a
+    Python or numpy number, a bool included; a tensor, a string or a Fraction is its
+    TypeError) and converts the rest through __float__ (or __index__)."""
+    out = []
+    for i, v in enumerate(items):
+        number = (isinstance(v, (int, float, torch.SymInt, torch.SymFloat))
+                  or (type(v).__module__ == "numpy" and hasattr(type(v), "__float__")))
+        if not (number if i == 0 else hasattr(type(v), "__float__") or hasattr(type(v), "__index__")):
+            raise TypeError(
+                f"{op}(): argument '{name}' must be tuple of floats, but found element of type "
+                f"{typename(v)} at pos {i} (got {items!r})"
+            )
+        out.append(v if isinstance(v, torch.SymFloat) else float(v))
+    return out
 
 
 @overridable
@@ -329,10 +368,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError(
                 f"interpolate: input has {dim} spatial dimensions {in_sizes} but size={size!r}"
             )
-        try:
-            sizes = [index(s) for s in sizes]
-        except TypeError:
-            raise TypeError(f"interpolate: size must be ints, got {size!r}") from None
+        sizes = list(int_elements("interpolate", "size", sizes, size))
         scales = [0.0] * dim
     else:
         factors = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * dim
@@ -341,7 +377,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                 f"interpolate: input has {dim} spatial dimensions {in_sizes} but "
                 f"scale_factor={scale_factor!r}"
             )
-        factors = [float(f) for f in factors]
+        factors = _floats("interpolate", "scale_factor", factors)
         # truncation, as PyTorch (sym_int: a symbolic size stays symbolic under torch.export)
         sizes = [torch.sym_int(i * f) for i, f in zip(in_sizes, factors)]
         recompute = recompute_scale_factor or mode == "area"
