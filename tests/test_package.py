@@ -658,6 +658,39 @@ def test_bool_arguments_take_what_torchs_parser_takes(form):
         assert refused == {w for w in calls if w.split()[-1] in parsed}
 
 
+def _float_forms():
+    import fractions
+
+    import numpy as np
+
+    return {"float": 0.25, "int": 0, "np.float32": np.float32(0.25), "np.int64": np.int64(0),
+            "0-d float": torch.tensor(0.25), "0-d long": torch.tensor(0),
+            "0-d requires_grad": torch.tensor(0.25, requires_grad=True), "1-d": torch.tensor([0.25]),
+            "Fraction": fractions.Fraction(1, 4)}
+
+
+@pytest.mark.parametrize("form", list(_float_forms()))
+def test_float_arguments_take_what_torchs_parser_takes(form):
+    """dropout's p and cross_entropy's label_smoothing as torch's parser takes a float: a
+    Python or numpy number or a 0-d tensor without grad; a Fraction, a 1-d tensor or a tensor
+    that requires grad is its TypeError (ours took them, even with training=False)."""
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    v = _float_forms()[form]
+    x, logits, t = torch.randn(2, 3, 6, 6), torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
+    calls = {
+        "dropout p (eval)": lambda m: m.dropout(x, v, training=False),
+        "dropout p": lambda m: (torch.manual_seed(0), m.dropout(x, v))[1].shape,
+        "dropout2d p": lambda m: (torch.manual_seed(0), m.dropout2d(x, v))[1].shape,
+        "cross_entropy label_smoothing": lambda m: m.cross_entropy(logits, t, label_smoothing=v),
+    }
+    worked = {what for what, call in calls.items() if _same_as_torch(what, call, F, TF)}
+    assert worked == (set() if form in ("0-d requires_grad", "1-d", "Fraction") else set(calls))
+
+
 def _sequence_forms():
     import numpy as np
 

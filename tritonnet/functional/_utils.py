@@ -118,6 +118,21 @@ def int_list(op: str, name: str, value) -> tuple:
     return (out,)
 
 
+def float_arg(op: str, name: str, v, position: int | None = None):
+    """A float argument as torch's argument parser takes it: a Python or numpy number (a bool
+    too), a symbolic one, or a 0-d tensor that does not require grad; otherwise torch's
+    TypeError naming the argument (a Fraction, a one-element 1-d tensor). Returns ``v``."""
+    if isinstance(v, torch.Tensor):
+        ok = v.dim() == 0 and not v.requires_grad
+    else:
+        ok = isinstance(v, (int, float, torch.SymInt, torch.SymFloat)) or (
+            type(v).__module__ == "numpy" and hasattr(type(v), "__float__"))
+    if not ok:
+        where = f" (position {position})" if position is not None else ""
+        raise TypeError(f"{op}(): argument '{name}'{where} must be float, not {typename(v)} (got {v!r})")
+    return v
+
+
 def bool_arg(op: str, name: str, v, position: int | None = None):
     """A bool argument as torch's argument parser takes it: a Python bool (or a symbolic
     one), nothing else; an int, None, numpy's bool or a tensor is torch's TypeError naming

@@ -17,7 +17,7 @@ import torch
 
 from ..ops.dropout import dropout as _dropout_op
 from ..ops.dropout import dropout_inplace as _dropout_inplace
-from ._utils import bool_arg, check_float, check_tensors, overridable, warn
+from ._utils import bool_arg, check_float, check_tensors, float_arg, overridable, warn
 
 __all__ = ["dropout", "dropout2d"]
 
@@ -34,7 +34,8 @@ def _seed() -> torch.Tensor:
 
 
 def _apply(name, input, p, training, inplace, feature):
-    bool_arg(name, "training", training, 3)  # torch's parser, after the Python check of p
+    float_arg(name, "p", p, 2)  # torch's parser, after the Python check of p
+    bool_arg(name, "training", training, 3)
     if p != p:  # NaN passes the Python check in torch too and fails ATen's, as a RuntimeError
         raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p}")
     if p == 0 or not training or input.numel() == 0:

@@ -16,7 +16,16 @@ from ..ops.loss import cross_entropy as _ce_op
 from ..ops.loss import mse_loss as _mse_op
 from ..ops.loss import nll_loss as _nll_op
 from ..reference._common import functorch_active
-from ._utils import FLOATS, autocast_fp32, autocast_off, check_tensors, int_arg, overridable, warn
+from ._utils import (
+    FLOATS,
+    autocast_fp32,
+    autocast_off,
+    check_tensors,
+    float_arg,
+    int_arg,
+    overridable,
+    warn,
+)
 
 __all__ = ["cross_entropy", "nll_loss", "mse_loss"]
 
@@ -183,6 +192,7 @@ def cross_entropy(
     _check_tensors("cross_entropy", input=input, target=target, weight=weight)
     ignore_index = int_arg("cross_entropy", "ignore_index", ignore_index, symint=True)
     reduction = _reduction(size_average, reduce, reduction)
+    float_arg("cross_entropy", "label_smoothing", label_smoothing, 6)
     if label_smoothing > 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     eps = float(label_smoothing) if label_smoothing > 0 else 0.0  # torch ignores eps <= 0
