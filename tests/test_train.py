@@ -6,6 +6,7 @@ import itertools
 import math
 import os
 import sys
+import warnings
 
 import pandas as pd
 import pytest
@@ -419,7 +420,17 @@ def test_distributed_data_parallel(tmp_path):
     import torch.multiprocessing as mp
 
     out = tmp_path / "rank0.pt"
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2)
+    for attempt in range(2):
+        try:
+            mp.spawn(_ddp_worker, args=(2, str(tmp_path / f"store{attempt}"), str(out)), nprocs=2)
+            break
+        except mp.ProcessExitedException as e:
+            # A worker killed by a signal (SIGABRT from gloo's C++ threads, once in CI) is the
+            # machine's, not the layers': one more spawn. A Python error in a worker
+            # (ProcessRaisedException) and wrong numbers below still fail at once.
+            if attempt or e.signal_name is None:
+                raise
+            warnings.warn(f"a DDP worker died ({e}); spawning the two workers again", stacklevel=1)
     got = torch.load(out, weights_only=True)
     for name, memory_format in DDP_FORMATS.items():
         ref = _ddp_train(_ddp_model(memory_format))
