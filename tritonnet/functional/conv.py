@@ -100,6 +100,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     "tanh") is fused into the implicit GEMM's epilogue (a tritonnet extension)."""
     input, weight, bias = _checked("conv2d", input, weight, bias, 2)
     groups = int_arg("conv2d", "groups", groups, symint=True)
+    return _conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
+
+
+def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="none"):
+    """conv2d past its tensor checks and autocast's cast (conv1d's, on its (.., 1, L) views,
+    come here without running them twice)."""
     _check_kernel_size(weight)
     if activation not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -171,7 +177,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     groups = int_arg("conv1d", "groups", groups, symint=True)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding", "conv1d")[0])
-    y = conv2d(
+    y = _conv2d(
         input.unsqueeze(-2), weight.unsqueeze(-2), bias,
         (1, _tuple(stride, 1, "stride", "conv1d")[0]), pad,
         (1, _tuple(dilation, 1, "dilation", "conv1d")[0]), groups,
@@ -185,6 +191,12 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     gradient of conv2d); output size (H-1)*S - 2*P + D*(K-1) + output_padding + 1."""
     input, weight, bias = _checked("conv_transpose2d", input, weight, bias, 2)
     groups = int_arg("conv_transpose2d", "groups", groups, symint=True)
+    return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    """conv_transpose2d past its tensor checks and autocast's cast (conv_transpose1d's come
+    here without running them twice)."""
     _check_kernel_size(weight)
     unbatched = input.dim() == 3
     if unbatched:
@@ -249,7 +261,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     groups = int_arg("conv_transpose1d", "groups", groups, symint=True)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     one = lambda v, name: (_tuple(v, 1, name, "conv_transpose1d")[0],)  # noqa: E731
-    y = conv_transpose2d(
+    y = _conv_transpose2d(
         input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, *one(stride, "stride")),
         (0, *one(padding, "padding")), (0, *one(output_padding, "output_padding")), groups,
         (1, *one(dilation, "dilation")),
