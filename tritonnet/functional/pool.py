@@ -207,7 +207,11 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     check_tensors("adaptive_max_pool2d", input=input)
     _check_size_rank("adaptive_max_pool2d", input, output_size)
     _check_rank("adaptive_max_pool2d", input, 2)
-    size = _adaptive_size("adaptive_max_pool2d", input, output_size)
+    return _adaptive_max(input, _adaptive_size("adaptive_max_pool2d", input, output_size), return_indices)
+
+
+def _adaptive_max(input, size, return_indices):
+    """adaptive_max_pool2d past its checks (adaptive_max_pool1d's come here too)."""
     if not input.is_floating_point():
         return TF.adaptive_max_pool2d(input, size, return_indices)
     y, idx = _ops.adaptive_max_pool2d(input, size, _need_indices(input, return_indices))
@@ -219,7 +223,11 @@ def adaptive_avg_pool2d(input, output_size):
     check_tensors("adaptive_avg_pool2d", input=input)
     _check_size_rank("adaptive_avg_pool2d", input, output_size)
     _check_rank("adaptive_avg_pool2d", input, 2, empty_channels_ok=True)
-    size = _adaptive_size("adaptive_avg_pool2d", input, output_size)
+    return _adaptive_avg(input, _adaptive_size("adaptive_avg_pool2d", input, output_size))
+
+
+def _adaptive_avg(input, size):
+    """adaptive_avg_pool2d past its checks (adaptive_avg_pool1d's come here too)."""
     if not input.is_floating_point():
         return TF.adaptive_avg_pool2d(input, size)
     return _ops.adaptive_avg_pool2d(input, size)
@@ -292,20 +300,20 @@ def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
 
 @overridable
 def adaptive_max_pool1d(input, output_size, return_indices=False):
-    """(N, C, L) or (C, L) through adaptive_max_pool2d on a (1, L) plane: its indices are the
-    positions along L, as torch's."""
+    """(N, C, L) or (C, L) through adaptive_max_pool2d's body on a (1, L) plane: its indices
+    are the positions along L, as torch's."""
     check_tensors("adaptive_max_pool1d", input=input)
     size = _adaptive_size_1d("adaptive_max_pool1d", input, output_size)
-    out = adaptive_max_pool2d(input.unsqueeze(-2), (1, size), return_indices)
+    out = _adaptive_max(input.unsqueeze(-2), [1, size], return_indices)
     return (out[0].squeeze(-2), out[1].squeeze(-2)) if return_indices else out.squeeze(-2)
 
 
 @overridable
 def adaptive_avg_pool1d(input, output_size):
-    """(N, C, L) or (C, L) through adaptive_avg_pool2d on a (1, L) plane."""
+    """(N, C, L) or (C, L) through adaptive_avg_pool2d's body on a (1, L) plane."""
     check_tensors("adaptive_avg_pool1d", input=input)
     size = _adaptive_size_1d("adaptive_avg_pool1d", input, output_size, empty_channels_ok=True)
-    return adaptive_avg_pool2d(input.unsqueeze(-2), (1, size)).squeeze(-2)
+    return _adaptive_avg(input.unsqueeze(-2), [1, size]).squeeze(-2)
 
 
 # ---------------------------------------------------------------------------------------------
