@@ -691,6 +691,34 @@ def test_float_arguments_take_what_torchs_parser_takes(form):
     assert worked == (set() if form in ("0-d requires_grad", "1-d", "Fraction") else set(calls))
 
 
+def test_dtype_and_reduction_arguments_like_torch():
+    """softmax's dtype takes a torch.dtype or a Python scalar type, as torch's parser does; a
+    string or an int is its TypeError (ours read a string as a device and raised "Invalid
+    device string"). The losses take torch's deprecated reduction='elementwise_mean' as
+    'mean', with its warning (ours raised ValueError)."""
+    import numpy as np
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    x, logits, t = torch.randn(2, 3, 4), torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
+    worked = set()
+    for name, v in {"float64": torch.float64, "float": float, "str": "float32", "int": 1,
+                    "np.float32": np.float32}.items():
+        for op in ("softmax", "log_softmax"):
+            if _same_as_torch(op, lambda m, op=op, v=v: getattr(m, op)(x, 1, dtype=v), F, TF):
+                worked.add(name)
+    assert worked == {"float64", "float"}
+    old = "elementwise_mean"
+    for op, call in {"cross_entropy": lambda m: m.cross_entropy(logits, t, reduction=old),
+                     "nll_loss": lambda m: m.nll_loss(logits, t, reduction=old),
+                     "mse_loss": lambda m: m.mse_loss(logits, logits * 2, reduction=old)}.items():
+        with pytest.warns(UserWarning, match=old):
+            got = call(F)
+        torch.testing.assert_close(got, call(TF), msg=op)
+
+
 def _sequence_forms():
     import numpy as np
 

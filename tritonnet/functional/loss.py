@@ -58,6 +58,10 @@ def _reduction(size_average, reduce, reduction: str) -> str:
             f"reduction='{reduction}' instead.",
             stacklevel=3,
         )
+    if reduction == "elementwise_mean":  # torch's old name for it, still taken with a warning
+        warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+             stacklevel=3)
+        reduction = "mean"
     if reduction not in REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction (expected one of {REDUCTIONS})")
     return reduction

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..ops.softmax import softmax as _softmax_op
-from ._utils import FLOATS, autocast_off, check_tensors, int_arg, overridable, warn
+from ._utils import FLOATS, autocast_off, check_tensors, int_arg, overridable, typename, warn
 
 __all__ = ["softmax", "log_softmax"]
 
@@ -48,6 +48,11 @@ def _apply(name, input, dim, stacklevel, dtype, log):
     if dim is None:
         dim = _legacy_dim(name, input.dim(), stacklevel)
     dim = int_arg(name, "dim", dim, position=1)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) or dtype in (bool, int, float, complex)):
+        # torch's parser (Python's scalar types stand for their dtypes); .to() would read a
+        # string as a device
+        raise TypeError(
+            f"{name}(): argument 'dtype' must be torch.dtype, not {typename(dtype)} (got {dtype!r})")
     if dtype is None and _autocast_fp32(input):
         dtype = torch.float32
     if dtype is not None:
