@@ -719,6 +719,64 @@ def test_dtype_and_reduction_arguments_like_torch():
         torch.testing.assert_close(got, call(TF), msg=op)
 
 
+def _outcome(module, op, args, kwargs):
+    """("ok", results) of module.op on copies of the tensors, or (exception type name, None)."""
+    args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    torch.manual_seed(0)
+    try:
+        out = getattr(module, op)(*args, **kwargs)
+    except Exception as e:
+        return type(e).__name__, None
+    return "ok", out if isinstance(out, tuple) else (out,)
+
+
+def test_every_argument_with_odd_values_like_torch():
+    """Every non-tensor argument of every functional op that torch.nn.functional has, given
+    each of 21 odd values (None, bools, 0, -1, 1.5, NaN, inf, a string, lists, tensors, a
+    numpy int, a dtype) in a valid call: torch and ours both succeed with the same result
+    (dropout's shapes only), or both raise the same exception type. It found softmax's
+    `_stacklevel` read when `dim` was given, and interpolate's NaN / inf scale factors
+    raising ValueError / OverflowError where torch raises RuntimeError."""
+    import inspect
+    import math
+
+    import numpy as np
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    values = {"None": None, "True": True, "False": False, "0": 0, "1": 1, "2": 2, "-1": -1,
+              "1.5": 1.5, "0.5": 0.5, "'x'": "x", "[1]": [1], "(1, 1)": (1, 1), "()": (),
+              "tensor(1)": torch.tensor(1), "tensor(0.5)": torch.tensor(0.5), "int64(1)": np.int64(1),
+              "nan": math.nan, "inf": math.inf, "'mean'": "mean", "'same'": "same",
+              "float64": torch.float64}
+    tensor_names = {"input", "target", "weight", "bias", "size_average", "reduce", "activation"}
+    differences, calls = [], 0
+    for op, (tensors, rest, _) in _functional_calls().items():
+        if not hasattr(TF, op):
+            continue
+        names = list(inspect.signature(getattr(F, op)).parameters)
+        for name in (n for n in names if n not in tensor_names):
+            for label, v in values.items():
+                args, kwargs, i = [*tensors, *rest], {}, names.index(name)
+                if i < len(args):
+                    args[i] = v
+                else:
+                    kwargs[name] = v
+                (want, a), (got, b) = (_outcome(m, op, args, kwargs) for m in (TF, F))
+                calls += 1
+                if want != got:
+                    differences.append(f"{op}({name}={label}): torch {want}, ours {got}")
+                elif want == "ok" and not all(
+                    x.shape == y.shape and x.dtype == y.dtype
+                    and ("dropout" in op or torch.allclose(x.double(), y.double(), atol=1e-5, equal_nan=True))
+                    for x, y in zip(a, b, strict=True)
+                ):
+                    differences.append(f"{op}({name}={label}): results differ")
+    assert calls > 1500 and not differences, "\n".join(differences)
+
+
 def _sequence_forms():
     import numpy as np
 

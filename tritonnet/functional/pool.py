@@ -8,6 +8,8 @@ Integer tensors (which carry no gradient) are passed to torch.nn.functional afte
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as TF
 
@@ -386,6 +388,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                 f"scale_factor={scale_factor!r}"
             )
         factors = _floats("interpolate", "scale_factor", factors)
+        if any(isinstance(f, float) and not math.isfinite(f) for f in factors):
+            raise RuntimeError(  # torch's: "value cannot be converted to type int64_t without overflow"
+                f"interpolate: scale_factor={scale_factor!r} gives no finite output size for input "
+                f"sizes {in_sizes}"
+            )
         # truncation, as PyTorch (sym_int: a symbolic size stays symbolic under torch.export)
         sizes = [torch.sym_int(i * f) for i, f in zip(in_sizes, factors)]
         recompute = recompute_scale_factor or mode == "area"

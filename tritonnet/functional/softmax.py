@@ -46,7 +46,7 @@ def _autocast_fp32(input: torch.Tensor) -> bool:
 def _apply(name, input, dim, stacklevel, dtype, log):
     check_tensors(name, input=input)
     if dim is None:
-        dim = _legacy_dim(name, input.dim(), stacklevel)
+        dim = _legacy_dim(name, input.dim(), stacklevel + 1)  # read only here, as torch's
     dim = int_arg(name, "dim", dim, position=1)
     if dtype is not None and not (isinstance(dtype, torch.dtype) or dtype in (bool, int, float, complex)):
         # torch's parser (Python's scalar types stand for their dtypes); .to() would read a
@@ -74,10 +74,10 @@ def _apply(name, input, dim, stacklevel, dtype, log):
 @overridable
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
     """exp(x_i) / sum_j exp(x_j) along ``dim``, as ``torch.nn.functional.softmax``."""
-    return _apply("softmax", input, dim, _stacklevel + 1, dtype, log=False)
+    return _apply("softmax", input, dim, _stacklevel, dtype, log=False)
 
 
 @overridable
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     """x_i - log sum_j exp(x_j) along ``dim``, as ``torch.nn.functional.log_softmax``."""
-    return _apply("log_softmax", input, dim, _stacklevel + 1, dtype, log=True)
+    return _apply("log_softmax", input, dim, _stacklevel, dtype, log=True)
