@@ -719,6 +719,33 @@ def test_dtype_and_reduction_arguments_like_torch():
         torch.testing.assert_close(got, call(TF), msg=op)
 
 
+def _odd_values():
+    import math
+
+    import numpy as np
+
+    return {"None": None, "True": True, "False": False, "0": 0, "1": 1, "2": 2, "-1": -1,
+            "1.5": 1.5, "0.5": 0.5, "'x'": "x", "[1]": [1], "(1, 1)": (1, 1), "()": (),
+            "tensor(1)": torch.tensor(1), "tensor(0.5)": torch.tensor(0.5), "int64(1)": np.int64(1),
+            "nan": math.nan, "inf": math.inf, "'mean'": "mean", "'same'": "same",
+            "float64": torch.float64, "'reflect'": "reflect"}
+
+
+def _difference(theirs, ours, values=True):
+    """How two outcomes ((status, results) pairs) differ, or None: the status, then each
+    result's shape and dtype, and its values unless ``values`` is False."""
+    (want, a), (got, b) = theirs, ours
+    if want != got:
+        return f"torch {want}, ours {got}"
+    if want == "ok" and not all(
+        x.shape == y.shape and x.dtype == y.dtype
+        and (not values or torch.allclose(x.double(), y.double(), atol=1e-5, equal_nan=True))
+        for x, y in zip(a, b, strict=True)
+    ):
+        return "results differ"
+    return None
+
+
 def _outcome(module, op, args, kwargs):
     """("ok", results) of module.op on copies of the tensors, or (exception type name, None)."""
     args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
@@ -738,19 +765,13 @@ def test_every_argument_with_odd_values_like_torch():
     `_stacklevel` read when `dim` was given, and interpolate's NaN / inf scale factors
     raising ValueError / OverflowError where torch raises RuntimeError."""
     import inspect
-    import math
 
-    import numpy as np
     import torch.nn.functional as TF
 
     import tritonnet.functional as F
 
     tritonnet.set_backend("reference")
-    values = {"None": None, "True": True, "False": False, "0": 0, "1": 1, "2": 2, "-1": -1,
-              "1.5": 1.5, "0.5": 0.5, "'x'": "x", "[1]": [1], "(1, 1)": (1, 1), "()": (),
-              "tensor(1)": torch.tensor(1), "tensor(0.5)": torch.tensor(0.5), "int64(1)": np.int64(1),
-              "nan": math.nan, "inf": math.inf, "'mean'": "mean", "'same'": "same",
-              "float64": torch.float64}
+    values = _odd_values()
     tensor_names = {"input", "target", "weight", "bias", "size_average", "reduce", "activation"}
     differences, calls = [], 0
     for op, (tensors, rest, _) in _functional_calls().items():
@@ -764,17 +785,72 @@ def test_every_argument_with_odd_values_like_torch():
                     args[i] = v
                 else:
                     kwargs[name] = v
-                (want, a), (got, b) = (_outcome(m, op, args, kwargs) for m in (TF, F))
                 calls += 1
-                if want != got:
-                    differences.append(f"{op}({name}={label}): torch {want}, ours {got}")
-                elif want == "ok" and not all(
-                    x.shape == y.shape and x.dtype == y.dtype
-                    and ("dropout" in op or torch.allclose(x.double(), y.double(), atol=1e-5, equal_nan=True))
-                    for x, y in zip(a, b, strict=True)
-                ):
-                    differences.append(f"{op}({name}={label}): results differ")
+                diff = _difference(*(_outcome(m, op, args, kwargs) for m in (TF, F)), "dropout" not in op)
+                if diff:
+                    differences.append(f"{op}({name}={label}): {diff}")
     assert calls > 1500 and not differences, "\n".join(differences)
+
+
+def _module_outcome(cls, args, kwargs, inputs):
+    """("ok", outputs) of cls(*args, **kwargs) applied to copies of inputs, or where it raised
+    (init or forward) and the exception type's name."""
+    torch.manual_seed(0)
+    try:
+        module = cls(*args, **kwargs)
+    except Exception as e:
+        return "init " + type(e).__name__, None
+    torch.manual_seed(1)
+    try:
+        out = module(*[i.clone() for i in inputs])
+    except Exception as e:
+        return "forward " + type(e).__name__, None
+    return "ok", out if isinstance(out, tuple) else (out,)
+
+
+def test_every_module_argument_with_odd_values_like_torch():
+    """Every constructor argument of every tritonnet.nn module (torch's signature), given
+    each odd value of _odd_values in an otherwise valid construction, then a forward: torch's
+    module and ours fail at the same step with the same exception type, or give the same
+    result (Dropout's shapes only)."""
+    import inspect
+
+    import tritonnet.nn as tnn
+
+    tritonnet.set_backend("reference")
+    x4, x3, x2, t = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6), torch.randn(3, 5), torch.tensor([0, 1, 4])
+    modules = {  # name: (the valid positional arguments, the forward's inputs)
+        "Conv2d": ((4, 3, 3), (x4,)), "Conv1d": ((4, 3, 3), (x3,)),
+        "ConvTranspose2d": ((4, 3, 3), (x4,)), "ConvTranspose1d": ((4, 3, 3), (x3,)),
+        "MaxPool2d": ((2,), (x4,)), "AvgPool2d": ((2,), (x4,)), "MaxPool1d": ((2,), (x3,)),
+        "AvgPool1d": ((2,), (x3,)), "AdaptiveAvgPool2d": ((2,), (x4,)), "AdaptiveMaxPool2d": ((2,), (x4,)),
+        "AdaptiveAvgPool1d": ((2,), (x3,)), "AdaptiveMaxPool1d": ((2,), (x3,)),
+        "Upsample": ((None, 2), (x4,)), "UpsamplingNearest2d": ((None, 2), (x4,)),
+        "Unfold": ((2,), (x4,)), "Fold": ((4, 2), (torch.randn(2, 8, 9),)), "Linear": ((5, 4), (x2,)),
+        "ReLU": ((), (x4,)), "Sigmoid": ((), (x4,)), "Tanh": ((), (x4,)), "Softmax": ((1,), (x2,)),
+        "LogSoftmax": ((1,), (x2,)), "Dropout": ((0.5,), (x4,)), "Dropout2d": ((0.5,), (x4,)),
+        "MSELoss": ((), (x2, x2)), "CrossEntropyLoss": ((), (x2, t)), "NLLLoss": ((), (x2, t)),
+    }
+    skip = {"self", "device", "dtype", "size_average", "reduce"}
+    differences, calls = [], 0
+    for name, (base, inputs) in modules.items():
+        ours, theirs = getattr(tnn, name), getattr(torch.nn, name)
+        params = inspect.signature(theirs.__init__).parameters
+        names = [n for n, p in params.items()
+                 if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        for arg in names:
+            for label, v in _odd_values().items():
+                args, kwargs, i = list(base), {}, names.index(arg)
+                if i < len(args):
+                    args[i] = v
+                else:
+                    kwargs[arg] = v
+                calls += 1
+                diff = _difference(*(_module_outcome(c, args, kwargs, inputs) for c in (theirs, ours)),
+                                   "Dropout" not in name)
+                if diff:
+                    differences.append(f"{name}({arg}={label}): {diff}")
+    assert calls > 2000 and not differences, "\n".join(differences)
 
 
 def _sequence_forms():
