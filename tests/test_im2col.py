@@ -279,6 +279,22 @@ def test_errors_match_torch(op, x, args, kwargs, exc, match):
         getattr(TF, op)(x, *args, **kwargs)
 
 
+def test_bool_and_complex_go_to_torch():
+    """unfold/fold of bool and complex tensors, which torch implements on the CPU and
+    tritonnet's kernels do not: torch's own results (ours raised NotImplementedError), and a
+    complex input's gradient through torch's autograd."""
+    tritonnet.set_backend("reference")
+    x = torch.randn(2, 3, 5, 6)
+    for t in (x > 0, torch.complex(x, -x)):
+        torch.testing.assert_close(F.unfold(t, 3, padding=1), TF.unfold(t, 3, padding=1))
+        cols = TF.unfold(t, 2)
+        torch.testing.assert_close(F.fold(cols, (5, 6), 2), TF.fold(cols, (5, 6), 2))
+    z = torch.complex(x, x).requires_grad_()
+    (g,) = torch.autograd.grad(F.unfold(z, 2).abs().sum(), z)
+    (want,) = torch.autograd.grad(TF.unfold(z, 2).abs().sum(), z)
+    torch.testing.assert_close(g, want)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 def test_large_gpu_shapes(dtype, tol):

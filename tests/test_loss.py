@@ -712,6 +712,7 @@ ERRORS = [
     ("nll_loss", (_x, torch.zeros(3, 4, dtype=_L)), {}, RuntimeError, "0D or 1D target"),
     ("cross_entropy", (torch.randn(5), torch.tensor([1, 2])), {}, ValueError, "target size: 2"),
     ("nll_loss", (torch.tensor(1.0), torch.tensor(0)), {}, ValueError, r"1 or more dimensions \(got 0\)"),
+    ("cross_entropy", (torch.tensor(1.0), _t), {}, IndexError, r"Dimension out of range.*0-d input.*\(3,\)"),
     ("cross_entropy", (_x, torch.rand(3, 4)), {}, RuntimeError, "0D or 1D target"),
     # weight
     ("cross_entropy", (_x, _t), {"weight": torch.ones(4)}, RuntimeError, r"all 5 classes.*\[4\]"),

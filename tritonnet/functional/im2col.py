@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
+import torch.nn.functional as _torch_F
+
 from ..ops import im2col as _ops
 from ._utils import FLOATS, check_tensors, int_elements, overridable
 
@@ -56,9 +59,16 @@ def _check_kernel(kernel, dilation, padding, stride, fold):
             raise RuntimeError(message)
 
 
+def _theirs(t) -> bool:
+    """Whether torch's own im2col/col2im takes ``t`` instead of tritonnet's kernels: bool and
+    complex tensors, which torch implements on the CPU (and refuses elsewhere, with its own
+    error), as the pools hand integer inputs to torch's functions; torch's autograd then
+    computes a complex input's gradient."""
+    return t.dtype == torch.bool or t.is_complex()
+
+
 def _check_dtype(op, t):
-    # torch implements im2col/col2im for the float types here (and complex and bool on CPU,
-    # which tritonnet does not); other dtypes raise NotImplementedError there too
+    # torch refuses integer dtypes here too, with a NotImplementedError
     if t.dtype not in FLOATS:
         raise NotImplementedError(
             f"{op}(): not implemented for {t.dtype}; expected float32, float16, bfloat16 or float64"
@@ -107,6 +117,8 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
             f"padding={padding}, calculated shape of the array of sliding blocks as ({oh}, {ow}), "
             "but its components must be at least one."
         )
+    if _theirs(input):
+        return _torch_F.unfold(input, kernel, dilation, padding, stride)
     _check_dtype("unfold", input)
 
     unbatched = ndim == 3
@@ -153,6 +165,8 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
         raise RuntimeError(
             f"Expected output spatial size to be positive, but got: output_size={out_size}."
         )
+    if _theirs(input):
+        return _torch_F.fold(input, out_size, kernel, dilation, padding, stride)
     _check_dtype("fold", input)
 
     unbatched = ndim == 2

@@ -230,6 +230,11 @@ def cross_entropy(
             loss_rows = _ce_op(x3, t3, weight, ignore_index, eps)[0]
         denom = input.numel() // C if input.numel() else 0  # rows; an empty input gives NaN
     else:
+        if input.dim() == 0:  # torch's log_softmax over dim 1 of it, before nll's checks
+            raise IndexError(
+                "Dimension out of range (expected to be in range of [-1, 0], but got 1): "
+                f"cross_entropy of a 0-d input against a target of shape {tuple(target.shape)}"
+            )
         x3, t2, out_shape = _index_target_layout(input, target)
         C = x3.shape[1]
         weight = _check_index_weight("cross_entropy", input, weight, C)
