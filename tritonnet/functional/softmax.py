@@ -48,7 +48,8 @@ def _apply(name, input, dim, stacklevel, dtype, log):
     if dim is None:
         dim = _legacy_dim(name, input.dim(), stacklevel + 1)  # read only here, as torch's
     dim = int_arg(name, "dim", dim, position=1)
-    if dtype is not None and not (isinstance(dtype, torch.dtype) or dtype in (bool, int, float, complex)):
+    scalar_type = any(dtype is t for t in (bool, int, float, complex))  # `is`: an array's == is elementwise
+    if dtype is not None and not (isinstance(dtype, torch.dtype) or scalar_type):
         # torch's parser (Python's scalar types stand for their dtypes); .to() would read a
         # string as a device
         raise TypeError(
