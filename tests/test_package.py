@@ -853,6 +853,51 @@ def test_every_module_argument_with_odd_values_like_torch():
     assert calls > 2000 and not differences, "\n".join(differences)
 
 
+def test_non_float_dtypes_raise_torchs_exception_type():
+    """Integer, bool and complex inputs to the float-only ops: where torch refuses the dtype
+    too, ours raise its exception type (a NotImplementedError for complex relu and dropout,
+    bool convs and linear, the transposed convs' small integers; ours raised RuntimeError);
+    where torch takes it (README: a documented limitation) a RuntimeError or
+    NotImplementedError naming the dtype."""
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    x4, x3 = torch.randn(2, 4, 6, 6) * 3, torch.randn(2, 4, 6) * 3
+    w4, w3, wl = torch.randn(3, 4, 3, 3), torch.randn(3, 4, 3), torch.randn(5, 6)
+    calls = {
+        "relu": lambda m, d: m.relu(x4.to(d)),
+        "relu_": lambda m, d: m.relu_(x4.to(d)),
+        "sigmoid": lambda m, d: m.sigmoid(x4.to(d)),
+        "tanh": lambda m, d: m.tanh(x4.to(d)),
+        "dropout": lambda m, d: m.dropout(x4.to(d), 0.5),
+        "dropout2d": lambda m, d: m.dropout2d(x4.to(d), 0.5),
+        "conv2d": lambda m, d: m.conv2d(x4.to(d), w4.to(d)),
+        "conv1d": lambda m, d: m.conv1d(x3.to(d), w3.to(d)),
+        "conv_transpose2d": lambda m, d: m.conv_transpose2d(x4.to(d), w4.transpose(0, 1).to(d)),
+        "conv_transpose1d": lambda m, d: m.conv_transpose1d(x3.to(d), w3.transpose(0, 1).to(d)),
+        "linear": lambda m, d: m.linear(x3.to(d), wl.to(d)),
+        "softmax": lambda m, d: m.softmax(x3.to(d), 1),
+        "mse_loss": lambda m, d: m.mse_loss(x3.to(d), x3.to(d)),
+    }
+    names = {torch.int64: "Long", torch.int32: "Int", torch.uint8: "Byte", torch.bool: "Bool",
+             torch.complex64: "ComplexFloat"}  # torch's names, which the losses' messages use
+    not_implemented = 0
+    for op, call in calls.items():
+        for d in names:
+            try:
+                call(TF, d)
+                theirs = None
+            except Exception as e:
+                theirs = type(e)
+            with pytest.raises(theirs or (RuntimeError, NotImplementedError)) as got:
+                call(F, d)
+            assert str(d).split(".")[1] in str(got.value) or names[d] in str(got.value), (op, got.value)
+            not_implemented += got.type is NotImplementedError
+    assert not_implemented >= 25
+
+
 def _sequence_forms():
     import numpy as np
 

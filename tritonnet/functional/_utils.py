@@ -161,9 +161,14 @@ def check_tensors(op: str, optional: tuple[str, ...] = (), **args) -> None:
             )
 
 
-def check_float(name: str, t: torch.Tensor) -> None:
+COMPLEX = (torch.complex32, torch.complex64, torch.complex128)
+
+
+def check_float(name: str, t: torch.Tensor, not_implemented: tuple = ()) -> None:
+    """A floating-point ``t``, else a RuntimeError naming the dtype; a NotImplementedError
+    for the dtypes in ``not_implemented``, those for which torch's own op raises that."""
     if t.dtype not in FLOATS:
-        raise RuntimeError(
+        raise (NotImplementedError if t.dtype in not_implemented else RuntimeError)(
             f"{name}: expected a floating-point tensor (float32, float16, bfloat16 or float64), "
             f"got {t.dtype}"
         )

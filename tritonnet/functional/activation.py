@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from ..ops.activation import activation as _act
 from ..ops.activation import activation_inplace as _act_inplace
-from ._utils import check_float, check_tensors, overridable
+from ._utils import COMPLEX, check_float, check_tensors, overridable
 
 __all__ = ["relu", "relu_", "sigmoid", "tanh"]
 
 
 def _apply(input, name, inplace=False):
     check_tensors(name, input=input)
-    check_float(f"{name}()", input)
+    check_float(f"{name}()", input, COMPLEX)  # torch's relu: NotImplementedError for complex
     if not inplace:
         return _act(input, name)
     return _act_inplace(input, name)

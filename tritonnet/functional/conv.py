@@ -3,6 +3,7 @@ argument normalisation ('same'/'valid', int -> pair) and torch's errors."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as _torch_F
 
 from ..ops import conv as _ops
@@ -61,7 +62,11 @@ def _checked(op, input, weight, bias, ndim):
         raise RuntimeError(
             f"{op}: expected weight to be {ndim + 2}-D, got weight of size {list(weight.shape)}"
         )
-    check_float(f"{op}(): input", input)
+    # the dtypes torch's CPU convolutions raise NotImplementedError for (the transposed ones
+    # take int64 only of the integers); they take the others, which tritonnet refuses
+    small_ints = (torch.uint8, torch.int8, torch.int16, torch.int32)
+    refused = (torch.bool, *small_ints) if "transpose" in op else (torch.bool,)
+    check_float(f"{op}(): input", input, refused)
     if input.dtype != weight.dtype or (bias is not None and bias.dtype != input.dtype):
         raise RuntimeError(
             f"{op}: input type ({input.dtype}) and weight type ({weight.dtype})"

@@ -17,7 +17,7 @@ import torch
 
 from ..ops.dropout import dropout as _dropout_op
 from ..ops.dropout import dropout_inplace as _dropout_inplace
-from ._utils import bool_arg, check_float, check_tensors, float_arg, overridable, warn
+from ._utils import COMPLEX, bool_arg, check_float, check_tensors, float_arg, overridable, warn
 
 __all__ = ["dropout", "dropout2d"]
 
@@ -52,7 +52,7 @@ def _apply(name, input, p, training, inplace, feature):
             return input.mul_(0) if inplace else input * 0
         seed, feature = torch.zeros((), dtype=torch.int64, device="cpu"), False
     else:
-        check_float(f"{name}(): input", input)
+        check_float(f"{name}(): input", input, COMPLEX)  # torch's: NotImplementedError for complex
         seed = _seed()
     p = float(p)
     if not inplace:

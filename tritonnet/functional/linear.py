@@ -59,7 +59,7 @@ def linear(input, weight, bias=None, *, activation: str = "none"):
     lowp = autocast_dtype(input)
     if lowp is not None:
         input, weight, bias = cast(input, lowp), cast(weight, lowp), cast(bias, lowp)
-    check_float("linear(): input", input)
+    check_float("linear(): input", input, (torch.bool,))  # torch's: NotImplementedError for bool
     check_same("linear()", input=input, weight=weight, bias=bias)
 
     # (*, K) -> (M, K): leading dimensions fold into the GEMM's M (reshape(-1, 0) would fail)
