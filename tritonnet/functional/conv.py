@@ -21,6 +21,10 @@ from ._utils import (
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
 
 ACTIVATIONS = ("none", "relu", "sigmoid", "tanh")
+# the dtypes torch's own convolutions raise NotImplementedError for (the transposed ones take
+# int64 only of the integers); they take the other non-float dtypes, which tritonnet refuses
+_TORCH_REFUSES = (torch.bool,)
+_TORCH_REFUSES_T = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
 def _tuple(value, n, name, op="conv2d"):
@@ -62,11 +66,7 @@ def _checked(op, input, weight, bias, ndim):
         raise RuntimeError(
             f"{op}: expected weight to be {ndim + 2}-D, got weight of size {list(weight.shape)}"
         )
-    # the dtypes torch's CPU convolutions raise NotImplementedError for (the transposed ones
-    # take int64 only of the integers); they take the others, which tritonnet refuses
-    small_ints = (torch.uint8, torch.int8, torch.int16, torch.int32)
-    refused = (torch.bool, *small_ints) if "transpose" in op else (torch.bool,)
-    check_float(f"{op}(): input", input, refused)
+    check_float(f"{op}(): input", input, _TORCH_REFUSES_T if "transpose" in op else _TORCH_REFUSES)
     if input.dtype != weight.dtype or (bias is not None and bias.dtype != input.dtype):
         raise RuntimeError(
             f"{op}: input type ({input.dtype}) and weight type ({weight.dtype})"
