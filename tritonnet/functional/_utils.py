@@ -66,6 +66,19 @@ def _scalar_index(v):
         return None
 
 
+def wrong_type(op: str, name: str, position: int | None, want: str, v) -> TypeError:
+    """torch's argument parser's TypeError for a scalar argument of another type."""
+    where = f" (position {position})" if position is not None else ""
+    return TypeError(f"{op}(): argument '{name}'{where} must be {want}, not {typename(v)} (got {v!r})")
+
+
+def is_number(v) -> bool:
+    """A Python number (a bool too), a symbolic one, or a numpy scalar with ``__float__``:
+    what torch's argument parser takes for a float without looking further."""
+    return isinstance(v, (int, float, torch.SymInt, torch.SymFloat)) or (
+        type(v).__module__ == "numpy" and hasattr(type(v), "__float__"))
+
+
 def int_arg(op: str, name: str, v, position: int | None = None, symint: bool = False):
     """A scalar int argument as torch's argument parser takes it: an int, a numpy int, or a
     0-d integer tensor (any one-element integer tensor for an argument torch's schema types
@@ -78,8 +91,7 @@ def int_arg(op: str, name: str, v, position: int | None = None, symint: bool = F
     ):
         out = _scalar_index(v)
     if out is None:
-        where = f" (position {position})" if position is not None else ""
-        raise TypeError(f"{op}(): argument '{name}'{where} must be int, not {typename(v)} (got {v!r})")
+        raise wrong_type(op, name, position, "int", v)
     return out
 
 
@@ -122,14 +134,9 @@ def float_arg(op: str, name: str, v, position: int | None = None):
     """A float argument as torch's argument parser takes it: a Python or numpy number (a bool
     too), a symbolic one, or a 0-d tensor that does not require grad; otherwise torch's
     TypeError naming the argument (a Fraction, a one-element 1-d tensor). Returns ``v``."""
-    if isinstance(v, torch.Tensor):
-        ok = v.dim() == 0 and not v.requires_grad
-    else:
-        ok = isinstance(v, (int, float, torch.SymInt, torch.SymFloat)) or (
-            type(v).__module__ == "numpy" and hasattr(type(v), "__float__"))
+    ok = v.dim() == 0 and not v.requires_grad if isinstance(v, torch.Tensor) else is_number(v)
     if not ok:
-        where = f" (position {position})" if position is not None else ""
-        raise TypeError(f"{op}(): argument '{name}'{where} must be float, not {typename(v)} (got {v!r})")
+        raise wrong_type(op, name, position, "float", v)
     return v
 
 
@@ -139,8 +146,7 @@ def bool_arg(op: str, name: str, v, position: int | None = None):
     the argument (1 and None would otherwise pass by their truth)."""
     if isinstance(v, (bool, torch.SymBool)):
         return v
-    where = f" (position {position})" if position is not None else ""
-    raise TypeError(f"{op}(): argument '{name}'{where} must be bool, not {typename(v)} (got {v!r})")
+    raise wrong_type(op, name, position, "bool", v)
 
 
 def check_tensors(op: str, optional: tuple[str, ...] = (), **args) -> None:

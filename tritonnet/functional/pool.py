@@ -21,6 +21,7 @@ from ._utils import (
     int_arg,
     int_elements,
     int_list,
+    is_number,
     not_ints,
     overridable,
     typename,
@@ -330,9 +331,7 @@ def _floats(op, name, items):
     TypeError) and converts the rest through __float__ (or __index__)."""
     out = []
     for i, v in enumerate(items):
-        number = (isinstance(v, (int, float, torch.SymInt, torch.SymFloat))
-                  or (type(v).__module__ == "numpy" and hasattr(type(v), "__float__")))
-        if not (number if i == 0 else hasattr(type(v), "__float__") or hasattr(type(v), "__index__")):
+        if not (is_number(v) if i == 0 else hasattr(type(v), "__float__") or hasattr(type(v), "__index__")):
             raise TypeError(
                 f"{op}(): argument '{name}' must be tuple of floats, but found element of type "
                 f"{typename(v)} at pos {i} (got {items!r})"

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..ops.softmax import softmax as _softmax_op
-from ._utils import FLOATS, autocast_off, check_tensors, int_arg, overridable, typename, warn
+from ._utils import FLOATS, autocast_off, check_tensors, int_arg, overridable, warn, wrong_type
 
 __all__ = ["softmax", "log_softmax"]
 
@@ -48,12 +48,11 @@ def _apply(name, input, dim, stacklevel, dtype, log):
     if dim is None:
         dim = _legacy_dim(name, input.dim(), stacklevel + 1)  # read only here, as torch's
     dim = int_arg(name, "dim", dim, position=1)
-    scalar_type = any(dtype is t for t in (bool, int, float, complex))  # `is`: an array's == is elementwise
-    if dtype is not None and not (isinstance(dtype, torch.dtype) or scalar_type):
-        # torch's parser (Python's scalar types stand for their dtypes); .to() would read a
-        # string as a device
-        raise TypeError(
-            f"{name}(): argument 'dtype' must be torch.dtype, not {typename(dtype)} (got {dtype!r})")
+    # torch's parser takes a dtype or Python's scalar types (compared by `is`: an array's ==
+    # is elementwise); .to() would read a string as a device
+    if (dtype is not None and not isinstance(dtype, torch.dtype)
+            and not any(dtype is t for t in (bool, int, float, complex))):
+        raise wrong_type(name, "dtype", None, "torch.dtype", dtype)
     if dtype is None and _autocast_fp32(input):
         dtype = torch.float32
     if dtype is not None:
