@@ -107,18 +107,17 @@ def on_target(target):
     import tritonnet
     import tritonnet.backend as backend
     from tritonnet.kernels import _common
-    from tritonnet.kernels import conv as kconv
 
-    saved = driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, kconv.NUM_SMS
+    saved = driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, _common.NUM_SMS
     driver.set_active(_StubDriver(target))
     backend.interpreter_enabled = lambda: True
     _common.SHARED_MEMORY_LIMIT = SHARED_LIMIT.get(target.arch, SHARED_LIMIT[90])
-    kconv.NUM_SMS = NUM_SMS.get(target.arch, NUM_SMS[90])
+    _common.NUM_SMS = NUM_SMS.get(target.arch, NUM_SMS[90])
     try:
         with tritonnet.use_backend("triton"):
             yield
     finally:
-        driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, kconv.NUM_SMS = saved
+        driver._active, backend.interpreter_enabled, _common.SHARED_MEMORY_LIMIT, _common.NUM_SMS = saved
 
 
 @contextlib.contextmanager

@@ -108,6 +108,21 @@ def in_layout_of(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return t if t.stride() == ref.stride() else torch.empty_like(ref, dtype=t.dtype).copy_(t)
 
 
+# SMs to plan split work for (conv's split-K, the global pools' split planes), when set
+# (bench/compile_check.py sets its target's); None asks the device
+NUM_SMS = None
+
+
+def num_sms(device) -> int:
+    """Streaming multiprocessors of ``device``; 4 off a GPU (the interpreter), so that the
+    tests' small shapes still take the split paths."""
+    if NUM_SMS is not None:
+        return NUM_SMS
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
 def index64(*tensors: torch.Tensor) -> bool:
     """Whether an offset into any of the tensors can reach 2**31 (strides included): only then
     do kernels compute offsets in int64 (their INDEX64 switch). int32 address arithmetic

@@ -41,6 +41,7 @@ from ._common import (
     grouped_tile,
     index64,
     inside,
+    num_sms,
     prune_tiles,
     tf32_enabled,
     upcast_dot,
@@ -324,21 +325,6 @@ def _align(c) -> int:
     as a constexpr, it tells at compile time whether every block of c is full (one compile per
     alignment, a handful in a network)."""
     return min(c & -c, 256) if c else 256
-
-
-# SMs to plan the split-K programs for, when set (bench/compile_check.py sets its target's);
-# None asks the device
-NUM_SMS = None
-
-
-def num_sms(device) -> int:
-    """Streaming multiprocessors of ``device``; 4 off a GPU (the interpreter), so that the
-    tests' small shapes still take the split paths."""
-    if NUM_SMS is not None:
-        return NUM_SMS
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
 
 
 def _split_gemm(M, N, K, device) -> int:

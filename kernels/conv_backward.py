@@ -39,6 +39,7 @@ from ._common import (
     grouped_tile,
     index64,
     inside,
+    num_sms,
     upcast_dot,
 )
 from .conv import (
@@ -55,7 +56,6 @@ from .conv import (
     _reduce_split,
     _split_gemm,
     _stage,
-    num_sms,
 )
 
 __all__ = ["conv2d_input_grad", "conv2d_weight_grad"]
