@@ -38,7 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, autotune, cdiv, index64, inside, next_power_of_2
+from ._common import INTERPRET, autotune, cdiv, index64, inside, next_power_of_2, num_sms
+from ._launch import launcher
 
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch: nothing here touches a device at import)
@@ -256,6 +257,120 @@ def _avg_pool2d_fwd_kernel(
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+@launcher
+@triton.jit
+def _global_pool_kernel(
+    # pointers: x, the output and its indices, or the partials (SPLIT > 1)
+    x_ptr, y_ptr, idx_ptr,
+    # sizes: L taps a plane, CHUNK taps a split, NUM_CB channel blocks a sample; OUTS = N*C
+    C, L, CHUNK, NUM_CB, OUTS, DIVISOR,
+    # input strides; stride_t: between neighbouring taps of the plane's run
+    stride_xn, stride_xc, stride_t,
+    IS_MAX: tl.constexpr, STORE_INDICES: tl.constexpr, PARTIAL: tl.constexpr,
+    ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    """One window per (n, c) over its whole (H, W) plane, a run of L taps t (offset
+    t * stride_t): a (BLOCK_C channels, BLOCK_T taps) tile walks split s's taps [s*CHUNK,
+    (s+1)*CHUNK), then reduces across its taps. max: each lane scans its taps in order (a tap
+    replaces the lane's maximum when greater or NaN), then across lanes the last NaN wins, else
+    the first tap of the maximum: the fixed kernel's answer. avg: an fp32 (fp64) sum.
+    PARTIAL: the split's maximum (and tap) or sum goes to row s of an (SPLIT, OUTS) buffer in
+    the accumulator's dtype, for _global_combine_kernel; else the result to y (and idx)."""
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    n = pid // NUM_CB
+    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
+    if INDEX64:
+        n = n.to(tl.int64)
+        c = c.to(tl.int64)
+    cmask = c < C
+    t_first = s * CHUNK
+    t_end = tl.minimum(t_first + CHUNK, L)
+    x_row = x_ptr + n * stride_xn + c * stride_xc  # (BLOCK_C,) plane starts
+    lanes = tl.arange(0, BLOCK_T)
+    if INDEX64:
+        lanes = lanes.to(tl.int64)
+        t_dtype = tl.int64
+    else:
+        t_dtype = tl.int32
+    if ACC64:
+        acc_dtype = tl.float64
+    else:
+        acc_dtype = tl.float32
+    if IS_MAX:
+        acc = tl.full((BLOCK_C, BLOCK_T), float("-inf"), acc_dtype)
+        best_t = tl.full((BLOCK_C, BLOCK_T), -1, t_dtype)
+    else:
+        acc = tl.zeros((BLOCK_C, BLOCK_T), acc_dtype)
+    for start in range(t_first, t_end, BLOCK_T):
+        t = start + lanes
+        ok = cmask[:, None] & (t < t_end)[None, :]
+        ptrs = x_row[:, None] + (t * stride_t)[None, :]
+        if IS_MAX:
+            v = tl.load(ptrs, mask=ok, other=float("-inf")).to(acc_dtype)
+            take = (v > acc) | (v != v)  # masked taps read -inf: never taken
+            acc = tl.where(take, v, acc)
+            best_t = tl.where(take, t[None, :], best_t)
+        else:
+            acc += tl.load(ptrs, mask=ok, other=0.0).to(acc_dtype)
+    offs = s * OUTS + n * C + c  # row s of the partials; the output itself when SPLIT == 1
+    if IS_MAX:
+        nan = acc != acc
+        any_nan = tl.max(nan.to(tl.int32), axis=1) > 0
+        last_nan = tl.max(tl.where(nan, best_t, -1), axis=1)
+        best = tl.max(tl.where(nan, float("-inf"), acc), axis=1)
+        # lanes holding the maximum took it (a lane that took nothing holds -inf and tap -1:
+        # then every lane does, and the window's first tap is the answer)
+        first = tl.min(tl.where(acc == best[:, None], best_t, L), axis=1)
+        tap = tl.where(any_nan, last_nan, tl.maximum(first, t_first))
+        # a NaN's own bits (sign, payload), as the fixed kernel keeps them
+        best = tl.where(any_nan, tl.load(x_row + tap * stride_t, mask=cmask & any_nan).to(acc_dtype),
+                        best)
+        if PARTIAL:
+            tl.store(y_ptr + offs, best, mask=cmask)
+            tl.store(idx_ptr + offs, tap.to(tl.int64), mask=cmask)
+        else:
+            tl.store(y_ptr + offs, best.to(y_ptr.dtype.element_ty), mask=cmask)
+            if STORE_INDICES:
+                tl.store(idx_ptr + offs, tap.to(tl.int64), mask=cmask)
+    else:
+        total = tl.sum(acc, axis=1)
+        if PARTIAL:
+            tl.store(y_ptr + offs, total, mask=cmask)
+        else:
+            y = _div(total, tl.zeros_like(total) + DIVISOR)
+            tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=cmask)
+
+
+@launcher
+@triton.jit
+def _global_combine_kernel(part_ptr, part_idx_ptr, y_ptr, idx_ptr, OUTS, SPLIT, DIVISOR,
+                           IS_MAX: tl.constexpr, STORE_INDICES: tl.constexpr, BLOCK: tl.constexpr):
+    """The splits' partials (rows of an (SPLIT, OUTS) buffer) combined in split order: max by
+    the tap rule (a later split's maximum replaces when greater or NaN, so ties keep the first
+    tap and the last NaN wins, as one scan would), avg summed, then divided."""
+    o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = o < OUTS
+    acc = tl.load(part_ptr + o, mask=mask, other=0.0)
+    if IS_MAX:
+        tap = tl.load(part_idx_ptr + o, mask=mask, other=0)
+    for s in range(1, SPLIT):
+        v = tl.load(part_ptr + s * OUTS + o, mask=mask, other=0.0)
+        if IS_MAX:
+            take = (v > acc) | (v != v)
+            acc = tl.where(take, v, acc)
+            tap = tl.where(take, tl.load(part_idx_ptr + s * OUTS + o, mask=mask, other=0), tap)
+        else:
+            acc += v
+    if IS_MAX:
+        tl.store(y_ptr + o, acc.to(y_ptr.dtype.element_ty), mask=mask)
+        if STORE_INDICES:
+            tl.store(idx_ptr + o, tap, mask=mask)
+    else:
+        y = _div(acc, tl.zeros_like(acc) + DIVISOR)
+        tl.store(y_ptr + o, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
 _tuned: dict = {}
 
 
@@ -364,6 +479,96 @@ def _const_divisor(in_hw, out_hw, window, count_include_pad, divisor_override, a
     return {"DIV": div, "RECIP": 1.0 / div if exact else 0.0}
 
 
+# ---------------------------------------------------------------------------------------------
+# global pools: one window over the whole plane (adaptive to 1x1, or a fixed window of the
+# plane's size), where one lane per output would leave the GPU nearly idle
+
+
+def _plane_run(x):
+    """The stride between neighbouring taps when x's (H, W) planes are each one strided run
+    (NCHW and channels_last tensors, and slices along N or C), else None."""
+    _, _, H, W = x.shape
+    _, _, sh, sw = x.stride()
+    if W == 1:
+        return sh
+    if H == 1 or sh == W * sw:
+        return sw
+    return None
+
+
+def _global_ok(x, window=None, out_hw=(1, 1)):
+    """Whether a pool of x to out_hw takes the global kernel: a 1x1 output whose window is
+    the whole plane (adaptive; or a fixed window of the plane's size, unpadded, undilated),
+    over planes that are strided runs."""
+    if tuple(out_hw) != (1, 1) or x.shape[-1] * x.shape[-2] == 0 or _plane_run(x) is None:
+        return False
+    if window is None:
+        return True
+    (KH, KW), _, (PH, PW), *dilation = window
+    return (KH, KW) == tuple(x.shape[-2:]) and PH == PW == 0 and all(d == (1, 1) for d in dilation)
+
+
+# tile steps a split keeps at least (2 under the interpreter, so that the tests' planes split)
+MIN_SPLIT_STEPS = 2 if INTERPRET else 8
+
+
+def _global_plan(N, C, L, stride_c, stride_t, device):
+    """(BLOCK_C, BLOCK_T, SPLIT, CHUNK). The tile (2048 elements, 16 a thread at 4 warps) runs
+    along the contiguous axis: channels for channels_last (stride_c == 1), taps otherwise. The
+    planes split into SPLIT runs of CHUNK taps where N * channel blocks would give fewer than
+    4 programs an SM (one program's 4 KB of bf16 loads in flight is a quarter of what an SM needs
+    to stream at the copy rate), keeping MIN_SPLIT_STEPS tile steps a split (the combine is
+    one launch more, which a small input, such as ResNet's 7x7 head, does not repay)."""
+    tile = 32 if INTERPRET else 2048
+    if stride_c == 1 and stride_t != 1 and C > 1:
+        block_c = min(next_power_of_2(C), 8 if INTERPRET else 128)
+        block_t = tile // block_c
+    else:
+        block_t = min(next_power_of_2(L), 16 if INTERPRET else 1024)
+        block_c = tile // block_t
+    programs = N * cdiv(C, block_c)
+    steps = cdiv(L, block_t)
+    split = max(1, min(cdiv(4 * num_sms(device), programs), steps // MIN_SPLIT_STEPS))
+    chunk = cdiv(steps, split) * block_t
+    return block_c, block_t, cdiv(L, chunk), chunk
+
+
+def _global_forward(x, channels_last, is_max, need_indices=False, divisor=None):
+    """Max (with the indices when need_indices) or mean (sum / divisor, default H*W) over each
+    whole (H, W) plane of x: (N, C, 1, 1), and the int64 indices for max."""
+    N, C, H, W = x.shape
+    L = H * W
+    stride_t = _plane_run(x)
+    y = _alloc((N, C, 1, 1), x, channels_last)
+    idx = _alloc((N, C, 1, 1), x, channels_last, torch.int64) if need_indices else None
+    if y.numel():
+        block_c, block_t, split, chunk = _global_plan(N, C, L, x.stride(1), stride_t, x.device)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        outs = N * C
+        if split > 1:
+            part = torch.empty((split, outs), dtype=acc, device=x.device)
+            part_idx = torch.empty((split, outs), dtype=torch.int64, device=x.device) if is_max else part
+            dst, dst_idx = part, part_idx
+        else:
+            dst, dst_idx = y, idx if need_indices else y
+        num_cb = cdiv(C, block_c)
+        _global_pool_kernel[(N * num_cb, split)](
+            x, dst, dst_idx,
+            C, L, chunk, num_cb, outs, divisor or L,
+            x.stride(0), x.stride(1), stride_t,
+            IS_MAX=is_max, STORE_INDICES=need_indices, PARTIAL=split > 1,
+            ACC64=acc == torch.float64, INDEX64=index64(x, y, dst), BLOCK_C=block_c, BLOCK_T=block_t,
+            num_warps=4,
+        )
+        if split > 1:
+            block = 128
+            _global_combine_kernel[(cdiv(outs, block),)](
+                part, part_idx, y, idx if need_indices else y, outs, split, divisor or L,
+                IS_MAX=is_max, STORE_INDICES=need_indices, BLOCK=block, num_warps=4,
+            )
+    return y, idx
+
+
 def _fixed_cover(k, s, d):
     return -(-((k - 1) * d + 1) // s)  # cdiv(effective kernel, stride)
 
@@ -379,21 +584,34 @@ def max_pool2d_forward(input, kernel_size, stride, padding, dilation, output_siz
     """input (N, C, H, W) -> (output (N, C, OH, OW), indices int64 of the same shape, or an
     empty tensor when not need_indices). output_size = (OH, OW) from ceil_mode's rule."""
     window = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
+    if _global_ok(input, window, output_size):
+        return _global_max(input, channels_last, need_indices)
     return _max_forward(input, output_size, window, channels_last, need_indices, False)
 
 
 def avg_pool2d_forward(input, kernel_size, stride, padding, output_size, count_include_pad,
                        divisor_override, channels_last):
     window = (tuple(kernel_size), tuple(stride), tuple(padding))
+    if _global_ok(input, window, output_size):
+        return _global_forward(input, channels_last, False, divisor=divisor_override)[0]
     return _avg_forward(input, output_size, window, count_include_pad, divisor_override,
                         channels_last, False)
 
 
 def adaptive_max_pool2d_forward(input, output_size, channels_last, need_indices):
+    if _global_ok(input, None, output_size):
+        return _global_max(input, channels_last, need_indices)
     window = _adaptive_window(input.shape[-2:], output_size)
     return _max_forward(input, output_size, window, channels_last, need_indices, True)
 
 
 def adaptive_avg_pool2d_forward(input, output_size, channels_last):
+    if _global_ok(input, None, output_size):
+        return _global_forward(input, channels_last, False)[0]
     window = _adaptive_window(input.shape[-2:], output_size)[:3]
     return _avg_forward(input, output_size, window, True, None, channels_last, True)
+
+
+def _global_max(input, channels_last, need_indices):
+    y, idx = _global_forward(input, channels_last, True, need_indices)
+    return y, idx if need_indices else input.new_empty(0, dtype=torch.int64)

@@ -543,6 +543,76 @@ def test_kernels_int64_offsets_path(monkeypatch):
     assert len(seen) == 16  # every launch asked: 4 pools x forward, backward x 2 layouts
 
 
+# (N, C, H, W, layout) for the global pools: ragged channel blocks (19 channels, 8 a block under
+# the interpreter), planes split over programs (few samples and channels, long planes) and not,
+# a row or a column for a plane (the 1-D pools' (1, L)), a slice along C, one element
+GLOBAL_CASES = [(2, 19, 5, 7, "channels_last"), (1, 3, 23, 9, "nchw"), (1, 3, 23, 9, "channels_last"),
+                (1, 2, 1, 70, "nchw"), (2, 3, 41, 1, "channels_last"), (3, 4, 6, 6, "slice"),
+                (2, 5, 1, 1, "nchw")]
+
+
+def test_kernels_global_pools(monkeypatch):
+    """A pool whose one window is the whole plane (adaptive to 1x1, or a fixed window of the
+    plane's size) runs _global_pool_kernel: a tile along the contiguous axis, the plane split
+    over programs where few planes would leave the GPU idle, the splits combined in order. Max
+    values and indices equal the reference bitwise: ties (small integers) keep the first tap,
+    the last NaN wins (NaNs in the first and last split, a plane of NaN), a plane of -inf gives
+    tap 0; sums as close as the other kernels'. Forced int64 offsets give the same numbers."""
+    from tritonnet import kernels
+    from tritonnet.kernels import pool as kpool
+
+    plans = []
+    real = kpool._global_plan
+    monkeypatch.setattr(kpool, "_global_plan", lambda *a: plans.append(real(*a)) or plans[-1])
+    for i, (N, C, H, W, layout) in enumerate(GLOBAL_CASES):
+        for dtype in (torch.float32, torch.bfloat16) if i < 3 else (torch.float64,):
+            if layout == "slice":
+                x = torch.randint(-3, 4, (N, 2 * C, H, W), device=KERNEL_DEVICE).to(dtype)[:, ::2]
+            else:
+                x = _make((N, C, H, W), layout, dtype, KERNEL_DEVICE)
+                x.copy_(torch.randint(-3, 4, x.shape))  # ties
+            x[0, 0].view(-1)[0] = x[0, 0].view(-1)[-1] = float("nan") if H * W > 1 else 0.0
+            if C > 2:
+                x[-1, 1] = float("nan")
+                x[-1, 2] = float("-inf")
+            cl = layout == "channels_last"
+            force = i % 2 == 1
+            monkeypatch.setattr(kpool, "index64", lambda *t, f=force: f or kernels._common.index64(*t))
+            n = len(plans)
+            for window in (None, ((H, W), (H, W), (0, 0), (1, 1))):
+                if window is None:
+                    y, idx = kernels.adaptive_max_pool2d_forward(x, (1, 1), cl, True)
+                    a = kernels.adaptive_avg_pool2d_forward(x, (1, 1), cl)
+                    opts = (True, None)
+                else:
+                    y, idx = kernels.max_pool2d_forward(x, *window, (1, 1), cl, True)
+                    opts = (False, -3)
+                    a = kernels.avg_pool2d_forward(x, *window[:3], (1, 1), *opts, cl)
+                    (y0, idx0) = kernels.max_pool2d_forward(x, *window, (1, 1), cl, False)
+                    assert torch.equal(y0.nan_to_num(), y.nan_to_num()) and idx0.numel() == 0
+                ry, ridx = reference.max_pool2d_forward(x, (H, W), (H, W), (0, 0), (1, 1), (1, 1), cl, True)
+                ra = reference.avg_pool2d_forward(x, (H, W), (H, W), (0, 0), (1, 1), *opts, cl)
+                assert torch.equal(y.isnan(), ry.isnan()) and torch.equal(y.nan_to_num(), ry.nan_to_num())
+                assert torch.equal(idx, ridx), (idx.flatten(), ridx.flatten())
+                assert torch.equal(a.isnan(), ra.isnan())
+                tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
+                assert_close_rel(a.nan_to_num(), ra.nan_to_num(), tol, "avg")
+                fmt = CL if cl else torch.contiguous_format
+                for t in (y, idx, a):
+                    assert t.shape == (N, C, 1, 1) and t.is_contiguous(memory_format=fmt)
+            assert len(plans) == n + 5  # every call took the global kernel
+    splits = [p[2] for p in plans]
+    assert max(splits) > 1 and min(splits) == 1, splits
+    # windows that are not the whole plane, or planes that are not one run, keep the others
+    x = _make((2, 3, 6, 5), "nchw", torch.float32, KERNEL_DEVICE)
+    n = len(plans)
+    kernels.max_pool2d_forward(x, (6, 5), (6, 5), (0, 0), (2, 2), (1, 1), False, True)  # dilated
+    kernels.avg_pool2d_forward(x, (6, 5), (1, 1), (0, 1), (1, 3), True, None, False)  # padded
+    kernels.adaptive_avg_pool2d_forward(x.transpose(2, 3), (1, 1), False)  # H, W transposed
+    kernels.adaptive_max_pool2d_forward(x, (2, 1), False, True)
+    assert len(plans) == n
+
+
 @pytest.mark.slow
 def test_kernels_exhaustive_options():
     """Every case x layout x option in fp32 (TRITONNET_FULL=1); a reduced set otherwise."""
@@ -823,6 +893,9 @@ def test_gpu_network_shapes(layout, dtype, tol):
         ((128, 512, 7, 7), lambda f, t: f.adaptive_avg_pool2d(t, 1)),  # ResNet-18 head
         ((16, 64, 56, 56), lambda f, t: f.adaptive_max_pool2d(t, (5, 7))),
         ((8, 32, 33, 47), lambda f, t: f.avg_pool2d(t, 3, 2, 1, True, False)),
+        ((32, 256, 56, 56), lambda f, t: f.adaptive_avg_pool2d(t, 1)),  # squeeze-and-excitation
+        ((1, 64, 224, 224), lambda f, t: f.adaptive_max_pool2d(t, 1)),  # batch 1: split planes
+        ((2, 48, 97, 101), lambda f, t: f.avg_pool2d(t, (97, 101))),
     ]:
         x = _make(shape, layout, dtype, "cuda").requires_grad_()
         xr = x.detach().requires_grad_()
