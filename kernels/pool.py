@@ -21,6 +21,12 @@ neighbouring windows share cache lines, so DRAM sees each input byte about once.
        tap (PyTorch's answer for a window holding only -inf). Indices are flat per (H, W)
        plane (ih*W + iw), int64, as max_unpool2d expects.
   avg: fp32 sum (fp64 for fp64) divided once by the window's divisor (_extent, or divisor_override).
+
+Global pools (one window, the whole plane: adaptive to 1x1, or a fixed window of the plane's
+size) over planes that are strided runs take _global_pool_kernel instead, where one lane per
+output would walk a long window alone: tiles of (channels, taps) along the contiguous axis,
+and the planes split over programs when they are few (_global_plan), the splits combined in
+order (_global_combine_kernel). Same answers (max bitwise, indices included).
 """
 
 from __future__ import annotations
@@ -496,16 +502,21 @@ def _plane_run(x):
     return None
 
 
-def _global_ok(x, window=None, out_hw=(1, 1)):
-    """Whether a pool of x to out_hw takes the global kernel: a 1x1 output whose window is
-    the whole plane (adaptive; or a fixed window of the plane's size, unpadded, undilated),
-    over planes that are strided runs."""
-    if tuple(out_hw) != (1, 1) or x.shape[-1] * x.shape[-2] == 0 or _plane_run(x) is None:
+def _global_window(input_hw, window, out_hw) -> bool:
+    """Whether a pool of (H, W) planes to out_hw has one window, the whole plane: adaptive
+    (window None) to 1x1, or a fixed window of the plane's size, unpadded and undilated."""
+    if tuple(out_hw) != (1, 1) or input_hw[0] * input_hw[1] == 0:
         return False
     if window is None:
         return True
     (KH, KW), _, (PH, PW), *dilation = window
-    return (KH, KW) == tuple(x.shape[-2:]) and PH == PW == 0 and all(d == (1, 1) for d in dilation)
+    return (KH, KW) == tuple(input_hw) and PH == PW == 0 and all(d == (1, 1) for d in dilation)
+
+
+def _global_ok(x, window=None, out_hw=(1, 1)):
+    """Whether a pool of x takes the global kernel: one window, the whole plane, over planes
+    that are strided runs."""
+    return _global_window(x.shape[-2:], window, out_hw) and _plane_run(x) is not None
 
 
 # tile steps a split keeps at least (2 under the interpreter, so that the tests' planes split)

@@ -30,6 +30,11 @@ the same input, and otherwise writes the sum of its own dy and its later neighbo
 chose it: the gather's sum, in the gather's order, written once. The gather would test 2x2
 windows for every input; this reads 9 indices per window and leaves the rest of dx to a
 memset.
+
+Global pools (one window, the whole plane; pool._global_window): avg spreads 0 + dy / divisor
+over each plane (_global_avg_bwd_kernel, one division a channel, tiles as the forward's: the
+gather's numbers bitwise, without its per-input window arithmetic); a fixed whole-plane max
+pool takes the adaptive pool's gradient (the scatter, from 16 inputs a plane).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import triton
 import triton.language as tl
 
 from ._common import cdiv, index64, inside
+from ._launch import launcher
 from .pool import (
     _adaptive_window,
     _alloc,
@@ -56,7 +62,10 @@ from .pool import (
     _div_const,
     _extent,
     _fixed_cover,
+    _global_plan,
+    _global_window,
     _grid,
+    _plane_run,
     _tile,
     _view,
     _window,
@@ -331,6 +340,46 @@ def _avg_pool2d_bwd_kernel(
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+@launcher
+@triton.jit
+def _global_avg_bwd_kernel(
+    # pointers; dx dense (N, C, H, W) in the given layout
+    dy_ptr, dx_ptr,
+    # sizes as pool._global_pool_kernel's
+    C, L, CHUNK, NUM_CB, DIVISOR,
+    # strides: dy's (N, C), dx's, and between neighbouring taps of dx's plane
+    stride_gn, stride_gc, stride_xn, stride_xc, stride_t,
+    ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    """dx[n, c, :, :] = 0 + dy[n, c] / divisor, one division a channel (the gather's sum over
+    the one covering window, bitwise), stored over split s's taps by (BLOCK_C, BLOCK_T) tiles
+    laid as the forward's."""
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    n = pid // NUM_CB
+    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
+    lanes = tl.arange(0, BLOCK_T)
+    if INDEX64:
+        n = n.to(tl.int64)
+        c = c.to(tl.int64)
+        lanes = lanes.to(tl.int64)
+    cmask = c < C
+    t_first = s * CHUNK
+    t_end = tl.minimum(t_first + CHUNK, L)
+    g = tl.load(dy_ptr + n * stride_gn + c * stride_gc, mask=cmask, other=0.0)
+    if ACC64:
+        g = g.to(tl.float64)
+    else:
+        g = g.to(tl.float32)
+    g = tl.zeros_like(g) + _div(g, tl.zeros_like(g) + DIVISOR)  # 0 + : a -0.0 stores +0.0
+    tile = tl.broadcast_to(g.to(dx_ptr.dtype.element_ty)[:, None], (BLOCK_C, BLOCK_T))
+    dx_row = dx_ptr + n * stride_xn + c * stride_xc
+    for start in range(t_first, t_end, BLOCK_T):
+        t = start + lanes
+        ok = cmask[:, None] & (t < t_end)[None, :]
+        tl.store(dx_row[:, None] + (t * stride_t)[None, :], tile, mask=ok)
+
+
 # ---------------------------------------------------------------------------------------------
 # launchers
 
@@ -454,9 +503,31 @@ def _avg_backward(grad_output, input_size, window, count_include_pad, divisor_ov
     return dx
 
 
+def _global_avg_backward(grad_output, input_size, channels_last, divisor):
+    """The gradient of a mean over each whole plane: dy / divisor spread over the plane."""
+    N, C, H, W = input_size
+    dx = _alloc((N, C, H, W), grad_output, channels_last)
+    if dx.numel():
+        L = H * W
+        stride_t = _plane_run(dx)
+        block_c, block_t, split, chunk = _global_plan(N, C, L, dx.stride(1), stride_t, dx.device)
+        num_cb = cdiv(C, block_c)
+        _global_avg_bwd_kernel[(N * num_cb, split)](
+            grad_output, dx,
+            C, L, chunk, num_cb, divisor,
+            grad_output.stride(0), grad_output.stride(1), dx.stride(0), dx.stride(1), stride_t,
+            ACC64=dx.dtype == torch.float64, INDEX64=index64(grad_output, dx),
+            BLOCK_C=block_c, BLOCK_T=block_t, num_warps=4,
+        )
+    return dx
+
+
 def max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, padding, dilation,
                         channels_last):
     window = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
+    if _global_window(input_size[-2:], window, grad_output.shape[-2:]):
+        # one window, the whole plane: the adaptive pool's gradient (a scatter where it pays)
+        return adaptive_max_pool2d_backward(grad_output, indices, input_size, channels_last)
     cover = [_fixed_cover(k, s, d) for k, s, d in zip(kernel_size, stride, dilation)]
     return _max_backward(grad_output, indices, input_size, window, channels_last, False, cover)
 
@@ -464,6 +535,9 @@ def max_pool2d_backward(grad_output, indices, input_size, kernel_size, stride, p
 def avg_pool2d_backward(grad_output, input_size, kernel_size, stride, padding, count_include_pad,
                         divisor_override, channels_last):
     window = (tuple(kernel_size), tuple(stride), tuple(padding))
+    if _global_window(input_size[-2:], window, grad_output.shape[-2:]):
+        divisor = divisor_override or input_size[-2] * input_size[-1]
+        return _global_avg_backward(grad_output, input_size, channels_last, divisor)
     cover = [_fixed_cover(k, s, 1) for k, s in zip(kernel_size, stride)]
     return _avg_backward(grad_output, input_size, window, count_include_pad, divisor_override,
                          channels_last, False, cover)
@@ -478,6 +552,9 @@ def adaptive_max_pool2d_backward(grad_output, indices, input_size, channels_last
 
 def adaptive_avg_pool2d_backward(grad_output, input_size, channels_last):
     out_hw = grad_output.shape[-2:]
+    if _global_window(input_size[-2:], None, out_hw):
+        return _global_avg_backward(grad_output, input_size, channels_last,
+                                    input_size[-2] * input_size[-1])
     window = _adaptive_window(input_size[-2:], out_hw)[:3]
     cover = [-(-o // i) + 1 for i, o in zip(input_size[-2:], out_hw)]
     return _avg_backward(grad_output, input_size, window, True, None, channels_last, True, cover)

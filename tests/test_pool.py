@@ -613,6 +613,56 @@ def test_kernels_global_pools(monkeypatch):
     assert len(plans) == n
 
 
+def test_kernels_global_pool_gradients(monkeypatch):
+    """The gradient of a global average is dy / divisor spread over the plane
+    (_global_avg_bwd_kernel): bitwise the gather's (one covering window, 0 + dy / divisor: a
+    -0.0 dy gives +0.0) and the reference's, for adaptive and fixed windows (a
+    divisor_override), dy dense, expanded (stride 0, as from .sum()) or sliced, both layouts,
+    split and unsplit planes. A fixed whole-plane max pool's gradient is the adaptive one's."""
+    from tritonnet import kernels
+    from tritonnet.kernels import pool as kpool
+    from tritonnet.kernels import pool_backward as kpoolb
+
+    plans = []
+    real = kpoolb._global_plan
+    monkeypatch.setattr(kpoolb, "_global_plan", lambda *a: plans.append(real(*a)) or plans[-1])
+    for i, (N, C, H, W, layout) in enumerate(GLOBAL_CASES):
+        if layout == "slice":
+            continue
+        cl = layout == "channels_last"
+        for dtype in (torch.float32, torch.bfloat16) if i < 2 else (torch.float32,):
+            shape = (N, C, H, W)
+            g = torch.randn(N, 2 * C, 1, 1, device=KERNEL_DEVICE).to(dtype)[:, ::2]
+            g[0, 0] = -0.0
+            for dy, divisor in ((g, None), (g.contiguous(), 3), (g[:1, :1].expand(N, C, 1, 1), None)):
+                n = len(plans)
+                if divisor is None:
+                    dx = kernels.adaptive_avg_pool2d_backward(dy, shape, cl)
+                    rdx = reference.adaptive_avg_pool2d_backward(dy, shape, cl)
+                else:
+                    window = ((H, W), (H, W), (0, 0))
+                    dx = kernels.avg_pool2d_backward(dy, shape, *window, True, divisor, cl)
+                    rdx = reference.avg_pool2d_backward(dy, shape, *window, True, divisor, cl)
+                assert len(plans) == n + 1
+                window = kpool._adaptive_window((H, W), (1, 1))[:3]
+                gather = kpoolb._avg_backward(dy, shape, window, True, divisor, cl, not divisor, [2, 2])
+                assert torch.equal(dx, gather) and torch.equal(dx.signbit(), gather.signbit())
+                assert not dx.signbit()[0, 0].any()
+                if dtype == torch.float32:  # (the interpreter truncates bf16 stores)
+                    assert torch.equal(dx, rdx)
+                assert_close_rel(dx, rdx, 1e-2, "dx")
+                assert dx.is_contiguous(memory_format=CL if cl else torch.contiguous_format)
+    assert max(p[2] for p in plans) > 1 and min(p[2] for p in plans) == 1
+    # max: the fixed whole-plane window's gradient is the adaptive pool's
+    x = _make((2, 3, 5, 6), "channels_last", torch.float32, KERNEL_DEVICE)
+    window = ((5, 6), (5, 6), (0, 0), (1, 1))
+    y, idx = kernels.max_pool2d_forward(x, *window, (1, 1), True, True)
+    g = torch.randn(y.shape, device=y.device)
+    dx = kernels.max_pool2d_backward(g, idx, x.shape, *window, True)
+    assert torch.equal(dx, kernels.adaptive_max_pool2d_backward(g, idx, x.shape, True))
+    assert torch.equal(dx, reference.max_pool2d_backward(g, idx, x.shape, *window, True))
+
+
 @pytest.mark.slow
 def test_kernels_exhaustive_options():
     """Every case x layout x option in fp32 (TRITONNET_FULL=1); a reduced set otherwise."""
