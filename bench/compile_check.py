@@ -334,6 +334,10 @@ def cases_misc(dtypes, quick):
             _grad_step(TF.interpolate(x4, scale_factor=2, mode="nearest"))
             _grad_step(TF.adaptive_avg_pool2d(x4, (3, 3)))
             _grad_step(TF.adaptive_max_pool2d(x4, 3))
+            # global pools; channels_last 64x64 planes split (the combine kernel) on an sm_90
+            xg = leaf(1, 16, 64, 64, fmt=fmt)
+            _grad_step(TF.adaptive_avg_pool2d(xg, 1))
+            _grad_step(TF.adaptive_max_pool2d(xg, 1))
             w = leaf(16, 8, 3, 3)
             b = leaf(8) if fmt == torch.channels_last else None  # the bias in the epilogue
             _grad_step(TF.conv_transpose2d(x4, w, b, stride=2, padding=1, output_padding=1))
