@@ -549,6 +549,8 @@ def test_kernels_int64_offsets_path(monkeypatch):
 GLOBAL_CASES = [(2, 19, 5, 7, "channels_last"), (1, 3, 23, 9, "nchw"), (1, 3, 23, 9, "channels_last"),
                 (1, 2, 1, 70, "nchw"), (2, 3, 41, 1, "channels_last"), (3, 4, 6, 6, "slice"),
                 (2, 5, 1, 1, "nchw")]
+if KERNEL_DEVICE == "cuda":  # planes long enough to split at the GPU's tiles (2048 elements)
+    GLOBAL_CASES += [(1, 3, 200, 200, "nchw"), (1, 16, 64, 64, "channels_last")]
 
 
 def test_kernels_global_pools(monkeypatch):
