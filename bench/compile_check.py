@@ -338,6 +338,9 @@ def cases_misc(dtypes, quick):
             xg = leaf(1, 16, 64, 64, fmt=fmt)
             _grad_step(TF.adaptive_avg_pool2d(xg, 1))
             _grad_step(TF.adaptive_max_pool2d(xg, 1))
+            # few, large adaptive windows (the window kernels)
+            _grad_step(TF.adaptive_avg_pool2d(xg, (3, 5)))
+            _grad_step(TF.adaptive_max_pool2d(xg, (3, 5)))
             w = leaf(16, 8, 3, 3)
             b = leaf(8) if fmt == torch.channels_last else None  # the bias in the epilogue
             _grad_step(TF.conv_transpose2d(x4, w, b, stride=2, padding=1, output_padding=1))

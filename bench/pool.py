@@ -10,8 +10,8 @@ providers write them):
   backward           read dy (and i); write dx
   forward+backward   both of the above
 Cases: the pooling layers of LeNet-5 and ResNet-18 at batch 128, global pools of large planes
-(squeeze-and-excitation, DeepLab's image pooling), nearest x2 upsampling of a decoder, and
-large bandwidth-bound tensors. fp32-tf32 is not run (no matmul in these ops).
+(squeeze-and-excitation, DeepLab's image pooling) and PSPNet's few large bins, nearest x2
+upsampling of a decoder, and large bandwidth-bound tensors. fp32-tf32 is not run (no matmul in these ops).
 
 Before timing, each provider's output and input gradient are checked against float64 on the
 same inputs (harness.TOLERANCE); a provider that fails is recorded with check=FAIL, not timed.
@@ -65,6 +65,8 @@ CASES = [
     # pooling of DeepLabv3's ASPP at batch 1 (2048 planes of 64x64: split over programs)
     Case("se.avgpool", "adaptive_avg_pool2d", 128, 256, 56, 56, {"output_size": 1}, quick=True),
     Case("deeplab.imagepool", "adaptive_avg_pool2d", 1, 2048, 64, 64, {"output_size": 1}),
+    # few large adaptive windows: PSPNet's 3x3 bins of a 64x64 map (overlapping 22x22 windows)
+    Case("psp.bins3", "adaptive_avg_pool2d", 8, 2048, 64, 64, {"output_size": 3}),
     # nearest x2 upsampling (a decoder / FPN step)
     Case("upsample.x2", "interpolate", 128, 256, 28, 28, {"scale_factor": 2}, quick=True),
     # large bandwidth-bound tensors: 268M input elements

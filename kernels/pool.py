@@ -26,7 +26,9 @@ Global pools (one window, the whole plane: adaptive to 1x1, or a fixed window of
 size) over planes that are strided runs take _global_pool_kernel instead, where one lane per
 output would walk a long window alone: tiles of (channels, taps) along the contiguous axis,
 and the planes split over programs when they are few (_global_plan), the splits combined in
-order (_global_combine_kernel). Same answers (max bitwise, indices included).
+order (_global_combine_kernel). Adaptive windows few and large (the output at most 1/16 of
+the input; _few_windows) take _window_pool_kernel: one program a window and channel block,
+the window's rows walked by the same tiles. Same answers (max bitwise, indices included).
 """
 
 from __future__ import annotations
@@ -377,6 +379,84 @@ def _global_combine_kernel(part_ptr, part_idx_ptr, y_ptr, idx_ptr, OUTS, SPLIT, 
         tl.store(y_ptr + o, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+@launcher
+@triton.jit
+def _window_pool_kernel(
+    # pointers
+    x_ptr, y_ptr, idx_ptr,
+    # sizes; NUM_CB channel blocks an output position
+    C, H, W, OH, OW, NUM_CB,
+    # input strides
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    IS_MAX: tl.constexpr, STORE_INDICES: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_KW: tl.constexpr,
+):
+    """Adaptive windows, few and large: one program a window (n, oh, ow) and BLOCK_C channels,
+    walking the window's rows, BLOCK_KW taps of a row at a time, in the tile the global kernel
+    uses (channels x taps, along the contiguous axis). The window's bounds are scalars here,
+    so no tap is divided. max: as _global_pool_kernel, with plane indices ih*W + iw for taps
+    (their order is the scan's); avg: the sum over the window's count."""
+    pid = tl.program_id(0)
+    o = pid // NUM_CB  # (n*OH + oh)*OW + ow
+    ow = o % OW
+    oh = (o // OW) % OH
+    n = o // (OW * OH)
+    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
+    kw = tl.arange(0, BLOCK_KW)
+    if INDEX64:
+        n = n.to(tl.int64)
+        c = c.to(tl.int64)
+        kw = kw.to(tl.int64)
+    cmask = c < C
+    h0 = (oh * H) // OH
+    h1 = ((oh + 1) * H + OH - 1) // OH
+    w0 = (ow * W) // OW
+    nw = ((ow + 1) * W + OW - 1) // OW - w0
+    x_win = x_ptr + n * stride_xn + c * stride_xc  # (BLOCK_C,)
+    if ACC64:
+        acc_dtype = tl.float64
+    else:
+        acc_dtype = tl.float32
+    if IS_MAX:
+        acc = tl.full((BLOCK_C, BLOCK_KW), float("-inf"), acc_dtype)
+        best_p = tl.full((BLOCK_C, BLOCK_KW), -1, kw.dtype)
+    else:
+        acc = tl.zeros((BLOCK_C, BLOCK_KW), acc_dtype)
+    for ih in range(h0, h1):
+        x_row = x_win + ih * stride_xh
+        for k0 in range(0, nw, BLOCK_KW):
+            iw = w0 + k0 + kw
+            ok = cmask[:, None] & (k0 + kw < nw)[None, :]
+            ptrs = x_row[:, None] + (iw * stride_xw)[None, :]
+            if IS_MAX:
+                v = tl.load(ptrs, mask=ok, other=float("-inf")).to(acc_dtype)
+                take = (v > acc) | (v != v)  # masked taps read -inf: never taken
+                acc = tl.where(take, v, acc)
+                best_p = tl.where(take, (ih * W + iw)[None, :], best_p)
+            else:
+                acc += tl.load(ptrs, mask=ok, other=0.0).to(acc_dtype)
+    if CHANNELS_LAST:
+        offs = o * C + c
+    else:
+        offs = (n * C + c) * (OH * OW) + oh * OW + ow
+    if IS_MAX:
+        nan = acc != acc
+        any_nan = tl.max(nan.to(tl.int32), axis=1) > 0
+        last_nan = tl.max(tl.where(nan, best_p, -1), axis=1)
+        best = tl.max(tl.where(nan, float("-inf"), acc), axis=1)
+        first = tl.min(tl.where(acc == best[:, None], best_p, H * W), axis=1)
+        tap = tl.where(any_nan, last_nan, tl.maximum(first, h0 * W + w0))  # -1: the first tap
+        nan_x = x_win + (tap // W) * stride_xh + (tap % W) * stride_xw
+        best = tl.where(any_nan, tl.load(nan_x, mask=cmask & any_nan).to(acc_dtype), best)
+        tl.store(y_ptr + offs, best.to(y_ptr.dtype.element_ty), mask=cmask)
+        if STORE_INDICES:
+            tl.store(idx_ptr + offs, tap.to(tl.int64), mask=cmask)
+    else:
+        total = tl.sum(acc, axis=1)
+        y = _div(total, tl.zeros_like(total) + (h1 - h0) * nw)
+        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=cmask)
+
+
 _tuned: dict = {}
 
 
@@ -580,6 +660,44 @@ def _global_forward(x, channels_last, is_max, need_indices=False, divisor=None):
     return y, idx
 
 
+def _few_windows(input_hw, out_hw) -> bool:
+    """Whether adaptive windows are few and large enough for _window_pool_kernel: the output
+    at most 1/16 of the input and no larger along either dimension (as the max gradient's
+    scatter asks: then at most two windows cover an input along a dimension)."""
+    (H, W), (OH, OW) = input_hw, out_hw
+    return 0 < OH <= H and 0 < OW <= W and 16 * OH * OW <= H * W
+
+
+def _window_plan(C, max_nw, channels_last):
+    """(BLOCK_C, BLOCK_KW): a 2048-element tile (32 under the interpreter) along the contiguous
+    axis, channels for channels_last, a window row's taps otherwise."""
+    tile = 32 if INTERPRET else 2048
+    if channels_last and C > 1:
+        block_c = min(next_power_of_2(C), 8 if INTERPRET else 128)
+        return block_c, min(tile // block_c, next_power_of_2(max_nw))
+    block_kw = min(next_power_of_2(max_nw), tile)
+    return min(tile // block_kw, next_power_of_2(C)), block_kw
+
+
+def _window_forward(x, out_hw, channels_last, is_max, need_indices=False):
+    N, C, H, W = x.shape
+    OH, OW = out_hw
+    y = _alloc((N, C, OH, OW), x, channels_last)
+    idx = _alloc((N, C, OH, OW), x, channels_last, torch.int64) if need_indices else None
+    if y.numel():
+        block_c, block_kw = _window_plan(C, _adaptive_max_taps(W, OW), channels_last)
+        num_cb = cdiv(C, block_c)
+        _window_pool_kernel[(N * OH * OW * num_cb,)](
+            x, y, idx if need_indices else y,
+            C, H, W, OH, OW, num_cb,
+            *x.stride(),
+            IS_MAX=is_max, STORE_INDICES=need_indices, CHANNELS_LAST=channels_last,
+            ACC64=x.dtype == torch.float64, INDEX64=index64(x, y), BLOCK_C=block_c, BLOCK_KW=block_kw,
+            num_warps=4,
+        )
+    return y, idx
+
+
 def _fixed_cover(k, s, d):
     return -(-((k - 1) * d + 1) // s)  # cdiv(effective kernel, stride)
 
@@ -612,6 +730,9 @@ def avg_pool2d_forward(input, kernel_size, stride, padding, output_size, count_i
 def adaptive_max_pool2d_forward(input, output_size, channels_last, need_indices):
     if _global_ok(input, None, output_size):
         return _global_max(input, channels_last, need_indices)
+    if _few_windows(input.shape[-2:], output_size):
+        y, idx = _window_forward(input, output_size, channels_last, True, need_indices)
+        return y, idx if need_indices else input.new_empty(0, dtype=torch.int64)
     window = _adaptive_window(input.shape[-2:], output_size)
     return _max_forward(input, output_size, window, channels_last, need_indices, True)
 
@@ -619,6 +740,8 @@ def adaptive_max_pool2d_forward(input, output_size, channels_last, need_indices)
 def adaptive_avg_pool2d_forward(input, output_size, channels_last):
     if _global_ok(input, None, output_size):
         return _global_forward(input, channels_last, False)[0]
+    if _few_windows(input.shape[-2:], output_size):
+        return _window_forward(input, output_size, channels_last, False)[0]
     window = _adaptive_window(input.shape[-2:], output_size)[:3]
     return _avg_forward(input, output_size, window, True, None, channels_last, True)
 

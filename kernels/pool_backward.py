@@ -34,7 +34,10 @@ memset.
 Global pools (one window, the whole plane; pool._global_window): avg spreads 0 + dy / divisor
 over each plane (_global_avg_bwd_kernel, one division a channel, tiles as the forward's: the
 gather's numbers bitwise, without its per-input window arithmetic); a fixed whole-plane max
-pool takes the adaptive pool's gradient (the scatter, from 16 inputs a plane).
+pool takes the adaptive pool's gradient (the scatter, from 16 inputs a plane). Adaptive
+averages over few, large windows (pool._few_windows): _window_avg_bwd_kernel, each window
+writing the inputs no earlier window covers (the scatter's ownership rule), the covering
+windows' dy / count worked out once a channel.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import triton.language as tl
 from ._common import cdiv, index64, inside
 from ._launch import launcher
 from .pool import (
+    _adaptive_max_taps,
     _adaptive_window,
     _alloc,
     _autotuned,
@@ -61,6 +65,7 @@ from .pool import (
     _div,
     _div_const,
     _extent,
+    _few_windows,
     _fixed_cover,
     _global_plan,
     _global_window,
@@ -69,6 +74,7 @@ from .pool import (
     _tile,
     _view,
     _window,
+    _window_plan,
 )
 
 BWD_KEY = ["ROWS", "COLS", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST", "BLOCK_V"]
@@ -380,6 +386,81 @@ def _global_avg_bwd_kernel(
         tl.store(dx_row[:, None] + (t * stride_t)[None, :], tile, mask=ok)
 
 
+@launcher
+@triton.jit
+def _window_avg_bwd_kernel(
+    # pointers; dx dense (N, C, H, W) in the given layout
+    dy_ptr, dx_ptr,
+    # sizes; NUM_CB channel blocks an output position
+    C, H, W, OH, OW, NUM_CB,
+    # grad_output strides, dx's
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_KW: tl.constexpr,
+):
+    """Adaptive windows, few and large (pool._few_windows: at most two windows cover an input
+    along a dimension): one program a window (n, oh, ow) and BLOCK_C channels writes the
+    inputs of its window that no earlier window covers (rows from the end of window oh - 1,
+    columns from the end of window ow - 1), each the sum over the windows that cover it of
+    dy / count, in the gather's order: (oh, ow), (oh, ow + 1), (oh + 1, ow), (oh + 1, ow + 1),
+    from 0, a window that does not cover it adding +0.0. The four dy / count are worked out
+    once a channel; a tap only selects."""
+    pid = tl.program_id(0)
+    o = pid // NUM_CB  # (n*OH + oh)*OW + ow
+    ow = o % OW
+    oh = (o // OW) % OH
+    n = o // (OW * OH)
+    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
+    kw = tl.arange(0, BLOCK_KW)
+    if INDEX64:
+        n = n.to(tl.int64)
+        c = c.to(tl.int64)
+        kw = kw.to(tl.int64)
+    cmask = c < C
+    if ACC64:
+        acc_dtype = tl.float64
+    else:
+        acc_dtype = tl.float32
+    # this window, and where the next one starts (past the end when there is none)
+    h0 = (oh * H) // OH
+    h1 = ((oh + 1) * H + OH - 1) // OH
+    w0 = (ow * W) // OW
+    w1 = ((ow + 1) * W + OW - 1) // OW
+    has_down = oh + 1 < OH
+    has_right = ow + 1 < OW
+    hn = tl.where(has_down, ((oh + 1) * H) // OH, H)
+    wn = tl.where(has_right, ((ow + 1) * W) // OW, W)
+    nh_down = ((oh + 2) * H + OH - 1) // OH - hn
+    nw_right = ((ow + 2) * W + OW - 1) // OW - wn
+    g_win = dy_ptr + n * stride_gn + c * stride_gc + oh * stride_gh + ow * stride_gw
+    right_c = (tl.zeros_like(c) + ow + 1) < OW  # has_right, per channel (a load's mask)
+    down_c = (tl.zeros_like(c) + oh + 1) < OH
+    g00 = tl.load(g_win, mask=cmask, other=0.0).to(acc_dtype)
+    g01 = tl.load(g_win + stride_gw, mask=cmask & right_c, other=0.0).to(acc_dtype)
+    g10 = tl.load(g_win + stride_gh, mask=cmask & down_c, other=0.0).to(acc_dtype)
+    g11 = tl.load(g_win + stride_gh + stride_gw, mask=cmask & down_c & right_c,
+                  other=0.0).to(acc_dtype)
+    zero = tl.zeros_like(g00)
+    t00 = _div(g00, zero + (h1 - h0) * (w1 - w0))
+    t01 = _div(g01, zero + tl.where(has_right, (h1 - h0) * nw_right, 1))
+    t10 = _div(g10, zero + tl.where(has_down, nh_down * (w1 - w0), 1))
+    t11 = _div(g11, zero + tl.where(has_down & has_right, nh_down * nw_right, 1))
+    r0 = tl.maximum(h0, (oh * H + OH - 1) // OH)  # the end of window oh - 1 (0 for oh = 0)
+    c0 = tl.maximum(w0, (ow * W + OW - 1) // OW)
+    dx_win = dx_ptr + n * stride_xn + c * stride_xc  # (BLOCK_C,)
+    for ih in range(r0, h1):
+        down = ih >= hn  # window oh + 1 covers this row too
+        for k0 in range(0, w1 - c0, BLOCK_KW):
+            iw = c0 + k0 + kw
+            right = (iw >= wn)[None, :]
+            ok = cmask[:, None] & (iw < w1)[None, :]
+            acc = (zero + t00)[:, None] + tl.where(right, t01[:, None], 0.0)
+            acc += tl.where(down, t10[:, None], 0.0)
+            acc += tl.where(right & down, t11[:, None], 0.0)
+            tl.store(dx_win[:, None] + ih * stride_xh + (iw * stride_xw)[None, :],
+                     acc.to(dx_ptr.dtype.element_ty), mask=ok)
+
+
 # ---------------------------------------------------------------------------------------------
 # launchers
 
@@ -550,11 +631,31 @@ def adaptive_max_pool2d_backward(grad_output, indices, input_size, channels_last
     return _max_backward(grad_output, indices, input_size, window, channels_last, True, cover)
 
 
+def _window_avg_backward(grad_output, input_size, channels_last):
+    """The gradient of adaptive averages over few, large windows (pool._few_windows)."""
+    N, C, H, W = input_size
+    OH, OW = grad_output.shape[-2:]
+    dx = _alloc((N, C, H, W), grad_output, channels_last)
+    if dx.numel():
+        block_c, block_kw = _window_plan(C, _adaptive_max_taps(W, OW), channels_last)
+        num_cb = cdiv(C, block_c)
+        _window_avg_bwd_kernel[(N * OH * OW * num_cb,)](
+            grad_output, dx,
+            C, H, W, OH, OW, num_cb,
+            *grad_output.stride(), *dx.stride(),
+            ACC64=dx.dtype == torch.float64, INDEX64=index64(grad_output, dx),
+            BLOCK_C=block_c, BLOCK_KW=block_kw, num_warps=4,
+        )
+    return dx
+
+
 def adaptive_avg_pool2d_backward(grad_output, input_size, channels_last):
     out_hw = grad_output.shape[-2:]
     if _global_window(input_size[-2:], None, out_hw):
         return _global_avg_backward(grad_output, input_size, channels_last,
                                     input_size[-2] * input_size[-1])
+    if _few_windows(input_size[-2:], out_hw):
+        return _window_avg_backward(grad_output, input_size, channels_last)
     window = _adaptive_window(input_size[-2:], out_hw)[:3]
     cover = [-(-o // i) + 1 for i, o in zip(input_size[-2:], out_hw)]
     return _avg_backward(grad_output, input_size, window, True, None, channels_last, True, cover)

@@ -543,6 +543,15 @@ def test_kernels_int64_offsets_path(monkeypatch):
     assert len(seen) == 16  # every launch asked: 4 pools x forward, backward x 2 layouts
 
 
+def _close_where_finite(a, ref, tol, name):
+    """NaN and +-inf where ref has them, the finite values within tol (an inf left in would
+    swamp the relative error)."""
+    fin = ref.isfinite()
+    assert torch.equal(a.isfinite(), fin) and torch.equal(a.isnan(), ref.isnan())
+    assert torch.equal(a[ref.isinf()], ref[ref.isinf()]), name
+    assert_close_rel(a[fin], ref[fin], tol, name)
+
+
 # (N, C, H, W, layout) for the global pools: ragged channel blocks (19 channels, 8 a block under
 # the interpreter), planes split over programs (few samples and channels, long planes) and not,
 # a row or a column for a plane (the 1-D pools' (1, L)), a slice along C, one element
@@ -596,9 +605,7 @@ def test_kernels_global_pools(monkeypatch):
                 ra = reference.avg_pool2d_forward(x, (H, W), (H, W), (0, 0), (1, 1), *opts, cl)
                 assert torch.equal(y.isnan(), ry.isnan()) and torch.equal(y.nan_to_num(), ry.nan_to_num())
                 assert torch.equal(idx, ridx), (idx.flatten(), ridx.flatten())
-                assert torch.equal(a.isnan(), ra.isnan())
-                tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
-                assert_close_rel(a.nan_to_num(), ra.nan_to_num(), tol, "avg")
+                _close_where_finite(a, ra, 1e-2 if dtype == torch.bfloat16 else 1e-6, "avg")
                 fmt = CL if cl else torch.contiguous_format
                 for t in (y, idx, a):
                     assert t.shape == (N, C, 1, 1) and t.is_contiguous(memory_format=fmt)
@@ -663,6 +670,68 @@ def test_kernels_global_pool_gradients(monkeypatch):
     dx = kernels.max_pool2d_backward(g, idx, x.shape, *window, True)
     assert torch.equal(dx, kernels.adaptive_max_pool2d_backward(g, idx, x.shape, True))
     assert torch.equal(dx, reference.max_pool2d_backward(g, idx, x.shape, *window, True))
+
+
+# (N, C, H, W, output size, layout): adaptive windows few and large (output <= 1/16 of the
+# input): unequal overlapping windows, ragged channel and tap blocks, a column of windows, a
+# global pool of planes that are not one run (H and W transposed)
+WINDOW_CASES = [(2, 3, 17, 19, (3, 4), "nchw"), (1, 19, 33, 9, (2, 2), "channels_last"),
+                (1, 2, 64, 7, (3, 1), "nchw"), (1, 3, 22, 23, (4, 5), "channels_last"),
+                (2, 3, 9, 8, (1, 1), "transposed")]
+
+
+def test_kernels_few_large_adaptive_windows(monkeypatch, poisoned_empty):
+    """Adaptive pools whose windows are few and large take _window_pool_kernel forward (one
+    program a window and channel block, the window's rows walked by tiles along the
+    contiguous axis) and _window_avg_bwd_kernel backward (each window writes the inputs no
+    earlier window covers, summing the covering windows' dy / count in the gather's order).
+    Max values and indices bitwise the reference's (ties, NaN, a plane of -inf), averages
+    within tolerance, the average's gradient bitwise the gather's (a -0.0 dy included) and
+    every element written (torch.empty poisoned); denser outputs keep the per-output kernels."""
+    from tritonnet import kernels
+    from tritonnet.kernels import pool as kpool
+    from tritonnet.kernels import pool_backward as kpoolb
+
+    calls = []
+    for mod, name in ((kpool, "_window_forward"), (kpoolb, "_window_avg_backward")):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    for i, (N, C, H, W, out, layout) in enumerate(WINDOW_CASES):
+        for dtype in (torch.float32, torch.bfloat16) if i == 0 else (torch.float32,):
+            if layout == "transposed":
+                x = torch.randint(-3, 4, (N, C, W, H), device=KERNEL_DEVICE).to(dtype).transpose(2, 3)
+            else:
+                x = _make((N, C, H, W), layout, dtype, KERNEL_DEVICE)
+                x.copy_(torch.randint(-3, 4, x.shape))  # ties
+            x[0, 0, 0, 0] = x[0, 0, -1, -1] = float("nan")
+            x[-1, -1] = float("-inf")
+            cl = layout == "channels_last"
+            n = len(calls)
+            y, idx = kernels.adaptive_max_pool2d_forward(x, out, cl, True)
+            ry, ridx = reference.adaptive_max_pool2d_forward(x, out, cl, True)
+            assert torch.equal(y.isnan(), ry.isnan()) and torch.equal(y.nan_to_num(), ry.nan_to_num())
+            assert torch.equal(idx, ridx), (idx.flatten(), ridx.flatten())
+            a = kernels.adaptive_avg_pool2d_forward(x, out, cl)
+            ra = reference.adaptive_avg_pool2d_forward(x, out, cl)
+            tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
+            _close_where_finite(a, ra, tol, "avg")
+            fmt = CL if cl else torch.contiguous_format
+            assert y.is_contiguous(memory_format=fmt) and a.is_contiguous(memory_format=fmt)
+            g = torch.randn(N, 2 * C, *out, device=KERNEL_DEVICE).to(dtype)[:, ::2]  # strided dy
+            g[0, 0, 0, 0] = -0.0
+            dx = kernels.adaptive_avg_pool2d_backward(g, x.shape, cl)
+            window = kpool._adaptive_window((H, W), out)[:3]
+            gather = kpoolb._avg_backward(g, x.shape, window, True, None, cl, True, [2, 2])
+            assert torch.equal(dx, gather) and torch.equal(dx.signbit(), gather.signbit())
+            assert_close_rel(dx, reference.adaptive_avg_pool2d_backward(g, x.shape, cl), tol, "dx")
+            assert dx.is_contiguous(memory_format=fmt)
+            global_dense = out == (1, 1)  # the backward of a global pool takes the global kernel
+            assert calls[n:] == ["_window_forward"] * 2 + ["_window_avg_backward"] * (not global_dense)
+    n = len(calls)
+    x = _make((2, 3, 8, 8), "nchw", torch.float32, KERNEL_DEVICE)
+    kernels.adaptive_avg_pool2d_forward(x, (3, 3), False)  # 9 outputs of 64 inputs: per output
+    kernels.adaptive_avg_pool2d_backward(torch.randn(2, 3, 3, 3, device=KERNEL_DEVICE), x.shape, False)
+    assert len(calls) == n
 
 
 @pytest.mark.slow
@@ -948,6 +1017,7 @@ def test_gpu_network_shapes(layout, dtype, tol):
         ((32, 256, 56, 56), lambda f, t: f.adaptive_avg_pool2d(t, 1)),  # squeeze-and-excitation
         ((1, 64, 224, 224), lambda f, t: f.adaptive_max_pool2d(t, 1)),  # batch 1: split planes
         ((2, 48, 97, 101), lambda f, t: f.avg_pool2d(t, (97, 101))),
+        ((8, 256, 60, 60), lambda f, t: f.adaptive_avg_pool2d(t, 6)),  # PSPNet's bins: windows
     ]:
         x = _make(shape, layout, dtype, "cuda").requires_grad_()
         xr = x.detach().requires_grad_()
