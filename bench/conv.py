@@ -162,6 +162,19 @@ CASES = [
     for net, layer, cin, cout, h, k, s, p, bias in LAYERS
 ]
 
+# depthwise conv2d (groups = C: the stencil kernels, kernels/depthwise.py): net, layer, batch,
+# channels, H (= W), kernel, stride, padding. After the other conv2d cases, never --quick.
+DEPTHWISE_LAYERS = [
+    # MobileNetV2 at 224x224, batch 128: the 3x3 of a stride-1 block at 56x56 (144 channels)
+    # and of the stride-2 block that enters it (96 channels at 112x112)
+    ("mobilenetv2", "dw.56", 128, 144, 56, 3, 1, 1),
+    ("mobilenetv2", "dw.s2", 128, 96, 112, 3, 2, 1),
+]
+CASES += [
+    Case(net, layer, n, c, c, h, h, k, k, s, p, groups=c)
+    for net, layer, n, c, h, k, s, p in DEPTHWISE_LAYERS
+]
+
 # conv_transpose2d: net, layer, batch, C_in, C_out, H (= W) of its input, kernel, stride, padding,
 # bias. After every conv2d case in the run order (plan's last tier), never --quick.
 TRANSPOSED_LAYERS = [

@@ -47,6 +47,7 @@ from ._common import (
     upcast_dot,
 )
 from ._launch import launcher
+from .depthwise import depthwise, depthwise_forward
 
 __all__ = ["conv2d_forward"]
 
@@ -390,6 +391,9 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
     Og = C_out // groups
     out_format = conv_memory_format(input, weight)
+    if depthwise(weight, groups):  # one channel a group: a stencil, not a GEMM
+        return depthwise_forward(input, weight, bias, stride, padding, dilation, activation,
+                                 out_format == torch.channels_last)
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
     if bias is not None:
         bias = bias.contiguous()  # the epilogues index it by channel (a slice b[::2] has stride 2)

@@ -57,6 +57,7 @@ from .conv import (
     _split_gemm,
     _stage,
 )
+from .depthwise import depthwise, depthwise_input_grad
 
 __all__ = ["conv2d_input_grad", "conv2d_weight_grad"]
 
@@ -369,6 +370,9 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
     Og = C_out // groups
     out_format = conv_memory_format(grad_output, weight)
+    if depthwise(weight, groups):  # one channel a group: a stencil, not a GEMM
+        return depthwise_input_grad(grad_output, weight, input_size, stride, padding, dilation,
+                                    bias, out_format == torch.channels_last)
     grad_output, weight = _stage(grad_output, Cg, Og), _stage(weight, Cg, Og)
     C_in, M = Cg * groups, NB * H * W
     split = _split_gemm(M, C_in, Og * KH * KW, grad_output.device)

@@ -378,14 +378,16 @@ def test_conv_flops_and_bytes():
 
 
 def test_conv_cases_cover_resnet18_and_lenet5():
-    convs = [c for c in conv.CASES if not c.transposed]
+    convs = [c for c in conv.CASES if not c.transposed and c.groups == 1]
     for n in conv.BATCHES:
         at = [c for c in convs if c.N == n]
         assert {(c.C_in, c.C_out, c.KH, c.stride, c.H) for c in at if c.net == "resnet18"} == RESNET18
         assert {(c.C_in, c.C_out, c.KH, c.stride, c.H) for c in at if c.net == "lenet5"} == {
             (1, 6, 5, 1, 32), (6, 16, 5, 1, 14)}
     assert set(conv.BATCHES) == {1, 32, 128}
-    assert len({c.label for c in conv.CASES}) == len(conv.CASES) == len(convs) + 9 == 13 * 3 + 9
+    assert len({c.label for c in conv.CASES}) == len(conv.CASES) == len(convs) + 9 + 2 == 13 * 3 + 11
+    for c in [c for c in conv.CASES if c.groups > 1]:  # MobileNetV2's depthwise 3x3s
+        assert c.net == "mobilenetv2" and c.groups == c.C_in == c.C_out and c.w_shape[1] == 1
     for c in convs:
         assert c.H == c.W and c.KH == c.KW and c.groups == 1
         assert (c.bias, c.padding) == ((False, c.KH // 2) if c.net == "resnet18" else (True, 0))
@@ -437,7 +439,7 @@ def test_conv_transposed_cases_chain_and_are_adjoint_convs():
 
 def test_conv_plan_puts_the_target_first():
     order = conv.plan(conv.CASES, list(harness.DTYPES), conv.LAYOUTS)
-    assert len(order) == len(set(order)) == (13 * 3 + 9) * 4 * 2  # everything, once
+    assert len(order) == len(set(order)) == (13 * 3 + 11) * 4 * 2  # everything, once
     head = [(d, lay, c.label) for d, lay, c in order[:2]]
     assert head == [("bf16", "channels_last", "resnet18.layer1.b32"),
                     ("bf16", "channels_last", "resnet18.layer2.s2.b32")]
@@ -448,7 +450,7 @@ def test_conv_plan_puts_the_target_first():
     assert [(d, lay, c.quick) for d, lay, c in order[22:28]] == [
         (d, "channels_last", True) for d in ("fp32-tf32", "fp32", "fp16") for _ in range(2)]
     assert all(d != "bf16" or lay != "channels_last" or c.N == 1 or c.net == "lenet5" or c.transposed
-               for d, lay, c in order[28:])
+               or c.groups > 1 for d, lay, c in order[28:])
     # conv_transpose2d after every conv2d case of its dtype and layout
     for d, lay in {(d, lay) for d, lay, _ in order}:
         kinds = [c.transposed for dd, ll, c in order if (dd, ll) == (d, lay)]
@@ -631,7 +633,8 @@ def test_compile_check_compiles_every_kernel_for_sm90(tmp_path):
                  "_cross_entropy_fwd_kernel", "_cross_entropy_bwd_kernel", "_dropout_fwd_kernel",
                  "_upsample_nearest_fwd_kernel", "_unfold_kernel", "_fold_kernel",
                  "_global_pool_kernel", "_global_combine_kernel", "_global_avg_bwd_kernel",
-                 "_window_pool_kernel", "_window_avg_bwd_kernel"]:
+                 "_window_pool_kernel", "_window_avg_bwd_kernel", "_dw_fwd_kernel",
+                 "_dw_bwd_input_kernel"]:
         assert name in kernels, f"{name} was not compiled; got {sorted(kernels)}"
     # rows past one block too: the two-pass softmax, the multi-block cross-entropy backward
     for name in ("_softmax_fwd_kernel", "_cross_entropy_bwd_kernel"):

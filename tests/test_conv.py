@@ -432,6 +432,66 @@ def test_kernels_match_reference(case, dtype, tol):
     assert_close_rel(db, rb, tol, "db")
 
 
+# (N, C, H, W, kernel, stride, padding, dilation, layout): depthwise convolutions (groups = C)
+DEPTHWISE_CASES = [
+    (2, 5, 9, 11, 3, 1, 1, 1, "nchw"),  # MobileNet's 3x3
+    (2, 19, 9, 11, 3, 2, 1, 1, "channels_last"),  # stride 2, a ragged channel block
+    (1, 6, 8, 7, (5, 3), (2, 1), (2, 0), (1, 2), "channels_last"),  # non-square, dilated
+    (1, 4, 13, 12, 7, 1, 3, 1, "nchw"),  # ConvNeXt's 7x7
+    (3, 4, 10, 10, 3, 3, 0, 2, "strided"),  # stride 3 over a dilated window, a sliced input
+]
+
+
+def test_depthwise_runs_as_a_stencil(monkeypatch):
+    """A depthwise convolution (groups = C_in = C_out) runs kernels/depthwise.py, forward (bias,
+    fused activation) and input gradient (also conv_transpose2d's forward, with its bias),
+    against the reference: odd sizes, strides, dilation, non-square windows, both layouts
+    and a sliced input, results laid out as the reference's; forced int64 offsets the same.
+    A channel multiplier of 2 keeps the GEMM."""
+    tf32_off()
+    from tritonnet import kernels
+    from tritonnet.kernels import depthwise as kdw
+
+    calls = []
+    for name in ("depthwise_forward", "depthwise_input_grad"):
+        real = getattr(kdw, name)
+        for mod in (importlib.import_module("tritonnet.kernels.conv"),
+                    importlib.import_module("tritonnet.kernels.conv_backward")):
+            if hasattr(mod, name):
+                spy = lambda *a, real=real, name=name: calls.append(name) or real(*a)  # noqa: E731
+                monkeypatch.setattr(mod, name, spy)
+    for i, (N, C, H, W, k, s, p, d, layout) in enumerate(DEPTHWISE_CASES):
+        monkeypatch.setattr(kdw, "index64", lambda *t, f=i % 2 == 1: f or kernels._common.index64(*t))
+        dtypes = [(torch.float32, 1e-5)] + [(torch.bfloat16, 1.6e-2)] * (i == 1)
+        for dtype, tol in dtypes:
+            x = torch.randn(N, C, H, 2 * W if layout == "strided" else W, device=KERNEL_DEVICE).to(dtype)
+            x = x[..., ::2] if layout == "strided" else x
+            if layout == "channels_last":
+                x = x.to(memory_format=torch.channels_last)
+            w = torch.randn(C, 1, *_pair(k), device=KERNEL_DEVICE).to(dtype)
+            b = torch.randn(C, device=KERNEL_DEVICE).to(dtype)
+            conv = (_pair(s), _pair(p), _pair(d), C)
+            n = len(calls)
+            for bias, act in ((b, "relu"), (None, "none"), (b, "tanh")):
+                y = kernels.conv2d_forward(x, w, bias, *conv, act)
+                ry = reference.conv2d_forward(x, w, bias, *conv, act)
+                assert_close_rel(y, ry, tol, f"forward {act}")
+                assert y.stride() == ry.stride()
+            gy = torch.randn(y.shape, device=KERNEL_DEVICE).to(dtype)
+            for bias in (None, b):  # with a bias: conv_transpose2d's forward
+                dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv, bias=bias)
+                rdx = reference.conv2d_input_grad(gy, w, x.shape, *conv, bias=bias)
+                assert_close_rel(dx, rdx, tol, "dx")
+                assert dx.stride() == rdx.stride()
+            assert calls[n:] == ["depthwise_forward"] * 3 + ["depthwise_input_grad"] * 2
+    n = len(calls)
+    x, w = torch.randn(2, 4, 6, 6, device=KERNEL_DEVICE), torch.randn(8, 1, 3, 3, device=KERNEL_DEVICE)
+    conv = ((1, 1), (1, 1), (1, 1), 4)
+    y = kernels.conv2d_forward(x, w, None, *conv)
+    assert_close_rel(y, reference.conv2d_forward(x, w, None, *conv), 1e-5, "multiplier 2")
+    assert len(calls) == n
+
+
 def _conv_by_definition(x, w, dy, s, p):
     """y, dx, dw of a conv2d (square stride s, padding p, no dilation) in float64 by loops over
     output pixels: zero padding enters the products as values (forward, dw); dx sums over the
@@ -1070,6 +1130,36 @@ def test_every_config_including_num_warps_8(dtype, tol, monkeypatch):
                     dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
                     assert_close_rel(dw, rdw, tol, f"dw {case} {cfg}")
                     assert_close_rel(db, rdb, tol, f"db {case} {cfg}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_depthwise_every_config_gpu(dtype, tol, monkeypatch):
+    """The depthwise stencil kernels with each config of their tuned set pinned in turn, on
+    MobileNet-like layers (3x3 at strides 1 and 2, a 5x5, ragged sizes), both layouts,
+    forward and input gradient, against torch's CUDA convolution."""
+    from tritonnet import kernels
+    from tritonnet.kernels import depthwise as kdw
+
+    tritonnet.set_backend("triton")
+    tf32_off()
+    for cfg in kdw._configs():
+        monkeypatch.setattr(kdw, "_configs", lambda cfg=cfg: [cfg])
+        kdw._tuned.clear()
+        for N, C, H, W, k, s in [(8, 96, 57, 55, 3, 1), (4, 144, 56, 56, 3, 2), (2, 40, 29, 31, 5, 1)]:
+            for cl in (False, True):
+                x = torch.randn(N, C, H, W, device="cuda").to(dtype)
+                x = x.to(memory_format=torch.channels_last) if cl else x
+                w = torch.randn(C, 1, k, k, device="cuda").to(dtype)
+                conv = ((s, s), (k // 2, k // 2), (1, 1), C)
+                y = kernels.conv2d_forward(x, w, None, *conv)
+                ref = TF.conv2d(x.float(), w.float(), None, s, k // 2, 1, C)
+                assert_close_rel(y, ref, tol, f"{cfg} forward")
+                gy = torch.randn(y.shape, device="cuda").to(dtype)
+                dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
+                rdx = torch.nn.grad.conv2d_input(x.shape, w.float(), gy.float(), s, k // 2, 1, C)
+                assert_close_rel(dx, rdx, tol, f"{cfg} dx")
+    kdw._tuned.clear()
 
 
 @pytest.mark.gpu
