@@ -165,6 +165,61 @@ def _div(a, b):
     return q
 
 
+@triton.jit
+def _plane_program(NUM_CB, CHUNK, L, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+                   INDEX64: tl.constexpr):
+    """This program's sample n, channels c, tap lanes and split s's taps [t_first, t_end) in
+    the global kernels' grid (N x channel blocks, splits of CHUNK taps of the L a plane)."""
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    n = pid // NUM_CB
+    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
+    lanes = tl.arange(0, BLOCK_T)
+    if INDEX64:
+        n = n.to(tl.int64)
+        c = c.to(tl.int64)
+        lanes = lanes.to(tl.int64)
+    t_first = s * CHUNK
+    return s, n, c, lanes, t_first, tl.minimum(t_first + CHUNK, L)
+
+
+@triton.jit
+def _window_program(NUM_CB, OH, OW, BLOCK_C: tl.constexpr, BLOCK_KW: tl.constexpr,
+                    INDEX64: tl.constexpr):
+    """This program's window and channels in the window kernels' grid (one program a window
+    (n, oh, ow) and channel block): (o, n, oh, ow, channels c, tap lanes kw), o = (n*OH + oh)*OW
+    + ow."""
+    pid = tl.program_id(0)
+    o = pid // NUM_CB
+    ow = o % OW
+    oh = (o // OW) % OH
+    n = o // (OW * OH)
+    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
+    kw = tl.arange(0, BLOCK_KW)
+    if INDEX64:
+        n = n.to(tl.int64)
+        c = c.to(tl.int64)
+        kw = kw.to(tl.int64)
+    return o, n, oh, ow, c, kw
+
+
+@triton.jit
+def _max_across(acc, tap, NONE):
+    """A (channels, lanes) tile's answer per channel, where each lane holds its running maximum
+    acc and that maximum's tap (-1 where it took none), taken by the scan rule: the last NaN
+    (the largest tap among NaN lanes) wins, else the first tap of the maximum. Returns
+    (any NaN, that last NaN's tap, the maximum of the rest, the first tap holding it, or -1
+    where no lane took a tap; NONE: a tap number above every real one)."""
+    nan = acc != acc
+    any_nan = tl.max(nan.to(tl.int32), axis=1) > 0
+    last_nan = tl.max(tl.where(nan, tap, -1), axis=1)
+    best = tl.max(tl.where(nan, float("-inf"), acc), axis=1)
+    # lanes holding the maximum took it (a lane that took nothing holds -inf and tap -1: then
+    # every lane does, and the window's first tap is the answer)
+    first = tl.min(tl.where(acc == best[:, None], tap, NONE), axis=1)
+    return any_nan, last_nan, best, first
+
+
 # ---------------------------------------------------------------------------------------------
 # kernels
 
@@ -284,30 +339,16 @@ def _global_pool_kernel(
     the first tap of the maximum: the fixed kernel's answer. avg: an fp32 (fp64) sum.
     PARTIAL: the split's maximum (and tap) or sum goes to row s of an (SPLIT, OUTS) buffer in
     the accumulator's dtype, for _global_combine_kernel; else the result to y (and idx)."""
-    pid = tl.program_id(0)
-    s = tl.program_id(1)
-    n = pid // NUM_CB
-    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
-    if INDEX64:
-        n = n.to(tl.int64)
-        c = c.to(tl.int64)
+    s, n, c, lanes, t_first, t_end = _plane_program(NUM_CB, CHUNK, L, BLOCK_C, BLOCK_T, INDEX64)
     cmask = c < C
-    t_first = s * CHUNK
-    t_end = tl.minimum(t_first + CHUNK, L)
     x_row = x_ptr + n * stride_xn + c * stride_xc  # (BLOCK_C,) plane starts
-    lanes = tl.arange(0, BLOCK_T)
-    if INDEX64:
-        lanes = lanes.to(tl.int64)
-        t_dtype = tl.int64
-    else:
-        t_dtype = tl.int32
     if ACC64:
         acc_dtype = tl.float64
     else:
         acc_dtype = tl.float32
     if IS_MAX:
         acc = tl.full((BLOCK_C, BLOCK_T), float("-inf"), acc_dtype)
-        best_t = tl.full((BLOCK_C, BLOCK_T), -1, t_dtype)
+        best_t = tl.full((BLOCK_C, BLOCK_T), -1, lanes.dtype)
     else:
         acc = tl.zeros((BLOCK_C, BLOCK_T), acc_dtype)
     for start in range(t_first, t_end, BLOCK_T):
@@ -323,14 +364,8 @@ def _global_pool_kernel(
             acc += tl.load(ptrs, mask=ok, other=0.0).to(acc_dtype)
     offs = s * OUTS + n * C + c  # row s of the partials; the output itself when SPLIT == 1
     if IS_MAX:
-        nan = acc != acc
-        any_nan = tl.max(nan.to(tl.int32), axis=1) > 0
-        last_nan = tl.max(tl.where(nan, best_t, -1), axis=1)
-        best = tl.max(tl.where(nan, float("-inf"), acc), axis=1)
-        # lanes holding the maximum took it (a lane that took nothing holds -inf and tap -1:
-        # then every lane does, and the window's first tap is the answer)
-        first = tl.min(tl.where(acc == best[:, None], best_t, L), axis=1)
-        tap = tl.where(any_nan, last_nan, tl.maximum(first, t_first))
+        any_nan, last_nan, best, first = _max_across(acc, best_t, L)
+        tap = tl.where(any_nan, last_nan, tl.maximum(first, t_first))  # -1: the split's first tap
         # a NaN's own bits (sign, payload), as the fixed kernel keeps them
         best = tl.where(any_nan, tl.load(x_row + tap * stride_t, mask=cmask & any_nan).to(acc_dtype),
                         best)
@@ -396,17 +431,7 @@ def _window_pool_kernel(
     uses (channels x taps, along the contiguous axis). The window's bounds are scalars here,
     so no tap is divided. max: as _global_pool_kernel, with plane indices ih*W + iw for taps
     (their order is the scan's); avg: the sum over the window's count."""
-    pid = tl.program_id(0)
-    o = pid // NUM_CB  # (n*OH + oh)*OW + ow
-    ow = o % OW
-    oh = (o // OW) % OH
-    n = o // (OW * OH)
-    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
-    kw = tl.arange(0, BLOCK_KW)
-    if INDEX64:
-        n = n.to(tl.int64)
-        c = c.to(tl.int64)
-        kw = kw.to(tl.int64)
+    o, n, oh, ow, c, kw = _window_program(NUM_CB, OH, OW, BLOCK_C, BLOCK_KW, INDEX64)
     cmask = c < C
     h0 = (oh * H) // OH
     h1 = ((oh + 1) * H + OH - 1) // OH
@@ -440,11 +465,7 @@ def _window_pool_kernel(
     else:
         offs = (n * C + c) * (OH * OW) + oh * OW + ow
     if IS_MAX:
-        nan = acc != acc
-        any_nan = tl.max(nan.to(tl.int32), axis=1) > 0
-        last_nan = tl.max(tl.where(nan, best_p, -1), axis=1)
-        best = tl.max(tl.where(nan, float("-inf"), acc), axis=1)
-        first = tl.min(tl.where(acc == best[:, None], best_p, H * W), axis=1)
+        any_nan, last_nan, best, first = _max_across(acc, best_p, H * W)
         tap = tl.where(any_nan, last_nan, tl.maximum(first, h0 * W + w0))  # -1: the first tap
         nan_x = x_win + (tap // W) * stride_xh + (tap % W) * stride_xw
         best = tl.where(any_nan, tl.load(nan_x, mask=cmask & any_nan).to(acc_dtype), best)

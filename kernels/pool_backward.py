@@ -70,11 +70,13 @@ from .pool import (
     _global_plan,
     _global_window,
     _grid,
+    _plane_program,
     _plane_run,
     _tile,
     _view,
     _window,
     _window_plan,
+    _window_program,
 )
 
 BWD_KEY = ["ROWS", "COLS", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST", "BLOCK_V"]
@@ -360,18 +362,8 @@ def _global_avg_bwd_kernel(
     """dx[n, c, :, :] = 0 + dy[n, c] / divisor, one division a channel (the gather's sum over
     the one covering window, bitwise), stored over split s's taps by (BLOCK_C, BLOCK_T) tiles
     laid as the forward's."""
-    pid = tl.program_id(0)
-    s = tl.program_id(1)
-    n = pid // NUM_CB
-    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
-    lanes = tl.arange(0, BLOCK_T)
-    if INDEX64:
-        n = n.to(tl.int64)
-        c = c.to(tl.int64)
-        lanes = lanes.to(tl.int64)
+    _, n, c, lanes, t_first, t_end = _plane_program(NUM_CB, CHUNK, L, BLOCK_C, BLOCK_T, INDEX64)
     cmask = c < C
-    t_first = s * CHUNK
-    t_end = tl.minimum(t_first + CHUNK, L)
     g = tl.load(dy_ptr + n * stride_gn + c * stride_gc, mask=cmask, other=0.0)
     if ACC64:
         g = g.to(tl.float64)
@@ -405,17 +397,7 @@ def _window_avg_bwd_kernel(
     dy / count, in the gather's order: (oh, ow), (oh, ow + 1), (oh + 1, ow), (oh + 1, ow + 1),
     from 0, a window that does not cover it adding +0.0. The four dy / count are worked out
     once a channel; a tap only selects."""
-    pid = tl.program_id(0)
-    o = pid // NUM_CB  # (n*OH + oh)*OW + ow
-    ow = o % OW
-    oh = (o // OW) % OH
-    n = o // (OW * OH)
-    c = (pid % NUM_CB) * BLOCK_C + tl.arange(0, BLOCK_C)
-    kw = tl.arange(0, BLOCK_KW)
-    if INDEX64:
-        n = n.to(tl.int64)
-        c = c.to(tl.int64)
-        kw = kw.to(tl.int64)
+    _, n, oh, ow, c, kw = _window_program(NUM_CB, OH, OW, BLOCK_C, BLOCK_KW, INDEX64)
     cmask = c < C
     if ACC64:
         acc_dtype = tl.float64
