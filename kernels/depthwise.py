@@ -30,11 +30,16 @@ import triton.language as tl
 from ._common import apply_activation, autotune, index64, inside
 from .pool import _alloc, _configs, _coords, _grid, _tile, _view
 
+# the largest filter the stencil takes (its tap loops compile in; a larger one, such as a
+# per-sample weight gradient that vmap computes as a convolution by dy, runs the GEMM)
+MAX_TAPS = 81
+
 
 def depthwise(weight, groups) -> bool:
     """Whether a convolution with this weight (C_out, C_in / groups, KH, KW) is depthwise with
-    one filter per channel: groups = C_in = C_out."""
-    return weight.shape[1] == 1 and weight.shape[0] == groups
+    one filter per channel (groups = C_in = C_out) of at most MAX_TAPS taps."""
+    C_out, Cg, KH, KW = weight.shape
+    return Cg == 1 and C_out == groups and KH * KW <= MAX_TAPS
 
 
 @triton.jit

@@ -447,7 +447,7 @@ def test_depthwise_runs_as_a_stencil(monkeypatch):
     fused activation) and input gradient (also conv_transpose2d's forward, with its bias),
     against the reference: odd sizes, strides, dilation, non-square windows, both layouts
     and a sliced input, results laid out as the reference's; forced int64 offsets the same.
-    A channel multiplier of 2 keeps the GEMM."""
+    A channel multiplier of 2, or a filter of more than 81 taps, keeps the GEMM."""
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import depthwise as kdw
@@ -489,6 +489,10 @@ def test_depthwise_runs_as_a_stencil(monkeypatch):
     conv = ((1, 1), (1, 1), (1, 1), 4)
     y = kernels.conv2d_forward(x, w, None, *conv)
     assert_close_rel(y, reference.conv2d_forward(x, w, None, *conv), 1e-5, "multiplier 2")
+    x, w = torch.randn(1, 2, 12, 12, device=KERNEL_DEVICE), torch.randn(2, 1, 10, 9, device=KERNEL_DEVICE)
+    conv = ((1, 1), (0, 0), (1, 1), 2)  # 90 taps: more than the stencil compiles in
+    assert_close_rel(kernels.conv2d_forward(x, w, None, *conv),
+                     reference.conv2d_forward(x, w, None, *conv), 1e-5, "90 taps")
     assert len(calls) == n
 
 
