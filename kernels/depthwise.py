@@ -27,8 +27,8 @@ __all__ = ["depthwise", "depthwise_forward", "depthwise_input_grad"]
 import triton
 import triton.language as tl
 
-from ._common import apply_activation, autotune, index64, inside
-from .pool import _alloc, _configs, _coords, _grid, _tile, _view
+from ._common import apply_activation, index64, inside
+from .pool import _alloc, _autotuned, _coords, _grid, _tile, _view
 
 # the largest filter the stencil takes (its tap loops compile in; a larger one, such as a
 # per-sample weight gradient that vmap computes as a convolution by dy, runs the GEMM)
@@ -117,30 +117,25 @@ def _dw_bwd_input_kernel(
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-_tuned: dict = {}
+# the pool kernels' configs and tuned-kernel cache (pool._autotuned), under these keys
 KEY = ["ROWS", "COLS", "KH", "KW", "SH", "SW", "DH", "DW", "CHANNELS_LAST", "BLOCK_V"]
 
 
-def _autotuned(name, fn):
-    if name not in _tuned:
-        _tuned[name] = autotune(fn, configs=_configs(), key=KEY)
-    return _tuned[name]
-
-
-def depthwise_forward(input, weight, bias, stride, padding, dilation, activation, channels_last):
-    """y = act(conv2d(input, weight, bias, groups=C)) for a depthwise weight (C, 1, KH, KW), laid
-    out channels_last or contiguous as asked; the input is read through its strides."""
+def depthwise_forward(input, weight, bias, out_hw, stride, padding, dilation, activation,
+                      channels_last):
+    """y (N, C, OH, OW) = act(conv2d(input, weight, bias, groups=C)) for a depthwise weight
+    (C, 1, KH, KW), (OH, OW) = out_hw, laid out channels_last or contiguous as asked; the
+    input is read through its strides."""
     N, C, H, W = input.shape
     _, _, KH, KW = weight.shape
+    OH, OW = out_hw
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
-    OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
-    OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
     y = _alloc((N, C, OH, OW), input, channels_last)
     if bias is not None:
         bias = bias.contiguous()  # read by channel index
     rows, cols, block_v, vec = _view(N, C, OH, OW, channels_last)
     if y.numel():
-        _autotuned("fwd", _dw_fwd_kernel)[_grid(rows, cols, block_v)](
+        _autotuned("dw_fwd", _dw_fwd_kernel, KEY)[_grid(rows, cols, block_v)](
             input, weight, bias if bias is not None else weight, y,
             C, H, W, OH, OW, rows, cols,
             *input.stride(), weight.stride(0), weight.stride(2), weight.stride(3),
@@ -164,7 +159,7 @@ def depthwise_input_grad(grad_output, weight, input_size, stride, padding, dilat
         bias = bias.contiguous()
     rows, cols, block_v, vec = _view(N, C, H, W, channels_last)
     if dx.numel():
-        _autotuned("dx", _dw_bwd_input_kernel)[_grid(rows, cols, block_v)](
+        _autotuned("dw_dx", _dw_bwd_input_kernel, KEY)[_grid(rows, cols, block_v)](
             grad_output, weight, bias if bias is not None else weight, dx,
             C, H, W, OH, OW, rows, cols,
             *grad_output.stride(), weight.stride(0), weight.stride(2), weight.stride(3),

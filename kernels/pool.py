@@ -482,8 +482,8 @@ _tuned: dict = {}
 
 
 def _autotuned(name, fn, key):
-    """The autotuned wrapper of a pool kernel (this file's or pool_backward's), built on first
-    use from _configs."""
+    """The autotuned wrapper of a pool kernel (this file's or pool_backward's) or of a
+    depthwise stencil (depthwise.py, tiled as these), built on first use from _configs."""
     if name not in _tuned:
         _tuned[name] = autotune(fn, configs=_configs(), key=key)
     return _tuned[name]
@@ -735,7 +735,7 @@ def max_pool2d_forward(input, kernel_size, stride, padding, dilation, output_siz
     empty tensor when not need_indices). output_size = (OH, OW) from ceil_mode's rule."""
     window = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
     if _global_ok(input, window, output_size):
-        return _global_max(input, channels_last, need_indices)
+        return _max_result(_global_forward(input, channels_last, True, need_indices), input)
     return _max_forward(input, output_size, window, channels_last, need_indices, False)
 
 
@@ -750,10 +750,9 @@ def avg_pool2d_forward(input, kernel_size, stride, padding, output_size, count_i
 
 def adaptive_max_pool2d_forward(input, output_size, channels_last, need_indices):
     if _global_ok(input, None, output_size):
-        return _global_max(input, channels_last, need_indices)
+        return _max_result(_global_forward(input, channels_last, True, need_indices), input)
     if _few_windows(input.shape[-2:], output_size):
-        y, idx = _window_forward(input, output_size, channels_last, True, need_indices)
-        return y, idx if need_indices else input.new_empty(0, dtype=torch.int64)
+        return _max_result(_window_forward(input, output_size, channels_last, True, need_indices), input)
     window = _adaptive_window(input.shape[-2:], output_size)
     return _max_forward(input, output_size, window, channels_last, need_indices, True)
 
@@ -767,6 +766,8 @@ def adaptive_avg_pool2d_forward(input, output_size, channels_last):
     return _avg_forward(input, output_size, window, True, None, channels_last, True)
 
 
-def _global_max(input, channels_last, need_indices):
-    y, idx = _global_forward(input, channels_last, True, need_indices)
-    return y, idx if need_indices else input.new_empty(0, dtype=torch.int64)
+def _max_result(result, input):
+    """(y, indices) of the global and window launchers, the indices an empty int64 tensor when
+    not asked for (None there), as _max_forward gives them."""
+    y, idx = result
+    return y, idx if idx is not None else input.new_empty(0, dtype=torch.int64)

@@ -454,7 +454,7 @@ def _max_backward(grad_output, indices, input_size, window, channels_last, adapt
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if grad_output.numel() == 0:  # no windows: nothing flows back
         return dx.zero_()
-    if adaptive and OH <= H and OW <= W and 16 * OH * OW <= H * W:
+    if adaptive and _few_windows((H, W), (OH, OW)):
         return _max_backward_scatter(grad_output, indices, dx, channels_last)
     if not adaptive and (SH, SW) == (2, 2):
         blocks = _s2_windows(KH, PH, DH), _s2_windows(KW, PW, DW)

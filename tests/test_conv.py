@@ -1143,13 +1143,13 @@ def test_depthwise_every_config_gpu(dtype, tol, monkeypatch):
     MobileNet-like layers (3x3 at strides 1 and 2, a 5x5, ragged sizes), both layouts,
     forward and input gradient, against torch's CUDA convolution."""
     from tritonnet import kernels
-    from tritonnet.kernels import depthwise as kdw
+    from tritonnet.kernels import pool as kpool  # the stencils take the pool kernels' configs
 
     tritonnet.set_backend("triton")
     tf32_off()
-    for cfg in kdw._configs():
-        monkeypatch.setattr(kdw, "_configs", lambda cfg=cfg: [cfg])
-        kdw._tuned.clear()
+    for cfg in kpool._configs():
+        monkeypatch.setattr(kpool, "_configs", lambda cfg=cfg: [cfg])
+        kpool._tuned.clear()
         for N, C, H, W, k, s in [(8, 96, 57, 55, 3, 1), (4, 144, 56, 56, 3, 2), (2, 40, 29, 31, 5, 1)]:
             for cl in (False, True):
                 x = torch.randn(N, C, H, W, device="cuda").to(dtype)
@@ -1163,7 +1163,7 @@ def test_depthwise_every_config_gpu(dtype, tol, monkeypatch):
                 dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
                 rdx = torch.nn.grad.conv2d_input(x.shape, w.float(), gy.float(), s, k // 2, 1, C)
                 assert_close_rel(dx, rdx, tol, f"{cfg} dx")
-    kdw._tuned.clear()
+    kpool._tuned.clear()
 
 
 @pytest.mark.gpu
