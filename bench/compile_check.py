@@ -341,7 +341,7 @@ def cases_misc(dtypes, quick):
             # few, large adaptive windows (the window kernels)
             _grad_step(TF.adaptive_avg_pool2d(xg, (3, 5)))
             _grad_step(TF.adaptive_max_pool2d(xg, (3, 5)))
-            # depthwise: the stencil kernels (forward, input gradient) and the GEMM's dw
+            # depthwise: the stencil kernels (forward, input and weight gradients)
             _grad_step(TF.conv2d(x4, leaf(16, 1, 3, 3), leaf(16), 2, 1, 1, 16))
             w = leaf(16, 8, 3, 3)
             b = leaf(8) if fmt == torch.channels_last else None  # the bias in the epilogue

@@ -391,7 +391,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
     Og = C_out // groups
     out_format = conv_memory_format(input, weight)
-    if depthwise(weight, groups):  # one channel a group: a stencil, not a GEMM
+    if depthwise(weight.shape, groups):  # one channel a group: a stencil, not a GEMM
         return depthwise_forward(input, weight, bias, (OH, OW), stride, padding, dilation, activation,
                                  out_format == torch.channels_last)
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)

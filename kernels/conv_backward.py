@@ -57,7 +57,7 @@ from .conv import (
     _split_gemm,
     _stage,
 )
-from .depthwise import depthwise, depthwise_input_grad
+from .depthwise import depthwise, depthwise_input_grad, depthwise_weight_grad
 
 __all__ = ["conv2d_input_grad", "conv2d_weight_grad"]
 
@@ -370,7 +370,7 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
     Og = C_out // groups
     out_format = conv_memory_format(grad_output, weight)
-    if depthwise(weight, groups):  # one channel a group: a stencil, not a GEMM
+    if depthwise(weight.shape, groups):  # one channel a group: a stencil, not a GEMM
         return depthwise_input_grad(grad_output, weight, input_size, stride, padding, dilation,
                                     bias, out_format == torch.channels_last)
     grad_output, weight = _stage(grad_output, Cg, Og), _stage(weight, Cg, Og)
@@ -440,6 +440,9 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     # dw as PyTorch lays it out (channels_last for channels_last operands), written so by the
     # kernel: autograd then keeps it as a channels_last weight's .grad without a copy
     dw_format = conv_memory_format(grad_output, input)
+    if depthwise(weight_size, groups):  # one channel a group: a stencil, not a GEMM
+        return depthwise_weight_grad(grad_output, input, weight_size, stride, padding, dilation,
+                                     bias_grad, dw_format == torch.channels_last)
     grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
     L = NB * OH * OW
     vec, C_dw = 1, Cg

@@ -481,11 +481,12 @@ def _window_pool_kernel(
 _tuned: dict = {}
 
 
-def _autotuned(name, fn, key):
+def _autotuned(name, fn, key, configs=None):
     """The autotuned wrapper of a pool kernel (this file's or pool_backward's) or of a
-    depthwise stencil (depthwise.py, tiled as these), built on first use from _configs."""
+    depthwise stencil (depthwise.py, tiled as these), built on first use from _configs (or
+    from ``configs()``)."""
     if name not in _tuned:
-        _tuned[name] = autotune(fn, configs=_configs(), key=key)
+        _tuned[name] = autotune(fn, configs=(configs or _configs)(), key=key)
     return _tuned[name]
 
 

@@ -74,3 +74,16 @@ def _gpu_on_cpu(request):
 
     with cuda_on_cpu(os.environ.get("TRITONNET_GPU_TESTS_ON_CPU") == "reference"):
         yield
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """torch.empty hands out NaN (floats) or -777 (integers): an element a kernel forgets to
+    write shows up."""
+    real = torch.empty
+
+    def empty(*args, **kwargs):
+        t = real(*args, **kwargs)
+        return t.fill_(float("nan") if t.is_floating_point() else -777)
+
+    monkeypatch.setattr(torch, "empty", empty)

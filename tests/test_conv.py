@@ -442,18 +442,23 @@ DEPTHWISE_CASES = [
 ]
 
 
-def test_depthwise_runs_as_a_stencil(monkeypatch):
+def test_depthwise_runs_as_a_stencil(monkeypatch, poisoned_empty):
     """A depthwise convolution (groups = C_in = C_out) runs kernels/depthwise.py, forward (bias,
-    fused activation) and input gradient (also conv_transpose2d's forward, with its bias),
-    against the reference: odd sizes, strides, dilation, non-square windows, both layouts
-    and a sliced input, results laid out as the reference's; forced int64 offsets the same.
-    A channel multiplier of 2, or a filter of more than 81 taps, keeps the GEMM."""
+    fused activation), input gradient (also conv_transpose2d's forward, with its bias) and
+    weight and bias gradients, against the reference: odd sizes, strides, dilation,
+    non-square windows, both layouts and a sliced input, results laid out as the
+    reference's; forced int64 offsets the same; the weight gradient split over programs and
+    not, every partial written (torch.empty poisoned), an empty batch. A channel multiplier
+    of 2, or a filter of more than 81 taps, keeps the GEMM."""
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import depthwise as kdw
 
+    plans = []
+    real_plan = kdw._wgrad_plan
+    monkeypatch.setattr(kdw, "_wgrad_plan", lambda *a: plans.append(real_plan(*a)) or plans[-1])
     calls = []
-    for name in ("depthwise_forward", "depthwise_input_grad"):
+    for name in ("depthwise_forward", "depthwise_input_grad", "depthwise_weight_grad"):
         real = getattr(kdw, name)
         for mod in (importlib.import_module("tritonnet.kernels.conv"),
                     importlib.import_module("tritonnet.kernels.conv_backward")):
@@ -483,7 +488,27 @@ def test_depthwise_runs_as_a_stencil(monkeypatch):
                 rdx = reference.conv2d_input_grad(gy, w, x.shape, *conv, bias=bias)
                 assert_close_rel(dx, rdx, tol, "dx")
                 assert dx.stride() == rdx.stride()
-            assert calls[n:] == ["depthwise_forward"] * 3 + ["depthwise_input_grad"] * 2
+            for bias_grad in (True, False):
+                dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv, bias_grad=bias_grad)
+                rdw, rdb = reference.conv2d_weight_grad(gy, x, w.shape, *conv, bias_grad=bias_grad)
+                assert_close_rel(dw, rdw, tol, "dw")
+                assert dw.stride() == rdw.stride() and dw.dtype == dtype
+                assert db.shape == rdb.shape and db.dtype == dtype
+                if bias_grad:
+                    assert_close_rel(db, rdb, tol, "db")
+            assert calls[n:] == (["depthwise_forward"] * 3 + ["depthwise_input_grad"] * 2
+                                 + ["depthwise_weight_grad"] * 2)
+    # the weight gradient of one program a channel (no split), and of an empty batch
+    for N, cl in ((1, False), (0, True)):
+        x = torch.randn(N, 16, 3, 5, device=KERNEL_DEVICE)
+        x = x.to(memory_format=torch.channels_last) if cl else x
+        w, conv = torch.randn(16, 1, 3, 3, device=KERNEL_DEVICE), ((1, 1), (1, 1), (1, 1), 16)
+        gy = torch.randn(N, 16, 3, 5, device=KERNEL_DEVICE)
+        for got, want in zip(kernels.conv2d_weight_grad(gy, x, w.shape, *conv),
+                             reference.conv2d_weight_grad(gy, x, w.shape, *conv)):
+            assert_close_rel(got, want, 1e-5, f"dw, batch {N}")
+    assert calls[-2:] == ["depthwise_weight_grad"] * 2
+    assert min(split for split, _ in plans) == 1 and max(split for split, _ in plans) > 1
     n = len(calls)
     x, w = torch.randn(2, 4, 6, 6, device=KERNEL_DEVICE), torch.randn(8, 1, 3, 3, device=KERNEL_DEVICE)
     conv = ((1, 1), (1, 1), (1, 1), 4)
@@ -1139,18 +1164,26 @@ def test_every_config_including_num_warps_8(dtype, tol, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 def test_depthwise_every_config_gpu(dtype, tol, monkeypatch):
-    """The depthwise stencil kernels with each config of their tuned set pinned in turn, on
-    MobileNet-like layers (3x3 at strides 1 and 2, a 5x5, ragged sizes), both layouts,
-    forward and input gradient, against torch's CUDA convolution."""
+    """The depthwise stencil kernels with each config of their tuned sets pinned in turn, on
+    MobileNet-like layers (3x3 at strides 1 and 2, a 5x5, a 7x7, ragged sizes), both
+    layouts, forward, input gradient and weight and bias gradients, against torch's CUDA
+    convolution."""
     from tritonnet import kernels
+    from tritonnet.kernels import depthwise as kdw
     from tritonnet.kernels import pool as kpool  # the stencils take the pool kernels' configs
 
     tritonnet.set_backend("triton")
     tf32_off()
-    for cfg in kpool._configs():
+    layers = [(8, 96, 57, 55, 3, 1), (4, 144, 56, 56, 3, 2), (2, 40, 29, 31, 5, 1), (2, 24, 14, 14, 7, 1)]
+    configs = kpool._configs()
+    wgrad_configs = {cl: kdw._wgrad_configs(cl) for cl in (False, True)}
+    for i in range(max(len(configs), *map(len, wgrad_configs.values()))):
+        cfg = configs[i % len(configs)]
         monkeypatch.setattr(kpool, "_configs", lambda cfg=cfg: [cfg])
+        pinned = {cl: wc[i % len(wc)] for cl, wc in wgrad_configs.items()}
+        monkeypatch.setattr(kdw, "_wgrad_configs", lambda cl, pinned=pinned: [pinned[cl]])
         kpool._tuned.clear()
-        for N, C, H, W, k, s in [(8, 96, 57, 55, 3, 1), (4, 144, 56, 56, 3, 2), (2, 40, 29, 31, 5, 1)]:
+        for N, C, H, W, k, s in layers:
             for cl in (False, True):
                 x = torch.randn(N, C, H, W, device="cuda").to(dtype)
                 x = x.to(memory_format=torch.channels_last) if cl else x
@@ -1163,6 +1196,10 @@ def test_depthwise_every_config_gpu(dtype, tol, monkeypatch):
                 dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
                 rdx = torch.nn.grad.conv2d_input(x.shape, w.float(), gy.float(), s, k // 2, 1, C)
                 assert_close_rel(dx, rdx, tol, f"{cfg} dx")
+                dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+                rdw = torch.nn.grad.conv2d_weight(x.float(), w.shape, gy.float(), s, k // 2, 1, C)
+                assert_close_rel(dw, rdw, tol, f"{pinned[cl]} dw")
+                assert_close_rel(db, gy.float().sum((0, 2, 3)), tol, f"{pinned[cl]} db")
     kpool._tuned.clear()
 
 

@@ -753,19 +753,6 @@ def test_kernels_exhaustive_options():
                            opt, 1e-5)
 
 
-@pytest.fixture
-def poisoned_empty(monkeypatch):
-    """torch.empty hands out NaN (floats) or -777 (integers): an element a kernel forgets to
-    write shows up."""
-    real = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real(*args, **kwargs)
-        return t.fill_(float("nan") if t.is_floating_point() else -777)
-
-    monkeypatch.setattr(torch, "empty", empty)
-
-
 def test_kernels_write_every_element(poisoned_empty):
     from tritonnet import kernels
 
