@@ -240,7 +240,7 @@ def depthwise_forward(input, weight, bias, out_hw, stride, padding, dilation, ac
     y = _alloc((N, C, OH, OW), input, channels_last)
     if bias is not None:
         bias = bias.contiguous()  # read by channel index
-    rows, cols, block_v, vec = _view(N, C, OH, OW, channels_last)
+    rows, cols, block_v, vec = _stencil_view(N, C, OH, OW, channels_last)
     if y.numel():
         _autotuned("dw_fwd", _dw_fwd_kernel, KEY)[_grid(rows, cols, block_v)](
             input, weight, bias if bias is not None else weight, y,
@@ -264,7 +264,7 @@ def depthwise_input_grad(grad_output, weight, input_size, stride, padding, dilat
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if bias is not None:
         bias = bias.contiguous()
-    rows, cols, block_v, vec = _view(N, C, H, W, channels_last)
+    rows, cols, block_v, vec = _stencil_view(N, C, H, W, channels_last)
     if dx.numel():
         _autotuned("dw_dx", _dw_bwd_input_kernel, KEY)[_grid(rows, cols, block_v)](
             grad_output, weight, bias if bias is not None else weight, dx,
