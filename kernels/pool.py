@@ -388,10 +388,14 @@ def _global_pool_kernel(
 @launcher
 @triton.jit
 def _global_combine_kernel(part_ptr, part_idx_ptr, y_ptr, idx_ptr, OUTS, SPLIT, DIVISOR,
-                           IS_MAX: tl.constexpr, STORE_INDICES: tl.constexpr, BLOCK: tl.constexpr):
-    """The splits' partials (rows of an (SPLIT, OUTS) buffer) combined in split order: max by
-    the tap rule (a later split's maximum replaces when greater or NaN, so ties keep the first
-    tap and the last NaN wins, as one scan would), avg summed, then divided."""
+                           C, H, W, OH, OW,
+                           IS_MAX: tl.constexpr, STORE_INDICES: tl.constexpr, WINDOWS: tl.constexpr,
+                           CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    """The splits' partials (rows of an (SPLIT, OUTS) buffer, OUTS = y's elements in its
+    memory order) combined in split order: max by the tap rule (a later split's maximum
+    replaces when greater or NaN, so ties keep the first tap and the last NaN wins, as one scan
+    would), avg summed, then divided: by DIVISOR, or with WINDOWS (_window_pool_kernel's
+    splits of (N, C, OH, OW) adaptive windows over (H, W)) by each window's tap count."""
     o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = o < OUTS
     acc = tl.load(part_ptr + o, mask=mask, other=0.0)
@@ -410,31 +414,49 @@ def _global_combine_kernel(part_ptr, part_idx_ptr, y_ptr, idx_ptr, OUTS, SPLIT, 
         if STORE_INDICES:
             tl.store(idx_ptr + o, tap, mask=mask)
     else:
-        y = _div(acc, tl.zeros_like(acc) + DIVISOR)
+        if WINDOWS:
+            if CHANNELS_LAST:
+                p = o // C  # the output position (n, oh, ow)
+            else:
+                p = o
+            ow = p % OW
+            oh = (p // OW) % OH
+            count = ((((oh + 1) * H + OH - 1) // OH - (oh * H) // OH)
+                     * (((ow + 1) * W + OW - 1) // OW - (ow * W) // OW))
+            y = _div(acc, tl.zeros_like(acc) + count)
+        else:
+            y = _div(acc, tl.zeros_like(acc) + DIVISOR)
         tl.store(y_ptr + o, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @launcher
 @triton.jit
 def _window_pool_kernel(
-    # pointers
+    # pointers: x, the output and its indices, or the partials (PARTIAL)
     x_ptr, y_ptr, idx_ptr,
-    # sizes; NUM_CB channel blocks an output position
-    C, H, W, OH, OW, NUM_CB,
+    # sizes; NUM_CB channel blocks an output position, CHUNK rows of a window a split, OUTS
+    # outputs (N*C*OH*OW)
+    C, H, W, OH, OW, NUM_CB, CHUNK, OUTS,
     # input strides
     stride_xn, stride_xc, stride_xh, stride_xw,
     IS_MAX: tl.constexpr, STORE_INDICES: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    PARTIAL: tl.constexpr,
     ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_KW: tl.constexpr,
 ):
-    """Adaptive windows, few and large: one program a window (n, oh, ow) and BLOCK_C channels,
-    walking the window's rows, BLOCK_KW taps of a row at a time, in the tile the global kernel
-    uses (channels x taps, along the contiguous axis). The window's bounds are scalars here,
-    so no tap is divided. max: as _global_pool_kernel, with plane indices ih*W + iw for taps
-    (their order is the scan's); avg: the sum over the window's count."""
+    """Adaptive windows, few and large: one program a window (n, oh, ow), BLOCK_C channels and
+    split s of the window's rows (CHUNK of them from its first), walking those rows, BLOCK_KW
+    taps of a row at a time, in the tile the global kernel uses (channels x taps, along the
+    contiguous axis). The window's bounds are scalars here, so no tap is divided. max: as
+    _global_pool_kernel, with plane indices ih*W + iw for taps (their order is the scan's);
+    avg: the sum over the window's count. PARTIAL (windows split over programs): the split's
+    maximum (and tap) or sum goes to row s of an (SPLIT, OUTS) buffer in the accumulator's
+    dtype, at the output's offset, for _global_combine_kernel."""
     o, n, oh, ow, c, kw = _window_program(NUM_CB, OH, OW, BLOCK_C, BLOCK_KW, INDEX64)
     cmask = c < C
     h0 = (oh * H) // OH
     h1 = ((oh + 1) * H + OH - 1) // OH
+    hs = h0 + tl.program_id(1) * CHUNK  # this split's rows [hs, he); none past the window
+    he = tl.minimum(h1, hs + CHUNK)
     w0 = (ow * W) // OW
     nw = ((ow + 1) * W + OW - 1) // OW - w0
     x_win = x_ptr + n * stride_xn + c * stride_xc  # (BLOCK_C,)
@@ -447,7 +469,7 @@ def _window_pool_kernel(
         best_p = tl.full((BLOCK_C, BLOCK_KW), -1, kw.dtype)
     else:
         acc = tl.zeros((BLOCK_C, BLOCK_KW), acc_dtype)
-    for ih in range(h0, h1):
+    for ih in range(hs, he):
         x_row = x_win + ih * stride_xh
         for k0 in range(0, nw, BLOCK_KW):
             iw = w0 + k0 + kw
@@ -464,18 +486,28 @@ def _window_pool_kernel(
         offs = o * C + c
     else:
         offs = (n * C + c) * (OH * OW) + oh * OW + ow
+    if PARTIAL:
+        offs += tl.program_id(1) * OUTS
     if IS_MAX:
         any_nan, last_nan, best, first = _max_across(acc, best_p, H * W)
-        tap = tl.where(any_nan, last_nan, tl.maximum(first, h0 * W + w0))  # -1: the first tap
+        # -1: the split's first tap (an empty split's -inf is never taken by the combine)
+        tap = tl.where(any_nan, last_nan, tl.maximum(first, hs * W + w0))
         nan_x = x_win + (tap // W) * stride_xh + (tap % W) * stride_xw
         best = tl.where(any_nan, tl.load(nan_x, mask=cmask & any_nan).to(acc_dtype), best)
-        tl.store(y_ptr + offs, best.to(y_ptr.dtype.element_ty), mask=cmask)
-        if STORE_INDICES:
+        if PARTIAL:
+            tl.store(y_ptr + offs, best, mask=cmask)
             tl.store(idx_ptr + offs, tap.to(tl.int64), mask=cmask)
+        else:
+            tl.store(y_ptr + offs, best.to(y_ptr.dtype.element_ty), mask=cmask)
+            if STORE_INDICES:
+                tl.store(idx_ptr + offs, tap.to(tl.int64), mask=cmask)
     else:
         total = tl.sum(acc, axis=1)
-        y = _div(total, tl.zeros_like(total) + (h1 - h0) * nw)
-        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=cmask)
+        if PARTIAL:
+            tl.store(y_ptr + offs, total, mask=cmask)
+        else:
+            y = _div(total, tl.zeros_like(total) + (h1 - h0) * nw)
+            tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=cmask)
 
 
 _tuned: dict = {}
@@ -677,7 +709,9 @@ def _global_forward(x, channels_last, is_max, need_indices=False, divisor=None):
             block = 128
             _global_combine_kernel[(cdiv(outs, block),)](
                 part, part_idx, y, idx if need_indices else y, outs, split, divisor or L,
-                IS_MAX=is_max, STORE_INDICES=need_indices, BLOCK=block, num_warps=4,
+                C, H, W, 1, 1,
+                IS_MAX=is_max, STORE_INDICES=need_indices, WINDOWS=False, CHANNELS_LAST=False,
+                BLOCK=block, num_warps=4,
             )
     return y, idx
 
@@ -701,22 +735,53 @@ def _window_plan(C, max_nw, channels_last):
     return min(tile // block_kw, next_power_of_2(C)), block_kw
 
 
+def _window_split(programs, rows, row_steps, device):
+    """(SPLIT, CHUNK): the windows' rows (``rows`` in the tallest, ``row_steps`` tile steps a
+    row) split over programs where ``programs`` (windows x channel blocks) would give fewer
+    than 4 an SM (a batch-1 PSPNet bin: 4 or 9 windows of 16 channel blocks), keeping
+    MIN_SPLIT_STEPS tile steps a split, as _global_plan does."""
+    want = cdiv(4 * num_sms(device), max(programs, 1))
+    split = max(1, min(want, rows * row_steps // MIN_SPLIT_STEPS, rows))
+    chunk = cdiv(rows, split)
+    return cdiv(rows, chunk), chunk
+
+
 def _window_forward(x, out_hw, channels_last, is_max, need_indices=False):
     N, C, H, W = x.shape
     OH, OW = out_hw
     y = _alloc((N, C, OH, OW), x, channels_last)
     idx = _alloc((N, C, OH, OW), x, channels_last, torch.int64) if need_indices else None
     if y.numel():
-        block_c, block_kw = _window_plan(C, _adaptive_max_taps(W, OW), channels_last)
+        max_nw = _adaptive_max_taps(W, OW)
+        block_c, block_kw = _window_plan(C, max_nw, channels_last)
         num_cb = cdiv(C, block_c)
-        _window_pool_kernel[(N * OH * OW * num_cb,)](
-            x, y, idx if need_indices else y,
-            C, H, W, OH, OW, num_cb,
+        programs = N * OH * OW * num_cb
+        split, chunk = _window_split(programs, _adaptive_max_taps(H, OH), cdiv(max_nw, block_kw),
+                                     x.device)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        outs = y.numel()
+        if split > 1:
+            part = torch.empty((split, outs), dtype=acc, device=x.device)
+            part_idx = torch.empty((split, outs), dtype=torch.int64, device=x.device) if is_max else part
+            dst, dst_idx = part, part_idx
+        else:
+            dst, dst_idx = y, idx if need_indices else y
+        _window_pool_kernel[(programs, split)](
+            x, dst, dst_idx,
+            C, H, W, OH, OW, num_cb, chunk, outs,
             *x.stride(),
             IS_MAX=is_max, STORE_INDICES=need_indices, CHANNELS_LAST=channels_last,
-            ACC64=x.dtype == torch.float64, INDEX64=index64(x, y), BLOCK_C=block_c, BLOCK_KW=block_kw,
-            num_warps=4,
+            PARTIAL=split > 1, ACC64=acc == torch.float64, INDEX64=index64(x, y, dst),
+            BLOCK_C=block_c, BLOCK_KW=block_kw, num_warps=4,
         )
+        if split > 1:
+            block = 128
+            _global_combine_kernel[(cdiv(outs, block),)](
+                part, part_idx, y, idx if need_indices else y, outs, split, 1,
+                C, H, W, OH, OW,
+                IS_MAX=is_max, STORE_INDICES=need_indices, WINDOWS=True, CHANNELS_LAST=channels_last,
+                BLOCK=block, num_warps=4,
+            )
     return y, idx
 
 

@@ -77,6 +77,7 @@ from .pool import (
     _window,
     _window_plan,
     _window_program,
+    _window_split,
 )
 
 BWD_KEY = ["ROWS", "COLS", "H", "W", "MAX_OH", "MAX_OW", "CHANNELS_LAST", "BLOCK_V"]
@@ -383,17 +384,18 @@ def _global_avg_bwd_kernel(
 def _window_avg_bwd_kernel(
     # pointers; dx dense (N, C, H, W) in the given layout
     dy_ptr, dx_ptr,
-    # sizes; NUM_CB channel blocks an output position
-    C, H, W, OH, OW, NUM_CB,
+    # sizes; NUM_CB channel blocks an output position, CHUNK rows a split
+    C, H, W, OH, OW, NUM_CB, CHUNK,
     # grad_output strides, dx's
     stride_gn, stride_gc, stride_gh, stride_gw,
     stride_xn, stride_xc, stride_xh, stride_xw,
     ACC64: tl.constexpr, INDEX64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_KW: tl.constexpr,
 ):
     """Adaptive windows, few and large (pool._few_windows: at most two windows cover an input
-    along a dimension): one program a window (n, oh, ow) and BLOCK_C channels writes the
-    inputs of its window that no earlier window covers (rows from the end of window oh - 1,
-    columns from the end of window ow - 1), each the sum over the windows that cover it of
+    along a dimension): one program a window (n, oh, ow), BLOCK_C channels and split s writes
+    the inputs of its window that no earlier window covers (rows from the end of window oh - 1,
+    CHUNK of them from split s's first, columns from the end of window ow - 1), each the sum
+    over the windows that cover it of
     dy / count, in the gather's order: (oh, ow), (oh, ow + 1), (oh + 1, ow), (oh + 1, ow + 1),
     from 0, a window that does not cover it adding +0.0. The four dy / count are worked out
     once a channel; a tap only selects."""
@@ -430,7 +432,8 @@ def _window_avg_bwd_kernel(
     r0 = tl.maximum(h0, (oh * H + OH - 1) // OH)  # the end of window oh - 1 (0 for oh = 0)
     c0 = tl.maximum(w0, (ow * W + OW - 1) // OW)
     dx_win = dx_ptr + n * stride_xn + c * stride_xc  # (BLOCK_C,)
-    for ih in range(r0, h1):
+    rs = r0 + tl.program_id(1) * CHUNK  # this split's rows
+    for ih in range(rs, tl.minimum(h1, rs + CHUNK)):
         down = ih >= hn  # window oh + 1 covers this row too
         for k0 in range(0, w1 - c0, BLOCK_KW):
             iw = c0 + k0 + kw
@@ -619,11 +622,15 @@ def _window_avg_backward(grad_output, input_size, channels_last):
     OH, OW = grad_output.shape[-2:]
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if dx.numel():
-        block_c, block_kw = _window_plan(C, _adaptive_max_taps(W, OW), channels_last)
+        max_nw = _adaptive_max_taps(W, OW)
+        block_c, block_kw = _window_plan(C, max_nw, channels_last)
         num_cb = cdiv(C, block_c)
-        _window_avg_bwd_kernel[(N * OH * OW * num_cb,)](
+        programs = N * OH * OW * num_cb
+        split, chunk = _window_split(programs, _adaptive_max_taps(H, OH), cdiv(max_nw, block_kw),
+                                     dx.device)
+        _window_avg_bwd_kernel[(programs, split)](
             grad_output, dx,
-            C, H, W, OH, OW, num_cb,
+            C, H, W, OH, OW, num_cb, chunk,
             *grad_output.stride(), *dx.stride(),
             ACC64=dx.dtype == torch.float64, INDEX64=index64(grad_output, dx),
             BLOCK_C=block_c, BLOCK_KW=block_kw, num_warps=4,

@@ -677,7 +677,9 @@ def test_kernels_global_pool_gradients(monkeypatch):
 # global pool of planes that are not one run (H and W transposed)
 WINDOW_CASES = [(2, 3, 17, 19, (3, 4), "nchw"), (1, 19, 33, 9, (2, 2), "channels_last"),
                 (1, 2, 64, 7, (3, 1), "nchw"), (1, 3, 22, 23, (4, 5), "channels_last"),
-                (2, 3, 9, 8, (1, 1), "transposed")]
+                (2, 3, 9, 8, (1, 1), "transposed"),
+                (1, 2, 8, 64, (3, 1), "channels_last"),  # heights 3, 4, 3: a split with no rows
+                (1, 3, 17, 11, (3, 3), "nchw")]  # split; windows of 6 or 7 by 4 or 5 taps
 
 
 def test_kernels_few_large_adaptive_windows(monkeypatch, poisoned_empty):
@@ -687,11 +689,16 @@ def test_kernels_few_large_adaptive_windows(monkeypatch, poisoned_empty):
     earlier window covers, summing the covering windows' dy / count in the gather's order).
     Max values and indices bitwise the reference's (ties, NaN, a plane of -inf), averages
     within tolerance, the average's gradient bitwise the gather's (a -0.0 dy included) and
-    every element written (torch.empty poisoned); denser outputs keep the per-output kernels."""
+    every element written (torch.empty poisoned); windows split over programs (a batch-1 bin)
+    and not; denser outputs keep the per-output kernels."""
     from tritonnet import kernels
     from tritonnet.kernels import pool as kpool
     from tritonnet.kernels import pool_backward as kpoolb
 
+    splits = []
+    real_split = kpool._window_split
+    for mod in (kpool, kpoolb):
+        monkeypatch.setattr(mod, "_window_split", lambda *a: splits.append(real_split(*a)) or splits[-1])
     calls = []
     for mod, name in ((kpool, "_window_forward"), (kpoolb, "_window_avg_backward")):
         real = getattr(mod, name)
@@ -727,6 +734,7 @@ def test_kernels_few_large_adaptive_windows(monkeypatch, poisoned_empty):
             assert dx.is_contiguous(memory_format=fmt)
             global_dense = out == (1, 1)  # the backward of a global pool takes the global kernel
             assert calls[n:] == ["_window_forward"] * 2 + ["_window_avg_backward"] * (not global_dense)
+    assert {split > 1 for split, _ in splits} == {True, False}, splits
     n = len(calls)
     x = _make((2, 3, 8, 8), "nchw", torch.float32, KERNEL_DEVICE)
     kernels.adaptive_avg_pool2d_forward(x, (3, 3), False)  # 9 outputs of 64 inputs: per output
@@ -1005,6 +1013,8 @@ def test_gpu_network_shapes(layout, dtype, tol):
         ((1, 64, 224, 224), lambda f, t: f.adaptive_max_pool2d(t, 1)),  # batch 1: split planes
         ((2, 48, 97, 101), lambda f, t: f.avg_pool2d(t, (97, 101))),
         ((8, 256, 60, 60), lambda f, t: f.adaptive_avg_pool2d(t, 6)),  # PSPNet's bins: windows
+        ((1, 2048, 64, 64), lambda f, t: f.adaptive_avg_pool2d(t, 2)),  # batch 1: split windows
+        ((1, 512, 60, 60), lambda f, t: f.adaptive_max_pool2d(t, 3)),
     ]:
         x = _make(shape, layout, dtype, "cuda").requires_grad_()
         xr = x.detach().requires_grad_()
