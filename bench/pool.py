@@ -67,6 +67,8 @@ CASES = [
     Case("deeplab.imagepool", "adaptive_avg_pool2d", 1, 2048, 64, 64, {"output_size": 1}),
     # few large adaptive windows: PSPNet's 3x3 bins of a 64x64 map (overlapping 22x22 windows)
     Case("psp.bins3", "adaptive_avg_pool2d", 8, 2048, 64, 64, {"output_size": 3}),
+    # ... and its 2x2 bins at batch 1 (inference): 4 windows, their rows split over programs
+    Case("psp.bins2.b1", "adaptive_avg_pool2d", 1, 2048, 64, 64, {"output_size": 2}),
     # nearest x2 upsampling (a decoder / FPN step)
     Case("upsample.x2", "interpolate", 128, 256, 28, 28, {"scale_factor": 2}, quick=True),
     # large bandwidth-bound tensors: 268M input elements
