@@ -151,8 +151,10 @@ def _dw_bwd_weight_kernel(
     INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
 ):
     BLOCK_R: tl.constexpr = BLOCK // BLOCK_V
-    kh0 = tl.program_id(0) * TAP_ROWS  # this program's first filter row (the fastest grid axis:
-    split = tl.program_id(1)  # the programs of a tile run together and share its dy and x in the cache)
+    # this program's first filter row: the fastest grid axis, so that the programs of a tile
+    # run together and share its dy and x in the cache
+    kh0 = tl.program_id(0) * TAP_ROWS
+    split = tl.program_id(1)
     if INDEX64:
         split = split.to(tl.int64)
     start = split * CHUNK

@@ -26,9 +26,10 @@ Global pools (one window, the whole plane: adaptive to 1x1, or a fixed window of
 size) over planes that are strided runs take _global_pool_kernel instead, where one lane per
 output would walk a long window alone: tiles of (channels, taps) along the contiguous axis,
 and the planes split over programs when they are few (_global_plan), the splits combined in
-order (_global_combine_kernel). Adaptive windows few and large (the output at most 1/16 of
+order (_combine_kernel). Adaptive windows few and large (the output at most 1/16 of
 the input; _few_windows) take _window_pool_kernel: one program a window and channel block,
-the window's rows walked by the same tiles. Same answers (max bitwise, indices included).
+the window's rows walked by the same tiles, split over programs and combined the same way
+when the windows are few (_window_split). Same answers (max bitwise, indices included).
 """
 
 from __future__ import annotations
@@ -338,7 +339,7 @@ def _global_pool_kernel(
     replaces the lane's maximum when greater or NaN), then across lanes the last NaN wins, else
     the first tap of the maximum: the fixed kernel's answer. avg: an fp32 (fp64) sum.
     PARTIAL: the split's maximum (and tap) or sum goes to row s of an (SPLIT, OUTS) buffer in
-    the accumulator's dtype, for _global_combine_kernel; else the result to y (and idx)."""
+    the accumulator's dtype, for _combine_kernel; else the result to y (and idx)."""
     s, n, c, lanes, t_first, t_end = _plane_program(NUM_CB, CHUNK, L, BLOCK_C, BLOCK_T, INDEX64)
     cmask = c < C
     x_row = x_ptr + n * stride_xn + c * stride_xc  # (BLOCK_C,) plane starts
@@ -387,7 +388,7 @@ def _global_pool_kernel(
 
 @launcher
 @triton.jit
-def _global_combine_kernel(part_ptr, part_idx_ptr, y_ptr, idx_ptr, OUTS, SPLIT, DIVISOR,
+def _combine_kernel(part_ptr, part_idx_ptr, y_ptr, idx_ptr, OUTS, SPLIT, DIVISOR,
                            C, H, W, OH, OW,
                            IS_MAX: tl.constexpr, STORE_INDICES: tl.constexpr, WINDOWS: tl.constexpr,
                            CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
@@ -450,7 +451,7 @@ def _window_pool_kernel(
     _global_pool_kernel, with plane indices ih*W + iw for taps (their order is the scan's);
     avg: the sum over the window's count. PARTIAL (windows split over programs): the split's
     maximum (and tap) or sum goes to row s of an (SPLIT, OUTS) buffer in the accumulator's
-    dtype, at the output's offset, for _global_combine_kernel."""
+    dtype, at the output's offset, for _combine_kernel."""
     o, n, oh, ow, c, kw = _window_program(NUM_CB, OH, OW, BLOCK_C, BLOCK_KW, INDEX64)
     cmask = c < C
     h0 = (oh * H) // OH
@@ -707,7 +708,7 @@ def _global_forward(x, channels_last, is_max, need_indices=False, divisor=None):
         )
         if split > 1:
             block = 128
-            _global_combine_kernel[(cdiv(outs, block),)](
+            _combine_kernel[(cdiv(outs, block),)](
                 part, part_idx, y, idx if need_indices else y, outs, split, divisor or L,
                 C, H, W, 1, 1,
                 IS_MAX=is_max, STORE_INDICES=need_indices, WINDOWS=False, CHANNELS_LAST=False,
@@ -776,7 +777,7 @@ def _window_forward(x, out_hw, channels_last, is_max, need_indices=False):
         )
         if split > 1:
             block = 128
-            _global_combine_kernel[(cdiv(outs, block),)](
+            _combine_kernel[(cdiv(outs, block),)](
                 part, part_idx, y, idx if need_indices else y, outs, split, 1,
                 C, H, W, OH, OW,
                 IS_MAX=is_max, STORE_INDICES=need_indices, WINDOWS=True, CHANNELS_LAST=channels_last,

@@ -632,7 +632,7 @@ def test_compile_check_compiles_every_kernel_for_sm90(tmp_path):
                  "_avg_pool2d_fwd_kernel", "_avg_pool2d_bwd_kernel", "_softmax_fwd_kernel",
                  "_cross_entropy_fwd_kernel", "_cross_entropy_bwd_kernel", "_dropout_fwd_kernel",
                  "_upsample_nearest_fwd_kernel", "_unfold_kernel", "_fold_kernel",
-                 "_global_pool_kernel", "_global_combine_kernel", "_global_avg_bwd_kernel",
+                 "_global_pool_kernel", "_combine_kernel", "_global_avg_bwd_kernel",
                  "_window_pool_kernel", "_window_avg_bwd_kernel", "_dw_fwd_kernel",
                  "_dw_bwd_input_kernel", "_dw_bwd_weight_kernel"]:
         assert name in kernels, f"{name} was not compiled; got {sorted(kernels)}"
