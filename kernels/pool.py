@@ -679,6 +679,28 @@ def _global_plan(N, C, L, stride_c, stride_t, device):
     return block_c, block_t, cdiv(L, chunk), chunk
 
 
+def _partials(split, x, y, idx, is_max):
+    """(accumulator dtype, dst, dst_idx): where a split pool kernel writes. One split: y and
+    idx (y again when there are no indices); more: (split, y.numel()) partials in the
+    accumulator's dtype (fp64 for fp64 x, else fp32), with their int64 taps for max."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if split == 1:
+        return acc, y, idx if idx is not None else y
+    part = torch.empty((split, y.numel()), dtype=acc, device=x.device)
+    taps = torch.empty((split, y.numel()), dtype=torch.int64, device=x.device) if is_max else part
+    return acc, part, taps
+
+
+def _combine(part, part_idx, y, idx, is_max, split, divisor, sizes, windows, channels_last):
+    """_combine_kernel over _partials' buffers into y (and idx); sizes (C, H, W, OH, OW)."""
+    block = 128
+    _combine_kernel[(cdiv(y.numel(), block),)](
+        part, part_idx, y, idx if idx is not None else y, y.numel(), split, divisor, *sizes,
+        IS_MAX=is_max, STORE_INDICES=idx is not None, WINDOWS=windows, CHANNELS_LAST=channels_last,
+        BLOCK=block, num_warps=4,
+    )
+
+
 def _global_forward(x, channels_last, is_max, need_indices=False, divisor=None):
     """Max (with the indices when need_indices) or mean (sum / divisor, default H*W) over each
     whole (H, W) plane of x: (N, C, 1, 1), and the int64 indices for max."""
@@ -689,31 +711,18 @@ def _global_forward(x, channels_last, is_max, need_indices=False, divisor=None):
     idx = _alloc((N, C, 1, 1), x, channels_last, torch.int64) if need_indices else None
     if y.numel():
         block_c, block_t, split, chunk = _global_plan(N, C, L, x.stride(1), stride_t, x.device)
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        outs = N * C
-        if split > 1:
-            part = torch.empty((split, outs), dtype=acc, device=x.device)
-            part_idx = torch.empty((split, outs), dtype=torch.int64, device=x.device) if is_max else part
-            dst, dst_idx = part, part_idx
-        else:
-            dst, dst_idx = y, idx if need_indices else y
+        acc, dst, dst_idx = _partials(split, x, y, idx, is_max)
         num_cb = cdiv(C, block_c)
         _global_pool_kernel[(N * num_cb, split)](
             x, dst, dst_idx,
-            C, L, chunk, num_cb, outs, divisor or L,
+            C, L, chunk, num_cb, N * C, divisor or L,
             x.stride(0), x.stride(1), stride_t,
             IS_MAX=is_max, STORE_INDICES=need_indices, PARTIAL=split > 1,
             ACC64=acc == torch.float64, INDEX64=index64(x, y, dst), BLOCK_C=block_c, BLOCK_T=block_t,
             num_warps=4,
         )
         if split > 1:
-            block = 128
-            _combine_kernel[(cdiv(outs, block),)](
-                part, part_idx, y, idx if need_indices else y, outs, split, divisor or L,
-                C, H, W, 1, 1,
-                IS_MAX=is_max, STORE_INDICES=need_indices, WINDOWS=False, CHANNELS_LAST=False,
-                BLOCK=block, num_warps=4,
-            )
+            _combine(dst, dst_idx, y, idx, is_max, split, divisor or L, (C, H, W, 1, 1), False, False)
     return y, idx
 
 
@@ -759,30 +768,17 @@ def _window_forward(x, out_hw, channels_last, is_max, need_indices=False):
         programs = N * OH * OW * num_cb
         split, chunk = _window_split(programs, _adaptive_max_taps(H, OH), cdiv(max_nw, block_kw),
                                      x.device)
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        outs = y.numel()
-        if split > 1:
-            part = torch.empty((split, outs), dtype=acc, device=x.device)
-            part_idx = torch.empty((split, outs), dtype=torch.int64, device=x.device) if is_max else part
-            dst, dst_idx = part, part_idx
-        else:
-            dst, dst_idx = y, idx if need_indices else y
+        acc, dst, dst_idx = _partials(split, x, y, idx, is_max)
         _window_pool_kernel[(programs, split)](
             x, dst, dst_idx,
-            C, H, W, OH, OW, num_cb, chunk, outs,
+            C, H, W, OH, OW, num_cb, chunk, y.numel(),
             *x.stride(),
             IS_MAX=is_max, STORE_INDICES=need_indices, CHANNELS_LAST=channels_last,
             PARTIAL=split > 1, ACC64=acc == torch.float64, INDEX64=index64(x, y, dst),
             BLOCK_C=block_c, BLOCK_KW=block_kw, num_warps=4,
         )
         if split > 1:
-            block = 128
-            _combine_kernel[(cdiv(outs, block),)](
-                part, part_idx, y, idx if need_indices else y, outs, split, 1,
-                C, H, W, OH, OW,
-                IS_MAX=is_max, STORE_INDICES=need_indices, WINDOWS=True, CHANNELS_LAST=channels_last,
-                BLOCK=block, num_warps=4,
-            )
+            _combine(dst, dst_idx, y, idx, is_max, split, 1, (C, H, W, OH, OW), True, channels_last)
     return y, idx
 
 
