@@ -13,6 +13,10 @@ channel index n*C + c), never its memory position, so the mask depends on (seed,
 only: NCHW and channels_last inputs drop the same elements, and a gradient arriving in another
 layout than the forward's input still meets the forward's mask.
 
+The seed: an int, or a 0-d int64 tensor on the input's device that the kernel reads (the
+functional layer draws it so under CUDA graph capture, where a host int would be frozen into
+the graph and every replay would drop the same elements). Either gives the same mask.
+
 Layout: the tensor is viewed as (N, C, L) = (dim 0, dim 1, the remaining dims merged), with
 strides, for input and output separately (NCHW: stride_l 1; channels_last: stride_c 1). A
 contiguous tensor in plain dropout is viewed as (1, 1, numel). One program handles a
@@ -46,9 +50,14 @@ def _dropout_fwd_kernel(
     # strides
     stride_xn, stride_xc, stride_xl, stride_yn, stride_yc, stride_yl,
     # options and tile sizes
-    FEATURE: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
+    FEATURE: tl.constexpr, SEED_PTR: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
-    """y = x * (keep ? scale : 0), keep = rand(seed, counter) >= p; see the module docstring."""
+    """y = x * (keep ? scale : 0), keep = rand(seed, counter) >= p; see the module docstring.
+    SEED_PTR: ``seed`` points at the seed (an int64 in device memory, as drawn inside a
+    captured CUDA graph: each replay draws anew), else it is the seed."""
+    if SEED_PTR:
+        seed = tl.load(seed)
     pid = tl.program_id(0)
     num_l = tl.cdiv(L, BLOCK_L)
     num_c = tl.cdiv(C, BLOCK_C)
@@ -137,7 +146,8 @@ def _launch(x, p, seed, feature, out):
     grid = (N * cdiv(C, block_c) * cdiv(L, block_l),)
     _dropout_fwd_kernel[grid](
         x, target, seed, p, scale, C, L, *sx, *sy,
-        FEATURE=feature, ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
+        FEATURE=feature, SEED_PTR=torch.is_tensor(seed),
+        ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
         BLOCK_C=block_c, BLOCK_L=block_l,
     )
     if target is not out:

@@ -100,7 +100,8 @@ KERNEL_CASES = [
 @pytest.mark.parametrize("shape,layout", KERNEL_CASES)
 def test_kernels_match_philox(shape, layout, feature):
     """Forward, in-place forward and backward primitives against the independent draw: the
-    counter is the logical index, so layouts and the backward's dy layout cannot matter."""
+    counter is the logical index, so layouts and the backward's dy layout cannot matter. A
+    seed in device memory (as drawn under CUDA graph capture) gives the same masks."""
     if feature and len(shape) < 2:
         pytest.skip("dropout2d needs (N, C, *)")
     from tritonnet import kernels
@@ -113,6 +114,8 @@ def test_kernels_match_philox(shape, layout, feature):
     y = fwd(x, p, seed)
     assert y.stride() == torch.empty_like(x).stride()  # the input's layout, as torch
     torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    seed_t = torch.tensor(seed, dtype=torch.int64, device=x.device)  # read by the kernel
+    torch.testing.assert_close(fwd(x, p, seed_t), expected, rtol=0, atol=0)
     # into a given, poisoned buffer
     out = torch.full_like(x, float("nan"))
     assert fwd(x, p, seed, out=out) is out
@@ -127,6 +130,7 @@ def test_kernels_match_philox(shape, layout, feature):
         g = g.to(memory_format=torch.channels_last)
     expected = _triton_expected(g, p, seed, feature)
     torch.testing.assert_close(bwd(g, p, seed), expected, rtol=0, atol=0)
+    torch.testing.assert_close(bwd(g, p, seed_t), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
@@ -508,3 +512,40 @@ def test_kernel_int64_counters_gpu():
     u = _philox_uniform(tail, 42, base=n - tail, device="cuda")
     expected = torch.where(u >= 0.5, 2.0, 0.0).half()
     torch.testing.assert_close(y[-tail:], expected, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("fn", ["dropout", "dropout2d"])
+def test_cuda_graph_replays_draw_new_masks(fn):
+    """A training step captured in a CUDA graph draws dropout's seed on the device, so each
+    replay drops other elements (a host seed would be frozen into the graph: one mask for
+    every replay), and the backward captured with it meets its forward's mask."""
+    tritonnet.set_backend("triton")
+    op = getattr(F, fn)
+    x = torch.randn(8, 16, 32, 32, device="cuda").abs_() + 0.5  # no zeros: y == 0 means dropped
+    xs = x.clone().requires_grad_()
+    g = torch.randn_like(x)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm up (compiles, autotunes) outside the capture
+        for _ in range(2):
+            xs.grad = None
+            op(xs, 0.5).backward(g)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    xs.grad = None
+    with torch.cuda.graph(graph):
+        y = op(xs, 0.5)
+        y.backward(g)
+    masks = []
+    for _ in range(3):
+        graph.replay()
+        torch.cuda.synchronize()
+        keep = y != 0
+        torch.testing.assert_close(y, torch.where(keep, 2 * x, 0.0), rtol=1e-6, atol=0)
+        torch.testing.assert_close(xs.grad, torch.where(keep, 2 * g, 0.0), rtol=1e-6, atol=0)
+        frac = keep.float().mean().item()
+        assert 0.3 < frac < 0.7, frac
+        masks.append(keep.clone())
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])

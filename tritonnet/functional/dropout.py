@@ -1,8 +1,9 @@
 """dropout, dropout2d with torch.nn.functional's signatures, checks and edge cases.
 
 Randomness: each call that drops anything draws one 63-bit seed from torch's default CPU
-generator (whatever the input's device), and the primitives turn (seed, p) into the mask, so
-``torch.manual_seed`` makes a run repeatable. The masks are not torch's own bits (torch draws
+generator (whatever the input's device; under CUDA graph capture from the input's device's
+generator, so that each replay draws anew), and the primitives turn (seed, p) into the mask,
+so ``torch.manual_seed`` makes a run repeatable. The masks are not torch's own bits (torch draws
 from its Philox/MT state directly); the Triton and reference backends also differ bit-wise
 (see kernels/dropout.py and tritonnet/reference/dropout.py).
 
@@ -27,9 +28,15 @@ def _check_p(p) -> None:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
 
 
-def _seed() -> torch.Tensor:
+def _seed(input) -> torch.Tensor:
     """A 0-d int64 CPU tensor from torch's default (CPU) generator, whatever
-    torch.set_default_device says (no .item(): compile-friendly)."""
+    torch.set_default_device says (no .item(): compile-friendly). Under CUDA graph capture
+    the draw is on the input's device instead, from its generator, which graph capture
+    supports: each replay of the graph draws a new seed (a CPU draw would be frozen into the
+    graph, the same mask at every replay). Not while torch.compile traces (it would not
+    trace the capture check): compiled code keeps the CPU draw, as before."""
+    if input.is_cuda and not torch.compiler.is_compiling() and torch.cuda.is_current_stream_capturing():
+        return torch.randint(2**63 - 1, (), dtype=torch.int64, device=input.device)
     return torch.randint(2**63 - 1, (), dtype=torch.int64, device="cpu")
 
 
@@ -53,7 +60,7 @@ def _apply(name, input, p, training, inplace, feature):
         seed, feature = torch.zeros((), dtype=torch.int64, device="cpu"), False
     else:
         check_float(f"{name}(): input", input, COMPLEX)  # torch's: NotImplementedError for complex
-        seed = _seed()
+        seed = _seed(input)
     p = float(p)
     if not inplace:
         return _dropout_op(input, p, seed, feature)

@@ -27,13 +27,19 @@ def _backward_prim(prims, feature):
     return prims.dropout2d_backward if feature else prims.dropout_backward
 
 
-# The seed travels as a 0-d int64 CPU tensor, read inside the op: torch.compile then traces
-# the draw (torch.randint) and the op without a graph break on .item().
+# The seed travels as a 0-d int64 tensor, read inside the op: torch.compile then traces the
+# draw (torch.randint) and the op without a graph break on .item(). A CPU seed becomes a host
+# int; one on the device (drawn there under CUDA graph capture, functional/dropout.py) goes
+# to the kernel as a pointer, read on the device: no host sync, and each replay's draw.
+
+
+def _seed(seed: Tensor):
+    return int(seed) if seed.device.type == "cpu" else seed
 
 
 @primitive
 def dropout(input: Tensor, p: float, seed: Tensor, feature: bool) -> Tensor:
-    return _forward(backend_for(input), feature)(input, p, int(seed))
+    return _forward(backend_for(input), feature)(input, p, _seed(seed))
 
 
 @dropout.register_fake
@@ -44,7 +50,7 @@ def _(input, p, seed, feature):
 @torch.library.custom_op("tritonnet::dropout_", mutates_args=("input",))
 def dropout_(input: Tensor, p: float, seed: Tensor, feature: bool) -> None:
     """In place, without autograd of its own (dropout_inplace below adds it)."""
-    _forward(backend_for(input), feature)(input, p, int(seed), out=input)
+    _forward(backend_for(input), feature)(input, p, _seed(seed), out=input)
 
 
 @dropout_.register_fake
@@ -54,7 +60,7 @@ def _(input, p, seed, feature):
 
 @primitive
 def dropout_backward(grad_output: Tensor, p: float, seed: Tensor, feature: bool) -> Tensor:
-    return _backward_prim(backend_for(grad_output), feature)(grad_output, p, int(seed))
+    return _backward_prim(backend_for(grad_output), feature)(grad_output, p, _seed(seed))
 
 
 @dropout_backward.register_fake

@@ -21,7 +21,7 @@ from ._common import acc_dtype
 def _factor(shape, p, seed, dtype, device):
     """(keep ? 1/(1-p) : 0) of the given shape, from a generator seeded with ``seed``."""
     gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed)
+    gen.manual_seed(int(seed))  # (a device seed: read with a sync, which graph capture refuses)
     u = torch.rand(shape, generator=gen, dtype=torch.float32).to(device)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
     return (u >= p).to(dtype) * scale  # scale rounded to dtype (the kernels: to fp32)
