@@ -1163,43 +1163,44 @@ def test_every_config_including_num_warps_8(dtype, tol, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,tol", DTYPES)
-def test_depthwise_every_config_gpu(dtype, tol, monkeypatch):
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "channels_last"])
+def test_depthwise_every_config_gpu(dtype, tol, cl, monkeypatch):
     """The depthwise stencil kernels with each config of their tuned sets pinned in turn, on
-    MobileNet-like layers (3x3 at strides 1 and 2, a 5x5, a 7x7, ragged sizes), both
-    layouts, forward, input gradient and weight and bias gradients, against torch's CUDA
-    convolution."""
+    MobileNet-like layers (a ragged 3x3 with each config; a 3x3 at stride 2, a 5x5 and a 7x7
+    in turn), forward, input gradient and weight and bias gradients, against torch's CUDA
+    convolution. (Each config compiles every kernel anew: two layers a config keep the test
+    within the GPU session's test budget.)"""
     from tritonnet import kernels
     from tritonnet.kernels import depthwise as kdw
     from tritonnet.kernels import pool as kpool  # the stencils take the pool kernels' configs
 
     tritonnet.set_backend("triton")
     tf32_off()
-    layers = [(8, 96, 57, 55, 3, 1), (4, 144, 56, 56, 3, 2), (2, 40, 29, 31, 5, 1), (2, 24, 14, 14, 7, 1)]
+    ragged = (8, 96, 57, 55, 3, 1)
+    others = [(4, 144, 56, 56, 3, 2), (2, 40, 29, 31, 5, 1), (2, 24, 14, 14, 7, 1)]
     configs = kpool._configs()
-    wgrad_configs = {cl: kdw._wgrad_configs(cl) for cl in (False, True)}
-    for i in range(max(len(configs), *map(len, wgrad_configs.values()))):
-        cfg = configs[i % len(configs)]
+    wgrad_configs = kdw._wgrad_configs(cl)
+    for i in range(max(len(configs), len(wgrad_configs))):
+        cfg, wcfg = configs[i % len(configs)], wgrad_configs[i % len(wgrad_configs)]
         monkeypatch.setattr(kpool, "_configs", lambda cfg=cfg: [cfg])
-        pinned = {cl: wc[i % len(wc)] for cl, wc in wgrad_configs.items()}
-        monkeypatch.setattr(kdw, "_wgrad_configs", lambda cl, pinned=pinned: [pinned[cl]])
+        monkeypatch.setattr(kdw, "_wgrad_configs", lambda cl, wcfg=wcfg: [wcfg])
         kpool._tuned.clear()
-        for N, C, H, W, k, s in layers:
-            for cl in (False, True):
-                x = torch.randn(N, C, H, W, device="cuda").to(dtype)
-                x = x.to(memory_format=torch.channels_last) if cl else x
-                w = torch.randn(C, 1, k, k, device="cuda").to(dtype)
-                conv = ((s, s), (k // 2, k // 2), (1, 1), C)
-                y = kernels.conv2d_forward(x, w, None, *conv)
-                ref = TF.conv2d(x.float(), w.float(), None, s, k // 2, 1, C)
-                assert_close_rel(y, ref, tol, f"{cfg} forward")
-                gy = torch.randn(y.shape, device="cuda").to(dtype)
-                dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
-                rdx = torch.nn.grad.conv2d_input(x.shape, w.float(), gy.float(), s, k // 2, 1, C)
-                assert_close_rel(dx, rdx, tol, f"{cfg} dx")
-                dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
-                rdw = torch.nn.grad.conv2d_weight(x.float(), w.shape, gy.float(), s, k // 2, 1, C)
-                assert_close_rel(dw, rdw, tol, f"{pinned[cl]} dw")
-                assert_close_rel(db, gy.float().sum((0, 2, 3)), tol, f"{pinned[cl]} db")
+        for N, C, H, W, k, s in (ragged, others[i % len(others)]):
+            x = torch.randn(N, C, H, W, device="cuda").to(dtype)
+            x = x.to(memory_format=torch.channels_last) if cl else x
+            w = torch.randn(C, 1, k, k, device="cuda").to(dtype)
+            conv = ((s, s), (k // 2, k // 2), (1, 1), C)
+            y = kernels.conv2d_forward(x, w, None, *conv)
+            ref = TF.conv2d(x.float(), w.float(), None, s, k // 2, 1, C)
+            assert_close_rel(y, ref, tol, f"{cfg} forward")
+            gy = torch.randn(y.shape, device="cuda").to(dtype)
+            dx = kernels.conv2d_input_grad(gy, w, x.shape, *conv)
+            rdx = torch.nn.grad.conv2d_input(x.shape, w.float(), gy.float(), s, k // 2, 1, C)
+            assert_close_rel(dx, rdx, tol, f"{cfg} dx")
+            dw, db = kernels.conv2d_weight_grad(gy, x, w.shape, *conv)
+            rdw = torch.nn.grad.conv2d_weight(x.float(), w.shape, gy.float(), s, k // 2, 1, C)
+            assert_close_rel(dw, rdw, tol, f"{wcfg} dw")
+            assert_close_rel(db, gy.float().sum((0, 2, 3)), tol, f"{wcfg} db")
     kpool._tuned.clear()
 
 
