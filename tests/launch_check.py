@@ -201,6 +201,7 @@ def _every_family_is_served() -> int:
     no launch falls back for want of a key (a seed keyed by value, an argument of a type the
     memo does not key, both seen while writing this). The first config of each autotuner."""
     import tritonnet.functional as F
+    import tritonnet.kernels
 
     Autotuner.prune_configs = lambda self, kwargs: self.configs[:1]
     Autotuner._bench = lambda self, *a, config, **k: [1.0] * 3
@@ -225,6 +226,9 @@ def _every_family_is_served() -> int:
     t = torch.tensor([1, 2, 3, 4, 5, 6, 7, -100])
     lw = torch.randn(32, 10, requires_grad=True)
     t2 = torch.randn(8, 10)
+    wd = torch.randn(16, 1, 3, 3, dtype=bf, requires_grad=True)
+    xs = torch.randn(1, 16, 64, 64, dtype=bf, requires_grad=True)  # 2x2 windows: rows split
+    seed = torch.tensor(5)
 
     def grad(y):
         y.float().sum().backward()
@@ -240,6 +244,11 @@ def _every_family_is_served() -> int:
         "unfold": lambda: grad(F.unfold(x4, 3)),
         "relu": lambda: grad(F.relu(x4)),
         "dropout": lambda: grad(F.dropout(x4, 0.3)),
+        "dropout, the seed in memory (CUDA graph capture)":
+            lambda: tritonnet.kernels.dropout_forward(x4.detach(), 0.3, seed),
+        "depthwise conv2d (the stencils)": lambda: grad(F.conv2d(x4, wd, padding=1, groups=16)),
+        "adaptive pools, window rows split": lambda: (grad(F.adaptive_avg_pool2d(xs, 2)),
+                                                      grad(F.adaptive_max_pool2d(xs, 2))),
         "softmax": lambda: grad(F.softmax(x2, 1)),
         "cross_entropy": lambda: grad(F.cross_entropy(x2, t)),
         "nll_loss": lambda: grad(F.nll_loss(x2, t)),
