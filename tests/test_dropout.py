@@ -514,6 +514,31 @@ def test_kernel_int64_counters_gpu():
     torch.testing.assert_close(y[-tail:], expected, rtol=0, atol=0)
 
 
+def test_seed_drawn_on_the_device_only_under_graph_capture(monkeypatch):
+    """Where the seed is drawn (the GPU test below checks what it does to a captured graph):
+    on the CPU generator, except for a CUDA input while its stream is capturing a CUDA
+    graph, and not while torch.compile traces (which keeps the CPU draw)."""
+    import importlib
+    import types
+
+    fdrop = importlib.import_module("tritonnet.functional.dropout")  # (the name is the function)
+
+    draws = []
+    real = torch.randint
+    monkeypatch.setattr(torch, "randint", lambda *a, device=None, **k: draws.append(str(device))
+                        or real(*a, **k))
+    capturing, compiling = [False], [False]
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling[0])
+    gpu_input = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda", 1))
+    cpu_input = torch.zeros(3)
+    for capture, compile_, x, want in [(False, False, gpu_input, "cpu"), (True, False, gpu_input, "cuda:1"),
+                                       (True, True, gpu_input, "cpu"), (True, False, cpu_input, "cpu")]:
+        capturing[0], compiling[0] = capture, compile_
+        fdrop._seed(x)
+        assert draws[-1] == want, (capture, compile_, x, draws)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("fn", ["dropout", "dropout2d"])
