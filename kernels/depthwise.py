@@ -228,17 +228,6 @@ def _dw_bwd_weight_kernel(
 KEY = ["ROWS", "COLS", "KH", "KW", "SH", "SW", "DH", "DW", "CHANNELS_LAST", "BLOCK_V"]
 
 
-def _stencil_view(N, C, H, W, channels_last):
-    """pool._view's (ROWS, COLS, BLOCK_V, VEC), but in channels_last the column block is the
-    largest power of 2 dividing C (up to pool.MAX_BLOCK_V) where that is a whole vector: 144
-    channels (MobileNetV2) take 16-wide blocks, none idle, where 128-wide ones would leave 112
-    of every 256 lanes without a channel. Otherwise (19 channels, NCHW) as the pools'."""
-    rows, cols, block_v, vec = _view(N, C, H, W, channels_last)
-    if channels_last and (C & -C) >= min(8, block_v):
-        block_v = min(C & -C, block_v)
-    return rows, cols, block_v, vec
-
-
 def depthwise_forward(input, weight, bias, out_hw, stride, padding, dilation, activation,
                       channels_last):
     """y (N, C, OH, OW) = act(conv2d(input, weight, bias, groups=C)) for a depthwise weight
@@ -251,7 +240,7 @@ def depthwise_forward(input, weight, bias, out_hw, stride, padding, dilation, ac
     y = _alloc((N, C, OH, OW), input, channels_last)
     if bias is not None:
         bias = bias.contiguous()  # read by channel index
-    rows, cols, block_v, vec = _stencil_view(N, C, OH, OW, channels_last)
+    rows, cols, block_v, vec = _view(N, C, OH, OW, channels_last)
     if y.numel():
         _autotuned("dw_fwd", _dw_fwd_kernel, KEY)[_grid(rows, cols, block_v)](
             input, weight, bias if bias is not None else weight, y,
@@ -275,7 +264,7 @@ def depthwise_input_grad(grad_output, weight, input_size, stride, padding, dilat
     dx = _alloc((N, C, H, W), grad_output, channels_last)
     if bias is not None:
         bias = bias.contiguous()
-    rows, cols, block_v, vec = _stencil_view(N, C, H, W, channels_last)
+    rows, cols, block_v, vec = _view(N, C, H, W, channels_last)
     if dx.numel():
         _autotuned("dw_dx", _dw_bwd_input_kernel, KEY)[_grid(rows, cols, block_v)](
             grad_output, weight, bias if bias is not None else weight, dx,
@@ -322,7 +311,7 @@ def depthwise_weight_grad(grad_output, input, weight_size, stride, padding, dila
     (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
     # dy's view: rows of pixels by channels (channels_last), rows of (n, oh) by ow (NCHW, one
     # channel a program)
-    rows, cols, block_v, vec = _stencil_view(N, C if channels_last else 1, OH, OW, channels_last)
+    rows, cols, block_v, vec = _view(N, C if channels_last else 1, OH, OW, channels_last)
     programs = cdiv(C, block_v) if channels_last else C
     tap_rows = 1 if channels_last else KH  # a program's filter rows: one, or all
     split, chunk = (_wgrad_plan(rows, cols, programs * (KH // tap_rows), grad_output.device)

@@ -427,6 +427,40 @@ def test_kernels_ragged_tiles():
         _check_every_kernel(kernels, x, cl, [3, 10])
 
 
+def test_channels_last_column_blocks_divide_the_channels(monkeypatch):
+    """With a GPU's column blocks (up to 128), a channels_last view tiles C by the largest
+    power of 2 dividing it where that holds a whole vector (none of a block's lanes idle), and
+    every other view as before; the pools, nearest upsampling and the depthwise stencils
+    (which share the view) run on such blocks: 48 channels in 3 blocks of 16."""
+    from tritonnet import kernels
+    from tritonnet.kernels import pool as kpool
+
+    monkeypatch.setattr(kpool, "MAX_BLOCK_V", 128)
+    cl = {c: kpool._view(2, c, 5, 7, True)[2:] for c in (144, 96, 192, 64, 48, 256, 24, 12, 19, 4, 3)}
+    assert cl == {144: (16, 8), 96: (32, 8), 192: (64, 8), 64: (64, 8), 48: (16, 8), 256: (128, 8),
+                  24: (8, 8), 12: (16, 4), 19: (32, 1), 4: (4, 4), 3: (4, 1)}
+    assert kpool._view(2, 144, 5, 56, False)[2:] == (64, 8)  # NCHW: columns are w, unchanged
+    assert kpool._view(2, 144, 5, 48, False)[2:] == (64, 8)
+
+    x, cl = _kargs((2, 48, 7, 9), "channels_last", torch.float32)
+    _check_every_kernel(kernels, x, cl, [3, 4])
+    up = ([14, 18], [2.0, 2.0], False, cl)
+    y = kernels.upsample_nearest_forward(x, *up)
+    assert torch.equal(y, reference.upsample_nearest_forward(x, *up))
+    g = torch.randn(y.shape, device=x.device).to(memory_format=torch.channels_last)
+    dx = kernels.upsample_nearest_backward(g, x.shape, *up[1:])
+    torch.testing.assert_close(dx, reference.upsample_nearest_backward(g, x.shape, *up[1:]))
+    w, b = torch.randn(48, 1, 3, 3, device=x.device), torch.randn(48, device=x.device)
+    conv = ((1, 1), (1, 1), (1, 1), 48)
+    y = kernels.conv2d_forward(x, w, b, *conv, "none")
+    torch.testing.assert_close(y, reference.conv2d_forward(x, w, b, *conv, "none"), rtol=1e-5, atol=1e-5)
+    dx = kernels.conv2d_input_grad(y, w, x.shape, *conv)
+    torch.testing.assert_close(dx, reference.conv2d_input_grad(y, w, x.shape, *conv), rtol=1e-5, atol=1e-5)
+    dw, _ = kernels.conv2d_weight_grad(y, x, w.shape, *conv, bias_grad=False)
+    rdw, _ = reference.conv2d_weight_grad(y, x, w.shape, *conv, bias_grad=False)
+    torch.testing.assert_close(dw, rdw, rtol=1e-4, atol=1e-4)
+
+
 # (input H, W, kernel, padding, dilation, ceil_mode) at stride 2: odd and even sizes, windows
 # that tile (2x2), overlap (3x3/p1), start in the padding or hang off the end (ceil_mode), and a
 # dilated window whose taps skip one phase
