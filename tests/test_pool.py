@@ -840,17 +840,23 @@ def test_windows_of_padding_only(backend):
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_nan_and_inf_like_torch(backend):
     """NaN wins a window (the last NaN's index), ties keep the first maximum, a window of
-    -inf and padding returns its first valid tap: as torch, for fixed and adaptive windows."""
+    -inf and padding returns its first valid tap, one of -inf inside the input its first
+    tap: as torch, for fixed and adaptive windows."""
     tritonnet.set_backend(backend)
-    x = torch.randn(1, 2, 6, 6, device=KERNEL_DEVICE)
+    x = torch.randn(1, 2, 8, 8, device=KERNEL_DEVICE)
     x[0, 0, 0, 1] = x[0, 0, 1, 0] = float("nan")  # two NaNs in one window
     x[0, 0, 3, 3] = float("nan")
+    x[0, 0, 7, 6] = x[0, 0, 7, 7] = float("nan")  # two NaNs on the last row, its last column
     x[0, 1, :3, :3] = float("-inf")  # a window with nothing above -inf
-    x[0, 1, 4, 4] = x[0, 1, 4, 5] = x[0, 1, 5, 4] = 5.0  # a three-way tie
+    x[0, 1, 3:6, 3:6] = float("-inf")  # windows of -inf away from the edges
+    x[0, 1, 6, 6] = x[0, 1, 6, 7] = x[0, 1, 7, 6] = 5.0  # a three-way tie
     ref = x.cpu()
     for ours, theirs in [
         (F.max_pool2d(x, 3, 2, 1, return_indices=True), TF.max_pool2d(ref, 3, 2, 1, return_indices=True)),
         (F.max_pool2d(x, 2, return_indices=True), TF.max_pool2d(ref, 2, return_indices=True)),
+        # ceil_mode: the last windows hang off the bottom and the right, over the NaNs and the tie
+        (F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True),
+         TF.max_pool2d(ref, 3, 2, 1, ceil_mode=True, return_indices=True)),
         (F.adaptive_max_pool2d(x, 4, True), TF.adaptive_max_pool2d(ref, 4, True)),
     ]:
         torch.testing.assert_close(ours[0].cpu(), theirs[0], equal_nan=True, rtol=0, atol=0)
