@@ -139,6 +139,10 @@ def _conv2d_fwd_kernel(
     # C_ALIGN: the largest power of 2 dividing Cg (_align); where BLOCK_K divides it, every
     # channel block is full and the tap loop's loads need no channel mask
     C_ALIGN: tl.constexpr,
+    # BOUNDS: whether a tap can fall outside the input (padding); without padding every tap
+    # of an output pixel is inside (the output size's rule), so the gathers need no bounds
+    # checks (1x1 layers, LeNet's, the RGB stem's copy padded in memory by _pad_channels)
+    BOUNDS: tl.constexpr,
     INDEX64: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -192,7 +196,10 @@ def _conv2d_fwd_kernel(
             ih = ih0[:, None] + dh[None, :]
             iw = iw0[:, None] + dw[None, :]
             mask_j = tap < KH * KW
-            mask_x = mask_j[None, :] & inside(ih, H) & inside(iw, W)
+            if BOUNDS:
+                mask_x = mask_j[None, :] & inside(ih, H) & inside(iw, W)
+            else:  # (rows past M read row M - 1's taps: inside too)
+                mask_x = mask_j[None, :]
             col = dh * stride_xh + dw * stride_xw + c * stride_xc
             if FLAT_VEC > 1:
                 # a pixel's FLAT_VEC channels are neighbours starting at a multiple of FLAT_VEC
@@ -220,16 +227,21 @@ def _conv2d_fwd_kernel(
             c = c0 + rk
             dh = kh * DH
             dw = kw * DW
-            mask_x = inside(ih0 + dh, H) & inside(iw0 + dw, W)  # zero padding
             a_ptrs = x_row[:, None] + (dh * stride_xh + dw * stride_xw + c * stride_xc)[None, :]
             b_ptrs = w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wc
             if C_ALIGN % BLOCK_K == 0:
-                a = tl.load(a_ptrs, mask=mask_x[:, None], other=0.0)
+                if BOUNDS:
+                    mask_x = inside(ih0 + dh, H) & inside(iw0 + dw, W)  # zero padding
+                    a = tl.load(a_ptrs, mask=mask_x[:, None], other=0.0)
+                else:
+                    a = tl.load(a_ptrs)
                 b = tl.load(b_ptrs)
             else:
-                mask_c = c < Cg
-                a = tl.load(a_ptrs, mask=mask_x[:, None] & mask_c[None, :], other=0.0)
-                b = tl.load(b_ptrs, mask=mask_c[:, None], other=0.0)
+                mask_a = (c < Cg)[None, :]
+                if BOUNDS:
+                    mask_a = mask_a & (inside(ih0 + dh, H) & inside(iw0 + dw, W))[:, None]
+                a = tl.load(a_ptrs, mask=mask_a, other=0.0)
+                b = tl.load(b_ptrs, mask=(c < Cg)[:, None], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
@@ -353,30 +365,35 @@ def _stage(t, Cg, Og):
 
 @launcher
 @triton.jit
-def _pad_channels_kernel(x_ptr, y_ptr, P, C, H, W, stride_n, stride_c, stride_h, stride_w,
+def _pad_channels_kernel(x_ptr, y_ptr, P, C, H, W, PH, PW, stride_n, stride_c, stride_h, stride_w,
                          CP: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
-    """y (P pixels by CP channels, dense: channels_last) = x's C channels, then zeros."""
+    """y (P pixels of (N, H + 2 PH, W + 2 PW) by CP channels, dense: channels_last) = x's C
+    channels, then zeros; zero pixels in a border of PH rows and PW columns."""
     p = _index(tl.program_id(0) * BLOCK + tl.arange(0, BLOCK), INDEX64)
     c = tl.arange(0, CP)
-    w = p % W
-    h = (p // W) % H
-    n = p // (W * H)
+    w = p % (W + 2 * PW) - PW
+    h = (p // (W + 2 * PW)) % (H + 2 * PH) - PH
+    n = p // ((W + 2 * PW) * (H + 2 * PH))
     x_off = (n * stride_n + h * stride_h + w * stride_w)[:, None] + (c * stride_c)[None, :]
     ok = (p < P)[:, None]
-    v = tl.load(x_ptr + x_off, mask=ok & (c < C)[None, :], other=0.0)
+    inner = inside(h, H) & inside(w, W)
+    v = tl.load(x_ptr + x_off, mask=ok & inner[:, None] & (c < C)[None, :], other=0.0)
     tl.store(y_ptr + (p * CP)[:, None] + c[None, :], v, mask=ok)
 
 
-def _pad_channels(t, c):
-    """t (N, C, H, W), any layout, with zero channels appended up to c (a power of 2):
+def _pad_channels(t, c, padding=(0, 0)):
+    """t (N, C, H, W), any layout, with zero channels appended up to c (a power of 2) and a
+    zero border of ``padding`` (PH rows, PW columns) on each side: (N, c, H + 2 PH, W + 2 PW),
     channels_last and dense, one read and one write."""
     N, C, H, W = t.shape
-    out = torch.empty((N, c, H, W), dtype=t.dtype, device=t.device, memory_format=torch.channels_last)
-    P = N * H * W
+    PH, PW = padding
+    out = torch.empty((N, c, H + 2 * PH, W + 2 * PW), dtype=t.dtype, device=t.device,
+                      memory_format=torch.channels_last)
+    P = out.numel() // c
     if P:
         block = 256
         _pad_channels_kernel[(cdiv(P, block),)](
-            t, out, P, C, H, W, *t.stride(), CP=c, INDEX64=index64(t, out), BLOCK=block,
+            t, out, P, C, H, W, PH, PW, *t.stride(), CP=c, INDEX64=index64(t, out), BLOCK=block,
         )
     return out
 
@@ -406,9 +423,12 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     vec = 1
     if Cg == PAD_RGB[0] and groups == 1:
         # 3 channels (RGB stems) walk flat over a copy padded to 4: a pixel is then one
-        # aligned vector (8 bytes in bf16) with one mask, not three 2-byte gathers
-        input, weight = _pad_channels(input, PAD_RGB[1]), _pad_channels(weight, PAD_RGB[1])
+        # aligned vector (8 bytes in bf16) with one mask, not three 2-byte gathers; the copy
+        # carries the zero padding too, so that the gather needs no bounds checks
+        input = _pad_channels(input, PAD_RGB[1], (PH, PW))
+        weight = _pad_channels(weight, PAD_RGB[1])
         Cg = vec = PAD_RGB[1]
+        H, W, PH, PW = H + 2 * PH, W + 2 * PW, 0, 0
         sn, sc, sh, sw = input.stride()  # the kernel's alignment hints rest on these
         assert sc == 1 and sn % vec == sh % vec == sw % vec == 0, input.stride()
     flat = _flat(Cg)
@@ -430,7 +450,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         HAS_BIAS=bias is not None, ACTIVATION=activation, SPLIT_K=split > 1,
         # the flat walk's divisors compile in (few-channel layers only: a handful of shapes)
         FLAT_K=flat, FLAT_CG=Cg if flat else 1, FLAT_KW=KW if flat else 1, FLAT_VEC=vec,
-        C_ALIGN=_align(Cg),
+        C_ALIGN=_align(Cg), BOUNDS=PH > 0 or PW > 0,
         INDEX64=index64(input, weight, y, part),
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
     )

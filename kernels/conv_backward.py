@@ -224,6 +224,9 @@ def _conv2d_bwd_weight_kernel(
     # so a pixel's offset is rk * stride_dyw with no division; M_ALIGN, N_ALIGN: the powers
     # of 2 dividing Og and the column count (conv._align), which make full tiles known
     DY_DENSE: tl.constexpr, M_ALIGN: tl.constexpr, N_ALIGN: tl.constexpr,
+    # BOUNDS: whether a tap can fall outside the input (padding): else x's gather needs no
+    # bounds checks (conv._conv2d_fwd_kernel's)
+    BOUNDS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # columns: input channels of one tap (kh, kw) = program_id(1); with FLAT_N (few channels
@@ -295,9 +298,12 @@ def _conv2d_bwd_weight_kernel(
         if FLAT_N:
             ih = (oh * SH - PH)[:, None] + (kh * DH)[None, :]  # (BLOCK_K, BLOCK_N)
             iw = (ow * SW - PW)[:, None] + (kw * DW)[None, :]
-            mask_x = inside(ih, H) & inside(iw, W)
-            if N_ALIGN % BLOCK_N != 0:
-                mask_x = mask_x & mask_n[None, :]
+            if BOUNDS:
+                mask_x = inside(ih, H) & inside(iw, W)
+                if N_ALIGN % BLOCK_N != 0:
+                    mask_x = mask_x & mask_n[None, :]
+            else:  # (a column past the filter has kh >= KH: masked, as it may lie outside)
+                mask_x = mask_n[None, :]
             x_off = (n * stride_xn)[:, None] + ih * stride_xh + iw * stride_xw
             if FLAT_VEC > 1:
                 # a pixel's FLAT_VEC channels: neighbours from a multiple of FLAT_VEC (one group)
@@ -309,11 +315,12 @@ def _conv2d_bwd_weight_kernel(
         else:
             ih = oh * SH - PH + kh * DH
             iw = ow * SW - PW + kw * DW
-            mask_x = inside(ih, H) & inside(iw, W)
-            if N_ALIGN % BLOCK_N == 0:
-                mask_b = mask_x[:, None]
+            if BOUNDS:
+                mask_b = (inside(ih, H) & inside(iw, W))[:, None]
+                if N_ALIGN % BLOCK_N != 0:
+                    mask_b = mask_b & mask_n[None, :]
             else:
-                mask_b = mask_x[:, None] & mask_n[None, :]
+                mask_b = mask_n[None, :]
             b = tl.load(
                 x_base[None, :] + (n * stride_xn + ih * stride_xh + iw * stride_xw)[:, None],
                 mask=mask_b, other=0.0,
@@ -447,9 +454,11 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     L = NB * OH * OW
     vec, C_dw = 1, Cg
     if Cg == PAD_RGB[0] and groups == 1 and _flat(PAD_RGB[1]) and L and C_out:
-        # as the forward: x padded to 4 channels, a pixel one vector; dw comes out
-        # (C_out, KH, KW, 4), its first 3 channels taken below
-        input = _pad_channels(input, PAD_RGB[1])
+        # as the forward: x padded to 4 channels, a pixel one vector, and its zero padding
+        # in memory (no bounds checks); dw comes out (C_out, KH, KW, 4), its first 3 channels
+        # taken below
+        input = _pad_channels(input, PAD_RGB[1], (PH, PW))
+        H, W, PH, PW = H + 2 * PH, W + 2 * PW, 0, 0
         C_dw = vec = PAD_RGB[1]
         sn, sc, sh, sw = input.stride()  # the kernel's alignment hint rests on these
         assert sc == 1 and sn % vec == sh % vec == sw % vec == 0, input.stride()
@@ -489,7 +498,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             INDEX64=index64(grad_output, input, dw_part),
             INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
             DY_DENSE=_pixels_dense(grad_output), M_ALIGN=_align(Og), N_ALIGN=_align(cols),
-            DW_CL=cl,
+            DW_CL=cl, BOUNDS=PH > 0 or PW > 0,
         )
     if vec > 1:  # (split, C_out, KH, KW, 4) in memory: the real channels, in dw's order
         dw_part = dw_part.view(split, C_out, KH, KW, vec)[..., :Cg].permute(0, 1, 4, 2, 3)

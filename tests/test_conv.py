@@ -745,9 +745,10 @@ def test_both_filter_walks(flat, layout, monkeypatch):
 def test_rgb_convs_pad_to_4_channels(monkeypatch):
     """A 3-channel group (RGB stems) is walked over a zero-padded 4-channel channels_last copy
     (one aligned vector a pixel) by the forward (x and w padded) and the weight gradient (x
-    padded, dw computed as (C_out, KH, KW, 4) and its 3 channels returned in dw's order); the
-    output keeps the layout torch gives, whatever the input's layout; 3 channels in one of two
-    groups keep the plain walk."""
+    padded, dw computed as (C_out, KH, KW, 4) and its 3 channels returned in dw's order); x's
+    copy carries the convolution's zero padding too (the kernels then run unpadded, without
+    bounds checks); the output keeps the layout torch gives, whatever the input's layout; 3
+    channels in one of two groups keep the plain walk."""
     tf32_off()
     from tritonnet import kernels
     from tritonnet.kernels import conv as kconv
@@ -757,15 +758,21 @@ def test_rgb_convs_pad_to_4_channels(monkeypatch):
     x4 = kconv._pad_channels(x, 4)
     assert x4.is_contiguous(memory_format=torch.channels_last) and x4.shape == (2, 4, 5, 4)
     assert torch.equal(x4, torch.cat([x, torch.zeros_like(x[:, :1])], 1))
+    x4 = kconv._pad_channels(x, 4, (2, 1))  # a border of 2 rows and 1 column
+    assert x4.is_contiguous(memory_format=torch.channels_last) and x4.shape == (2, 4, 9, 6)
+    assert torch.equal(x4, TF.pad(torch.cat([x, torch.zeros_like(x[:, :1])], 1), (1, 1, 2, 2)))
     pads = []
     real = kconv._pad_channels
     for mod in (kconv, kconvb):
-        monkeypatch.setattr(mod, "_pad_channels", lambda t, c: pads.append(c) or real(t, c))
+        monkeypatch.setattr(mod, "_pad_channels",
+                            lambda t, c, p=(0, 0): pads.append((c, tuple(p))) or real(t, c, p))
     split = []
     real_split = kconvb._split_k
     monkeypatch.setattr(kconvb, "_split_k", lambda *a: split.append(real_split(*a)) or split[-1])
     cases = [(CASES[5], True), (CASES[0], True), ((1, 6, 9, 9, 4, 3, 2, 1, 1, 2), False),
-             ((1, 3, 40, 40, 4, 7, 2, 3, 1, 1), True)]  # 400 pixels: dw split over programs
+             ((1, 3, 40, 40, 4, 7, 2, 3, 1, 1), True),  # 400 pixels: dw split over programs
+             ((2, 3, 8, 9, 4, 3, 2, 0, 1, 1), True),  # no padding
+             ((1, 3, 9, 8, 4, (3, 5), (2, 1), (1, 2), (1, 2), 1), True)]  # uneven padding, dilated
     for case, padded in cases:
         for layout in ("nchw", "channels_last", "strided"):
             x, w, b, conv = _kernel_args(case, torch.float32, channels_last=layout == "channels_last")
@@ -784,8 +791,9 @@ def test_rgb_convs_pad_to_4_channels(monkeypatch):
             assert dw.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
             assert_close_rel(dw, rw, 1e-5, f"dw {case} {layout}")
             assert_close_rel(db, rb, 1e-5, f"db {case} {layout}")
-            assert pads[n:] == ([4, 4, 4] if padded else []), (case, layout)
-    assert split[-1] > 1 and min(split) == 1
+            p = _pair(case[7])
+            assert pads[n:] == ([(4, p), (4, (0, 0)), (4, p)] if padded else []), (case, layout)
+    assert max(split) > 1 and min(split) == 1
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=["3x3", "s2g2"])
