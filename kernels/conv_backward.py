@@ -200,12 +200,16 @@ def _conv2d_bwd_input_kernel(
 
 @triton.jit
 def _conv2d_bwd_weight_kernel(
-    # pointers: dw_ptr / db_ptr are partials (SPLIT, C_out, Cg, KH, KW) / (SPLIT, C_out), fp32
-    # when SPLIT > 1, else dw / db themselves in the output dtype
+    # pointers: dw_ptr / db_ptr are a split's partials (C_out, Cg, KH, KW) / (C_out), fp32 when
+    # SPLIT > 1 (each split's SPLIT_STRIDE elements after the previous's), else dw / db
+    # themselves in the output dtype
     dy_ptr, x_ptr, dw_ptr, db_ptr,
     # sizes; OH and OW compile in, so that splitting each pixel index into (n, oh, ow), the
     # loop's main cost, divides by constants (a multiply and a shift) rather than by values
     NB, Cg, H, W, Og, OH: tl.constexpr, OW: tl.constexpr, KH, KW, SPLIT, CHUNK,
+    # elements from one split's partials to the next (dw's and db's share one buffer, so
+    # that a single pass sums both)
+    SPLIT_STRIDE,
     # strides
     stride_dyn, stride_dyc, stride_dyh, stride_dyw,
     stride_xn, stride_xc, stride_xh, stride_xw,
@@ -333,16 +337,17 @@ def _conv2d_bwd_weight_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
-    # partials laid out (SPLIT, C_out, Cg, KH, KW), or (SPLIT, C_out, KH, KW, Cg) if DW_CL, dense
-    C_out = Og * tl.num_programs(2) // SPLIT
+    # a split's partials laid out (C_out, Cg, KH, KW), or (C_out, KH, KW, Cg) if DW_CL, dense, at
+    # SPLIT_STRIDE from the next split's
     dw_ptrs = (
-        dw_ptr + split * (C_out * Cg * KH * KW)
+        dw_ptr + _index(split, INDEX64) * SPLIT_STRIDE
         + (co * (Cg * KH * KW))[:, None] + col[None, :]
     )
     tl.store(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     if BIAS_GRAD:
         if (pid_n == 0) & (khw == 0):
-            tl.store(db_ptr + split * C_out + co, db.to(db_ptr.dtype.element_ty), mask=mask_m)
+            tl.store(db_ptr + _index(split, INDEX64) * SPLIT_STRIDE + co, db.to(db_ptr.dtype.element_ty),
+                     mask=mask_m)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,12 +478,13 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     # output dtype (the kernel's fp32 accumulator is rounded once, in the store)
     part = torch.float32 if split > 1 else grad_output.dtype
     cl = dw_format == torch.channels_last and vec == 1
-    dw_part = torch.empty((split, C_out, KH, KW, C_dw) if cl else (split, C_out, C_dw, KH, KW),
-                          device=dev, dtype=part)
-    db_part = torch.empty((split, C_out if bias_grad else 0), device=dev, dtype=part)
+    # one buffer, each split's dw partials (C_out, KH, KW, C_dw) if cl else (C_out, C_dw, KH,
+    # KW), then its db partials: one pass (_reduce_split) sums both and casts, where torch's
+    # sums and casts took four launches
+    n_dw, n_db = C_out * C_dw * KH * KW, C_out if bias_grad else 0
+    buf = torch.empty((split, n_dw + n_db), device=dev, dtype=part)
     if L == 0 or C_out == 0 or Cg == 0:
-        dw_part.zero_()
-        db_part.zero_()
+        buf.zero_()
     else:
 
         def grid(meta):
@@ -490,21 +496,26 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             ["SPLIT", "stride_dyc", "stride_xc", "FLAT_N", "BIAS_GRAD"],
             lambda a: a["Og"], lambda a: a["Cg"] * a["KH"] * a["KW"] if _flat(a["Cg"]) else a["Cg"],
         )[grid](
-            grad_output, input, dw_part, db_part if bias_grad else dw_part,  # no empty pointers
-            NB, C_dw, H, W, Og, OH, OW, KH, KW, split, chunk,
+            grad_output, input, buf, buf[:, n_dw:] if bias_grad else buf,  # no empty pointers
+            NB, C_dw, H, W, Og, OH, OW, KH, KW, split, chunk, n_dw + n_db,
             *grad_output.stride(), *input.stride(),
             SH, SW, PH, PW, DH, DW,
             BIAS_GRAD=bias_grad, FLAT_N=flat, FLAT_VEC=vec, FLAT_KW=KW if vec > 1 else 1,
-            INDEX64=index64(grad_output, input, dw_part),
+            INDEX64=index64(grad_output, input, buf),
             INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
             DY_DENSE=_pixels_dense(grad_output), M_ALIGN=_align(Og), N_ALIGN=_align(cols),
             DW_CL=cl, BOUNDS=PH > 0 or PW > 0,
         )
-    if vec > 1:  # (split, C_out, KH, KW, 4) in memory: the real channels, in dw's order
-        dw_part = dw_part.view(split, C_out, KH, KW, vec)[..., :Cg].permute(0, 1, 4, 2, 3)
-    # the split-K partials reduced deterministically (in their memory order), one cast at the end
-    dw = dw_part[0] if split == 1 else dw_part.sum(0)
-    db = db_part[0] if split == 1 else db_part.sum(0)
-    if cl:  # (C_out, KH, KW, Cg) in memory: (C_out, Cg, KH, KW) channels_last
-        dw = dw.permute(0, 3, 1, 2)
-    return dw.to(grad_output.dtype).contiguous(memory_format=dw_format), db.to(grad_output.dtype)
+    if split > 1:  # the partials summed in split order (deterministic), one rounding
+        out = torch.empty(n_dw + n_db, device=dev, dtype=grad_output.dtype)
+        _reduce_split(buf.view(split, 1, n_dw + n_db), None, out, "none")
+    else:
+        out = buf[0]
+    dw, db = out[:n_dw], out[n_dw:]
+    if vec > 1:  # (C_out, KH, KW, 4) in memory: the real channels, in dw's order
+        dw = dw.view(C_out, KH, KW, vec)[..., :Cg].permute(0, 3, 1, 2)
+    elif cl:  # (C_out, KH, KW, Cg) in memory: (C_out, Cg, KH, KW) channels_last
+        dw = dw.view(C_out, KH, KW, C_dw).permute(0, 3, 1, 2)
+    else:
+        dw = dw.view(C_out, C_dw, KH, KW)
+    return dw.contiguous(memory_format=dw_format), db

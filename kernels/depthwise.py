@@ -133,12 +133,13 @@ def _dw_bwd_input_kernel(
 
 @triton.jit
 def _dw_bwd_weight_kernel(
-    # pointers: dw_ptr / db_ptr fp32 partials (SPLIT, C, KH*KW) / (SPLIT, C)
+    # pointers: dw_ptr / db_ptr a split's fp32 partials (C, KH*KW) / (C), each split's
+    # SPLIT_STRIDE elements after the previous's (dw's and db's in one buffer)
     dy_ptr, x_ptr, dw_ptr, db_ptr,
     # sizes: the (ROWS, COLS) view of dy, each split's CHUNK of rows; OH and OW compile in, so
     # that splitting a row index into (n, oh, ow), the loop's main integer cost, divides by
     # constants (a multiply and a shift) rather than by values
-    C, H, W, OH: tl.constexpr, OW: tl.constexpr, ROWS, COLS, CHUNK,
+    C, H, W, OH: tl.constexpr, OW: tl.constexpr, ROWS, COLS, CHUNK, SPLIT_STRIDE,
     # strides: grad_output, input
     stride_gn, stride_gc, stride_gh, stride_gw, stride_xn, stride_xc, stride_xh, stride_xw,
     # the convolution; a program takes TAP_ROWS filter rows (1 or KH), TAPS = TAP_ROWS * KW taps
@@ -211,17 +212,17 @@ def _dw_bwd_weight_kernel(
         c = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
         c_ok = c < C
         part = tl.sum(acc, axis=1)  # (TAPS_P2, BLOCK_V)
-        tl.store(dw_ptr + (split * C + c)[None, :] * (KH * KW) + tap[:, None], part,
+        tl.store(dw_ptr + split * SPLIT_STRIDE + c[None, :] * (KH * KW) + tap[:, None], part,
                  mask=t_ok[:, None] & c_ok[None, :])
         if BIAS_GRAD:
             if kh0 == 0:
-                tl.store(db_ptr + split * C + c, tl.sum(acc_b, axis=0), mask=c_ok)
+                tl.store(db_ptr + split * SPLIT_STRIDE + c, tl.sum(acc_b, axis=0), mask=c_ok)
     else:
         part = tl.sum(tl.sum(acc, axis=2), axis=1)  # (TAPS_P2,)
-        tl.store(dw_ptr + (split * C + c) * (KH * KW) + tap, part, mask=t_ok)
+        tl.store(dw_ptr + split * SPLIT_STRIDE + c * (KH * KW) + tap, part, mask=t_ok)
         if BIAS_GRAD:
             if kh0 == 0:
-                tl.store(db_ptr + split * C + c, tl.sum(tl.sum(acc_b, axis=1), axis=0))
+                tl.store(db_ptr + split * SPLIT_STRIDE + c, tl.sum(tl.sum(acc_b, axis=1), axis=0))
 
 
 # the pool kernels' configs and tuned-kernel cache (pool._autotuned), under these keys
@@ -317,23 +318,30 @@ def depthwise_weight_grad(grad_output, input, weight_size, stride, padding, dila
     split, chunk = (_wgrad_plan(rows, cols, programs * (KH // tap_rows), grad_output.device)
                     if rows else (1, 1))
     new = torch.empty if rows and C else torch.zeros  # the kernel writes every partial
-    dw_part = new((split, C, KH * KW), device=grad_output.device, dtype=torch.float32)
-    db_part = new((split, C if bias_grad else 0), device=grad_output.device, dtype=torch.float32)
+    # one buffer, each split's dw partials (C, KH*KW) then its db partials (C): one pass sums
+    # both and casts (conv._reduce_split), where torch's sums and casts took four launches
+    n_dw, n_db = C * KH * KW, C if bias_grad else 0
+    buf = new((split, n_dw + n_db), device=grad_output.device, dtype=torch.float32)
     if rows and C:
         _autotuned(f"dw_dw_{'cl' if channels_last else 'nchw'}", _dw_bwd_weight_kernel, KEY,
                    lambda: _wgrad_configs(channels_last))[(KH // tap_rows, split, programs)](
-            grad_output, input, dw_part, db_part if bias_grad else dw_part,  # no empty pointers
-            C, H, W, OH, OW, rows, cols, chunk,
+            grad_output, input, buf, buf[:, n_dw:] if bias_grad else buf,  # no empty pointers
+            C, H, W, OH, OW, rows, cols, chunk, n_dw + n_db,
             *grad_output.stride(), *input.stride(),
             KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
             TAP_ROWS=tap_rows, TAPS_P2=next_power_of_2(tap_rows * KW),
             BIAS_GRAD=bias_grad, CHANNELS_LAST=channels_last,
-            INDEX64=index64(grad_output, input, dw_part), BLOCK_V=block_v, VEC=vec,
+            INDEX64=index64(grad_output, input, buf), BLOCK_V=block_v, VEC=vec,
         )
-    # the partials summed in split order (deterministic), one cast at the end
-    dw = dw_part.sum(0).to(grad_output.dtype)
+    # the partials summed in split order (deterministic), one rounding
+    from .conv import _reduce_split  # (conv imports this module)
+
+    out = torch.empty(n_dw + n_db, device=grad_output.device, dtype=grad_output.dtype)
+    if n_dw + n_db:
+        _reduce_split(buf.view(split, 1, n_dw + n_db), None, out, "none")
+    dw, db = out[:n_dw], out[n_dw:]
     if channels_last:  # strides (KH*KW, 1, KW, 1), as PyTorch's channels_last weight gradient
         dw = dw.view(C, KH, KW, 1).permute(0, 3, 1, 2)
     else:
         dw = dw.view(C, 1, KH, KW)
-    return dw, db_part.sum(0).to(grad_output.dtype)
+    return dw, db

@@ -742,6 +742,55 @@ def test_both_filter_walks(flat, layout, monkeypatch):
         assert_close_rel(db, rb, 1e-5, f"db {case}")
 
 
+def test_weight_gradient_splits_summed_in_one_pass(monkeypatch):
+    """A weight gradient split over programs (the GEMM's and the depthwise stencil's) sums its
+    dw and db partials, which share one buffer, and casts them in one pass (_reduce_split):
+    no torch sum or cast runs; one split (the GEMM's) stores dw and db with no pass at all.
+    The results are the reference's, laid out as torch's, with and without db, fp32 and bf16."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from tritonnet import kernels
+    from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    passes = []
+    real = kconv._reduce_split
+    spy = lambda *a: passes.append(a[0].shape[0]) or real(*a)  # noqa: E731
+    monkeypatch.setattr(kconv, "_reduce_split", spy)
+    monkeypatch.setattr(kconvb, "_reduce_split", spy)
+    # (x, weight shape, groups, splits expected, dtype, channels_last): 400 pixels split over
+    # programs, 4 do not; the depthwise stencil always sums its partials
+    f32, bf16 = torch.float32, torch.bfloat16
+    cases = [((1, 8, 20, 20), (16, 8, 3, 3), 1, True, f32, True),
+             ((1, 8, 20, 20), (8, 1, 3, 3), 8, True, f32, False),
+             ((1, 8, 2, 2), (16, 8, 3, 3), 1, False, f32, True),
+             ((1, 8, 20, 20), (16, 8, 3, 3), 1, True, bf16, False),
+             ((1, 8, 20, 20), (8, 1, 3, 3), 8, True, bf16, True)]
+    for xs, ws, g, splits, dtype, cl in cases:
+        x = torch.randn(xs, device=KERNEL_DEVICE).to(dtype)
+        x = x.to(memory_format=torch.channels_last) if cl else x
+        gy = torch.randn(xs[0], ws[0], *xs[2:], device=KERNEL_DEVICE).to(dtype)
+        conv = ((1, 1), (ws[2] // 2, ws[3] // 2), (1, 1), g)
+        for bias_grad in (True, False):
+            ops, n = [], len(passes)
+            with Ops():
+                dw, db = kernels.conv2d_weight_grad(gy, x, ws, *conv, bias_grad=bias_grad)
+            rdw, rdb = reference.conv2d_weight_grad(gy, x, ws, *conv, bias_grad=bias_grad)
+            assert not {"sum", "_to_copy", "add"} & set(ops), ops
+            assert len(passes) - n == (1 if splits or g > 1 else 0) and (not splits or passes[-1] > 1)
+            tol = 1e-5 if dtype == torch.float32 else 2e-2
+            assert_close_rel(dw, rdw, tol, "dw")
+            assert dw.dtype == dtype and dw.stride() == rdw.stride()
+            assert db.shape == rdb.shape and db.dtype == dtype
+            if bias_grad:
+                assert_close_rel(db, rdb, tol, "db")
+
+
 def test_rgb_convs_pad_to_4_channels(monkeypatch):
     """A 3-channel group (RGB stems) is walked over a zero-padded 4-channel channels_last copy
     (one aligned vector a pixel) by the forward (x and w padded) and the weight gradient (x
