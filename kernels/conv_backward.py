@@ -13,7 +13,8 @@ weight grad   dw[co, ci, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih
               FLAT_K_BELOW channels per group, one GEMM with N = (c, kh, kw) of the whole
               filter instead; for 3 channels, N = (kh, kw, c) over x padded to 4 channels,
               a pixel one vector, as in the forward). K is split over SPLIT
-              programs writing fp32 partials that the host sums (deterministic; small-batch,
+              programs writing fp32 partials of dw and db into one buffer, summed in split
+              order and cast in one pass (conv._reduce_split: deterministic; small-batch,
               large-image layers still fill the GPU). The bias gradient (row sums of dy),
               when a bias needs it (bias_grad), is accumulated by the programs of the first
               (ci, kh, kw) tile.
