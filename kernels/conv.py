@@ -134,8 +134,11 @@ def _conv2d_fwd_kernel(
     # epilogue and options; SPLIT_K: y_ptr is an fp32 (SPLIT, M, C_out) buffer of partial
     # sums, bias and activation left to _split_k_epilogue_kernel
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, SPLIT_K: tl.constexpr,
-    # FLAT_K: walk K = (kh, kw, c) flat, dividing by Cg and KW compiled in as FLAT_CG, FLAT_KW
+    # FLAT_K: walk K = (kh, kw, c) flat, dividing by Cg and KW compiled in as FLAT_CG, FLAT_KW;
+    # FLAT_WC: the weight's channels a group, fewer than FLAT_CG where the input alone was
+    # padded with zero channels (the RGB stem: the weight's 4th channel reads as 0)
     FLAT_K: tl.constexpr, FLAT_CG: tl.constexpr, FLAT_KW: tl.constexpr, FLAT_VEC: tl.constexpr,
+    FLAT_WC: tl.constexpr,
     # C_ALIGN: the largest power of 2 dividing Cg (_align); where BLOCK_K divides it, every
     # channel block is full and the tap loop's loads need no channel mask
     C_ALIGN: tl.constexpr,
@@ -206,9 +209,12 @@ def _conv2d_fwd_kernel(
                 # (conv2d_forward's padded input): one vector load each, one mask
                 col = tl.max_contiguous(tl.multiple_of(col, FLAT_VEC), FLAT_VEC)
             a = tl.load(x_row[:, None] + col[None, :], mask=mask_x, other=0.0)
+            mask_w = mask_j
+            if FLAT_WC < FLAT_CG:
+                mask_w = mask_w & (c < FLAT_WC)
             b = tl.load(
                 w_base[None, :] + (kh * stride_wh + kw * stride_ww + c * stride_wc)[:, None],
-                mask=mask_j[:, None], other=0.0,
+                mask=mask_w[:, None], other=0.0,
             )
             if UPCAST:
                 a = a.to(tl.float32)
@@ -424,14 +430,16 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     if Cg == PAD_RGB[0] and groups == 1:
         # 3 channels (RGB stems) walk flat over a copy padded to 4: a pixel is then one
         # aligned vector (8 bytes in bf16) with one mask, not three 2-byte gathers; the copy
-        # carries the zero padding too, so that the gather needs no bounds checks
+        # carries the zero padding too, so that the gather needs no bounds checks. The flat
+        # walk reads the weight in place, its 4th channel masked (FLAT_WC)
         input = _pad_channels(input, PAD_RGB[1], (PH, PW))
-        weight = _pad_channels(weight, PAD_RGB[1])
         Cg = vec = PAD_RGB[1]
         H, W, PH, PW = H + 2 * PH, W + 2 * PW, 0, 0
         sn, sc, sh, sw = input.stride()  # the kernel's alignment hints rest on these
         assert sc == 1 and sn % vec == sh % vec == sw % vec == 0, input.stride()
     flat = _flat(Cg)
+    if vec > 1 and not flat:  # (a tap walk over 4 channels, as a test forces: the weight too)
+        weight = _pad_channels(weight, PAD_RGB[1])
     # split > 1: the programs write fp32 partial sums, reduced below with the bias and activation
     part = torch.empty((split, M, C_out), device=input.device, dtype=torch.float32) if split > 1 else y
 
@@ -450,6 +458,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
         HAS_BIAS=bias is not None, ACTIVATION=activation, SPLIT_K=split > 1,
         # the flat walk's divisors compile in (few-channel layers only: a handful of shapes)
         FLAT_K=flat, FLAT_CG=Cg if flat else 1, FLAT_KW=KW if flat else 1, FLAT_VEC=vec,
+        FLAT_WC=weight.shape[1] if flat else 1,
         C_ALIGN=_align(Cg), BOUNDS=PH > 0 or PW > 0,
         INDEX64=index64(input, weight, y, part),
         INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),

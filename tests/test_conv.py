@@ -597,7 +597,7 @@ def test_int64_offsets_path(monkeypatch):
         rw, rb = reference.conv2d_weight_grad(gy, x, w.shape, *conv)
         assert_close_rel(dw, rw, 1e-5, "dw")
         assert_close_rel(db, rb, 1e-5, "db")
-    assert len(seen) == 9 + 3  # every launch asked: 3 cases x 3 kernels, the stem's 3 channel pads
+    assert len(seen) == 9 + 2  # every launch asked: 3 cases x 3 kernels, the stem's 2 channel pads
 
 
 @pytest.mark.parametrize(
@@ -793,8 +793,9 @@ def test_weight_gradient_splits_summed_in_one_pass(monkeypatch):
 
 def test_rgb_convs_pad_to_4_channels(monkeypatch):
     """A 3-channel group (RGB stems) is walked over a zero-padded 4-channel channels_last copy
-    (one aligned vector a pixel) by the forward (x and w padded) and the weight gradient (x
-    padded, dw computed as (C_out, KH, KW, 4) and its 3 channels returned in dw's order); x's
+    (one aligned vector a pixel) by the forward (x padded, the weight read in place with its
+    4th channel masked) and the weight gradient (x padded, dw computed as (C_out, KH, KW, 4)
+    and its 3 channels returned in dw's order); x's
     copy carries the convolution's zero padding too (the kernels then run unpadded, without
     bounds checks); the output keeps the layout torch gives, whatever the input's layout; 3
     channels in one of two groups keep the plain walk."""
@@ -841,8 +842,15 @@ def test_rgb_convs_pad_to_4_channels(monkeypatch):
             assert_close_rel(dw, rw, 1e-5, f"dw {case} {layout}")
             assert_close_rel(db, rb, 1e-5, f"db {case} {layout}")
             p = _pair(case[7])
-            assert pads[n:] == ([(4, p), (4, (0, 0)), (4, p)] if padded else []), (case, layout)
+            assert pads[n:] == ([(4, p), (4, p)] if padded else []), (case, layout)  # x, twice
     assert max(split) > 1 and min(split) == 1
+    # the forward reads the weight in place, its 4th channel masked: a slice of a 4-channel
+    # weight whose 4th channel is NaN gives no NaN
+    x, w, b, conv = _kernel_args(CASES[5], torch.float32)
+    w4 = torch.full((w.shape[0], 4, *w.shape[2:]), float("nan"), device=w.device)
+    w4[:, :3] = w
+    assert_close_rel(kernels.conv2d_forward(x, w4[:, :3], b, *conv),
+                     reference.conv2d_forward(x, w, b, *conv), 1e-5, "a sliced weight")
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=["3x3", "s2g2"])
