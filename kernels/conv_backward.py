@@ -219,8 +219,8 @@ def _conv2d_bwd_weight_kernel(
     BIAS_GRAD: tl.constexpr, FLAT_N: tl.constexpr, INDEX64: tl.constexpr,
     # FLAT_VEC > 1 (with FLAT_N, over x padded to FLAT_VEC channels, conv._pad_channels): columns in
     # (kh, kw, c) order, a pixel's FLAT_VEC channels one aligned run; dw then (C_out, KH, KW,
-    # FLAT_VEC); FLAT_KW compiles KW in for that split
-    FLAT_VEC: tl.constexpr, FLAT_KW: tl.constexpr,
+    # FLAT_WC), the padding channels not stored; FLAT_KW compiles KW in for that split
+    FLAT_VEC: tl.constexpr, FLAT_KW: tl.constexpr, FLAT_WC: tl.constexpr,
     # DW_CL: dw (and its partials) laid out (C_out, KH, KW, Cg), channels_last, as PyTorch's
     # weight gradient is for channels_last operands; else (C_out, Cg, KH, KW)
     DW_CL: tl.constexpr,
@@ -257,7 +257,8 @@ def _conv2d_bwd_weight_kernel(
         c = rn % FLAT_VEC
         kh = tap // FLAT_KW
         kw = tap % FLAT_KW
-        col = rn  # offset in dw[co] of (kh, kw, c)
+        col = tap * FLAT_WC + c  # offset in dw[co] of (kh, kw, c), c < FLAT_WC stored
+        dw_row = FLAT_WC * KH * KW
     elif FLAT_N:
         c = rn // (KH * KW)
         kh = (rn // KW) % KH  # (BLOCK_N,) vectors, split once per program
@@ -266,6 +267,7 @@ def _conv2d_bwd_weight_kernel(
             col = (rn % (KH * KW)) * Cg + c  # offset in dw[co] of (kh, kw, c)
         else:
             col = rn  # offset in dw[co] of (c, kh, kw)
+        dw_row = Cg * KH * KW
     else:
         c = rn
         kh = khw // KW  # scalars
@@ -274,6 +276,7 @@ def _conv2d_bwd_weight_kernel(
             col = khw * Cg + rn  # a tile's channels are one contiguous run
         else:
             col = rn * (KH * KW) + khw
+        dw_row = Cg * KH * KW
     co = g * Og + rm
     dy_base = dy_ptr + co * stride_dyc  # (BLOCK_M,)
     x_base = x_ptr + (g * Cg + c) * stride_xc  # (BLOCK_N,)
@@ -340,10 +343,9 @@ def _conv2d_bwd_weight_kernel(
 
     # a split's partials laid out (C_out, Cg, KH, KW), or (C_out, KH, KW, Cg) if DW_CL, dense, at
     # SPLIT_STRIDE from the next split's
-    dw_ptrs = (
-        dw_ptr + _index(split, INDEX64) * SPLIT_STRIDE
-        + (co * (Cg * KH * KW))[:, None] + col[None, :]
-    )
+    dw_ptrs = dw_ptr + _index(split, INDEX64) * SPLIT_STRIDE + (co * dw_row)[:, None] + col[None, :]
+    if FLAT_VEC > 1:
+        mask_n = mask_n & (c < FLAT_WC)
     tl.store(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     if BIAS_GRAD:
         if (pid_n == 0) & (khw == 0):
@@ -461,8 +463,8 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     vec, C_dw = 1, Cg
     if Cg == PAD_RGB[0] and groups == 1 and _flat(PAD_RGB[1]) and L and C_out:
         # as the forward: x padded to 4 channels, a pixel one vector, and its zero padding
-        # in memory (no bounds checks); dw comes out (C_out, KH, KW, 4), its first 3 channels
-        # taken below
+        # in memory (no bounds checks); dw comes out (C_out, KH, KW, 3), the padding channel
+        # not stored: channels_last as it is
         input = _pad_channels(input, PAD_RGB[1], (PH, PW))
         H, W, PH, PW = H + 2 * PH, W + 2 * PW, 0, 0
         C_dw = vec = PAD_RGB[1]
@@ -482,7 +484,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     # one buffer, each split's dw partials (C_out, KH, KW, C_dw) if cl else (C_out, C_dw, KH,
     # KW), then its db partials: one pass (_reduce_split) sums both and casts, where torch's
     # sums and casts took four launches
-    n_dw, n_db = C_out * C_dw * KH * KW, C_out if bias_grad else 0
+    n_dw, n_db = C_out * Cg * KH * KW, C_out if bias_grad else 0
     buf = torch.empty((split, n_dw + n_db), device=dev, dtype=part)
     if L == 0 or C_out == 0 or Cg == 0:
         buf.zero_()
@@ -502,6 +504,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             *grad_output.stride(), *input.stride(),
             SH, SW, PH, PW, DH, DW,
             BIAS_GRAD=bias_grad, FLAT_N=flat, FLAT_VEC=vec, FLAT_KW=KW if vec > 1 else 1,
+            FLAT_WC=Cg if vec > 1 else 1,
             INDEX64=index64(grad_output, input, buf),
             INPUT_PRECISION=_precision(input.dtype), UPCAST=upcast_dot(input.dtype),
             DY_DENSE=_pixels_dense(grad_output), M_ALIGN=_align(Og), N_ALIGN=_align(cols),
@@ -513,10 +516,8 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     else:
         out = buf[0]
     dw, db = out[:n_dw], out[n_dw:]
-    if vec > 1:  # (C_out, KH, KW, 4) in memory: the real channels, in dw's order
-        dw = dw.view(C_out, KH, KW, vec)[..., :Cg].permute(0, 3, 1, 2)
-    elif cl:  # (C_out, KH, KW, Cg) in memory: (C_out, Cg, KH, KW) channels_last
-        dw = dw.view(C_out, KH, KW, C_dw).permute(0, 3, 1, 2)
+    if cl or vec > 1:  # (C_out, KH, KW, Cg) in memory: (C_out, Cg, KH, KW) channels_last
+        dw = dw.view(C_out, KH, KW, Cg).permute(0, 3, 1, 2)
     else:
         dw = dw.view(C_out, C_dw, KH, KW)
     return dw.contiguous(memory_format=dw_format), db

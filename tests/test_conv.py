@@ -794,8 +794,8 @@ def test_weight_gradient_splits_summed_in_one_pass(monkeypatch):
 def test_rgb_convs_pad_to_4_channels(monkeypatch):
     """A 3-channel group (RGB stems) is walked over a zero-padded 4-channel channels_last copy
     (one aligned vector a pixel) by the forward (x padded, the weight read in place with its
-    4th channel masked) and the weight gradient (x padded, dw computed as (C_out, KH, KW, 4)
-    and its 3 channels returned in dw's order); x's
+    4th channel masked) and the weight gradient (x padded, dw written as (C_out, KH, KW, 3),
+    the padding channel not stored: channels_last without a copy); x's
     copy carries the convolution's zero padding too (the kernels then run unpadded, without
     bounds checks); the output keeps the layout torch gives, whatever the input's layout; 3
     channels in one of two groups keep the plain walk."""
@@ -839,6 +839,8 @@ def test_rgb_convs_pad_to_4_channels(monkeypatch):
             rw, rb = reference.conv2d_weight_grad(gy, x.contiguous(), w.shape, *conv)
             assert dw.shape == w.shape  # laid out as torch's weight gradient is:
             assert dw.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            if cl and padded:  # written (C_out, KH, KW, 3) by the kernels: a view, no copy
+                assert dw._base is not None
             assert_close_rel(dw, rw, 1e-5, f"dw {case} {layout}")
             assert_close_rel(db, rb, 1e-5, f"db {case} {layout}")
             p = _pair(case[7])
