@@ -341,8 +341,8 @@ def _conv2d_bwd_weight_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
-    # a split's partials laid out (C_out, Cg, KH, KW), or (C_out, KH, KW, Cg) if DW_CL, dense, at
-    # SPLIT_STRIDE from the next split's
+    # a split's partials laid out (C_out, Cg, KH, KW), or (C_out, KH, KW, Cg) if DW_CL ((C_out,
+    # KH, KW, FLAT_WC) if FLAT_VEC > 1), dense, at SPLIT_STRIDE from the next split's
     dw_ptrs = dw_ptr + _index(split, INDEX64) * SPLIT_STRIDE + (co * dw_row)[:, None] + col[None, :]
     if FLAT_VEC > 1:
         mask_n = mask_n & (c < FLAT_WC)
@@ -481,9 +481,9 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     # output dtype (the kernel's fp32 accumulator is rounded once, in the store)
     part = torch.float32 if split > 1 else grad_output.dtype
     cl = dw_format == torch.channels_last and vec == 1
-    # one buffer, each split's dw partials (C_out, KH, KW, C_dw) if cl else (C_out, C_dw, KH,
-    # KW), then its db partials: one pass (_reduce_split) sums both and casts, where torch's
-    # sums and casts took four launches
+    # one buffer, each split's dw partials (C_out, KH, KW, Cg) if cl or vec > 1 else (C_out,
+    # Cg, KH, KW), then its db partials: one pass (_reduce_split) sums both and casts, where
+    # torch's sums and casts took four launches
     n_dw, n_db = C_out * Cg * KH * KW, C_out if bias_grad else 0
     buf = torch.empty((split, n_dw + n_db), device=dev, dtype=part)
     if L == 0 or C_out == 0 or Cg == 0:
