@@ -55,11 +55,24 @@ __all__ = ["conv2d_forward"]
 # ---------------------------------------------------------------------------------------------
 # autotune configs (built on first launch)
 
+# The most warps a convolution GEMM config may use (read at import): 8 by default;
+# TRITONNET_CONV_MAX_WARPS=4 drops the 8-warp tiles of all three kernels. PyTorch's Inductor
+# caps its own flat-loop Triton convolutions at 4 warps, having seen them give wrong results at
+# 8 (its issue 173068); the GPU-marked test_every_config_including_num_warps_8 checks ours.
+CONV_MAX_WARPS = int(os.environ.get("TRITONNET_CONV_MAX_WARPS", "8"))
+if CONV_MAX_WARPS not in (2, 4, 8):
+    raise ValueError(f"TRITONNET_CONV_MAX_WARPS must be 2, 4 or 8, got {CONV_MAX_WARPS}")
+
+
+def _cap_warps(configs):
+    """The configs of at most CONV_MAX_WARPS warps."""
+    return [c for c in configs if c.num_warps <= CONV_MAX_WARPS]
+
 
 def _configs():
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 4})]
-    return gemm_configs(
+    return _cap_warps(gemm_configs(
         [
             (128, 128, 64, 3, 8),
             (128, 128, 32, 4, 4),
@@ -80,7 +93,7 @@ def _configs():
             (256, 16, 64, 3, 8),
         ],
         GROUP_M=8,
-    )
+    ))
 
 
 # ---------------------------------------------------------------------------------------------

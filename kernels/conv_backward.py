@@ -47,6 +47,7 @@ from .conv import (
     PAD_RGB,
     _align,
     _autotuned,
+    _cap_warps,
     _configs,
     _flat,
     _index,
@@ -70,7 +71,7 @@ __all__ = ["conv2d_input_grad", "conv2d_weight_grad"]
 def _wgrad_configs():
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32})]
-    return gemm_configs(
+    return _cap_warps(gemm_configs(
         [
             (64, 64, 64, 3, 4),
             (64, 64, 128, 3, 4),
@@ -80,7 +81,7 @@ def _wgrad_configs():
             (32, 32, 64, 4, 2),
             (16, 16, 64, 4, 2),
         ]
-    )
+    ))
 
 
 # ---------------------------------------------------------------------------------------------

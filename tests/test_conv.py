@@ -3,6 +3,7 @@ Triton kernels vs reference, modules, errors."""
 
 import importlib
 import math
+import os
 
 import pytest
 import torch
@@ -740,6 +741,34 @@ def test_both_filter_walks(flat, layout, monkeypatch):
         rw, rb = reference.conv2d_weight_grad(gy, x.contiguous(), w.shape, *conv)
         assert_close_rel(dw, rw, 1e-5, f"dw {case}")
         assert_close_rel(db, rb, 1e-5, f"db {case}")
+
+
+def test_conv_max_warps_knob(monkeypatch):
+    """TRITONNET_CONV_MAX_WARPS (read at import) caps the warps of the three convolution GEMMs'
+    configs (8 by default; 4 drops the 8-warp tiles, the fallback if a GPU shows them wrong:
+    PyTorch issue 173068); other values are refused, naming the value."""
+    import subprocess
+    import sys
+
+    from tritonnet.kernels import conv as kconv
+    from tritonnet.kernels import conv_backward as kconvb
+
+    monkeypatch.setattr(kconv, "INTERPRET", False)  # the GPU's config lists
+    monkeypatch.setattr(kconvb, "INTERPRET", False)
+    full = [kconv._configs(), kconvb._wgrad_configs()]
+    assert all(any(c.num_warps == 8 for c in cfgs) for cfgs in full)
+    monkeypatch.setattr(kconv, "CONV_MAX_WARPS", 4)
+    capped = [kconv._configs(), kconvb._wgrad_configs()]
+    for before, after in zip(full, capped):
+        assert [str(c) for c in after] == [str(c) for c in before if c.num_warps <= 4] and after
+    code = "import tritonnet.kernels.conv as k; print(k.CONV_MAX_WARPS)"
+    for value, ok in (("4", True), ("3", False)):
+        env = {**os.environ, "TRITONNET_CONV_MAX_WARPS": value}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if ok:
+            assert run.returncode == 0 and run.stdout.strip() == "4", run.stderr[-2000:]
+        else:
+            assert run.returncode != 0 and "must be 2, 4 or 8, got 3" in run.stderr, run.stderr[-2000:]
 
 
 def test_weight_gradient_splits_summed_in_one_pass(monkeypatch):
