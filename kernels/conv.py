@@ -248,19 +248,21 @@ def _conv2d_fwd_kernel(
             dw = kw * DW
             a_ptrs = x_row[:, None] + (dh * stride_xh + dw * stride_xw + c * stride_xc)[None, :]
             b_ptrs = w_base[None, :] + (kh * stride_wh + kw * stride_ww) + c[:, None] * stride_wc
+            if BOUNDS:
+                mask_x = inside(ih0 + dh, H) & inside(iw0 + dw, W)  # zero padding
             if C_ALIGN % BLOCK_K == 0:
                 if BOUNDS:
-                    mask_x = inside(ih0 + dh, H) & inside(iw0 + dw, W)  # zero padding
                     a = tl.load(a_ptrs, mask=mask_x[:, None], other=0.0)
                 else:
                     a = tl.load(a_ptrs)
                 b = tl.load(b_ptrs)
             else:
-                mask_a = (c < Cg)[None, :]
+                mask_c = c < Cg
+                mask_a = mask_c[None, :]
                 if BOUNDS:
-                    mask_a = mask_a & (inside(ih0 + dh, H) & inside(iw0 + dw, W))[:, None]
+                    mask_a = mask_a & mask_x[:, None]
                 a = tl.load(a_ptrs, mask=mask_a, other=0.0)
-                b = tl.load(b_ptrs, mask=(c < Cg)[:, None], other=0.0)
+                b = tl.load(b_ptrs, mask=mask_c[:, None], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)

@@ -253,14 +253,10 @@ def _max_pool2d_fwd_kernel(
     CLAMP: tl.constexpr = (not ADAPTIVE) and (not CHANNELS_LAST) and DH == 1 and DW == 1
     r, col, mask, offs = _tile(ROWS, COLS, BLOCK, BLOCK_V, VEC, INDEX64)  # y and idx are dense in this layout
     if CLAMP:
-        n, c, oh, ow = _coords(tl.minimum(r, ROWS - 1), col, C, OH, OW, CHANNELS_LAST)
-    else:
-        n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
+        r = tl.minimum(r, ROWS - 1)  # (the stores keep the tile's own mask and offsets)
+    n, c, oh, ow = _coords(r, col, C, OH, OW, CHANNELS_LAST)
     h0, nh = _window(oh, H, OH, KH, SH, PH, ADAPTIVE)
     w0, nw = _window(ow, W, OW, KW, SW, PW, ADAPTIVE)
-    # first valid tap (h0 < 0 only in the padding of a fixed window)
-    fh = h0 + ((tl.maximum(-h0, 0) + DH - 1) // DH) * DH
-    fw = w0 + ((tl.maximum(-w0, 0) + DW - 1) // DW) * DW
     # compare in fp32 (fp64 for fp64): exact for every input dtype
     if ACC64:
         best = tl.full(mask.shape, float("-inf"), tl.float64)
@@ -270,38 +266,38 @@ def _max_pool2d_fwd_kernel(
     # at the end. -1: no tap taken (a window of -inf alone), which keeps the first valid tap
     # (with CLAMP, 0: tap (0, 0) clamped, the same element)
     best_k = tl.full(mask.shape, 0 if CLAMP else -1, tl.int32)
-    if CLAMP:
-        x_nc = x_ptr + n * stride_xn + c * stride_xc
-        for kh in range(KH):
+    # each element's window corner, then one constant offset per tap (with CLAMP, the
+    # element's plane, then a clamped row and column per tap)
+    x_nc = x_ptr + n * stride_xn + c * stride_xc
+    x_win = x_nc + h0 * stride_xh + w0 * stride_xw
+    for kh in range(KH):
+        if CLAMP:
             x_row = x_nc + tl.minimum(tl.maximum(h0 + kh, 0), H - 1) * stride_xh
-            for kw in range(KW):
+        else:
+            ok_h = mask & inside(h0 + kh * DH, H) & (kh < nh)
+        for kw in range(KW):
+            if CLAMP:
                 iw = tl.minimum(tl.maximum(w0 + kw, 0), W - 1)  # the same for every row
                 v = tl.load(x_row + iw * stride_xw).to(best.dtype)
-                take = (v > best) | (v != v)  # v != v: NaN wins
-                best = tl.where(take, v, best)
-                if STORE_INDICES:
-                    best_k = tl.where(take, kh * KW + kw, best_k)
-    else:
-        # each element's window corner, then one constant offset per tap
-        x_win = x_ptr + n * stride_xn + c * stride_xc + h0 * stride_xh + w0 * stride_xw
-        for kh in range(KH):
-            ok_h = mask & inside(h0 + kh * DH, H) & (kh < nh)
-            for kw in range(KW):
-                ok = ok_h & inside(w0 + kw * DW, W) & (kw < nw)
+            else:
                 # masked-off taps read -inf, which never beats the running maximum (not even
                 # -inf), so the comparison needs no mask of its own
+                ok = ok_h & inside(w0 + kw * DW, W) & (kw < nw)
                 v = tl.load(x_win + (kh * DH * stride_xh + kw * DW * stride_xw), mask=ok,
                             other=float("-inf")).to(best.dtype)
-                take = (v > best) | (v != v)  # v != v: NaN wins
-                best = tl.where(take, v, best)
-                if STORE_INDICES:
-                    best_k = tl.where(take, kh * KW + kw, best_k)
+            take = (v > best) | (v != v)  # v != v: NaN wins
+            best = tl.where(take, v, best)
+            if STORE_INDICES:
+                best_k = tl.where(take, kh * KW + kw, best_k)
     tl.store(y_ptr + offs, best.to(y_ptr.dtype.element_ty), mask=mask)
     if STORE_INDICES:
         if CLAMP:
             ih = tl.minimum(tl.maximum(h0 + best_k // KW, 0), H - 1)
             iw = tl.minimum(tl.maximum(w0 + best_k % KW, 0), W - 1)
         else:
+            # first valid tap (h0 < 0 only in the padding of a fixed window)
+            fh = h0 + ((tl.maximum(-h0, 0) + DH - 1) // DH) * DH
+            fw = w0 + ((tl.maximum(-w0, 0) + DW - 1) // DW) * DW
             ih = tl.where(best_k < 0, fh, h0 + (best_k // KW) * DH)
             iw = tl.where(best_k < 0, fw, w0 + (best_k % KW) * DW)
         tl.store(idx_ptr + offs, (ih * W + iw).to(tl.int64), mask=mask)
