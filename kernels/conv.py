@@ -491,3 +491,16 @@ def _reduce_split(part, bias, out, activation):
         part, bias if bias is not None else part, out, M * C, C, split,
         HAS_BIAS=bias is not None, ACTIVATION=activation, INDEX64=index64(part), BLOCK=block,
     )
+
+
+def _sum_splits(part, dtype):
+    """(n,) in ``dtype``: a weight gradient's partials ``part`` (split, n) summed in split order
+    and rounded once (_reduce_split, one launch); ``part[0]`` itself when there is one split,
+    already in ``dtype``."""
+    split, n = part.shape
+    if split == 1 and part.dtype == dtype:
+        return part[0]
+    out = torch.empty(n, device=part.device, dtype=dtype)
+    if n:
+        _reduce_split(part.view(split, 1, n), None, out, "none")
+    return out

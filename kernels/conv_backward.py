@@ -14,7 +14,7 @@ weight grad   dw[co, ci, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih
               filter instead; for 3 channels, N = (kh, kw, c) over x padded to 4 channels,
               a pixel one vector, as in the forward). K is split over SPLIT
               programs writing fp32 partials of dw and db into one buffer, summed in split
-              order and cast in one pass (conv._reduce_split: deterministic; small-batch,
+              order and cast in one pass (conv._sum_splits: deterministic; small-batch,
               large-image layers still fill the GPU). The bias gradient (row sums of dy),
               when a bias needs it (bias_grad), is accumulated by the programs of the first
               (ci, kh, kw) tile.
@@ -58,6 +58,7 @@ from .conv import (
     _reduce_split,
     _split_gemm,
     _stage,
+    _sum_splits,
 )
 from .depthwise import depthwise, depthwise_input_grad, depthwise_weight_grad
 
@@ -483,7 +484,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     part = torch.float32 if split > 1 else grad_output.dtype
     cl = dw_format == torch.channels_last and vec == 1
     # one buffer, each split's dw partials (C_out, KH, KW, Cg) if cl or vec > 1 else (C_out,
-    # Cg, KH, KW), then its db partials: one pass (_reduce_split) sums both and casts, where
+    # Cg, KH, KW), then its db partials: one pass (_sum_splits) sums both and casts, where
     # torch's sums and casts took four launches
     n_dw, n_db = C_out * Cg * KH * KW, C_out if bias_grad else 0
     buf = torch.empty((split, n_dw + n_db), device=dev, dtype=part)
@@ -511,11 +512,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
             DY_DENSE=_pixels_dense(grad_output), M_ALIGN=_align(Og), N_ALIGN=_align(cols),
             DW_CL=cl, BOUNDS=PH > 0 or PW > 0,
         )
-    if split > 1:  # the partials summed in split order (deterministic), one rounding
-        out = torch.empty(n_dw + n_db, device=dev, dtype=grad_output.dtype)
-        _reduce_split(buf.view(split, 1, n_dw + n_db), None, out, "none")
-    else:
-        out = buf[0]
+    out = _sum_splits(buf, grad_output.dtype)  # (deterministic: in split order)
     dw, db = out[:n_dw], out[n_dw:]
     if cl or vec > 1:  # (C_out, KH, KW, Cg) in memory: (C_out, Cg, KH, KW) channels_last
         dw = dw.view(C_out, KH, KW, Cg).permute(0, 3, 1, 2)

@@ -319,7 +319,7 @@ def depthwise_weight_grad(grad_output, input, weight_size, stride, padding, dila
                     if rows else (1, 1))
     new = torch.empty if rows and C else torch.zeros  # the kernel writes every partial
     # one buffer, each split's dw partials (C, KH*KW) then its db partials (C): one pass sums
-    # both and casts (conv._reduce_split), where torch's sums and casts took four launches
+    # both and casts (conv._sum_splits), where torch's sums and casts took four launches
     n_dw, n_db = C * KH * KW, C if bias_grad else 0
     buf = new((split, n_dw + n_db), device=grad_output.device, dtype=torch.float32)
     if rows and C:
@@ -334,11 +334,9 @@ def depthwise_weight_grad(grad_output, input, weight_size, stride, padding, dila
             INDEX64=index64(grad_output, input, buf), BLOCK_V=block_v, VEC=vec,
         )
     # the partials summed in split order (deterministic), one rounding
-    from .conv import _reduce_split  # (conv imports this module)
+    from .conv import _sum_splits  # (conv imports this module)
 
-    out = torch.empty(n_dw + n_db, device=grad_output.device, dtype=grad_output.dtype)
-    if n_dw + n_db:
-        _reduce_split(buf.view(split, 1, n_dw + n_db), None, out, "none")
+    out = _sum_splits(buf, grad_output.dtype)
     dw, db = out[:n_dw], out[n_dw:]
     if channels_last:  # strides (KH*KW, 1, KW, 1), as PyTorch's channels_last weight gradient
         dw = dw.view(C, KH, KW, 1).permute(0, 3, 1, 2)
