@@ -16,6 +16,9 @@ time_loop   ms        back-to-back calls timed with the host clock, per call: in
                       host's dispatch cost where it exceeds the device's work (small layers)
 first_call  s         wall time of the first call (Triton autotuning, torch.compile)
 
+Memory-bound ops (pool) add provider ``copy``: a device-to-device copy of the case's bytes,
+timed the same way (Recorder.measure_copy), the ceiling a case of that size can reach.
+
 Throughput quantiles come from the time quantiles mirrored: the 20th percentile of TFLOP/s is
 the work over the 80th percentile of time, so p20 <= p50 <= p80 holds in every row.
 The time row's fraction_of_ceiling is floor / time, the floor being the larger of
@@ -226,6 +229,7 @@ class Recorder:
         self.ceilings: dict[str, float] = {}  # "matmul:bf16" -> TFLOP/s, "copy" -> GB/s
         self.failures: list[str] = []  # correctness failures and errors, printed at the end
         self.skipped: list[str] = []
+        self._copies: dict[tuple, tuple[float, float, float]] = {}  # (device, bytes) -> quantiles
 
     # -- rows --------------------------------------------------------------------------------
     def add(self, *, op, provider, mode, shape, dtype, layout, metric, p50, p20=None, p80=None,
@@ -292,6 +296,30 @@ class Recorder:
                      fraction_of_ceiling=floor / l50 if l50 > 0 else math.nan, ceiling="floor")
         return p50
 
+    def measure_copy(self, *, nbytes: int, device, **key) -> float:
+        """The same-size ceiling of a memory-bound case: a device-to-device copy that moves
+        ``nbytes`` (half read, half written), timed as the cases are and added as provider
+        ``copy`` (time and GB/s rows under ``key``). The 1 GiB copy ceiling is what no small
+        case reaches (a launch and the ramp-up of a few microseconds weigh on a few MB);
+        this is what any kernel moving the same bytes could do. Timed once per size and
+        device. Returns the median time in ms."""
+        half = max(int(nbytes) // 2, 1)
+        ck = (str(device), half)
+        if ck not in self._copies:
+            src = torch.empty(half, dtype=torch.uint8, device=device)
+            dst = torch.empty_like(src)
+            self._copies[ck] = self.timer(lambda: dst.copy_(src), None)
+            del src, dst
+        p50, p20, p80 = self._copies[ck]
+        key = {**key, "provider": "copy"}
+        floor = self.floor_ms(0.0, 2 * half, key["dtype"])
+        self.add(**key, metric="time", p50=p50, p20=p20, p80=p80, unit="ms",
+                 fraction_of_ceiling=floor / p50 if p50 > 0 else math.nan, ceiling="floor")
+        rate = [2 * half / (t * 1e6) for t in (p50, p80, p20)]
+        self.add(**key, metric="GB/s", p50=rate[0], p20=rate[1], p80=rate[2], unit="GB/s",
+                 fraction_of_ceiling=rate[0] / self.ceilings.get("copy", math.nan), ceiling="copy")
+        return p50
+
     def measure_ceilings(self, device="cuda", dtypes: Sequence[str] = ("bf16",), n: int = 8192,
                          copy_bytes: int = 1 << 30) -> dict[str, float]:
         """The two ceilings, measured now on this device: a device-to-device copy of
@@ -338,8 +366,9 @@ MODE_SHORT = {"forward": "fwd", "input-grad": "dx", "weight-grad": "dw", "backwa
 def summary_table(df: pd.DataFrame, ours: str = "tritonnet", theirs: str = "torch") -> pd.DataFrame:
     """One line per (op, dtype, shape, mode): our median TFLOP/s (GB/s for ops without a FLOP
     count) and time in us, theirs (and torch.compile's where it ran), the ratio ours/theirs,
-    our fraction of the ceiling (frac_ceil) and of the speed of light (frac_floor = floor /
-    time); a case whose correctness check failed shows FAIL and the providers that failed."""
+    our fraction of the ceiling (frac_ceil), of a copy of the same bytes where one was timed
+    (frac_copy) and of the speed of light (frac_floor = floor / time); a case whose
+    correctness check failed shows FAIL and the providers that failed."""
     df = df[df["op"] != "ceiling"].fillna({"label": ""})
     if df.empty:
         return pd.DataFrame()
@@ -361,6 +390,7 @@ def summary_table(df: pd.DataFrame, ours: str = "tritonnet", theirs: str = "torc
             **dict(zip(case_keys, key[:4], strict=True)), "mode": key[4],
             "ours": rate["p50"].get(ours, math.nan), "theirs": rate["p50"].get(theirs, math.nan),
             "compiled": rate["p50"].get("torch-compile", math.nan),
+            "copy": rate["p50"].get("copy", math.nan),
             "ours_us": ms.get(ours, math.nan) * 1e3, "theirs_us": ms.get(theirs, math.nan) * 1e3,
             "frac_ceil": rate["fraction_of_ceiling"].get(ours, math.nan),
             "frac_floor": g[g["metric"] == "time"]
@@ -374,6 +404,7 @@ def summary_table(df: pd.DataFrame, ours: str = "tritonnet", theirs: str = "torc
         return pd.DataFrame()
     t = pd.DataFrame(out)
     t["ratio"] = t["ours"] / t["theirs"]
+    t["frac_copy"] = t["ours"] / t["copy"]  # of a copy of the same bytes (memory-bound ops)
     t["check"] = [
         "FAIL " + ",".join(failed[k]) if failed.get(k) else "ok"
         for k in zip(*(t[c] for c in case_keys), strict=True)
@@ -389,6 +420,8 @@ def summary_table(df: pd.DataFrame, ours: str = "tritonnet", theirs: str = "torc
             "frac_ceil", "frac_floor", "check"]
     if t["compiled"].notna().any():  # torch.compile ran: its rate next to torch's
         cols.insert(cols.index("ratio"), "compiled")
+    if t["copy"].notna().any():  # a same-size copy ran: our fraction of it after frac_ceil
+        cols.insert(cols.index("frac_floor"), "frac_copy")
     return t[cols].reset_index(drop=True)
 
 
@@ -396,7 +429,8 @@ def format_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no results)"
     g3, f1 = (lambda v: f"{v:.3g}"), (lambda v: f"{v:.1f}")
-    fmt = {c: g3 for c in ("ours", "theirs", "compiled", "ratio", "frac_ceil", "frac_floor")}
+    fmt = {c: g3 for c in ("ours", "theirs", "compiled", "ratio", "frac_ceil", "frac_copy",
+                           "frac_floor")}
     fmt.update(ours_us=f1, theirs_us=f1)
     return table.to_string(index=False, formatters=fmt, na_rep="-")
 
@@ -468,7 +502,7 @@ MODES = ("forward", "backward", "forward+backward")
 
 
 def check_then_time(rec: Recorder, key: dict, what: str, providers, device, *, make, check, timed,
-                    extra, names, log_as: str, modes=MODES) -> None:
+                    extra, names, log_as: str, modes=MODES, same_size_copy=False) -> None:
     """The body of a case (linear, pool, softmax). Each provider's function ``make(p)`` is
     checked once against float64, ``check(fn) -> (max rel. error, errors, first-call s)``
     (compiled ahead first, see precompile); its rel_err and first_call rows are added, and one
@@ -476,6 +510,8 @@ def check_then_time(rec: Recorder, key: dict, what: str, providers, device, *, m
     Then each mode is timed, ``timed(fn, mode) -> (function, tensors whose grad to reset)``,
     providers alternating within a mode so that drift hits both, with ``extra(mode)`` (flops,
     nbytes) passed to Recorder.measure; one log line per provider, ``log_as`` before its name.
+    With ``same_size_copy`` (memory-bound ops), each mode also times a copy of its bytes
+    (Recorder.measure_copy: provider ``copy``).
     One broken provider never ends the run: its error is listed and the rest go on."""
     tol = TOLERANCE[key["dtype"]]
     fns = {}
@@ -509,9 +545,14 @@ def check_then_time(rec: Recorder, key: dict, what: str, providers, device, *, m
             except Exception as e:
                 rec.failures.append(f"{what} {p} {mode}: {type(e).__name__}: {e}")
                 rec.log(f"  ERROR {what} {p} {mode}: {type(e).__name__}: {e}")
+        nbytes = extra(mode).get("nbytes", 0)
+        if same_size_copy and fns and nbytes:
+            times.setdefault("copy", {})[mode] = rec.measure_copy(nbytes=nbytes, device=device,
+                                                                  mode=mode, **key)
     for p, t in times.items():
         ms = "  ".join(f"{m} {t[m] * 1e3:9.1f} us" for m in modes if m in t)
-        rec.log(f"  {log_as} {p:13} err {fns[p][1]:.1e}  {ms}")
+        err = f"err {fns[p][1]:.1e}" if p in fns else " " * 11
+        rec.log(f"  {log_as} {p:13} {err}  {ms}")
 
 
 def check_one(fn, x, dy, ref, device):

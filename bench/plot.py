@@ -77,7 +77,8 @@ def plot_op(df: pd.DataFrame, op: str, path: Path) -> Path | None:
                         vals.append(np.nan)
                         lo.append(0.0)
                         hi.append(0.0)
-                ax.bar(x + (i - (len(providers) - 1) / 2) * width, vals, width, label=p,
+                ax.bar(x + (i - (len(providers) - 1) / 2) * width, vals, width,
+                       label="copy of the same bytes" if p == "copy" else p,
                        yerr=[lo, hi], capsize=2)
             if not math.isnan(ceiling):
                 ax.axhline(ceiling, color="k", ls="--", lw=1)

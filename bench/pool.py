@@ -3,7 +3,10 @@
 both, NCHW and channels_last.
 
 Memory-bound ops: no FLOP count, GB/s over the fewest bytes, as a fraction of the copy
-bandwidth measured in the same run. Fewest bytes, with x the input, y the output, i the int64
+bandwidth measured in the same run (a 1 GiB copy) and of a copy of the same bytes timed the
+same way (provider ``copy``, the table's frac_copy): a case of a few MB (LeNet's pools) pays a
+launch and a ramp-up that the 1 GiB copy does not, and the same-size copy pays them too. The
+table ends with the issue's target (``headline``). Fewest bytes, with x the input, y the output, i the int64
 indices max pooling keeps for its backward (inputs require grad in every mode, so both
 providers write them):
   forward            read x; write y (and i)
@@ -24,7 +27,17 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .harness import DTYPES, MODES, Recorder, check_one, check_then_time, quick_first, run_step, timed_one
+from .harness import (
+    DTYPES,
+    MODE_SHORT,
+    MODES,
+    Recorder,
+    check_one,
+    check_then_time,
+    quick_first,
+    run_step,
+    timed_one,
+)
 from .harness import select_cases as harness_select
 
 OP = "pool"
@@ -147,7 +160,7 @@ def run_case(rec: Recorder, case: Case, layout: str, dtype: str, providers, devi
         check=lambda fn: check_one(fn, x, dy, ref, device),
         timed=lambda fn, mode: timed_one(fn, mode, x, dy),
         extra=lambda mode: dict(nbytes=min_bytes(case, out.numel(), mode, x.element_size())),
-        names=["y", "dx"], log_as=f"{dtype:5} {label:21}", modes=MODES,
+        names=["y", "dx"], log_as=f"{dtype:5} {label:21}", modes=MODES, same_size_copy=True,
     )
 
 
@@ -174,3 +187,52 @@ def run(rec: Recorder, *, device="cuda", dtypes=tuple(DTYPES), providers=DEFAULT
             for layout in layouts:
                 run_step(rec, f"{OP} {dtype} {layout} {case.label}", dtype, device, deadline,
                          lambda: run_case(rec, case, layout, dtype, providers, device, gen))  # noqa: B023
+
+
+# ---------------------------------------------------------------------------------------------
+# the issue's target
+
+TARGET = 0.8  # of the measured copy bandwidth
+
+
+def headline(df, shown: int = 6) -> list[str]:
+    """Issue 4's target as lines of text, per dtype over every (case, layout, mode) timed for
+    both tritonnet and torch: how many reach TARGET of the 1 GiB copy's bandwidth and of a
+    copy of the same bytes (provider ``copy``, Recorder.measure_copy), and which are slower
+    than PyTorch or under TARGET of the same-size copy (the ``shown`` worst of each, by
+    ratio). [] when no pool case was timed by both."""
+    d = df[(df["op"] == OP) & (df["metric"] == "time")]
+    if d.empty:
+        return []
+    lines = []
+    for dtype, g in d.groupby("dtype", sort=False):
+        t = g.pivot_table(index=["label", "mode"], columns="provider", values="p50", aggfunc="first")
+        if not {"tritonnet", "torch"} <= set(t.columns):
+            continue
+        t = t.dropna(subset=["tritonnet", "torch"])
+        gbs = df[(df["op"] == OP) & (df["metric"] == "GB/s") & (df["dtype"] == dtype)
+                 & (df["provider"] == "tritonnet")].set_index(["label", "mode"])["fraction_of_ceiling"]
+        of_copy = gbs.reindex(t.index)
+        vs_torch = t["torch"] / t["tritonnet"]
+        same = t["copy"] / t["tritonnet"] if "copy" in t.columns else None
+        n = len(t)
+        lines.append(f"pool, issue 4's target (>= {TARGET:g} of copy bandwidth, never slower than "
+                     f"PyTorch), {dtype}: n = {n} (case, layout, mode) timed")
+        parts = [f">= {TARGET:g} of the copy ceiling: {int((of_copy >= TARGET).sum())}/{n}"]
+        if same is not None:
+            parts.append(f"of a same-size copy: {int((same >= TARGET).sum())}/{int(same.notna().sum())}")
+        lines.append("  " + "; ".join(parts))
+        lines += _worst(vs_torch[vs_torch < 1.0], "slower than PyTorch (speed ratio)", n, shown)
+        if same is not None:
+            lines += _worst(same[same < TARGET], f"under {TARGET:g} of a same-size copy (fraction)", n, shown)
+    return lines
+
+
+def _worst(r, what: str, n: int, shown: int) -> list[str]:
+    """One line: how many of ``n`` are in ``r`` ((label, mode) -> value), the ``shown`` lowest."""
+    r = r.dropna().sort_values()
+    if r.empty:
+        return []
+    low = ", ".join(f"{lab} {MODE_SHORT.get(m, m)} {v:.2f}x" for (lab, m), v in r.head(shown).items())
+    more = f", +{len(r) - shown} more" if len(r) > shown else ""
+    return [f"  {what}: {len(r)}/{n}: {low}{more}"]

@@ -1097,6 +1097,8 @@ def test_bench_pool_runs_and_counts_bytes():
     assert bpool.min_bytes(case, 120, "forward+backward", 4) == 2 * (4 * (432 + 120) + 8 * 120)
 
     rec = bench_recorder()
+    timed, timer = [], rec.timer
+    rec.timer = lambda fn, g: (timed.append(fn.__qualname__), timer(fn, g))[1]
     cases = [case, bpool.Case("tiny.up", "interpolate", 1, 2, 3, 5, {"scale_factor": 2})]
     bpool.run(rec, device=KERNEL_DEVICE, dtypes=["fp32-tf32", "fp32"], cases=cases)
     df = rec.frame()
@@ -1105,8 +1107,58 @@ def test_bench_pool_runs_and_counts_bytes():
     assert set(df["label"]) == {"tiny", "tiny.cl", "tiny.up", "tiny.up.cl"}
     assert (df[df["metric"] == "rel_err"]["check"] == "ok").all()
     gbs = df[(df["metric"] == "GB/s") & (df["label"] == "tiny") & (df["mode"] == "forward")]
-    assert len(gbs) == 2  # tritonnet and torch
-    assert gbs["p50"].iloc[0] == pytest.approx(bpool.min_bytes(case, 120, "forward", 4) / 0.01e6)
+    assert list(gbs["provider"]) == ["tritonnet", "torch", "copy"]  # and a copy of the same bytes
+    assert list(gbs["p50"]) == pytest.approx([bpool.min_bytes(case, 120, "forward", 4) / 0.01e6] * 3)
+    # one copy timed per size and device: forward and backward move the same bytes, both
+    # layouts too; forward+backward twice that (two cases x two sizes)
+    copies = df[(df["provider"] == "copy") & (df["metric"] == "GB/s")]
+    assert len(copies) == 2 * 2 * 3 and len(rec._copies) == 4
+    assert sum("measure_copy" in q for q in timed) == 4
+    assert {2 * half for _, half in rec._copies} == {
+        bpool.min_bytes(case, 120, m, 4) for m in ("forward", "forward+backward")} | {
+        bpool.min_bytes(cases[1], 120, m, 4) for m in ("forward", "forward+backward")}
+    from tritonnet.bench import harness
+
+    table = harness.summary_table(df)
+    assert "frac_copy" in table.columns and (table["frac_copy"] == 1.0).all()
+    assert bpool.headline(df)[1] == "  >= 0.8 of the copy ceiling: 0/12; of a same-size copy: 12/12"
+
+
+def test_bench_pool_headline():
+    """The issue's target from known times: the 1 GiB copy's fraction, the same-size copy's,
+    and the cases slower than torch, worst first."""
+    from tritonnet.bench import harness
+    from tritonnet.bench import pool as bpool
+
+    rec = bench_recorder(copy_gbs=100.0)
+    cases = [  # label, mode, tritonnet ms, torch ms, same-size copy ms; 1 MB each
+        ("a", "forward", 0.0125, 0.02, 0.01),  # 80 GB/s: 0.8 of the ceiling; 0.8 of the copy
+        ("a", "backward", 0.02, 0.01, 0.01),  # 0.5x torch, 0.5 of the copy
+        ("b.cl", "forward", 0.04, 0.05, 0.036),  # 0.25 of the ceiling, 0.9 of the copy
+        ("b.cl", "backward", 0.04, 0.03, 0.04),  # 0.75x torch
+        ("c", "forward", 0.01, None, 0.01),  # torch not timed: not counted
+    ]
+    for label, mode, *ms in cases:
+        key = dict(op="pool", mode=mode, shape=label, dtype="bf16", layout="nchw", label=label)
+        for p, t in zip(("tritonnet", "torch"), ms[:2], strict=True):
+            if t is not None:
+                rec.timer = lambda fn, g, t=t: (t, t, t)
+                rec.measure(lambda: None, provider=p, nbytes=1e6, **key)
+        rec.timer = lambda fn, g, t=ms[2]: (t, t, t)
+        rec.measure_copy(nbytes=10**6 + 1, device="cpu", **key)  # a size of its own each
+        rec._copies.clear()
+    table = harness.summary_table(rec.frame()).set_index(["case", "mode"])
+    assert table["frac_copy"].to_dict() == pytest.approx(  # copies of 1 MB: 100 GB/s at 10 us
+        {("a", "fwd"): 0.8, ("a", "bwd"): 0.5, ("b.cl", "fwd"): 0.9, ("b.cl", "bwd"): 1.0, ("c", "fwd"): 1.0})
+    lines = bpool.headline(rec.frame(), shown=1)
+    assert lines == [
+        "pool, issue 4's target (>= 0.8 of copy bandwidth, never slower than PyTorch), bf16: "
+        "n = 4 (case, layout, mode) timed",
+        "  >= 0.8 of the copy ceiling: 1/4; of a same-size copy: 2/4",
+        "  slower than PyTorch (speed ratio): 2/4: a bwd 0.50x, +1 more",
+        "  under 0.8 of a same-size copy (fraction): 2/4: a bwd 0.50x, +1 more",
+    ]
+    assert bpool.headline(rec.frame()[lambda d: d["provider"] != "torch"]) == []
 
 
 def test_is_channels_last_agrees_with_torch():
