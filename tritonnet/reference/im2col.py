@@ -21,16 +21,21 @@ def _out_size(size, k, d, p, s):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def unfold_forward(input, kernel, dilation, padding, stride):
-    """(N, C, H, W) -> (N, C*KH*KW, OH*OW), rows ordered (c, kh, kw)."""
+def windows(input, kernel, dilation, padding, stride):
+    """The (N, C, OH, OW, KH, KW) view of every window's taps over the zero-padded input."""
     (KH, KW), (DH, DW), (PH, PW), (SH, SW) = kernel, dilation, padding, stride
     N, C, H, W = input.shape
     xp = input.new_zeros((N, C, H + 2 * PH, W + 2 * PW))
     xp[:, :, PH : PH + H, PW : PW + W] = input
     # windows of the dilated kernel's extent (DH*(KH-1)+1) every SH rows, then every DH-th tap
     win = xp.unfold(2, DH * (KH - 1) + 1, SH).unfold(3, DW * (KW - 1) + 1, SW)
-    win = win[..., ::DH, ::DW]  # (N, C, OH, OW, KH, KW)
-    OH, OW = win.shape[2], win.shape[3]
+    return win[..., ::DH, ::DW]
+
+
+def unfold_forward(input, kernel, dilation, padding, stride):
+    """(N, C, H, W) -> (N, C*KH*KW, OH*OW), rows ordered (c, kh, kw)."""
+    win = windows(input, kernel, dilation, padding, stride)
+    N, C, OH, OW, KH, KW = win.shape
     # (N, C, OH, OW, KH, KW) -> (N, C*KH*KW, OH*OW)
     return win.permute(0, 1, 4, 5, 2, 3).reshape(N, C * KH * KW, OH * OW).contiguous()
 
