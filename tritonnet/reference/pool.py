@@ -62,7 +62,8 @@ def _at(t, rows, cols):
     """t[:, :, rows][:, :, :, cols] with the positions clamped in range (masked by callers)."""
     rows = rows.clamp(0, t.shape[2] - 1)
     cols = cols.clamp(0, t.shape[3] - 1)
-    # one advanced-indexing gather: on the CPU ~15x faster than index_select along dims 2 and 3
+    # one advanced-indexing gather: on the CPU 1.6-1.8x faster than index_select along dims 2
+    # and 3, and far faster while the cores are shared
     return t[:, :, rows[:, None], cols[None, :]]
 
 
