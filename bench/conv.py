@@ -557,6 +557,11 @@ def headline(df, dtype="bf16", layout="channels_last") -> list[str]:
         parts = [f"b{n} {geomean(r[batch == n]):.3g}x n={int((batch == n).sum())}"
                  for n in sorted(set(batch))]
         lines.append(f"  {mode:17} {geomean(r):.3g}x n={len(r)}  ({', '.join(parts)})")
+        stem = r.index.get_level_values("label").str.startswith(f"{TARGET_NET}.stem.")
+        if mode == "input-grad" and stem.any() and not stem.all():
+            # the RGB image never needs a gradient: training runs every gradient but this one
+            lines.append(f"  {'':17} {geomean(r[~stem]):.3g}x n={int((~stem).sum())}  without the stem, "
+                         f"whose input gradient training never computes")
     return lines
 
 

@@ -562,6 +562,20 @@ def test_conv_headline_geomean():
     assert lines[1].split() == ["forward", "0.63x", "n=3", "(b32", "1x", "n=2,", "b128", "0.25x",
                                 "n=1)"]
     assert conv.headline(rec.frame().iloc[:0]) == []
+    # the input gradient: also a geomean without the stem's (training never computes it)
+    for label, ours in [("resnet18.stem.b32.cl", 10.0), ("resnet18.a.b32.cl", 2.0),
+                        ("resnet18.b.b32.cl", 0.5)]:
+        for p, ms in [("tritonnet", ours), ("torch", 1.0)]:
+            rec.timer = fake_timer((ms, ms, ms))
+            rec.measure(lambda: None, op="conv", provider=p, mode="input-grad", shape=label,
+                        dtype="bf16", layout="channels_last", label=label, flops=1e9)
+    lines = conv.headline(rec.frame())
+    assert len(lines) == 4 and lines[2].split()[:3] == ["input-grad", "0.464x", "n=3"]
+    assert lines[3].split()[:5] == ["1x", "n=2", "without", "the", "stem,"]
+    # no such line where the stem is all there is, or absent
+    assert len(conv.headline(rec.frame()[lambda d: ~d["label"].str.contains("stem")])) == 3
+    only_stem = rec.frame()[lambda d: (d["mode"] != "input-grad") | d["label"].str.contains("stem")]
+    assert len(conv.headline(only_stem)) == 3
 
 
 def test_conv_wrong_provider_fails_and_is_not_timed(monkeypatch):
