@@ -545,8 +545,8 @@ def check_then_time(rec: Recorder, key: dict, what: str, providers, device, *, m
             except Exception as e:
                 rec.failures.append(f"{what} {p} {mode}: {type(e).__name__}: {e}")
                 rec.log(f"  ERROR {what} {p} {mode}: {type(e).__name__}: {e}")
-        nbytes = extra(mode).get("nbytes", 0)
-        if same_size_copy and fns and nbytes:
+        nbytes = extra(mode).get("nbytes", 0) if same_size_copy and fns else 0
+        if nbytes:
             times.setdefault("copy", {})[mode] = rec.measure_copy(nbytes=nbytes, device=device,
                                                                   mode=mode, **key)
     for p, t in times.items():
