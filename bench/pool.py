@@ -222,17 +222,17 @@ def headline(df, shown: int = 6) -> list[str]:
         if same is not None:
             parts.append(f"of a same-size copy: {int((same >= TARGET).sum())}/{int(same.notna().sum())}")
         lines.append("  " + "; ".join(parts))
-        lines += _worst(vs_torch[vs_torch < 1.0], "slower than PyTorch (speed ratio)", n, shown)
+        lines += _worst(vs_torch[vs_torch < 1.0], "slower than PyTorch (speed ratio)", n, shown, "x")
         if same is not None:
             lines += _worst(same[same < TARGET], f"under {TARGET:g} of a same-size copy (fraction)", n, shown)
     return lines
 
 
-def _worst(r, what: str, n: int, shown: int) -> list[str]:
+def _worst(r, what: str, n: int, shown: int, unit: str = "") -> list[str]:
     """One line: how many of ``n`` are in ``r`` ((label, mode) -> value), the ``shown`` lowest."""
     r = r.dropna().sort_values()
     if r.empty:
         return []
-    low = ", ".join(f"{lab} {MODE_SHORT.get(m, m)} {v:.2f}x" for (lab, m), v in r.head(shown).items())
+    low = ", ".join(f"{lab} {MODE_SHORT.get(m, m)} {v:.2f}{unit}" for (lab, m), v in r.head(shown).items())
     more = f", +{len(r) - shown} more" if len(r) > shown else ""
     return [f"  {what}: {len(r)}/{n}: {low}{more}"]

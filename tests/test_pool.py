@@ -1156,7 +1156,7 @@ def test_bench_pool_headline():
         "n = 4 (case, layout, mode) timed",
         "  >= 0.8 of the copy ceiling: 1/4; of a same-size copy: 2/4",
         "  slower than PyTorch (speed ratio): 2/4: a bwd 0.50x, +1 more",
-        "  under 0.8 of a same-size copy (fraction): 2/4: a bwd 0.50x, +1 more",
+        "  under 0.8 of a same-size copy (fraction): 2/4: a bwd 0.50, +1 more",
     ]
     assert bpool.headline(rec.frame()[lambda d: d["provider"] != "torch"]) == []
 
