@@ -211,3 +211,33 @@ def bench_recorder(copy_gbs=1000.0):
     rec = harness.Recorder({"device": "fake", "versions": "v", "timestamp": "t"}, timer, log=lambda *a: None)
     rec.ceilings["copy"] = copy_gbs
     return rec
+
+
+def aten_ops_of(fn) -> list[str]:
+    """The names of the ops ``fn()`` dispatches (torch's and tritonnet's), in order: what a
+    call costs beyond its kernels (each aten op is a launch on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return seen
+
+
+class StopGradient(torch.autograd.Function):
+    """Identity forward; hands back no gradient (None): the ops before it get an undefined
+    gradient, as after a torch op whose derivative is undefined."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None

@@ -875,3 +875,27 @@ def test_cuda_graph_captures_a_step_with_index_targets():
     graph.replay()
     for got, want in zip(captured, step()):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_cross_entropy_backward_fills_no_gradients_of_its_saved_rows(backend):
+    """The cross-entropy primitive also returns each row's lse and weight sum (kept for the
+    backward, never differentiated): autograd filled a zero tensor for each of their
+    gradients on every backward, two memsets a training step. The backward now dispatches
+    the backward primitive alone, and an undefined gradient at the loss leaves the logits'
+    gradient undefined, as torch's."""
+    from tests.helpers import StopGradient, aten_ops_of
+
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x = torch.randn(6, 5, device=dev, requires_grad=True)
+    t = torch.tensor([0, 4, 2, 1, 3, 0], device=dev)
+    for kwargs in ({}, {"reduction": "none", "label_smoothing": 0.1}):
+        loss = F.cross_entropy(x, t, **kwargs)
+        ops = aten_ops_of(lambda loss=loss: loss.backward(torch.ones_like(loss)))
+        assert "tritonnet.cross_entropy_backward.default" in ops
+        assert not [op for op in ops if "zero" in op or "fill" in op], ops
+        x.grad = None
+        w = torch.ones((), device=dev, requires_grad=True)
+        (StopGradient.apply(F.cross_entropy(x, t, **kwargs)).sum() * w).backward()
+        assert x.grad is None and w.grad is not None

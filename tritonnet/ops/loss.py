@@ -78,10 +78,15 @@ def _(grad, input, weight, lse, label_smoothing):
 def _ce_setup(ctx, inputs, output):
     input, target, weight, ignore_index, label_smoothing = inputs
     ctx.ignore_index, ctx.label_smoothing = ignore_index, label_smoothing
+    # lse and wsum are kept for the backward, never differentiated: no zero tensors for their
+    # gradients (autograd would otherwise allocate and fill two on every backward)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(input, target, weight, output[1], output[2])
 
 
 def _ce_backward(ctx, grad, _grad_lse, _grad_wsum):
+    if grad is None:  # not materialized (see _ce_setup): no gradient reached the loss
+        return (None,) * 5
     input, target, weight, lse, wsum = ctx.saved_tensors
     eps = ctx.label_smoothing
     need_x, need_t, need_w = ctx.needs_input_grad[:3]

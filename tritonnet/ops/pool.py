@@ -124,11 +124,16 @@ def _check_indices(indices, grad, op):
 
 def _max_setup(ctx, inputs, output):
     input, kernel_size, stride, padding, dilation, _, _ = inputs
+    # the indices never carry a gradient: without this autograd would hand the backward a
+    # zero tensor of their size (an int64 memset on every backward, as large as dx in bf16)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(output[1])
     ctx.args = (list(input.shape), kernel_size, stride, padding, dilation, is_channels_last(input))
 
 
 def _max_backward(ctx, grad, _grad_indices):
+    if grad is None:  # not materialized (see _max_setup): no gradient reached the output
+        return (None,) * 7
     (indices,) = ctx.saved_tensors
     _check_indices(indices, grad, "max_pool2d")
     return (max_pool2d_backward(grad, indices, *ctx.args),) + (None,) * 6
@@ -254,11 +259,14 @@ def _(grad_output, indices, input_size, channels_last):
 
 
 def _amax_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zeros for the indices' gradient (see _max_setup)
     ctx.save_for_backward(output[1])
     ctx.args = (list(inputs[0].shape), is_channels_last(inputs[0]))
 
 
 def _amax_backward(ctx, grad, _grad_indices):
+    if grad is None:
+        return None, None, None
     (indices,) = ctx.saved_tensors
     _check_indices(indices, grad, "adaptive_max_pool2d")
     return adaptive_max_pool2d_backward(grad, indices, *ctx.args), None, None
