@@ -215,7 +215,7 @@ def bench_recorder(copy_gbs=1000.0):
 
 def aten_ops_of(fn) -> list[str]:
     """The names of the ops ``fn()`` dispatches (torch's and tritonnet's), in order: what a
-    call costs beyond its kernels (each aten op is a launch on a GPU)."""
+    call costs beyond its kernels (on a GPU, each aten op that computes is a launch)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     seen = []
