@@ -276,12 +276,23 @@ class Recorder:
         timer). Returns the median time in ms."""
         key = dict(op=op, provider=provider, mode=mode, shape=shape, dtype=dtype, layout=layout,
                    label=label, rel_err=rel_err, check=check)
-        p50, p20, p80 = self.timer(fn, grad_to_none)
-        floor = self.floor_ms(flops, nbytes, dtype)
+        p50 = self._add_timed(key, self.timer(fn, grad_to_none), flops, nbytes)
+        if self.loop is not None:
+            floor = self.floor_ms(flops, nbytes, dtype)
+            l50, l20, l80 = self.loop(fn, grad_to_none)
+            self.add(**key, metric="time_loop", p50=l50, p20=l20, p80=l80, unit="ms",
+                     fraction_of_ceiling=floor / l50 if l50 > 0 else math.nan, ceiling="floor")
+        return p50
+
+    def _add_timed(self, key: dict, quantiles, flops: float, nbytes: float) -> float:
+        """The time row of ``quantiles`` (p50, p20, p80 in ms) under ``key``, and its TFLOP/s
+        and GB/s rows where there is work to rate. Returns p50."""
+        p50, p20, p80 = quantiles
+        floor = self.floor_ms(flops, nbytes, key["dtype"])
         self.add(**key, metric="time", p50=p50, p20=p20, p80=p80, unit="ms",
                  fraction_of_ceiling=floor / p50 if p50 > 0 else math.nan, ceiling="floor")
         if flops:
-            tflops, name = self.matmul_ceiling(dtype)
+            tflops, name = self.matmul_ceiling(key["dtype"])
             rate = [flops / (t * 1e9) for t in (p50, p80, p20)]  # p20 of a rate = p80 of time
             self.add(**key, metric="TFLOP/s", p50=rate[0], p20=rate[1], p80=rate[2],
                      unit="TFLOP/s", fraction_of_ceiling=rate[0] / tflops, ceiling=name)
@@ -290,10 +301,6 @@ class Recorder:
             self.add(**key, metric="GB/s", p50=rate[0], p20=rate[1], p80=rate[2], unit="GB/s",
                      fraction_of_ceiling=rate[0] / self.ceilings.get("copy", math.nan),
                      ceiling="copy")
-        if self.loop is not None:
-            l50, l20, l80 = self.loop(fn, grad_to_none)
-            self.add(**key, metric="time_loop", p50=l50, p20=l20, p80=l80, unit="ms",
-                     fraction_of_ceiling=floor / l50 if l50 > 0 else math.nan, ceiling="floor")
         return p50
 
     def measure_copy(self, *, nbytes: int, device, **key) -> float:
@@ -310,15 +317,7 @@ class Recorder:
             dst = torch.empty_like(src)
             self._copies[ck] = self.timer(lambda: dst.copy_(src), None)
             del src, dst
-        p50, p20, p80 = self._copies[ck]
-        key = {**key, "provider": "copy"}
-        floor = self.floor_ms(0.0, 2 * half, key["dtype"])
-        self.add(**key, metric="time", p50=p50, p20=p20, p80=p80, unit="ms",
-                 fraction_of_ceiling=floor / p50 if p50 > 0 else math.nan, ceiling="floor")
-        rate = [2 * half / (t * 1e6) for t in (p50, p80, p20)]
-        self.add(**key, metric="GB/s", p50=rate[0], p20=rate[1], p80=rate[2], unit="GB/s",
-                 fraction_of_ceiling=rate[0] / self.ceilings.get("copy", math.nan), ceiling="copy")
-        return p50
+        return self._add_timed({**key, "provider": "copy"}, self._copies[ck], 0.0, 2 * half)
 
     def measure_ceilings(self, device="cuda", dtypes: Sequence[str] = ("bf16",), n: int = 8192,
                          copy_bytes: int = 1 << 30) -> dict[str, float]:
