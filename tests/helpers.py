@@ -213,9 +213,11 @@ def bench_recorder(copy_gbs=1000.0):
     return rec
 
 
-def aten_ops_of(fn) -> list[str]:
-    """The names of the ops ``fn()`` dispatches (torch's and tritonnet's), in order: what a
-    call costs beyond its kernels (on a GPU, each aten op that computes is a launch)."""
+@contextlib.contextmanager
+def dispatched_ops():
+    """Within: the ops dispatched (torch's and tritonnet's), appended in order, by name
+    (``aten.sum.dim_IntList``), to the list this yields: what a call costs beyond its kernels
+    (on a GPU, each aten op that computes is a launch)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     seen = []
@@ -226,8 +228,7 @@ def aten_ops_of(fn) -> list[str]:
             return func(*args, **(kwargs or {}))
 
     with Record():
-        fn()
-    return seen
+        yield seen
 
 
 class StopGradient(torch.autograd.Function):

@@ -1195,7 +1195,7 @@ def test_max_pools_backward_fills_no_index_gradient(backend):
     bf16 on every backward, ~44% more traffic than the backward's own at resnet.maxpool. The
     backward now dispatches the backward primitive alone, and an undefined gradient reaching
     the pool leaves the input's gradient undefined, as torch's."""
-    from tests.helpers import StopGradient, aten_ops_of
+    from tests.helpers import StopGradient, dispatched_ops
 
     tritonnet.set_backend(backend)
     dev = KERNEL_DEVICE if backend == "triton" else "cpu"
@@ -1205,7 +1205,8 @@ def test_max_pools_backward_fills_no_index_gradient(backend):
                      ("max_pool2d", lambda: F.max_pool2d(x, 3, 2, 1, return_indices=True)[0]),
                      ("adaptive_max_pool2d", lambda: F.adaptive_max_pool2d(x, 3))]:
         y = fn()
-        ops = aten_ops_of(lambda y=y: y.backward(dy))
+        with dispatched_ops() as ops:
+            y.backward(dy)
         # (the detach is autograd's, storing x.grad)
         assert [op for op in ops if op != "aten.detach.default"] == [f"tritonnet.{name}_backward.default"]
         assert x.grad.abs().sum() > 0
