@@ -462,7 +462,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
                                      bias_grad, dw_format == torch.channels_last)
     grad_output, input = _stage(grad_output, Cg, Og), _stage(input, Cg, Og)
     L = NB * OH * OW
-    vec, C_dw = 1, Cg
+    vec, C_dw = 1, Cg  # C_dw: the channels the kernel walks (4 over the stem's padded copy)
     if Cg == PAD_RGB[0] and groups == 1 and _flat(PAD_RGB[1]) and L and C_out:
         # as the forward: x padded to 4 channels, a pixel one vector, and its zero padding
         # in memory (no bounds checks); dw comes out (C_out, KH, KW, 3), the padding channel
@@ -517,5 +517,5 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     if cl or vec > 1:  # (C_out, KH, KW, Cg) in memory: (C_out, Cg, KH, KW) channels_last
         dw = dw.view(C_out, KH, KW, Cg).permute(0, 3, 1, 2)
     else:
-        dw = dw.view(C_out, C_dw, KH, KW)
+        dw = dw.view(C_out, Cg, KH, KW)
     return dw.contiguous(memory_format=dw_format), db
