@@ -979,6 +979,19 @@ ERRORS = [
     ("adaptive_max_pool1d", (2,), {}, (5,), ["1-D"]),
     ("adaptive_max_pool1d", (2,), {}, (2, 0, 5), ["adaptive_max_pool1d", "(2, 0, 5)"]),
     ("adaptive_max_pool1d", (2.5,), {}, (2, 3, 5), ["2.5"]),
+    # argument types before anything else, as torch's argument parser checks them
+    ("max_pool2d", (3,), {"padding": "2"}, (1, 2, 0, 9), ["padding", "'2'"]),
+    ("max_pool2d", ((1, 1, 3),), {"padding": False}, X4, ["padding", "False"]),
+    ("max_pool2d", (2,), {"stride": 1.5}, (5,), ["stride", "1.5"]),
+    ("max_pool1d", (2,), {"dilation": "1"}, (2, 0, 5), ["dilation", "'1'"]),
+    ("avg_pool2d", ("2",), {}, (2, 12), ["kernel_size", "'2'"]),
+    ("avg_pool1d", (2,), {"padding": 0.5}, (5,), ["padding", "0.5"]),
+    ("adaptive_max_pool2d", ((2.5, 2),), {}, (2, 0, 5, 5), ["2.5"]),
+    ("adaptive_avg_pool2d", ((True, 2),), {}, (2, 3, 0, 5), ["output_size"]),  # a bool first is refused
+    ("adaptive_avg_pool1d", ("3",), {}, (2, 0), ["output_size", "'3'"]),
+    # avg_pool2d: the window's lengths, then its zero divisor, before the input's rank
+    ("avg_pool2d", ((),), {}, (3,), ["kernel_size", "()"]),
+    ("avg_pool2d", (2,), {"stride": (1, 1, 1)}, (3,), ["stride", "(1, 1, 1)"]),
 ]
 
 
@@ -993,6 +1006,21 @@ def test_bad_input_raises_like_torch(op, args, kwargs, shape, words):
         getattr(F, op)(x, *args, **kwargs)
     for w in words:
         assert w in str(ours.value), (w, str(ours.value))
+
+
+def test_empty_unbatched_channels_like_torch():
+    """torch's adaptive max pools check the sizes of dims 1 and up: an unbatched input may
+    have no channels (a batched one may not); the average pools take no channels either way."""
+    for backend in ("reference", "triton"):
+        tritonnet.set_backend(backend)
+        for op, shape, size in [("adaptive_max_pool2d", (0, 3, 6), 2), ("adaptive_max_pool1d", (0, 6), 4),
+                                ("adaptive_avg_pool2d", (2, 0, 3, 6), (1, 2))]:
+            x = torch.randn(shape, requires_grad=True)
+            out = getattr(F, op)(x, size)
+            out.sum().backward()
+            assert out.shape == getattr(TF, op)(x.detach(), size).shape and x.grad.shape == x.shape
+        with pytest.raises(RuntimeError, match=r"\(1, 0, 3, 6\)"):
+            F.adaptive_max_pool2d(torch.randn(1, 0, 3, 6), 2)
 
 
 def _opcheck_cases():

@@ -2,6 +2,8 @@
 torch in float64, gradcheck through the reference, Triton kernels vs reference, every output
 written, modules, errors."""
 
+from fractions import Fraction
+
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -307,7 +309,35 @@ ERRORS = [
     ((1, 1, 1, 1, 1, 4), {"scale_factor": 2}, ["6-D"]),
     ((1, 0, 3, 3), {"size": 3}, ["(1, 0, 3, 3)"]),
     ((1, 2, 0, 3), {"size": 3}, ["[0, 3]"]),
+    # torch's order: counts and a size's types, recompute_scale_factor, then the input's rank
+    ((5, 3), {"scale_factor": (2.0,)}, ["scale_factor=(2.0,)"]),
+    ((1, 1, 1, 1, 1, 4), {"size": 3, "recompute_scale_factor": True}, ["recompute_scale_factor"]),
+    (X4, {"size": (4, 2.0), "recompute_scale_factor": True}, ["(4, 2.0)"]),
+    ((1, 1, 1, 1, 1, 4), {"size": (1, 2, 3, 4.0)}, ["(1, 2, 3, 4.0)"]),
+    # the recomputed sizes are torch's int(size * scale): NaN ValueError, Inf OverflowError
+    (X4, {"scale_factor": float("nan"), "recompute_scale_factor": True}, ["NaN"]),
+    (X4, {"scale_factor": float("inf"), "mode": "area"}, ["infinity"]),
+    (X4, {"scale_factor": -1.0, "mode": "area"}, ["-9"]),
 ]
+
+
+def test_sizes_torch_takes():
+    """'area' is torch's adaptive_avg_pool2d (1d for 3-D input), which takes an empty output
+    and no channels; the recomputed path takes any factor that multiplies an int (a 0-d
+    tensor, a Fraction), as torch's does."""
+    for backend in ("reference", "triton"):
+        tritonnet.set_backend(backend)
+        for shape, kw in [((1, 3, 4, 4), {"size": (0, 2), "mode": "area"}),
+                          ((1, 3, 4, 4), {"scale_factor": 0.2, "mode": "area"}),
+                          ((1, 0, 4, 4), {"size": (3, 2), "mode": "area"}),
+                          ((1, 0, 4), {"size": 3, "mode": "area"}),
+                          ((1, 2, 4, 5), {"scale_factor": torch.tensor(1.5), "recompute_scale_factor": True}),
+                          ((1, 2, 4, 5), {"scale_factor": Fraction(3, 2), "mode": "area"}),
+                          ((1, 2, 7), {"scale_factor": (Fraction(1, 3),), "mode": "area"})]:
+            x = torch.randn(shape)
+            ours, theirs = F.interpolate(x, **kw), TF.interpolate(x, **kw)
+            assert ours.shape == theirs.shape, (shape, kw)
+            torch.testing.assert_close(ours, theirs)
 
 
 @pytest.mark.parametrize("shape,kw,words", ERRORS, ids=[str(i) for i in range(len(ERRORS))])

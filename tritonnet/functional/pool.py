@@ -1,8 +1,9 @@
 """Pooling and resampling with torch.nn.functional's names, signatures and errors.
 
 max_pool1d / avg_pool1d run through the 2-D ops on an (.., C, 1, L) view. interpolate runs
-'nearest' and 'nearest-exact' on tritonnet's resampling op and 'area' on adaptive_avg_pool2d
-(3-D and 4-D input); every other mode, and 'area' on 5-D input, is torch.nn.functional's own.
+'nearest' and 'nearest-exact' on tritonnet's resampling op and 'area' on adaptive_avg_pool1d
+(3-D input) or adaptive_avg_pool2d (4-D), as torch's; every other mode, and 'area' on 5-D
+input, is torch.nn.functional's own.
 Integer tensors (which carry no gradient) are passed to torch.nn.functional after validation.
 """
 
@@ -70,23 +71,38 @@ def _not_a_bare_bool(op, name, value):
         raise TypeError(not_ints(op, name, value))
 
 
-def _ints(op, name, value, n):
-    """An int, or a sequence of 1 or n ints -> a tuple of n ints (PyTorch's broadcasting rule)."""
-    vals = list(int_list(op, name, value))
+def _window_args(op, kernel_size, stride, padding, dilation=1):
+    """The window arguments' types, checked as torch's argument parser checks them: all of
+    them, before any check of the input or of their lengths and values (a string padding on
+    an empty input is torch's TypeError) -> (kernel, stride, padding, dilation) as tuples of
+    ints, () for a stride of None."""
+    no_stride = stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+    return (int_list(op, "kernel_size", kernel_size), () if no_stride else int_list(op, "stride", stride),
+            int_list(op, "padding", padding), int_list(op, "dilation", dilation))
+
+
+def _ints(op, name, vals, n):
+    """A tuple of 1 or n ints -> a list of n ints (PyTorch's broadcasting rule)."""
     if len(vals) == 1:
-        vals = vals * n
+        return list(vals) * n
     if len(vals) != n:
         what = "a single int" + (f", or a tuple of {n} ints" if n > 1 else " or a tuple of one int")
-        raise RuntimeError(f"{op}: {name} must be {what}, got {value!r}")
-    return vals
+        raise RuntimeError(f"{op}: {name} must be {what}, got {vals!r}")
+    return list(vals)
 
 
-def _window(op, n, kernel_size, stride, padding, dilation=1):
+def _lengths(op, n, args):
+    """_window_args's tuples -> (kernel, stride, padding, dilation) lists of n ints, their
+    lengths checked (torch's RuntimeError, with the values)."""
+    kernel_size, stride, padding, dilation = args
     kernel = _ints(op, "kernel_size", kernel_size, n)
-    no_stride = stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
-    stride = kernel if no_stride else _ints(op, "stride", stride, n)
-    padding = _ints(op, "padding", padding, n)
-    dilation = _ints(op, "dilation", dilation, n)
+    stride = _ints(op, "stride", stride, n) if stride else kernel
+    return kernel, stride, _ints(op, "padding", padding, n), _ints(op, "dilation", dilation, n)
+
+
+def _values(op, window):
+    """The window's values checked (torch's RuntimeErrors, with the values); returns it."""
+    kernel, stride, padding, dilation = window
     for name, vals in [("kernel_size", kernel), ("stride", stride), ("dilation", dilation)]:
         if any(v <= 0 for v in vals):
             raise RuntimeError(f"{op}: {name} must be greater than zero, but got {name}={vals}")
@@ -97,7 +113,11 @@ def _window(op, n, kernel_size, stride, padding, dilation=1):
             f"{op}: padding should be at most half of kernel size, but got padding={padding} "
             f"and kernel_size={kernel}"
         )
-    return kernel, stride, padding, dilation
+    return window
+
+
+def _window(op, n, args):
+    return _values(op, _lengths(op, n, args))
 
 
 def _check_output(op, input, window, ceil_mode, spatial):
@@ -133,9 +153,10 @@ def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     check_tensors("max_pool2d", input=input)
+    args = _window_args("max_pool2d", kernel_size, stride, padding, dilation)
     bool_arg("max_pool2d", "ceil_mode", ceil_mode, 6)
     _check_rank("max_pool2d", input, 2)
-    window = _window("max_pool2d", 2, kernel_size, stride, padding, dilation)
+    window = _window("max_pool2d", 2, args)
     _check_output("max_pool2d", input, window, ceil_mode, 2)
     if not input.is_floating_point():
         return TF.max_pool2d(input, *window, ceil_mode=ceil_mode, return_indices=return_indices)
@@ -147,15 +168,18 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     check_tensors("avg_pool2d", input=input)
+    args = _window_args("avg_pool2d", kernel_size, stride, padding)
     bool_arg("avg_pool2d", "ceil_mode", ceil_mode)
     bool_arg("avg_pool2d", "count_include_pad", count_include_pad)
-    if divisor_override is not None:  # torch checks it first
+    if divisor_override is not None:
         divisor_override = int_arg("avg_pool2d", "divisor_override", divisor_override)
-        if divisor_override == 0:
-            raise RuntimeError("avg_pool2d: divisor_override must be non-zero, got 0")
-    # PyTorch raises IndexError for fewer than 3 dimensions and RuntimeError for more than 4
+    # torch's order: the window's lengths, a zero divisor, then the input's rank (IndexError
+    # for fewer than 3 dimensions, RuntimeError for more than 4), then the window's values
+    window = _lengths("avg_pool2d", 2, args)
+    if divisor_override == 0:
+        raise RuntimeError("avg_pool2d: divisor_override must be non-zero, got 0")
     _check_rank("avg_pool2d", input, 2, exc=IndexError if input.dim() < 3 else RuntimeError)
-    kernel, stride, padding, _ = _window("avg_pool2d", 2, kernel_size, stride, padding)
+    kernel, stride, padding, _ = _values("avg_pool2d", window)
     _check_output("avg_pool2d", input, (kernel, stride, padding, [1, 1]), ceil_mode, 2)
     if not input.is_floating_point():
         return TF.avg_pool2d(input, kernel, stride, padding, ceil_mode, count_include_pad,
@@ -209,8 +233,10 @@ def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     check_tensors("adaptive_max_pool2d", input=input)
     _check_size_rank("adaptive_max_pool2d", input, output_size)
-    _check_rank("adaptive_max_pool2d", input, 2)
-    return _adaptive_max(input, _adaptive_size("adaptive_max_pool2d", input, output_size), return_indices)
+    size = _adaptive_size("adaptive_max_pool2d", input, output_size)
+    # torch checks the sizes of dims 1 and up: an unbatched input may have no channels
+    _check_rank("adaptive_max_pool2d", input, 2, empty_channels_ok=input.dim() == 3)
+    return _adaptive_max(input, size, return_indices)
 
 
 def _adaptive_max(input, size, return_indices):
@@ -225,8 +251,9 @@ def _adaptive_max(input, size, return_indices):
 def adaptive_avg_pool2d(input, output_size):
     check_tensors("adaptive_avg_pool2d", input=input)
     _check_size_rank("adaptive_avg_pool2d", input, output_size)
+    size = _adaptive_size("adaptive_avg_pool2d", input, output_size)
     _check_rank("adaptive_avg_pool2d", input, 2, empty_channels_ok=True)
-    return _adaptive_avg(input, _adaptive_size("adaptive_avg_pool2d", input, output_size))
+    return _adaptive_avg(input, size)
 
 
 def _adaptive_avg(input, size):
@@ -256,9 +283,10 @@ def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     check_tensors("max_pool1d", input=input)
+    args = _window_args("max_pool1d", kernel_size, stride, padding, dilation)
     bool_arg("max_pool1d", "ceil_mode", ceil_mode, 6)
     _check_rank("max_pool1d", input, 1)
-    window = _window("max_pool1d", 1, kernel_size, stride, padding, dilation)
+    window = _window("max_pool1d", 1, args)
     _check_output("max_pool1d", input, window, ceil_mode, 1)
     if not input.is_floating_point():
         return TF.max_pool1d(input, *window, ceil_mode=ceil_mode, return_indices=return_indices)
@@ -270,10 +298,11 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 @overridable
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     check_tensors("avg_pool1d", input=input)
+    args = _window_args("avg_pool1d", kernel_size, stride, padding)
     bool_arg("avg_pool1d", "ceil_mode", ceil_mode)
     bool_arg("avg_pool1d", "count_include_pad", count_include_pad)
     _check_rank("avg_pool1d", input, 1)
-    kernel, stride, padding, _ = _window("avg_pool1d", 1, kernel_size, stride, padding)
+    kernel, stride, padding, _ = _window("avg_pool1d", 1, args)
     window = (kernel, stride, padding, [1])
     _check_output("avg_pool1d", input, window, ceil_mode, 1)
     if not input.is_floating_point():
@@ -284,10 +313,10 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 
 def _adaptive_size_1d(op, input, output_size, empty_channels_ok=False):
-    """torch's checks of a 1-D adaptive pool, in its order (the rank, then one output size),
-    with this op's name and the caller's shape in the messages."""
-    _check_rank(op, input, 1, empty_channels_ok=empty_channels_ok)
+    """torch's checks of a 1-D adaptive pool, in its order (the output size's type, the rank,
+    then one output size), with this op's name and the caller's shape in the messages."""
     vals = int_list(op, "output_size", output_size)
+    _check_rank(op, input, 1, empty_channels_ok=empty_channels_ok)
     if len(vals) != 1:
         raise RuntimeError(f"{op}: output_size must be an int or a tuple of one int, got {output_size!r}")
     size = vals[0]
@@ -306,7 +335,7 @@ def adaptive_max_pool1d(input, output_size, return_indices=False):
     """(N, C, L) or (C, L) through adaptive_max_pool2d's body on a (1, L) plane: its indices
     are the positions along L, as torch's."""
     check_tensors("adaptive_max_pool1d", input=input)
-    size = _adaptive_size_1d("adaptive_max_pool1d", input, output_size)
+    size = _adaptive_size_1d("adaptive_max_pool1d", input, output_size, empty_channels_ok=input.dim() == 2)
     out = _adaptive_max(input.unsqueeze(-2), [1, size], return_indices)
     return (out[0].squeeze(-2), out[1].squeeze(-2)) if return_indices else out.squeeze(-2)
 
@@ -340,11 +369,19 @@ def _floats(op, name, items):
     return out
 
 
+def _is_integer(v):
+    """torch.nn.functional.interpolate's check of a size's elements: an int (a bool too), a
+    numpy int, or a tensor of integers (its argument parser later takes 0-d ones only)."""
+    if isinstance(v, torch.Tensor):
+        return not v.is_floating_point()
+    return isinstance(v, (int, torch.SymInt)) or (type(v).__module__ == "numpy" and hasattr(v, "__index__"))
+
+
 @overridable
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """torch.nn.functional.interpolate. 'nearest' and 'nearest-exact' run on tritonnet's op
-    (source index as PyTorch's CPU kernels compute it), 'area' on adaptive_avg_pool2d for 3-D
+    (source index as PyTorch's CPU kernels compute it), 'area' on adaptive_avg_pool1d/2d for 3-D
     and 4-D input; other modes are torch.nn.functional.interpolate itself."""
     check_tensors("interpolate", input=input)
     ours = mode in _OURS and input.is_floating_point() and not (mode == "area" and input.dim() == 5)
@@ -356,11 +393,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             f"interpolate: align_corners can only be set with the interpolating modes linear, "
             f"bilinear, bicubic and trilinear, not mode={mode!r} (got align_corners={align_corners})"
         )
-    if input.dim() not in (3, 4, 5):
-        raise NotImplementedError(
-            f"interpolate: only 3-D, 4-D and 5-D input is supported (got a {input.dim()}-D tensor "
-            f"of shape {tuple(input.shape)}, mode={mode!r})"
-        )
+    # torch.nn.functional.interpolate's order: the size or scale's count against the input's
+    # spatial dims, a size's element types, recompute_scale_factor, the recomputed sizes, and
+    # only then the input's rank
     dim = input.dim() - 2
     in_sizes = list(input.shape[2:])
     if (size is None) == (scale_factor is None):
@@ -369,16 +404,18 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             f"size={size!r} and scale_factor={scale_factor!r}"
         )
     if size is not None:
+        if isinstance(size, (list, tuple)):
+            if len(size) != dim:
+                raise ValueError(
+                    f"interpolate: input has {dim} spatial dimensions {in_sizes} but size={size!r}"
+                )
+            if not all(_is_integer(v) for v in size):
+                raise TypeError(
+                    f"interpolate: size must be an int or a tuple of ints, got size={size!r} with "
+                    f"element types {[typename(v) for v in size]}"
+                )
         if recompute_scale_factor:
             raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
-        _not_a_bare_bool("interpolate", "size", size)
-        sizes = list(size) if isinstance(size, (list, tuple, torch.Size)) else [size] * dim
-        if len(sizes) != dim:
-            raise ValueError(
-                f"interpolate: input has {dim} spatial dimensions {in_sizes} but size={size!r}"
-            )
-        sizes = list(int_elements("interpolate", "size", sizes, size))
-        scales = [0.0] * dim
     else:
         factors = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * dim
         if len(factors) != dim:
@@ -386,6 +423,27 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                 f"interpolate: input has {dim} spatial dimensions {in_sizes} but "
                 f"scale_factor={scale_factor!r}"
             )
+    recompute = size is None and (recompute_scale_factor or mode == "area")
+    if recompute:
+        # torch's own expression, on the factors as given (no argument parser reads them on
+        # this path: a 0-d tensor or a Fraction works; NaN is ValueError, Inf OverflowError)
+        sizes = [torch.sym_int(i * f) for i, f in zip(in_sizes, factors)]
+    if input.dim() not in (3, 4, 5):
+        raise NotImplementedError(
+            f"interpolate: only 3-D, 4-D and 5-D input is supported (got a {input.dim()}-D tensor "
+            f"of shape {tuple(input.shape)}, mode={mode!r})"
+        )
+    if mode == "area":  # torch's adaptive_avg_pool1d/2d, with their checks: an empty output works
+        pool = adaptive_avg_pool1d if dim == 1 else adaptive_avg_pool2d
+        return pool(input, sizes if recompute else size)
+    if size is not None:
+        _not_a_bare_bool("interpolate", "size", size)
+        sizes = list(size) if isinstance(size, (list, tuple, torch.Size)) else [size] * dim
+        sizes = list(int_elements("interpolate", "size", sizes, size))
+        scales = [0.0] * dim
+    elif recompute:
+        scales = [0.0] * dim
+    else:
         factors = _floats("interpolate", "scale_factor", factors)
         if any(isinstance(f, float) and not math.isfinite(f) for f in factors):
             raise RuntimeError(  # torch's: "value cannot be converted to type int64_t without overflow"
@@ -394,8 +452,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             )
         # truncation, as PyTorch (sym_int: a symbolic size stays symbolic under torch.export)
         sizes = [torch.sym_int(i * f) for i, f in zip(in_sizes, factors)]
-        recompute = recompute_scale_factor or mode == "area"
-        scales = [0.0] * dim if recompute else factors
+        scales = factors
     if any(s <= 0 for s in in_sizes + sizes):
         raise RuntimeError(
             f"interpolate: input and output sizes should be greater than 0, but got input "
@@ -405,8 +462,4 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise RuntimeError(
             f"interpolate: expected non-empty channels, got input of shape {tuple(input.shape)}"
         )
-    if mode == "area":
-        if dim == 1:
-            return _ops.adaptive_avg_pool2d(input.unsqueeze(-2), [1, sizes[0]]).squeeze(-2)
-        return _ops.adaptive_avg_pool2d(input, sizes)
     return _ops.upsample_nearest(input, sizes, scales, mode == "nearest-exact")
