@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..reference._common import conv_memory_format  # the layout rule both backends follow
+from ..reference._common import conv_memory_format, in_format  # the layout rule both backends follow
 from ._common import (
     INTERPRET,
     apply_activation,
@@ -440,7 +440,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,
                     memory_format=torch.channels_last if split > 1 else conv_memory_format(input, weight))
     if y.numel() == 0:
-        return y.contiguous(memory_format=out_format)
+        return in_format(y, out_format)
     vec = 1
     if Cg == PAD_RGB[0] and groups == 1:
         # 3 channels (RGB stems) walk flat over a copy padded to 4: a pixel is then one
@@ -480,7 +480,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     )
     if split > 1:
         _reduce_split(part, bias, y, activation)
-    return y.contiguous(memory_format=out_format)
+    return in_format(y, out_format)
 
 
 def _reduce_split(part, bias, out, activation):

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..reference._common import conv_memory_format
+from ..reference._common import conv_memory_format, in_format
 from ._common import (
     INTERPRET,
     cdiv,
@@ -399,8 +399,8 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     if dx.numel() == 0 or grad_output.numel() == 0:
         if bias is not None:
             dx.copy_(bias.view(1, -1, 1, 1).expand(dx.shape))
-            return dx.contiguous(memory_format=out_format)
-        return dx.zero_().contiguous(memory_format=out_format)
+            return in_format(dx, out_format)
+        return in_format(dx.zero_(), out_format)
     if bias is not None:
         bias = bias.contiguous()  # read by channel index
     # split > 1: fp32 partial sums, reduced into dx below (conv._split_k_epilogue_kernel)
@@ -426,7 +426,7 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
     )
     if split > 1:
         _reduce_split(part, bias, dx, "none")
-    return dx.contiguous(memory_format=out_format)
+    return in_format(dx, out_format)
 
 
 def _pixels_dense(t) -> bool:
@@ -518,4 +518,4 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
         dw = dw.view(C_out, KH, KW, Cg).permute(0, 3, 1, 2)
     else:
         dw = dw.view(C_out, Cg, KH, KW)
-    return dw.contiguous(memory_format=dw_format), db
+    return in_format(dw, dw_format), db

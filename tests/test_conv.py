@@ -1,6 +1,7 @@
 """conv2d / conv1d / conv_transpose2d / conv_transpose1d: reference vs torch, gradcheck,
 Triton kernels vs reference, modules, errors."""
 
+import functools
 import importlib
 import math
 import os
@@ -134,7 +135,11 @@ def test_layouts_when_the_output_gradient_comes_in_another(backend):
     output gradient of another layout first): a channels_last result whose gradient comes back
     contiguous (through a .contiguous()), an NCHW result with a channels_last gradient. And
     conv1d makes a permuted (N, C, L) input contiguous, so its result is contiguous, not
-    channels_last seen as 1-D. Strides and values against torch."""
+    channels_last seen as 1-D. Size-1 dims (one output channel, N = 1 with a 1-pixel row, a
+    1x1 output) leave an output gradient contiguous in both formats, its strides suggesting
+    the other one: the gradients still follow input and weight. conv_transpose2d's input
+    gradient, cropped where the output holds more windows than the input has pixels, is dense
+    as torch's. Strides and values against torch."""
     tf32_off()
     tritonnet.set_backend(backend)
     dev = KERNEL_DEVICE if backend == "triton" else "cpu"
@@ -144,7 +149,10 @@ def test_layouts_when_the_output_gradient_comes_in_another(backend):
         x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
         y = conv(m, x, w)
         g = torch.randn(y.shape, device=dev)
-        g = g.to(memory_format=gfmt) if y.dim() == 4 else g.transpose(1, 2).contiguous().transpose(1, 2)
+        if callable(gfmt):
+            g = gfmt(g)
+        else:
+            g = g.to(memory_format=gfmt) if y.dim() == 4 else g.transpose(1, 2).contiguous().transpose(1, 2)
         return (y, *torch.autograd.grad(y, (x, w), g))
 
     x4, x3 = torch.randn(2, 16, 6, 6, device=dev), torch.randn(2, 7, 16, device=dev).transpose(1, 2)
@@ -157,6 +165,13 @@ def test_layouts_when_the_output_gradient_comes_in_another(backend):
         (lambda m, x, w: m.conv_transpose2d(x, w, stride=2), x4, wt4, cl),
         (lambda m, x, w: m.conv1d(x, w, padding=1), x3, torch.randn(8, 16, 3, device=dev), None),
         (lambda m, x, w: m.conv_transpose1d(x, w, stride=2), x3, torch.randn(16, 8, 3, device=dev), None),
+        # size-1 dims
+        (lambda m, x, w: m.conv2d(x, w), x4.to(memory_format=cl), torch.randn(1, 16, 3, 3, device=dev), nchw),
+        (lambda m, x, w: m.conv2d(x, w, stride=2, padding=(0, 1)), x4[:1, :, :3, :2],
+         torch.randn(8, 16, 2, 3, device=dev).to(memory_format=cl), nchw),
+        (lambda m, x, w: m.conv2d(x, w), x4, torch.randn(8, 16, 6, 6, device=dev),
+         lambda g: torch.empty_like(g, memory_format=cl).copy_(g)),
+        (lambda m, x, w: m.conv_transpose2d(x, w, dilation=2, output_padding=1), x4, wt4, nchw),
     ]
     for i, (conv, x, w, gfmt) in enumerate(cases):
         torch.manual_seed(i)
@@ -207,6 +222,37 @@ def test_empty_batch_like_torch(backend):
         (lambda f, x, w, b: f.conv_transpose2d(x, w, b, stride=2, output_padding=1), cl, r(4, 2, 3, 3), r(2)),
     ]
     assert_like_torch(cases, F, dev)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_empty_pixels_like_torch(backend):
+    """torch convolves an empty batch or no channels (an empty result) and refuses any other
+    empty input, a zero spatial size, with a RuntimeError (ours returned a result). An empty
+    batch of no pixels has zero gradients: conv_transpose's output can then be narrower than
+    one window, which the gradients' convolutions cannot take."""
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    x, r = torch.randn(2, 3, 6, 0, device=dev), functools.partial(torch.randn, device=dev)
+    calls = [
+        lambda m: m.conv2d(x, r(4, 3, 2, 1), padding=1),
+        lambda m: m.conv1d(x[:, :, 0], r(4, 3, 1), padding=1),
+        lambda m: m.conv_transpose2d(x, r(3, 2, 2, 3), stride=2),
+        lambda m: m.conv_transpose1d(x[:, :, 0], r(3, 2, 3), stride=2),
+    ]
+    for call in calls:
+        with pytest.raises(RuntimeError, match=r"Only zero batch or zero channel inputs.*\[2, 3, "):
+            call(F)
+        with pytest.raises(RuntimeError):
+            call(TF)
+    grads = []
+    for m in (F, TF):
+        x0, w = torch.zeros(0, 3, 0, device=dev, requires_grad=True), r(3, 1, 3, requires_grad=True)
+        b = r(3, requires_grad=True)
+        y = m.conv_transpose1d(x0, w, b, dilation=3, groups=3)
+        grads.append((y, *torch.autograd.grad(y, (x0, w, b), torch.ones_like(y))))
+    for a, want in zip(*grads):
+        assert a.shape == want.shape
+        torch.testing.assert_close(a, want)
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
@@ -1128,6 +1174,14 @@ def test_modules_state_dict_both_ways():
     up_ours, up_ref = pairs[1]
     x = torch.randn(1, 3, 5, 5)
     torch.testing.assert_close(up_ours(x, output_size=(12, 12)), up_ref(x, output_size=(12, 12)))
+    # the transposed modules' forward refuses a padding_mode other than zeros set after
+    # construction (their constructors refuse it), as torch's
+    for ours, ref in pairs[1:]:
+        x = torch.randn((2, 3, 9) if isinstance(ref, torch.nn.ConvTranspose1d) else (2, 3, 5, 5))
+        for m in (ours, ref):
+            m.padding_mode = "reflect"
+            with pytest.raises(ValueError, match="Only `zeros` padding mode"):
+                m(x)
 
 
 # ---------------------------------------------------------------------------------------------

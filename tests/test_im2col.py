@@ -242,6 +242,8 @@ ERRORS = [
     ("unfold", X, (3,), {"stride": True}, TypeError, "must be tuple of ints.*bool"),
     ("unfold", (5, 6), (3,), {}, IndexError, r"range of \[-2, 1\], but got 2"),
     ("unfold", (6,), (3,), {}, IndexError, r"range of \[-1, 0\], but got 1"),
+    # torch's && stops at size 1 == 0: its RuntimeError, without reading size 2
+    ("unfold", (2, 0), (2,), {}, RuntimeError, r"Expected 3D or 4D.*\[2, 0\]"),
     ("unfold", (1, 2, 3, 5, 6), (3,), {}, RuntimeError, r"Expected 3D or 4D.*\[1, 2, 3, 5, 6\]"),
     ("unfold", (2, 0, 5, 6), (3,), {}, RuntimeError, r"Expected 3D or 4D.*\[2, 0, 5, 6\]"),
     ("unfold", (0, 5, 6), (3,), {}, RuntimeError, r"Expected 3D or 4D.*\[0, 5, 6\]"),
@@ -261,6 +263,9 @@ ERRORS = [
     ("fold", C, ((5, 6), 3), {"padding": (0, -1)}, RuntimeError, "pad_width: -1"),
     ("fold", (1, 1, 4), ((0, 0), 1), {"padding": 1}, RuntimeError, r"positive.*output_size=\(0, 0\)"),
     ("fold", C, ((5, 6, 7), 3), {}, RuntimeError, "output_size equals to 2, but got size 3"),
+    # two negative block counts whose product is L (the Triton kernels returned zeros)
+    ("fold", (2, 9, 1), (1, 3), {}, RuntimeError, r"blocks as \(-1, -1\), which is too small"),
+    ("fold", (1, 1, 1), (-1, 1), {}, RuntimeError, r"blocks as \(-1, -1\)"),
     ("fold", C, ((5, 6.0), 3), {}, TypeError, "must be tuple of ints.*float"),
     ("fold", C, ((5, 6), 3), {"dtype": torch.int32}, NotImplementedError, "int32"),
 ]

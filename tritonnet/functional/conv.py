@@ -81,6 +81,17 @@ def _checked(op, input, weight, bias, ndim):
     return input, weight, bias
 
 
+def _check_spatial(input):
+    """torch sends an empty batch or no channels to its empty convolution and refuses any
+    other empty input (a zero spatial size), after the other checks."""
+    N, C = input.shape[:2]
+    if N != 0 and C != 0 and input.numel() == 0:
+        raise RuntimeError(
+            "Only zero batch or zero channel inputs are supported, but got input shape: "
+            f"{list(input.shape)}"
+        )
+
+
 def _check_params(stride, padding, dilation, groups):
     if groups <= 0:
         raise RuntimeError(f"non-positive groups is not supported, got groups={groups}")
@@ -170,6 +181,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="
             f"Calculated padded input size per channel: ({ph} x {pw}). Kernel size: ({eh} x {ew}). "
             "Kernel size can't be greater than actual input size"
         )
+    _check_spatial(input)
     with autocast_off(input):
         y = _ops.conv2d(input, weight, bias, list(stride), list(padding), list(dilation), groups, activation)
     return y.squeeze(0) if unbatched else y
@@ -242,6 +254,7 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
             f"Given transposed=1, weight of size {list(weight.shape)}, expected bias to be "
             f"1-dimensional with {C_out} elements, but got bias of size {list(bias.shape)} instead"
         )
+    _check_spatial(input)
     kernel = weight.shape[2:]
     out_hw = [
         (i - 1) * s - 2 * p + d * (k - 1) + op + 1

@@ -94,8 +94,9 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     _check_kernel(kernel, dilation, padding, stride, fold=False)
 
     ndim = input.dim()
-    if ndim < 3:
-        # torch reads sizes 1 and 2 before it tests the number of dimensions
+    if ndim < 2 or (ndim == 2 and input.shape[1] != 0):
+        # torch reads sizes 1 and 2 before it tests the number of dimensions (size 2 only
+        # where size 1 is not 0)
         bad = 1 if ndim < 2 else 2
         if ndim == 0:
             raise IndexError(f"Dimension specified as {bad} but tensor has no dimensions")
@@ -160,6 +161,12 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
             f"padding={padding}, stride={stride}, expected size of input's dimension 2 to match "
             f"the calculated number of sliding blocks {bh} * {bw} = {bh * bw}, but got "
             f"input.size(2)={L}."
+        )
+    if bh < 1 or bw < 1:  # two negative counts can multiply to L
+        raise RuntimeError(
+            f"Given output_size={out_size}, kernel_size={kernel}, dilation={dilation}, "
+            f"padding={padding}, stride={stride}, calculated shape of the array of sliding blocks "
+            f"as ({bh}, {bw}), which is too small (non-positive)"
         )
     if out_size[0] < 1 or out_size[1] < 1:
         raise RuntimeError(

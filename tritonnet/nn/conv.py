@@ -29,8 +29,17 @@ class Conv1d(torch.nn.Conv1d):
         return F.conv1d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+def _zeros_only(module):
+    """torch's check in the transposed convolutions' forward (their constructors refuse other
+    modes; an attribute set afterwards meets this)."""
+    if module.padding_mode != "zeros":
+        raise ValueError(f"Only `zeros` padding mode is supported for {type(module).__name__} "
+                         f"(got padding_mode={module.padding_mode!r})")
+
+
 class ConvTranspose2d(torch.nn.ConvTranspose2d):
     def forward(self, input, output_size=None):
+        _zeros_only(self)
         num_spatial = 2
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, num_spatial, self.dilation
@@ -43,6 +52,7 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
 
 class ConvTranspose1d(torch.nn.ConvTranspose1d):
     def forward(self, input, output_size=None):
+        _zeros_only(self)
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 1, self.dilation
         )

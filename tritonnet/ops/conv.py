@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ..reference._common import conv_memory_format, conv_positions, vmapped
+from ..reference._common import conv_memory_format, conv_positions, in_format
 from ._primitive import bilinear_tangent, front, primitive, rows_rule, weight_grad_tangent
 from .activation import activation_backward, bilinear_jvp
 
@@ -92,17 +92,10 @@ def _grad_in_conv_format(grad, input, weight):
     """The output gradient laid out as the convolution's result (conv_memory_format of input
     and weight), as torch's convolution backward lays it out before it computes: the gradients
     then take torch's layouts even where the output gradient came in another (a ``.contiguous()``
-    of a channels_last result, a transposed 1-D gradient). A no-op in training, where the
-    output gradient has the output's layout."""
-    fmt = conv_memory_format(input, weight)
-    if vmapped(grad):  # a torch.func sample: its layout is the batch's
-        return grad
-    try:
-        if grad.is_contiguous(memory_format=fmt):
-            return grad
-    except RuntimeError:  # a legacy vmap BatchedTensor (jacobian(vectorize=True)) cannot say
-        return grad
-    return grad.contiguous(memory_format=fmt)
+    of a channels_last result, a transposed 1-D gradient, one whose size-1 dims leave it
+    contiguous in both formats with strides that suggest the other). A no-op in training,
+    where the output gradient has the output's layout; a torch.func sample keeps the batch's."""
+    return in_format(grad, conv_memory_format(input, weight))
 
 
 def _backward(ctx, grad):
@@ -245,12 +238,19 @@ def _backward_t(ctx, grad):
     stride, padding, dilation, groups = ctx.conv
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx = dw = db = None
+    if input.numel() == 0:
+        # an empty batch or no channels: nothing to sum, and with no input pixels the output
+        # can be narrower than one window, which the convolutions below cannot take
+        dx, dw = torch.zeros_like(input), torch.zeros_like(weight)
+        db = grad.sum((0, 2, 3)) if ctx.has_bias else None
+        return dx if need_x else None, dw if need_w else None, db if need_b else None, *[None] * 5
     if need_x:
         dx = conv2d(grad, weight, None, stride, padding, dilation, groups, "none")
         if dx.shape[2:] != input.shape[2:]:
             # output_padding < dilation at stride 1: the output holds positions of more windows
             # than the input has pixels; the last ones touched nothing
-            dx = dx[:, :, : input.shape[2], : input.shape[3]]
+            # (a copy: torch's gradient is dense)
+            dx = dx[:, :, : input.shape[2], : input.shape[3]].clone(memory_format=torch.preserve_format)
     if need_w or need_b:
         # weight (C_in_t, C_out_t/G, KH, KW) plays conv2d's (C_out, Cg, KH, KW): "input" is dy
         dw, _ = conv2d_weight_grad(input, grad, list(weight.shape), stride, padding, dilation, groups,

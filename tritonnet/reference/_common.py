@@ -56,6 +56,30 @@ def conv_memory_format(*tensors) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def in_format(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``t`` with the strides ``torch.empty(..., memory_format=fmt)`` gives, as torch's
+    convolutions return and take their tensors: a view where ``t``'s memory is already in
+    fmt's order, else a copy. ``t.contiguous(memory_format=fmt)`` returns ``t`` itself when
+    size-1 dims (one channel; N = 1 with a 1-pixel row; a 1x1 output) make it contiguous in
+    both formats, with strides that can suggest the other one (strides_like_channels_last),
+    which the next layer's layout rule then follows."""
+    if t.dim() != 4 or vmapped(t):
+        return t
+    try:
+        if not t.is_contiguous(memory_format=fmt):
+            return t.contiguous(memory_format=fmt)
+    except RuntimeError:  # a legacy vmap BatchedTensor cannot say (see strides_like_channels_last)
+        return t
+    N, C, H, W = t.shape
+    if fmt == torch.channels_last:
+        if t.stride() == (H * W * C, 1, W * C, C):
+            return t
+        return t.permute(0, 2, 3, 1).reshape(-1).view(N, H, W, C).permute(0, 3, 1, 2)
+    if t.stride() == (C * H * W, H * W, W, 1):
+        return t
+    return t.reshape(-1).view(t.shape)
+
+
 def functorch_active() -> bool:
     """Inside one of torch.func's transforms (never while torch.compile traces: dynamo cannot
     trace the query, and handles torch.func itself)."""
