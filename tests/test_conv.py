@@ -1231,6 +1231,12 @@ def test_conv_arguments_must_be_ints():
         (lambda m: m.conv_transpose2d(x, wt, stride=2.0), "conv_transpose2d.*'stride'"),
         (lambda m: m.conv_transpose2d(x, wt, padding=("same", "same")), "element of type str at pos 0"),
         (lambda m: m.conv_transpose2d(x, wt, output_padding=0.5, stride=2), "'output_padding'"),
+        # types before any other check, as torch's argument parser: a 5-D weight, an integer
+        # input, a wrong channel count
+        (lambda m: m.conv2d(x, w[..., None], stride=(1, None)), "'stride'.*NoneType at pos 1"),
+        (lambda m: m.conv2d(x.long(), w.long(), padding=1.5), "'padding'.*not float"),
+        (lambda m: m.conv_transpose1d(x[0], w[..., 0], groups=1.0), "'groups'"),
+        (lambda m: m.conv1d(x[0, :3], w[..., 0], dilation="1"), "'dilation'"),
     ]
     for call, match in calls:
         with pytest.raises(TypeError, match=match):
@@ -1239,6 +1245,23 @@ def test_conv_arguments_must_be_ints():
             call(TF)
     for kw in ({"stride": np.int64(2)}, {"stride": torch.tensor(2)}, {"padding": (1, True)}):
         torch.testing.assert_close(F.conv2d(x, w, **kw), TF.conv2d(x, w, **kw))
+
+
+def test_1d_messages_show_1d_values():
+    """conv1d and conv_transpose1d run on (N, C, 1, L) views; their messages show the shapes
+    and values as the caller passed them, and name the op."""
+    x, w = torch.randn(1, 2, 3), torch.randn(4, 2, 5)
+    for call, match in [
+        (lambda: F.conv1d(x, w), r"padded input size per channel: \(3\). Kernel size: \(5\)"),
+        (lambda: F.conv1d(torch.randn(1, 3, 8), w), r"weight of size \[4, 2, 5\], expected input\[1, 3, 8\]"),
+        (lambda: F.conv1d(x, w, stride=0), r"stride=\[0\]"),
+        (lambda: F.conv_transpose1d(x, torch.randn(2, 4, 1), padding=3),
+         r"conv_transpose1d: output size \[-3\].*input \[1, 2, 3\], weight \[2, 4, 1\]"),
+        (lambda: F.conv_transpose1d(x, torch.randn(2, 4, 1), stride=2, output_padding=2),
+         r"output_padding=\[2\], stride=\[2\], dilation=\[1\]"),
+    ]:
+        with pytest.raises(RuntimeError, match=match):
+            call()
 
 
 def test_conv2d_errors_bias_rank_dtype():

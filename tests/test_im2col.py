@@ -240,6 +240,9 @@ ERRORS = [
     ("unfold", X, ((3, 3, 3),), {}, RuntimeError, "kernel_size equals to 2, but got size 3"),
     ("unfold", X, (3.0,), {}, TypeError, "must be tuple of ints.*float"),
     ("unfold", X, (3,), {"stride": True}, TypeError, "must be tuple of ints.*bool"),
+    # every argument's type before any length, as torch's argument parser
+    ("unfold", X, ((1, 2, 2),), {"dilation": 1.5}, TypeError, "'dilation' must be tuple of ints"),
+    ("fold", C, ((5, 6, 7), 3), {"stride": "1"}, TypeError, "'stride' must be tuple of ints"),
     ("unfold", (5, 6), (3,), {}, IndexError, r"range of \[-2, 1\], but got 2"),
     ("unfold", (6,), (3,), {}, IndexError, r"range of \[-1, 0\], but got 1"),
     # torch's && stops at size 1 == 0: its RuntimeError, without reading size 2

@@ -3,6 +3,8 @@ argument normalisation ('same'/'valid', int -> pair) and torch's errors."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as _torch_F
 
@@ -27,11 +29,22 @@ _TORCH_REFUSES = (torch.bool,)
 _TORCH_REFUSES_T = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
-def _tuple(value, n, name, op="conv2d"):
-    """int or sequence of ints -> n-tuple, as torch's argument parser takes them: a float or
-    a bare bool is a TypeError (int() would have truncated 1.5 to 1), the wrong length a
+def _types(op, stride, padding, dilation, groups, output_padding=0):
+    """The int arguments as torch's argument parser takes them, checked before anything else
+    (a float stride with a 5-D weight is its TypeError): tuples of ints (a float or a bare
+    bool is a TypeError; int() would have truncated 1.5 to 1), groups an int; a string
+    padding stays a string where torch's overloads take one (not the transposed ones)."""
+    stride = int_list(op, "stride", stride)
+    if not (isinstance(padding, str) and "transpose" not in op):
+        padding = int_list(op, "padding", padding)
+    output_padding = int_list(op, "output_padding", output_padding)
+    return stride, padding, int_list(op, "dilation", dilation), int_arg(op, "groups", groups, symint=True), \
+        output_padding
+
+
+def _tuple(value, n, name):
+    """A tuple of 1 or n ints (as _types returns them) -> n-tuple; the wrong length is a
     RuntimeError with torch's message."""
-    value = int_list(op, name, value)
     if len(value) == 1:
         return value * n
     if len(value) != n:
@@ -40,6 +53,15 @@ def _tuple(value, n, name, op="conv2d"):
             f"convolution dimensions, but got {name}={list(value)}"
         )
     return value
+
+
+def _shown(seq, one_d):
+    """A 4-D shape or a pair for a message, as the caller passed it: conv1d's (N, C, 1, L)
+    views and (1, s) pairs without their H."""
+    seq = list(seq)
+    if not one_d:
+        return seq
+    return seq[:2] + seq[3:] if len(seq) == 4 else seq[1:]
 
 
 def _check_kernel_size(weight):
@@ -53,9 +75,9 @@ def _check_kernel_size(weight):
 
 
 def _checked(op, input, weight, bias, ndim):
-    """input, weight and bias checked as torch checks them, cast first as autocast casts them
-    (a layer's input is often the previous layer's bf16 output, its weight fp32)."""
-    check_tensors(op, ("bias",), input=input, weight=weight, bias=bias)
+    """input, weight and bias (past check_tensors) checked as torch checks them, cast first as
+    autocast casts them (a layer's input is often the previous layer's bf16 output, its
+    weight fp32)."""
     input, weight, bias = _autocast(input, weight, bias)
     if input.dim() not in (ndim + 1, ndim + 2):
         raise RuntimeError(
@@ -92,15 +114,17 @@ def _check_spatial(input):
         )
 
 
-def _check_params(stride, padding, dilation, groups):
+def _check_params(stride, padding, dilation, groups, one_d=False):
     if groups <= 0:
         raise RuntimeError(f"non-positive groups is not supported, got groups={groups}")
     if any(s <= 0 for s in stride):
-        raise RuntimeError(f"non-positive stride is not supported, got stride={list(stride)}")
+        raise RuntimeError(f"non-positive stride is not supported, got stride={_shown(stride, one_d)}")
     if any(p < 0 for p in padding):
-        raise RuntimeError(f"negative padding is not supported, got padding={list(padding)}")
+        raise RuntimeError(f"negative padding is not supported, got padding={_shown(padding, one_d)}")
     if any(d <= 0 for d in dilation):
-        raise RuntimeError(f"non-positive dilation is not supported, got dilation={list(dilation)}")
+        raise RuntimeError(
+            f"non-positive dilation is not supported, got dilation={_shown(dilation, one_d)}"
+        )
 
 
 def _autocast(input, weight, bias):
@@ -114,15 +138,18 @@ def _autocast(input, weight, bias):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation="none"):
     """2-D convolution as ``torch.nn.functional.conv2d``; ``activation`` ("relu", "sigmoid",
     "tanh") is fused into the implicit GEMM's epilogue (a tritonnet extension)."""
+    check_tensors("conv2d", ("bias",), input=input, weight=weight, bias=bias)
+    stride, padding, dilation, groups, _ = _types("conv2d", stride, padding, dilation, groups)
     input, weight, bias = _checked("conv2d", input, weight, bias, 2)
-    groups = int_arg("conv2d", "groups", groups, symint=True)
     return _conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
 
 
-def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="none"):
-    """conv2d past its tensor checks and autocast's cast (conv1d's, on its (.., 1, L) views,
-    come here without running them twice)."""
+def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="none", one_d=False):
+    """conv2d past its argument and tensor checks and autocast's cast (conv1d's, on its
+    (.., 1, L) views, come here without running them twice; ``one_d``: messages show them
+    without H)."""
     _check_kernel_size(weight)
+    show = functools.partial(_shown, one_d=one_d)
     if activation not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS}, got {activation!r}")
     unbatched = input.dim() == 3
@@ -137,9 +164,9 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="
         elif padding == "same":
             if any(s != 1 for s in stride):
                 raise RuntimeError(
-                    f"padding='same' is not supported for strided convolutions, got stride={list(stride)}"
+                    f"padding='same' is not supported for strided convolutions, got stride={show(stride)}"
                 )
-            _check_params(stride, (0, 0), dilation, groups)
+            _check_params(stride, (0, 0), dilation, groups, one_d)
             # total padding d*(k-1); PyTorch puts the odd pixel at the bottom/right
             total = [d * (k - 1) for d, k in zip(dilation, kernel)]
             padding = tuple(t // 2 for t in total)
@@ -149,36 +176,37 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="
         else:
             raise RuntimeError(f"Invalid padding string: {padding!r}")
     padding = _tuple(padding, 2, "padding")
-    _check_params(stride, padding, dilation, groups)
+    _check_params(stride, padding, dilation, groups, one_d)
 
     N, C_in, H, W = input.shape
     C_out = weight.shape[0]
     if C_out < groups:  # no output channels (torch's check, before divisibility)
         raise RuntimeError(
             f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
-            f"but got weight of size {list(weight.shape)} instead"
+            f"but got weight of size {show(weight.shape)} instead"
         )
     if C_out % groups != 0:
         raise RuntimeError(
             f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-            f"but got weight of size {list(weight.shape)} instead"
+            f"but got weight of size {show(weight.shape)} instead"
         )
     if weight.shape[1] * groups != C_in:
         raise RuntimeError(
-            f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
-            f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got {C_in} "
+            f"Given groups={groups}, weight of size {show(weight.shape)}, expected input"
+            f"{show(input.shape)} to have {weight.shape[1] * groups} channels, but got {C_in} "
             "channels instead"
         )
     if bias is not None and tuple(bias.shape) != (C_out,):
         raise RuntimeError(
-            f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
+            f"Given weight of size {show(weight.shape)}, expected bias to be 1-dimensional with "
             f"{C_out} elements, but got bias of size {list(bias.shape)} instead"
         )
-    ph, pw = H + 2 * padding[0], W + 2 * padding[1]
-    eh, ew = (d * (k - 1) + 1 for d, k in zip(dilation, kernel))
-    if eh > ph or ew > pw:
+    padded = [H + 2 * padding[0], W + 2 * padding[1]]
+    extent = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+    if extent[0] > padded[0] or extent[1] > padded[1]:
         raise RuntimeError(
-            f"Calculated padded input size per channel: ({ph} x {pw}). Kernel size: ({eh} x {ew}). "
+            f"Calculated padded input size per channel: ({' x '.join(map(str, show(padded)))}). "
+            f"Kernel size: ({' x '.join(map(str, show(extent)))}). "
             "Kernel size can't be greater than actual input size"
         )
     _check_spatial(input)
@@ -190,14 +218,14 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="
 @overridable
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution as ``torch.nn.functional.conv1d``, through the 2-D kernels with H = 1."""
+    check_tensors("conv1d", ("bias",), input=input, weight=weight, bias=bias)
+    stride, padding, dilation, groups, _ = _types("conv1d", stride, padding, dilation, groups)
     input, weight, bias = _checked("conv1d", input, weight, bias, 1)
-    groups = int_arg("conv1d", "groups", groups, symint=True)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
-    pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding", "conv1d")[0])
+    pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding")[0])
     y = _conv2d(
-        input.unsqueeze(-2), weight.unsqueeze(-2), bias,
-        (1, _tuple(stride, 1, "stride", "conv1d")[0]), pad,
-        (1, _tuple(dilation, 1, "dilation", "conv1d")[0]), groups,
+        input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, _tuple(stride, 1, "stride")[0]), pad,
+        (1, _tuple(dilation, 1, "dilation")[0]), groups, one_d=True,
     )
     return y.squeeze(-2)
 
@@ -206,64 +234,70 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 2-D convolution as ``torch.nn.functional.conv_transpose2d`` (the input
     gradient of conv2d); output size (H-1)*S - 2*P + D*(K-1) + output_padding + 1."""
+    check_tensors("conv_transpose2d", ("bias",), input=input, weight=weight, bias=bias)
+    stride, padding, dilation, groups, output_padding = _types(
+        "conv_transpose2d", stride, padding, dilation, groups, output_padding)
     input, weight, bias = _checked("conv_transpose2d", input, weight, bias, 2)
-    groups = int_arg("conv_transpose2d", "groups", groups, symint=True)
     return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
 
 
-def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation):
-    """conv_transpose2d past its tensor checks and autocast's cast (conv_transpose1d's come
-    here without running them twice)."""
+def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation,
+                      op="conv_transpose2d"):
+    """conv_transpose2d past its argument and tensor checks and autocast's cast
+    (conv_transpose1d's come here without running them twice, messages naming ``op`` and
+    showing its shapes without H)."""
     _check_kernel_size(weight)
+    one_d = op == "conv_transpose1d"
+    show = functools.partial(_shown, one_d=one_d)
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    stride = _tuple(stride, 2, "stride", "conv_transpose2d")
-    padding = _tuple(padding, 2, "padding", "conv_transpose2d")
-    dilation = _tuple(dilation, 2, "dilation", "conv_transpose2d")
-    output_padding = _tuple(output_padding, 2, "output_padding", "conv_transpose2d")
-    _check_params(stride, padding, dilation, groups)
-    if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)) or any(
-        op < 0 for op in output_padding
+    stride = _tuple(stride, 2, "stride")
+    padding = _tuple(padding, 2, "padding")
+    dilation = _tuple(dilation, 2, "dilation")
+    output_padding = _tuple(output_padding, 2, "output_padding")
+    _check_params(stride, padding, dilation, groups, one_d)
+    if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)) or any(
+        o < 0 for o in output_padding
     ):
         raise RuntimeError(
             "output padding must be smaller than either stride or dilation, but got "
-            f"output_padding={list(output_padding)}, stride={list(stride)}, dilation={list(dilation)}"
+            f"output_padding={show(output_padding)}, stride={show(stride)}, dilation={show(dilation)}"
         )
     N, C_in, H, W = input.shape
     if weight.shape[0] < groups:  # no input channels (torch's check, before the others)
         raise RuntimeError(
             f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
-            f"but got weight of size {list(weight.shape)} instead"
+            f"but got weight of size {show(weight.shape)} instead"
         )
     if C_in != weight.shape[0]:
         raise RuntimeError(
-            f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
-            f"{list(input.shape)} to have {weight.shape[0]} channels, but got {C_in} channels instead"
+            f"Given transposed=1, weight of size {show(weight.shape)}, expected input"
+            f"{show(input.shape)} to have {weight.shape[0]} channels, but got {C_in} channels instead"
         )
     if C_in % groups != 0:
         raise RuntimeError(
             f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-            f"but got weight of size {list(weight.shape)} instead"
+            f"but got weight of size {show(weight.shape)} instead"
         )
     C_out = weight.shape[1] * groups
     if C_out == 0:
         raise RuntimeError(f"non-empty 4D weight tensor expected, but got: {list(weight.shape)}")
     if bias is not None and tuple(bias.shape) != (C_out,):
         raise RuntimeError(
-            f"Given transposed=1, weight of size {list(weight.shape)}, expected bias to be "
+            f"Given transposed=1, weight of size {show(weight.shape)}, expected bias to be "
             f"1-dimensional with {C_out} elements, but got bias of size {list(bias.shape)} instead"
         )
     _check_spatial(input)
     kernel = weight.shape[2:]
     out_hw = [
-        (i - 1) * s - 2 * p + d * (k - 1) + op + 1
-        for i, s, p, d, k, op in zip((H, W), stride, padding, dilation, kernel, output_padding)
+        (i - 1) * s - 2 * p + d * (k - 1) + o + 1
+        for i, s, p, d, k, o in zip((H, W), stride, padding, dilation, kernel, output_padding)
     ]
     if any(o <= 0 for o in out_hw):
         raise RuntimeError(
-            f"conv_transpose2d: output size {out_hw} is too small for input {list(input.shape)}, "
-            f"weight {list(weight.shape)}, stride {list(stride)}, padding {list(padding)}"
+            f"{op}: output size {show(out_hw)} is too small for input {show(input.shape)}, "
+            f"weight {show(weight.shape)}, stride {show(stride)}, padding {show(padding)}"
         )
     with autocast_off(input):
         y = _ops.conv_transpose2d(
@@ -275,13 +309,15 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
 @overridable
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 1-D convolution, through the 2-D kernels with H = 1."""
+    check_tensors("conv_transpose1d", ("bias",), input=input, weight=weight, bias=bias)
+    stride, padding, dilation, groups, output_padding = _types(
+        "conv_transpose1d", stride, padding, dilation, groups, output_padding)
     input, weight, bias = _checked("conv_transpose1d", input, weight, bias, 1)
-    groups = int_arg("conv_transpose1d", "groups", groups, symint=True)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
-    one = lambda v, name: (_tuple(v, 1, name, "conv_transpose1d")[0],)  # noqa: E731
+    one = lambda v, name: (_tuple(v, 1, name)[0],)  # noqa: E731
     y = _conv_transpose2d(
         input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, *one(stride, "stride")),
         (0, *one(padding, "padding")), (0, *one(output_padding, "output_padding")), groups,
-        (1, *one(dilation, "dilation")),
+        (1, *one(dilation, "dilation")), op="conv_transpose1d",
     )
     return y.squeeze(-2)

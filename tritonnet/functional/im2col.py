@@ -14,15 +14,19 @@ from ._utils import FLOATS, check_tensors, int_elements, overridable
 __all__ = ["unfold", "fold"]
 
 
-def _pair(value, name, op):
-    """An int, or an iterable of two ints (a 1-D tensor or array too) -> (int, int), as
-    torch.nn.functional's _pair and then its argument parser: TypeError for a non-integer
-    element (bools and floats included; iterating a 0-d tensor is one too), then
+def _pairs(op, **args):
+    """Each argument an int, or an iterable of two ints (a 1-D tensor or array too) -> a list
+    of (int, int), as torch.nn.functional's _pair and then its argument parser: TypeError for
+    a non-integer element (bools and floats included; iterating a 0-d tensor is one too), for
+    every argument before any length (torch's parser checks all the types first), then
     RuntimeError for the wrong length."""
-    items = list(value) if isinstance(value, Iterable) else [value, value]
-    out = int_elements(op, name, items, value)
-    if len(out) != 2:
-        raise RuntimeError(f"It is expected {name} equals to 2, but got size {len(out)}")
+    out = []
+    for name, value in args.items():
+        items = list(value) if isinstance(value, Iterable) else [value, value]
+        out.append(int_elements(op, name, items, value))
+    for name, vals in zip(args, out):
+        if len(vals) != 2:
+            raise RuntimeError(f"It is expected {name} equals to 2, but got size {len(vals)}")
     return out
 
 
@@ -87,10 +91,8 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """Extract sliding local blocks: (N, C, H, W) -> (N, C*KH*KW, L), or (C, H, W) ->
     (C*KH*KW, L), as ``torch.nn.functional.unfold``; a new tensor, never a view of input."""
     check_tensors("unfold", input=input)
-    kernel = _pair(kernel_size, "kernel_size", "unfold")
-    dilation = _pair(dilation, "dilation", "unfold")
-    padding = _pair(padding, "padding", "unfold")
-    stride = _pair(stride, "stride", "unfold")
+    kernel, dilation, padding, stride = _pairs(
+        "unfold", kernel_size=kernel_size, dilation=dilation, padding=padding, stride=stride)
     _check_kernel(kernel, dilation, padding, stride, fold=False)
 
     ndim = input.dim()
@@ -133,11 +135,9 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """Sum sliding local blocks into an image: (N, C*KH*KW, L) -> (N, C, H, W), or
     (C*KH*KW, L) -> (C, H, W), as ``torch.nn.functional.fold`` (overlaps add up)."""
     check_tensors("fold", input=input)
-    out_size = _pair(output_size, "output_size", "fold")
-    kernel = _pair(kernel_size, "kernel_size", "fold")
-    dilation = _pair(dilation, "dilation", "fold")
-    padding = _pair(padding, "padding", "fold")
-    stride = _pair(stride, "stride", "fold")
+    out_size, kernel, dilation, padding, stride = _pairs(
+        "fold", output_size=output_size, kernel_size=kernel_size, dilation=dilation, padding=padding,
+        stride=stride)
     _check_kernel(kernel, dilation, padding, stride, fold=True)
 
     ndim = input.dim()
