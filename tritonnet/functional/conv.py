@@ -3,8 +3,6 @@ argument normalisation ('same'/'valid', int -> pair) and torch's errors."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as _torch_F
 
@@ -29,7 +27,7 @@ _TORCH_REFUSES = (torch.bool,)
 _TORCH_REFUSES_T = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
-def _types(op, stride, padding, dilation, groups, output_padding=0):
+def _types(op, stride, padding, dilation, groups):
     """The int arguments as torch's argument parser takes them, checked before anything else
     (a float stride with a 5-D weight is its TypeError): tuples of ints (a float or a bare
     bool is a TypeError; int() would have truncated 1.5 to 1), groups an int; a string
@@ -37,9 +35,8 @@ def _types(op, stride, padding, dilation, groups, output_padding=0):
     stride = int_list(op, "stride", stride)
     if not (isinstance(padding, str) and "transpose" not in op):
         padding = int_list(op, "padding", padding)
-    output_padding = int_list(op, "output_padding", output_padding)
-    return stride, padding, int_list(op, "dilation", dilation), int_arg(op, "groups", groups, symint=True), \
-        output_padding
+    dilation = int_list(op, "dilation", dilation)
+    return stride, padding, dilation, int_arg(op, "groups", groups, symint=True)
 
 
 def _tuple(value, n, name):
@@ -55,12 +52,10 @@ def _tuple(value, n, name):
     return value
 
 
-def _shown(seq, one_d):
-    """A 4-D shape or a pair for a message, as the caller passed it: conv1d's (N, C, 1, L)
-    views and (1, s) pairs without their H."""
+def _without_h(seq):
+    """A 4-D shape or a pair for a 1-D op's message, as its caller passed it: conv1d's
+    (N, C, 1, L) views and (1, s) pairs without their H."""
     seq = list(seq)
-    if not one_d:
-        return seq
     return seq[:2] + seq[3:] if len(seq) == 4 else seq[1:]
 
 
@@ -115,15 +110,16 @@ def _check_spatial(input):
 
 
 def _check_params(stride, padding, dilation, groups, one_d=False):
+    show = _without_h if one_d else list
     if groups <= 0:
         raise RuntimeError(f"non-positive groups is not supported, got groups={groups}")
     if any(s <= 0 for s in stride):
-        raise RuntimeError(f"non-positive stride is not supported, got stride={_shown(stride, one_d)}")
+        raise RuntimeError(f"non-positive stride is not supported, got stride={show(stride)}")
     if any(p < 0 for p in padding):
-        raise RuntimeError(f"negative padding is not supported, got padding={_shown(padding, one_d)}")
+        raise RuntimeError(f"negative padding is not supported, got padding={show(padding)}")
     if any(d <= 0 for d in dilation):
         raise RuntimeError(
-            f"non-positive dilation is not supported, got dilation={_shown(dilation, one_d)}"
+            f"non-positive dilation is not supported, got dilation={show(dilation)}"
         )
 
 
@@ -139,7 +135,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     """2-D convolution as ``torch.nn.functional.conv2d``; ``activation`` ("relu", "sigmoid",
     "tanh") is fused into the implicit GEMM's epilogue (a tritonnet extension)."""
     check_tensors("conv2d", ("bias",), input=input, weight=weight, bias=bias)
-    stride, padding, dilation, groups, _ = _types("conv2d", stride, padding, dilation, groups)
+    stride, padding, dilation, groups = _types("conv2d", stride, padding, dilation, groups)
     input, weight, bias = _checked("conv2d", input, weight, bias, 2)
     return _conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
 
@@ -149,7 +145,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="
     (.., 1, L) views, come here without running them twice; ``one_d``: messages show them
     without H)."""
     _check_kernel_size(weight)
-    show = functools.partial(_shown, one_d=one_d)
+    show = _without_h if one_d else list
     if activation not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS}, got {activation!r}")
     unbatched = input.dim() == 3
@@ -219,7 +215,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution as ``torch.nn.functional.conv1d``, through the 2-D kernels with H = 1."""
     check_tensors("conv1d", ("bias",), input=input, weight=weight, bias=bias)
-    stride, padding, dilation, groups, _ = _types("conv1d", stride, padding, dilation, groups)
+    stride, padding, dilation, groups = _types("conv1d", stride, padding, dilation, groups)
     input, weight, bias = _checked("conv1d", input, weight, bias, 1)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding")[0])
@@ -235,8 +231,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """Transposed 2-D convolution as ``torch.nn.functional.conv_transpose2d`` (the input
     gradient of conv2d); output size (H-1)*S - 2*P + D*(K-1) + output_padding + 1."""
     check_tensors("conv_transpose2d", ("bias",), input=input, weight=weight, bias=bias)
-    stride, padding, dilation, groups, output_padding = _types(
-        "conv_transpose2d", stride, padding, dilation, groups, output_padding)
+    stride, padding, dilation, groups = _types("conv_transpose2d", stride, padding, dilation, groups)
+    output_padding = int_list("conv_transpose2d", "output_padding", output_padding)
     input, weight, bias = _checked("conv_transpose2d", input, weight, bias, 2)
     return _conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
 
@@ -248,7 +244,7 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
     showing its shapes without H)."""
     _check_kernel_size(weight)
     one_d = op == "conv_transpose1d"
-    show = functools.partial(_shown, one_d=one_d)
+    show = _without_h if one_d else list
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
@@ -310,8 +306,8 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """Transposed 1-D convolution, through the 2-D kernels with H = 1."""
     check_tensors("conv_transpose1d", ("bias",), input=input, weight=weight, bias=bias)
-    stride, padding, dilation, groups, output_padding = _types(
-        "conv_transpose1d", stride, padding, dilation, groups, output_padding)
+    stride, padding, dilation, groups = _types("conv_transpose1d", stride, padding, dilation, groups)
+    output_padding = int_list("conv_transpose1d", "output_padding", output_padding)
     input, weight, bias = _checked("conv_transpose1d", input, weight, bias, 1)
     input = input.contiguous()  # as torch's: a permuted (N, C, L) input must not read as NHWC
     one = lambda v, name: (_tuple(v, 1, name)[0],)  # noqa: E731

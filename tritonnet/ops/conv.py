@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..backend import backend_for
-from ..reference._common import conv_memory_format, conv_positions, in_format
+from ..reference._common import conv_memory_format, conv_positions, in_format, vmapped
 from ._primitive import bilinear_tangent, front, primitive, rows_rule, weight_grad_tangent
 from .activation import activation_backward, bilinear_jvp
 
@@ -94,8 +94,15 @@ def _grad_in_conv_format(grad, input, weight):
     then take torch's layouts even where the output gradient came in another (a ``.contiguous()``
     of a channels_last result, a transposed 1-D gradient, one whose size-1 dims leave it
     contiguous in both formats with strides that suggest the other). A no-op in training,
-    where the output gradient has the output's layout; a torch.func sample keeps the batch's."""
-    return in_format(grad, conv_memory_format(input, weight))
+    where the output gradient has the output's layout."""
+    fmt = conv_memory_format(input, weight)
+    if vmapped(grad):  # a torch.func sample: its layout is the batch's
+        return grad
+    try:
+        grad.is_contiguous(memory_format=fmt)
+    except RuntimeError:  # a legacy vmap BatchedTensor (jacobian(vectorize=True)) cannot say
+        return grad
+    return in_format(grad, fmt)
 
 
 def _backward(ctx, grad):

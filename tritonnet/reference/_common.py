@@ -62,14 +62,9 @@ def in_format(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
     fmt's order, else a copy. ``t.contiguous(memory_format=fmt)`` returns ``t`` itself when
     size-1 dims (one channel; N = 1 with a 1-pixel row; a 1x1 output) make it contiguous in
     both formats, with strides that can suggest the other one (strides_like_channels_last),
-    which the next layer's layout rule then follows."""
-    if t.dim() != 4 or vmapped(t):
-        return t
-    try:
-        if not t.is_contiguous(memory_format=fmt):
-            return t.contiguous(memory_format=fmt)
-    except RuntimeError:  # a legacy vmap BatchedTensor cannot say (see strides_like_channels_last)
-        return t
+    which the next layer's layout rule then follows. ``t`` is 4-D and not a vmap sample."""
+    if not t.is_contiguous(memory_format=fmt):
+        return t.contiguous(memory_format=fmt)
     N, C, H, W = t.shape
     if fmt == torch.channels_last:
         if t.stride() == (H * W * C, 1, W * C, C):
