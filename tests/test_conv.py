@@ -172,6 +172,9 @@ def test_layouts_when_the_output_gradient_comes_in_another(backend):
         (lambda m, x, w: m.conv2d(x, w), x4, torch.randn(8, 16, 6, 6, device=dev),
          lambda g: torch.empty_like(g, memory_format=cl).copy_(g)),
         (lambda m, x, w: m.conv_transpose2d(x, w, dilation=2, output_padding=1), x4, wt4, nchw),
+        # a (2, 1, 1, 1) output: no strides of it suggest channels_last, the weight's does
+        (lambda m, x, w: m.conv2d(x, w, padding="same", dilation=(3, 1)), x4[:, :, :1, :1].contiguous(),
+         torch.randn(1, 16, 3, 1, device=dev).to(memory_format=cl), nchw),
     ]
     for i, (conv, x, w, gfmt) in enumerate(cases):
         torch.manual_seed(i)

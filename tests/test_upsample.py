@@ -4,6 +4,7 @@ written, modules, errors."""
 
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -333,7 +334,9 @@ def test_sizes_torch_takes():
                           ((1, 0, 4), {"size": 3, "mode": "area"}),
                           ((1, 2, 4, 5), {"scale_factor": torch.tensor(1.5), "recompute_scale_factor": True}),
                           ((1, 2, 4, 5), {"scale_factor": Fraction(3, 2), "mode": "area"}),
-                          ((1, 2, 7), {"scale_factor": (Fraction(1, 3),), "mode": "area"})]:
+                          ((1, 2, 7), {"scale_factor": (Fraction(1, 3),), "mode": "area"}),
+                          ((1, 2, 4, 5), {"size": torch.tensor(3), "mode": "area"}),  # repeated per dim
+                          ((1, 2, 7), {"size": np.int64(3), "mode": "area"})]:
             x = torch.randn(shape)
             ours, theirs = F.interpolate(x, **kw), TF.interpolate(x, **kw)
             assert ours.shape == theirs.shape, (shape, kw)

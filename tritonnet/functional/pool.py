@@ -435,7 +435,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         )
     if mode == "area":  # torch's adaptive_avg_pool1d/2d, with their checks: an empty output works
         pool = adaptive_avg_pool1d if dim == 1 else adaptive_avg_pool2d
-        return pool(input, sizes if recompute else size)
+        if recompute:
+            return pool(input, sizes)
+        # torch repeats a bare size (a numpy int, a 0-d tensor) for every spatial dim
+        return pool(input, size if isinstance(size, (list, tuple)) else [size] * dim)
     if size is not None:
         _not_a_bare_bool("interpolate", "size", size)
         sizes = list(size) if isinstance(size, (list, tuple, torch.Size)) else [size] * dim

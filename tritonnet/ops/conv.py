@@ -88,29 +88,31 @@ def _setup(ctx, inputs, output):
     ctx.save_for_backward(input, weight, output if act != "none" else None)
 
 
-def _grad_in_conv_format(grad, input, weight):
-    """The output gradient laid out as the convolution's result (conv_memory_format of input
-    and weight), as torch's convolution backward lays it out before it computes: the gradients
-    then take torch's layouts even where the output gradient came in another (a ``.contiguous()``
-    of a channels_last result, a transposed 1-D gradient, one whose size-1 dims leave it
-    contiguous in both formats with strides that suggest the other). A no-op in training,
-    where the output gradient has the output's layout."""
-    fmt = conv_memory_format(input, weight)
-    if vmapped(grad):  # a torch.func sample: its layout is the batch's
-        return grad
+def _in_conv_format(t, fmt):
+    """``t`` in_format ``fmt``, the memory format of the convolution's input and weight, by
+    which torch lays out the output gradient before its backward computes, and the gradients
+    it returns. A no-op in training, where the output gradient has the output's layout and the
+    kernels return that. It matters where the output gradient came in another layout (a
+    ``.contiguous()`` of a channels_last result, a transposed 1-D gradient), and where size-1
+    dims (one output channel; N = 1 with a 1x1 output) leave it contiguous in both formats,
+    with strides that suggest the other: the kernels take their layouts from their operands.
+    A torch.func sample keeps the batch's layout."""
+    if t is None or vmapped(t):
+        return t
     try:
-        grad.is_contiguous(memory_format=fmt)
+        t.is_contiguous(memory_format=fmt)
     except RuntimeError:  # a legacy vmap BatchedTensor (jacobian(vectorize=True)) cannot say
-        return grad
-    return in_format(grad, fmt)
+        return t
+    return in_format(t, fmt)
 
 
 def _backward(ctx, grad):
     input, weight, output = ctx.saved_tensors
+    fmt = conv_memory_format(input, weight)
     if ctx.act != "none":
         grad = activation_backward(grad, output, ctx.act)  # in the output's layout
     else:
-        grad = _grad_in_conv_format(grad, input, weight)
+        grad = _in_conv_format(grad, fmt)
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx = dw = db = None
     if need_x:
@@ -120,7 +122,8 @@ def _backward(ctx, grad):
         # weight-grad kernel a reduction in its loop
         bias_grad = bool(need_b and ctx.has_bias)
         dw, db = conv2d_weight_grad(grad, input, list(weight.shape), *ctx.conv, bias_grad)
-    return dx, dw if need_w else None, db if (need_b and ctx.has_bias) else None, None, None, None, None, None
+    dx, dw = _in_conv_format(dx, fmt), _in_conv_format(dw if need_w else None, fmt)
+    return dx, dw, db if (need_b and ctx.has_bias) else None, None, None, None, None, None
 
 
 conv2d.register_autograd(_backward, setup_context=_setup)
@@ -241,13 +244,15 @@ def _setup_t(ctx, inputs, output):
 
 def _backward_t(ctx, grad):
     input, weight = ctx.saved_tensors
-    grad = _grad_in_conv_format(grad, input, weight)
+    fmt = conv_memory_format(input, weight)
+    grad = _in_conv_format(grad, fmt)
     stride, padding, dilation, groups = ctx.conv
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx = dw = db = None
-    if input.numel() == 0:
-        # an empty batch or no channels: nothing to sum, and with no input pixels the output
-        # can be narrower than one window, which the convolutions below cannot take
+    if input.numel() == 0 or grad.numel() == 0:
+        # an empty batch, no channels or an empty output: nothing to sum (and with no input
+        # pixels the output can be narrower than one window, or be empty itself, which the
+        # convolutions below cannot take)
         dx, dw = torch.zeros_like(input), torch.zeros_like(weight)
         db = grad.sum((0, 2, 3)) if ctx.has_bias else None
         return dx if need_x else None, dw if need_w else None, db if need_b else None, *[None] * 5
@@ -263,7 +268,8 @@ def _backward_t(ctx, grad):
         dw, _ = conv2d_weight_grad(input, grad, list(weight.shape), stride, padding, dilation, groups,
                                    False)
         db = grad.sum((0, 2, 3)) if ctx.has_bias else None
-    return dx, dw if need_w else None, db if need_b else None, None, None, None, None, None
+    dx, dw = _in_conv_format(dx, fmt), _in_conv_format(dw if need_w else None, fmt)
+    return dx, dw, db if need_b else None, None, None, None, None, None
 
 
 conv_transpose2d.register_autograd(_backward_t, setup_context=_setup_t)
