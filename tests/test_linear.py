@@ -268,8 +268,10 @@ def test_convert_keeps_parametrizations():
         ((3, 5), (4, 6), None, r"cannot be multiplied \(3x5 and 6x4\)"),
         ((3, 5), (4, 5, 1), None, r"weight to be 2-D.*\(4, 5, 1\)"),
         ((3, 5), (4, 5), (3,), r"bias of shape \(4,\).*got \(3,\)"),
-        ((3, 5), (4, 5), (2, 4), r"broadcasts to the \(3, 4\) product, got \(2, 4\)"),
-        ((2, 3, 5), (4, 5), (3, 1), r"broadcasts to the \(6, 4\) product, got \(3, 1\)"),
+        ((3, 5), (4, 5), (2, 4), r"broadcasts to the result's \(3, 4\), got \(2, 4\)"),
+        ((2, 3, 5), (4, 5), (5, 4), r"broadcasts to the result's \(2, 3, 4\), got \(5, 4\)"),
+        ((2, 3, 5), (4, 5), (2, 4), r"broadcasts to the result's \(2, 3, 4\), got \(2, 4\)"),
+        ((5,), (1, 5), (1, 1), r"got \(1, 1\)"),  # a 1-D input takes (1, N) only for N != 1
         ((3, 5), (5,), (), r"mat2 must be a matrix"),  # torch's quirk: 1-D weight, 2-D input
         ((2, 3, 5), (5,), (1,), r"mat2 must be a matrix"),
     ],
@@ -352,6 +354,8 @@ def test_gradient_layouts_like_torch(backend):
         ((3, 5), (4, 5), (1,)),
         ((3, 5), (4, 5), (3, 4)),
         ((2, 3, 5), (4, 5), (1, 4)),
+        ((2, 3, 5), (4, 5), (3, 4)),  # one bias a row of the 3-D input's result
+        ((5,), (4, 5), (1, 4)),  # a 1-D input with a (1, N) bias: torch's result is 1-D
         ((5,), (5,), ()),  # a 1-D weight: input @ weight, the last dim dropped
         ((2, 3, 5), (5,), ()),
         ((2, 3, 5), (5,), None),

@@ -47,14 +47,16 @@ def linear(input, weight, bias=None, *, activation: str = "none"):
         )
     out_shape = (*input.shape[:-1], weight.shape[0])[: input.dim() - vector]
     M = math.prod(input.shape[:-1])
-    # the bias is fused when it is (out_features,); any other shape that broadcasts to the GEMM's
-    # (M, out_features) result (a scalar, (1,), a full (M, N)) is added after, as torch's addmm
-    # broadcasts it (leading dims of the input flattened into M)
+    # the bias is fused when it is (out_features,); any other shape that broadcasts to the
+    # result (a scalar, (1,), (rows, N) of a 3-D input, a full one) is added after, as torch
+    # broadcasts it; torch also takes a (1, N) bias for a 1-D input, unless N = 1
     late_bias = bias is not None and (vector or tuple(bias.shape) != (weight.shape[0],))
-    if late_bias and not _broadcasts(bias.shape, (M, weight.shape[0]) if input.dim() > 1 else out_shape):
+    row = input.dim() == 1 and not vector and weight.shape[0] != 1
+    if late_bias and not (_broadcasts(bias.shape, out_shape)
+                          or (row and tuple(bias.shape) == (1, *out_shape))):
         raise RuntimeError(
             f"linear(): expected bias of shape ({weight.shape[0]},) or one that broadcasts to the "
-            f"({M}, {weight.shape[0]}) product, got {tuple(bias.shape)}"
+            f"result's {tuple(out_shape)}, got {tuple(bias.shape)}"
         )
     lowp = autocast_dtype(input)
     if lowp is not None:
@@ -68,8 +70,7 @@ def linear(input, weight, bias=None, *, activation: str = "none"):
         if not late_bias:
             return _linear_op(x2d, weight, bias, activation).reshape(out_shape)
         y = _linear_op(x2d, weight, None, "none")
-        # broadcast as torch does: against the (M, N) product, or the 1-D input's result
-        y = (y + bias).reshape(out_shape) if input.dim() > 1 else y.reshape(out_shape) + bias
+        y = (y.reshape(out_shape) + bias).reshape(out_shape)
     return y if activation == "none" else _activation(y, activation)
 
 

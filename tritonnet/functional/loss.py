@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as _torch_F
 
 from ..ops.loss import cross_entropy as _ce_op
 from ..ops.loss import mse_loss as _mse_op
@@ -219,6 +220,8 @@ def cross_entropy(
             )
         C = input.shape[1] if input.dim() > 1 else input.shape[0]
         _check_weight(weight, C, "cross_entropy: ")
+        if C == 0:
+            return _no_classes(input, target, weight, ignore_index, reduction, label_smoothing)
         out_dtype = torch.promote_types(input.dtype, target.dtype)
         if weight is not None:
             out_dtype = torch.promote_types(out_dtype, weight.dtype)
@@ -238,6 +241,8 @@ def cross_entropy(
         x3, t2, out_shape = _index_target_layout(input, target)
         C = x3.shape[1]
         weight = _check_index_weight("cross_entropy", input, weight, C)
+        if C == 0:
+            return _no_classes(input, target, weight, ignore_index, reduction, label_smoothing)
         t2 = t2.long() if t2.dtype == torch.uint8 else t2
         _check_index_values(t2, C, ignore_index)
         out_dtype = input.dtype
@@ -250,6 +255,16 @@ def cross_entropy(
     if reduction == "sum":
         return loss_rows.sum().to(out_dtype)
     return _mean(loss_rows, denom).to(out_dtype)
+
+
+def _no_classes(input, target, weight, ignore_index, reduction, label_smoothing=None):
+    """An input of no classes (checked as any other): torch's own loss, which computes nothing
+    and returns 0 or NaN where every target is ignored or a probability, and raises naming
+    the first class index otherwise (the kernels would divide by C, or gather from nothing)."""
+    if label_smoothing is None:
+        return _torch_F.nll_loss(input, target, weight, ignore_index=ignore_index, reduction=reduction)
+    return _torch_F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                                  label_smoothing=label_smoothing)
 
 
 def _index_denominator(target, weight, ignore_index, dtype):
@@ -282,6 +297,8 @@ def nll_loss(
         raise NotImplementedError(f'"nll_loss" not implemented for {_name(input.dtype)} input')
     C = x3.shape[1]
     weight = _check_index_weight("nll_loss", input, weight, C)
+    if C == 0:
+        return _no_classes(input, target, weight, ignore_index, reduction)
     t2 = t2.long() if t2.dtype == torch.uint8 else t2
     _check_index_values(t2, C, ignore_index)
     with autocast_off(input):
@@ -310,13 +327,13 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
             "Please ensure they have the same size.",
             stacklevel=2,
         )
-    reduction = _reduction(size_average, reduce, reduction)
     x, t = torch.broadcast_tensors(input, target)  # torch's RuntimeError when they do not
     if weight is not None and weight.size() != input.size():
         raise ValueError(
             f"Weights and input must have the same size (weight {tuple(weight.shape)}, input "
             f"{tuple(input.shape)})."
         )
+    reduction = _reduction(size_average, reduce, reduction)  # (after the shapes, as torch's)
     # autocast: mse_loss is on the fp32 list; torch's weighted variant is plain arithmetic,
     # which CPU autocast leaves alone and CUDA autocast runs in fp32 (pow)
     if autocast_fp32(input) and (weight is None or input.device.type != "cpu"):

@@ -57,9 +57,11 @@ def _apply(name, input, dim, stacklevel, dtype, log):
         dtype = torch.float32
     if dtype is not None:
         input = input.to(dtype)  # torch casts before the op
+    dim = _normalize_dim(dim, input.dim())  # (before the dtype, as torch's)
     if input.dtype not in FLOATS:
+        if input.numel() == 0:  # torch returns an empty tensor of any dtype unchecked
+            return torch.empty_like(input)
         raise NotImplementedError(f'"{name}" not implemented for {input.dtype}')
-    dim = _normalize_dim(dim, input.dim())
 
     # (..., C, ...) -> (outer, C, inner): a view unless the dims around dim cannot merge
     shape = input.shape
