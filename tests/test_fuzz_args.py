@@ -25,8 +25,10 @@ import tritonnet
 import tritonnet.functional as F
 from tests.helpers import FULL
 
-CASES = 10000 if FULL else 1500
+CASES = int(os.environ.get("TRITONNET_FUZZ_CASES", 10000 if FULL else 1500))
 SEED = os.environ.get("TRITONNET_FUZZ_SEED", "0")  # other seeds: wider ad-hoc runs
+# ad hoc: TRITONNET_FUZZ_BACKEND=triton (with TRITON_INTERPRET=1 on the CPU) runs the kernels
+BACKEND = os.environ.get("TRITONNET_FUZZ_BACKEND", "reference")
 ODD = [0, -1, (), (1, 2, 3), 1.5, "2", True, None, [2, 2.0]]
 
 
@@ -261,7 +263,7 @@ FAMILIES = {"pool": _pool_case, "interpolate": _interpolate_case, "conv": _conv_
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_fuzz_like_torch(family):
-    tritonnet.set_backend("reference")
+    tritonnet.set_backend(BACKEND)
     make = FAMILIES[family]
     rng = random.Random(f"fuzz-{family}-{SEED}")
     raised = grads = 0
