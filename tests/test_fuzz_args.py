@@ -94,7 +94,7 @@ def _pool_case(rng):
 
 def _interpolate_case(rng):
     mode = rng.choice(["nearest", "nearest-exact", "area"])
-    x = _input(rng, [2, 3, 4, 6], zero=0.0 if mode == "area" else 0.08, cl=True)
+    x = _input(rng, [1, 2, 3, 4, 6], zero=0.0 if mode == "area" else 0.08, cl=True)
     if x.dim() == 3 and mode != "area":
         x = x.float()  # (float64 3-D nearest: torch's CPU index in double, README)
     dim = max(x.dim() - 2, 1)

@@ -417,8 +417,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         if recompute_scale_factor:
             raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
     else:
+        # (torch counts a list or tuple only: a bare factor of a 1-D input meets the rank check)
         factors = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * dim
-        if len(factors) != dim:
+        if isinstance(scale_factor, (list, tuple)) and len(factors) != dim:
             raise ValueError(
                 f"interpolate: input has {dim} spatial dimensions {in_sizes} but "
                 f"scale_factor={scale_factor!r}"
