@@ -266,15 +266,16 @@ def test_fuzz_like_torch(family):
     tritonnet.set_backend(BACKEND)
     make = FAMILIES[family]
     rng = random.Random(f"fuzz-{family}-{SEED}")
+    # gradients too for these families (the pools' and interpolate's are tested against
+    # torch elsewhere)
+    want_grad = family in ("conv", "linear", "loss")
+
+    def leaf(a):
+        return a.detach().clone().requires_grad_(want_grad and a.is_floating_point())
+
     raised = grads = 0
     for i in range(CASES):
         op, args, kw = make(rng)
-        # the convolutions' gradients too (the pools' are tested against torch elsewhere)
-        want_grad = family in ("conv", "linear", "loss")
-
-        def leaf(a, want_grad=want_grad):
-            return a.detach().clone().requires_grad_(want_grad and a.is_floating_point())
-
         mine = [leaf(a) if torch.is_tensor(a) else a for a in args]
         args = [leaf(a) if torch.is_tensor(a) else a for a in args]
         theirs = _outcome(getattr(TF, op), args, kw)

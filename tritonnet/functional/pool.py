@@ -416,14 +416,17 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                 )
         if recompute_scale_factor:
             raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
-    else:
-        # (torch counts a list or tuple only: a bare factor of a 1-D input meets the rank check)
-        factors = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * dim
-        if isinstance(scale_factor, (list, tuple)) and len(factors) != dim:
+        # torch repeats a bare size (a numpy int, a 0-d tensor) for every spatial dim
+        given = list(size) if isinstance(size, (list, tuple)) else [size] * dim
+    elif isinstance(scale_factor, (list, tuple)):
+        factors = list(scale_factor)
+        if len(factors) != dim:
             raise ValueError(
                 f"interpolate: input has {dim} spatial dimensions {in_sizes} but "
                 f"scale_factor={scale_factor!r}"
             )
+    else:  # (torch counts a list or tuple only: a bare factor of a 1-D input meets the rank check)
+        factors = [scale_factor] * dim
     recompute = size is None and (recompute_scale_factor or mode == "area")
     if recompute:
         # torch's own expression, on the factors as given (no argument parser reads them on
@@ -436,14 +439,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         )
     if mode == "area":  # torch's adaptive_avg_pool1d/2d, with their checks: an empty output works
         pool = adaptive_avg_pool1d if dim == 1 else adaptive_avg_pool2d
-        if recompute:
-            return pool(input, sizes)
-        # torch repeats a bare size (a numpy int, a 0-d tensor) for every spatial dim
-        return pool(input, size if isinstance(size, (list, tuple)) else [size] * dim)
+        return pool(input, sizes if recompute else given)
     if size is not None:
         _not_a_bare_bool("interpolate", "size", size)
-        sizes = list(size) if isinstance(size, (list, tuple, torch.Size)) else [size] * dim
-        sizes = list(int_elements("interpolate", "size", sizes, size))
+        sizes = list(int_elements("interpolate", "size", given, size))
         scales = [0.0] * dim
     elif recompute:
         scales = [0.0] * dim
