@@ -405,6 +405,11 @@ def _jvp_cases(dt):
         "conv1d": (lambda m, x, w, b: m.conv1d(x, w, b), [r(2, 3, 9), r(4, 3, 3), r(4)], None),
         "conv_transpose2d": (lambda m, x, w, b: m.conv_transpose2d(x, w, b, 2, 1, 1),
                              [r(2, 3, 4, 5), r(3, 2, 3, 3), r(2)], None),
+        # output_padding < dilation at stride 1: convolutions of its output have more windows
+        # than its input has pixels (its second derivatives raised a shape error)
+        "conv_transpose2d output_padding": (
+            lambda m, x, w: m.conv_transpose2d(x, w, None, (1, 2), 0, 1, 1, 2),
+            [r(2, 3, 4, 5), r(3, 2, 2, 3)], None),
         "linear": (lambda m, x, w, b: m.linear(x, w, b), [r(2, 5, 6), r(3, 6), r(3)], None),
         "max_pool2d": (lambda m, x: m.max_pool2d(x, 3, 2, 1), [r(2, 3, 7, 6)], None),
         "max_pool1d": (lambda m, x: m.max_pool1d(x, 2), [r(2, 3, 7)], None),

@@ -106,6 +106,17 @@ def _in_conv_format(t, fmt):
     return in_format(t, fmt)
 
 
+def _cropped(y, like):
+    """y (N, C, OH, OW) cut to like's (OH', OW') <= (OH, OW), as a dense copy (torch's
+    gradients are dense). A convolution of a transposed convolution's output can hold more
+    windows than the transposed input has pixels: output_padding < dilation at stride 1 adds
+    output rows and columns that reach none. Their windows take no part in the transposed
+    convolution, so their gradients are the positions cut."""
+    if y.shape[2:] == like.shape[2:]:
+        return y
+    return y[:, :, : like.shape[2], : like.shape[3]].clone(memory_format=torch.preserve_format)
+
+
 def _backward(ctx, grad):
     input, weight, output = ctx.saved_tensors
     fmt = conv_memory_format(input, weight)
@@ -142,7 +153,8 @@ def _setup_input_grad(ctx, inputs, output):
 def _backward_input_grad(ctx, gg):
     grad_output, weight = ctx.saved_tensors
     need_g, need_w = ctx.needs_input_grad[:2]
-    d_g = conv2d(gg, weight, None, *ctx.conv, "none") if need_g else None
+    # (gg has conv_transpose2d's output size: with output_padding it can hold more windows)
+    d_g = _cropped(conv2d(gg, weight, None, *ctx.conv, "none"), grad_output) if need_g else None
     d_w = None
     if need_w:
         d_w = conv2d_weight_grad(grad_output, gg, list(weight.shape), *ctx.conv, False)[0]
@@ -163,7 +175,9 @@ def _backward_weight_grad(ctx, g_dw, g_db):
     need_g, need_x = ctx.needs_input_grad[:2]
     d_g = d_x = None
     if need_g:
-        d_g = conv2d(input, g_dw, None, *ctx.conv, "none") if g_dw is not None else None
+        # (conv_transpose2d's weight gradient passes its output gradient as input: see _cropped)
+        if g_dw is not None:
+            d_g = _cropped(conv2d(input, g_dw, None, *ctx.conv, "none"), grad_output)
         if g_db is not None and g_db.numel():
             db = g_db.view(1, -1, 1, 1).to(grad_output.dtype)
             d_g = db.expand_as(grad_output).clone() if d_g is None else d_g + db
@@ -257,12 +271,7 @@ def _backward_t(ctx, grad):
         db = grad.sum((0, 2, 3)) if ctx.has_bias else None
         return dx if need_x else None, dw if need_w else None, db if need_b else None, *[None] * 5
     if need_x:
-        dx = conv2d(grad, weight, None, stride, padding, dilation, groups, "none")
-        if dx.shape[2:] != input.shape[2:]:
-            # output_padding < dilation at stride 1: the output holds positions of more windows
-            # than the input has pixels; the last ones touched nothing
-            # (a copy: torch's gradient is dense)
-            dx = dx[:, :, : input.shape[2], : input.shape[3]].clone(memory_format=torch.preserve_format)
+        dx = _cropped(conv2d(grad, weight, None, stride, padding, dilation, groups, "none"), input)
     if need_w or need_b:
         # weight (C_in_t, C_out_t/G, KH, KW) plays conv2d's (C_out, Cg, KH, KW): "input" is dy
         dw, _ = conv2d_weight_grad(input, grad, list(weight.shape), stride, padding, dilation, groups,
