@@ -199,6 +199,51 @@ def fake_layouts_checked():
         yield
 
 
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _randn_like(t, gen):
+    return torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)
+
+
+def second_order(fn, args, kw, seed):
+    """Double backward of fn(*args, **kw) (its first output): the gradients (create_graph=True)
+    summed against random weights, then differentiated with respect to every floating input
+    and to the incoming gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    args = [a.detach().requires_grad_() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+    out = _first(fn(*args, **kw))
+    g = _randn_like(out, gen).requires_grad_()
+    xs = [a for a in args if torch.is_tensor(a) and a.requires_grad]
+    grads = torch.autograd.grad(out, xs, g, create_graph=True)
+    s = sum((d * _randn_like(d, gen)).sum() for d in grads)
+    return torch.autograd.grad(s, [*xs, g], allow_unused=True)
+
+
+def tangent(fn, args, kw, seed):
+    """Forward mode: fn's (first) output and its tangent, for random tangents of every
+    floating input."""
+    fwad = torch.autograd.forward_ad
+    gen = torch.Generator().manual_seed(seed)
+    with fwad.dual_level():
+        args = [fwad.make_dual(a.detach(), _randn_like(a, gen))
+                if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+        primal, t = fwad.unpack_dual(_first(fn(*args, **kw)))
+        return primal.clone(), None if t is None else t.clone()
+
+
+def assert_derivatives_close(ours, theirs, msg):
+    """second_order's or tangent's results alike (NaN included); None (no path: a zero
+    derivative) on either side is zeros."""
+    for a, b in zip(ours, theirs, strict=True):
+        if a is None and b is None:
+            continue
+        a = torch.zeros_like(b) if a is None else a
+        b = torch.zeros_like(a) if b is None else b
+        torch.testing.assert_close(a, b, equal_nan=True, rtol=1e-5, atol=1e-5, msg=msg)
+
+
 def bench_recorder(copy_gbs=1000.0):
     """A benchmark Recorder whose timer runs each timed function once and reports 10 us
     (quantiles 9, 10, 12 us), with a copy ceiling: a benchmark module's logic on the CPU."""

@@ -637,6 +637,35 @@ def test_empty_and_all_ignored_like_torch(backend):
         )
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_derivatives_of_nothing_like_torch(backend):
+    """Second derivatives and tangents where 'mean' divides by zero: every row ignored (the
+    rows then get an infinite gradient), an empty batch. The loss is NaN, as torch's, but an
+    ignored row's gradient is 0 whatever reaches it, so its second derivative is 0 too, not
+    inf * 0; and torch's mean of nothing passes no 0 / 0 back to the incoming gradient (ours
+    gave NaN in both; found by tests/test_fuzz_args.py)."""
+    from tests.helpers import assert_derivatives_close, second_order, tangent
+
+    tritonnet.set_backend(backend)
+    dev = KERNEL_DEVICE if backend == "triton" else "cpu"
+    r = lambda *s: torch.randn(*s, dtype=torch.float64, device=dev)  # noqa: E731
+    ignored = torch.full((3,), 1, device=dev)
+    cases = [
+        ("cross_entropy", (r(3, 4), ignored), {"ignore_index": 1}),
+        ("cross_entropy", (r(3, 4), ignored), {"ignore_index": 1, "label_smoothing": 0.2}),
+        ("cross_entropy", (r(3, 4), ignored), {"ignore_index": 1, "weight": r(4).abs()}),
+        ("cross_entropy", (r(4), torch.tensor(-100, device=dev)), {}),
+        ("cross_entropy", (r(0, 4), r(0, 4).softmax(1)), {}),
+        ("mse_loss", (r(2, 0, 3), r(2, 0, 3)), {}),
+    ]
+    for op, args, kw in cases:
+        for red in REDUCTIONS:
+            for order in (second_order, tangent):
+                kwr = {**kw, "reduction": red}
+                ours, theirs = (order(getattr(m, op), args, kwr, 0) for m in (F, TF))
+                assert_derivatives_close(ours, theirs, f"{op} {kw} {red} {order.__name__}")
+
+
 # ---------------------------------------------------------------------------------------------
 # autocast, modules
 

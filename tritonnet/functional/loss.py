@@ -179,6 +179,11 @@ def _check_index_weight(op, input, weight, C):
 
 
 def _mean(loss_rows, denom):
+    """'mean': the rows' sum over ``denom``. With no rows (denom 0, probability targets) NaN
+    made as torch makes it, a fill of the sum: its tangent and the gradient that reaches the
+    incoming one are then 0 as torch's, not 0 / 0."""
+    if isinstance(denom, int) and denom == 0:
+        return loss_rows.sum().fill_(float("nan"))
     return loss_rows.sum() / denom
 
 
@@ -350,5 +355,10 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
         out = _mse_op(x, t, w, reduction != "none")
     if reduction == "mean":
         # unweighted: over every element; weighted: over the weights (of input's shape)
-        out = out / (x.numel() if weight is None else weight.to(out.dtype).sum())
+        if x.numel() == 0 and weight is None:
+            # torch's NaN, as a mean of nothing: the gradient that reaches the incoming one is
+            # then a sum of nothing (0, as torch's), not 0 / 0
+            out = out.expand(x.shape).mean()
+        else:
+            out = out / (x.numel() if weight is None else weight.to(out.dtype).sum())
     return out.to(dtype)

@@ -156,7 +156,11 @@ def _ce_grad_backward(ctx, gg):
     if need_g:
         d_g = (gg * (p * wq.sum(1, keepdim=True) - wq)).sum(1).to(g.dtype)
     if need_x:
-        d_x = (g1 * wq.sum(1, keepdim=True) * p * (gg - pgg)).to(x.dtype)
+        # a row of no weight (an ignored target: where every row is, 'mean' hands it an
+        # infinite g) has dx = 0 whatever g is, and so no second derivative, as torch's
+        S = wq.sum(1, keepdim=True)
+        gS = torch.where(S == 0, 0, g1 * S)
+        d_x = (gS * p * (gg - pgg)).to(x.dtype)
     if need_t:  # probability targets: dS/dq = w, dq/dt = 1 - eps
         d_t = (g1 * (w if w is not None else 1) * (pgg - gg) * (1 - eps)).to(target.dtype)
     if need_w:
