@@ -443,6 +443,36 @@ def test_calls_that_warn_compile_with_fullgraph():
         torch.testing.assert_close(got, case(TF), msg=f"case {i}")
 
 
+def test_numpy_arguments_compile_with_fullgraph():
+    """numpy ints as arguments (sizes, strides computed with numpy) under
+    torch.compile(fullgraph=True): the argument checks asked hasattr of the numpy type, which
+    dynamo cannot trace. interpolate's size failed where torch's compiles; torch's own
+    convolutions and pools fail with numpy strides and paddings (its fake kernels guard on
+    the value), ours now compile."""
+    import numpy as np
+    import torch.nn.functional as TF
+
+    import tritonnet.functional as F
+
+    tritonnet.set_backend("reference")
+    x, w = torch.randn(2, 3, 5, 6), torch.randn(4, 3, 3, 3)
+    cases = [
+        lambda m, a: m.interpolate(x, size=a),
+        lambda m, a: m.interpolate(x, size=(a, 3), mode="nearest-exact"),
+        lambda m, a: m.cross_entropy(x, torch.zeros(2, 5, 6, dtype=torch.long), ignore_index=a),
+        lambda m, a: m.conv2d(x, w, stride=a, dilation=(1, a)),
+        lambda m, a: m.conv_transpose2d(x, w.transpose(0, 1), stride=a, padding=(a, 1)),
+        lambda m, a: m.max_pool2d(x, a, padding=1),
+        lambda m, a: m.avg_pool2d(x, (a, 2), divisor_override=a),
+        lambda m, a: m.adaptive_max_pool2d(x, (a, 3)),
+        lambda m, a: m.softmax(x, a),
+    ]
+    for i, case in enumerate(cases):
+        torch._dynamo.reset()
+        got = torch.compile(case, backend="aot_eager", fullgraph=True)(F, np.int64(2))
+        torch.testing.assert_close(got, case(TF, np.int64(2)), msg=f"case {i}")
+
+
 def test_jit_trace_under_no_grad_saves_and_loads(tmp_path):
     """torch.jit.trace of a tritonnet model under torch.no_grad() (how models are traced for
     deployment) records the tritonnet:: operators: the trace checks, saves and loads (in a

@@ -54,11 +54,19 @@ def typename(v) -> str:
         f"{t.__module__}.{t.__name__}" if t.__module__ == "numpy" else t.__name__)
 
 
+def has_slot(v, name) -> bool:
+    """``hasattr(type(v), name)``: the type slot (``__index__``, ``__float__``) torch's argument
+    parser checks. A numpy scalar is asked through itself, which gives the same answer and
+    which torch.compile can trace (its ``hasattr`` of a numpy type is unsupported and failed
+    ``fullgraph=True`` where torch's own functions compile)."""
+    return hasattr(v, name) if type(v).__module__ == "numpy" else hasattr(type(v), name)
+
+
 def _scalar_index(v):
     """``v`` as an int through its ``__index__`` (symbolic sizes stay symbolic), or None for
     a Python bool, a value without ``__index__`` (a float) or one whose ``__index__`` refuses
     (numpy's bool, a float tensor)."""
-    if isinstance(v, bool) or not hasattr(type(v), "__index__"):
+    if isinstance(v, bool) or not has_slot(v, "__index__"):
         return None
     try:
         return index(v)
@@ -76,7 +84,7 @@ def is_number(v) -> bool:
     """A Python number (a bool too), a symbolic one, or a numpy scalar with ``__float__``:
     what torch's argument parser takes for a float without looking further."""
     return isinstance(v, (int, float, torch.SymInt, torch.SymFloat)) or (
-        type(v).__module__ == "numpy" and hasattr(type(v), "__float__"))
+        type(v).__module__ == "numpy" and has_slot(v, "__float__"))
 
 
 def int_arg(op: str, name: str, v, position: int | None = None, symint: bool = False):

@@ -19,6 +19,7 @@ from ..ops.pool import pool_output_size
 from ._utils import (
     bool_arg,
     check_tensors,
+    has_slot,
     int_arg,
     int_elements,
     int_list,
@@ -360,7 +361,7 @@ def _floats(op, name, items):
     TypeError) and converts the rest through __float__ (or __index__)."""
     out = []
     for i, v in enumerate(items):
-        if not (is_number(v) if i == 0 else hasattr(type(v), "__float__") or hasattr(type(v), "__index__")):
+        if not (is_number(v) if i == 0 else has_slot(v, "__float__") or has_slot(v, "__index__")):
             raise TypeError(
                 f"{op}(): argument '{name}' must be tuple of floats, but found element of type "
                 f"{typename(v)} at pos {i} (got {items!r})"
