@@ -4,10 +4,11 @@ lengths and values, wrong ranks, empty sizes), run through tritonnet and torch. 
 raises, ours must raise the same exception type; where it returns, ours must return the same
 shape, dtype, values (NaN included) and memory format.
 
-Where both return a floating result, the gradients must match torch's too, and for every
-fourth call the second derivatives and the forward-mode tangent; every tritonnet operator the
-call reaches also runs on fake tensors, whose shapes, dtypes and strides must match the real
-ones (what torch.compile plans with).
+Where both return a floating result, the gradients must match torch's too; for every fourth
+call the second derivatives and the forward-mode tangent, and for another fourth the results
+and per-sample gradients under torch.vmap. Every tritonnet operator a call reaches also runs
+on fake tensors, whose shapes, dtypes and strides must match the real ones (what
+torch.compile plans with).
 
 A seeded, reduced form of the fuzz that found the mismatches fixed on 2026-12-07 (the order of
 the checks, the shapes torch takes and refuses; the second derivatives of conv_transpose2d
