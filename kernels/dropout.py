@@ -110,8 +110,9 @@ def _launch(x, p, seed, feature, out):
         )
     if out is None:
         out = torch.empty_like(x)  # keeps the input's layout (NCHW or channels_last), as torch
+    result = out  # (out may become a (1, 1, n) view below)
     if x.numel() == 0:
-        return out
+        return result
     if not feature and x.is_contiguous() and out.is_contiguous():
         # (*) -> (1, 1, numel): the counter is the flat index, tiles are 1-D
         N, C, L = 1, 1, x.numel()
@@ -152,7 +153,7 @@ def _launch(x, p, seed, feature, out):
     )
     if target is not out:
         out.copy_(target)
-    return out
+    return result
 
 
 def dropout_forward(input, p, seed, out=None):

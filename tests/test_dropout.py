@@ -86,6 +86,7 @@ KERNEL_CASES = [
     ((1,), "contiguous"),  # one element
     ((7,), "contiguous"),  # below one block
     ((1025,), "contiguous"),  # one past a block
+    ((7,), "strided"),  # a strided 1-D input (a column): its result came back (1, 1, 7)
     ((5, 7), "strided"),  # 2-D, dropout2d with L = 1
     ((3, 5, 7, 9), "contiguous"),  # odd everywhere
     ((3, 5, 7, 9), "channels_last"),
