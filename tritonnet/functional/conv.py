@@ -59,6 +59,11 @@ def _without_h(seq):
     return seq[:2] + seq[3:] if len(seq) == 4 else seq[1:]
 
 
+def _shown(op):
+    """How ``op``'s messages show shapes and pairs: a list, without H for a 1-D op."""
+    return _without_h if op.endswith("1d") else list
+
+
 def _check_kernel_size(weight):
     """A weight with an empty spatial dim: torch's RuntimeError (the GEMM would have summed
     nothing and returned the bias)."""
@@ -109,8 +114,7 @@ def _check_spatial(input):
         )
 
 
-def _check_params(stride, padding, dilation, groups, one_d=False):
-    show = _without_h if one_d else list
+def _check_params(stride, padding, dilation, groups, show=list):
     if groups <= 0:
         raise RuntimeError(f"non-positive groups is not supported, got groups={groups}")
     if any(s <= 0 for s in stride):
@@ -140,12 +144,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
 
 
-def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="none", one_d=False):
+def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="none", op="conv2d"):
     """conv2d past its argument and tensor checks and autocast's cast (conv1d's, on its
-    (.., 1, L) views, come here without running them twice; ``one_d``: messages show them
+    (.., 1, L) views, come here without running them twice; their messages show them
     without H)."""
     _check_kernel_size(weight)
-    show = _without_h if one_d else list
+    show = _shown(op)
     if activation not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS}, got {activation!r}")
     unbatched = input.dim() == 3
@@ -162,7 +166,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="
                 raise RuntimeError(
                     f"padding='same' is not supported for strided convolutions, got stride={show(stride)}"
                 )
-            _check_params(stride, (0, 0), dilation, groups, one_d)
+            _check_params(stride, (0, 0), dilation, groups, show)
             # total padding d*(k-1); PyTorch puts the odd pixel at the bottom/right
             total = [d * (k - 1) for d, k in zip(dilation, kernel)]
             padding = tuple(t // 2 for t in total)
@@ -172,7 +176,7 @@ def _conv2d(input, weight, bias, stride, padding, dilation, groups, activation="
         else:
             raise RuntimeError(f"Invalid padding string: {padding!r}")
     padding = _tuple(padding, 2, "padding")
-    _check_params(stride, padding, dilation, groups, one_d)
+    _check_params(stride, padding, dilation, groups, show)
 
     N, C_in, H, W = input.shape
     C_out = weight.shape[0]
@@ -221,7 +225,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     pad = padding if isinstance(padding, str) else (0, _tuple(padding, 1, "padding")[0])
     y = _conv2d(
         input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, _tuple(stride, 1, "stride")[0]), pad,
-        (1, _tuple(dilation, 1, "dilation")[0]), groups, one_d=True,
+        (1, _tuple(dilation, 1, "dilation")[0]), groups, op="conv1d",
     )
     return y.squeeze(-2)
 
@@ -243,8 +247,7 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
     (conv_transpose1d's come here without running them twice, messages naming ``op`` and
     showing its shapes without H)."""
     _check_kernel_size(weight)
-    one_d = op == "conv_transpose1d"
-    show = _without_h if one_d else list
+    show = _shown(op)
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
@@ -252,7 +255,7 @@ def _conv_transpose2d(input, weight, bias, stride, padding, output_padding, grou
     padding = _tuple(padding, 2, "padding")
     dilation = _tuple(dilation, 2, "dilation")
     output_padding = _tuple(output_padding, 2, "output_padding")
-    _check_params(stride, padding, dilation, groups, one_d)
+    _check_params(stride, padding, dilation, groups, show)
     if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)) or any(
         o < 0 for o in output_padding
     ):

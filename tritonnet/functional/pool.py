@@ -375,7 +375,7 @@ def _is_integer(v):
     numpy int, or a tensor of integers (its argument parser later takes 0-d ones only)."""
     if isinstance(v, torch.Tensor):
         return not v.is_floating_point()
-    return isinstance(v, (int, torch.SymInt)) or (type(v).__module__ == "numpy" and hasattr(v, "__index__"))
+    return isinstance(v, (int, torch.SymInt)) or (type(v).__module__ == "numpy" and has_slot(v, "__index__"))
 
 
 @overridable
