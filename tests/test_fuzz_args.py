@@ -366,7 +366,7 @@ def _vmapped_like_torch(what, op, args, kw, out, rng):
             batched.append(a.detach() if torch.is_tensor(a) else a)
             in_dims.append(None)
     if op == "linear" and args[2] is not None and args[0].dim() == 1:
-        return  # (torch's per-sample result for a 1-D sample with a (1, N) bias is (N,): README)
+        return  # (torch's per-sample result for a 1-D sample with a (1, N) bias is (1, N): README)
     floating = tuple(j for j, a in enumerate(args) if torch.is_tensor(a) and a.is_floating_point())
     v = torch.randn(out.shape, generator=torch.Generator().manual_seed(B), dtype=out.dtype)
 
