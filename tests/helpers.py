@@ -199,7 +199,8 @@ def fake_layouts_checked():
         yield
 
 
-def _first(out):
+def first_output(out):
+    """An op's result, or its first where it returns several (values, indices)."""
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -213,7 +214,7 @@ def second_order(fn, args, kw, seed):
     and to the incoming gradient."""
     gen = torch.Generator().manual_seed(seed)
     args = [a.detach().requires_grad_() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
-    out = _first(fn(*args, **kw))
+    out = first_output(fn(*args, **kw))
     g = _randn_like(out, gen).requires_grad_()
     xs = [a for a in args if torch.is_tensor(a) and a.requires_grad]
     grads = torch.autograd.grad(out, xs, g, create_graph=True)
@@ -229,7 +230,7 @@ def tangent(fn, args, kw, seed):
     with fwad.dual_level():
         args = [fwad.make_dual(a.detach(), _randn_like(a, gen))
                 if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
-        primal, t = fwad.unpack_dual(_first(fn(*args, **kw)))
+        primal, t = fwad.unpack_dual(first_output(fn(*args, **kw)))
         return primal.clone(), None if t is None else t.clone()
 
 

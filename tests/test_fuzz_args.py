@@ -33,7 +33,14 @@ import torch.nn.functional as TF
 
 import tritonnet
 import tritonnet.functional as F
-from tests.helpers import FULL, assert_derivatives_close, fake_layouts_checked, second_order, tangent
+from tests.helpers import (
+    FULL,
+    assert_derivatives_close,
+    fake_layouts_checked,
+    first_output,
+    second_order,
+    tangent,
+)
 
 CASES = int(os.environ.get("TRITONNET_FUZZ_CASES", 10000 if FULL else 1500))
 # the same draws through the Triton kernels (the interpreter, on the CPU): the first fifth
@@ -318,14 +325,14 @@ def _one_case(i, op, args, kw):
     what = f"case {i}: {op}{shapes} {kw}"
     if not _check(what, ours, theirs):
         return True, False
-    out = theirs[0] if isinstance(theirs, tuple) else theirs
+    out = first_output(theirs)
     if not (out.numel() and out.requires_grad):
         return False, False
     if op.startswith("max_pool") and out.isneginf().any():
         return False, False  # (a window of padding only: torch's index lies outside it, README)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(i))
     leaves = [j for j, a in enumerate(args) if torch.is_tensor(a) and a.requires_grad]
-    mine_out = ours[0] if isinstance(ours, tuple) else ours
+    mine_out = first_output(ours)
     # (an average to one pixel keeps a channels_last gradient where torch's is contiguous: README)
     mean = op.startswith("adaptive_avg") or kw.get("mode") == "area"
     with checked():
@@ -372,8 +379,7 @@ def _vmapped_like_torch(what, op, args, kw, out, rng):
 
     def run(m):
         def call(*xs):
-            out = getattr(m, op)(*xs, **kw)
-            return out[0] if isinstance(out, tuple) else out
+            return first_output(getattr(m, op)(*xs, **kw))
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
