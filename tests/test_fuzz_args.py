@@ -362,6 +362,8 @@ def _vmapped_like_torch(what, op, args, kw, out, rng):
     batching rules, which fold the samples into the batch or the groups of one call."""
     from torch.func import grad, vmap
 
+    if op == "linear" and args[2] is not None and args[0].dim() == 1:
+        return  # (torch's per-sample result for a 1-D sample with a (1, N) bias is (1, N): README)
     B = rng.randint(1, 3)
     batched, in_dims = [], []
     for j, a in enumerate(args):
@@ -372,8 +374,6 @@ def _vmapped_like_torch(what, op, args, kw, out, rng):
         else:
             batched.append(a.detach() if torch.is_tensor(a) else a)
             in_dims.append(None)
-    if op == "linear" and args[2] is not None and args[0].dim() == 1:
-        return  # (torch's per-sample result for a 1-D sample with a (1, N) bias is (1, N): README)
     floating = tuple(j for j, a in enumerate(args) if torch.is_tensor(a) and a.is_floating_point())
     v = torch.randn(out.shape, generator=torch.Generator().manual_seed(B), dtype=out.dtype)
 
