@@ -39,25 +39,40 @@ import contextlib
 import inspect
 import operator
 import os
+import re
 import threading
 
 import torch
+import triton
 import triton.language as tl
-from triton import knobs
 from triton.compiler.compiler import CompiledKernel
 from triton.runtime import driver
 from triton.runtime.jit import JITFunction
 
-# The launcher call JITFunction.run ends with, which Launch.__call__ repeats (Triton 3.6 to
+try:  # Triton 3.4 and later; before, JITFunction.run reads its settings otherwise (no memo)
+    from triton import knobs
+except ImportError:
+    knobs = None
+
+# The launcher call JITFunction.run ends with, which Launch.__call__ repeats (Triton 3.5 to
 # 3.9). A Triton whose run reads otherwise keeps its own path.
 _RUN_CALL = ("kernel.run(grid_0, grid_1, grid_2, stream, kernel.function, kernel.packed_metadata, "
              "launch_metadata, knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, "
              "*bound_args.values())")
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """(major, minor) of a version string: "3.5.1" and "3.6.0+git1a2b" alike."""
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:2])
+
+
 def tritons_run_matches() -> bool:
     """Whether the installed Triton's JITFunction.run binds its arguments and ends with the
-    launcher call this module repeats (read from its source, whitespace aside)."""
+    launcher call this module repeats (read from its source, whitespace aside), in a Triton
+    this module is checked against (3.5 to 3.9: tests/launch_check.py; 3.4's run reads the
+    same, but that check's stand-in driver does not run there)."""
+    if knobs is None or _version(triton.__version__) < (3, 5):
+        return False
     try:
         source = inspect.getsource(JITFunction.run)
     except (OSError, TypeError):
@@ -96,11 +111,11 @@ def _int_class(v: int) -> str:
 
 
 def _knobs():
-    """The knobs JITFunction.run folds into a kernel's options or key (3.9 adds fpsan and the
-    stages hook; getattr keeps 3.6)."""
+    """The knobs JITFunction.run folds into a kernel's options or key (3.6 adds the
+    instrumentation mode, 3.9 fpsan and the stages hook; getattr keeps the earlier ones)."""
     rt, comp = knobs.runtime, knobs.compilation
-    return (rt.debug, comp.instrumentation_mode, getattr(comp, "fpsan_homomorphic_casts", None),
-            getattr(rt, "add_stages_inspection_hook", None))
+    return (rt.debug, getattr(comp, "instrumentation_mode", None),
+            getattr(comp, "fpsan_homomorphic_casts", None), getattr(rt, "add_stages_inspection_hook", None))
 
 
 @contextlib.contextmanager

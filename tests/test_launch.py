@@ -20,6 +20,10 @@ def test_memoised_launches_match_tritons_own():
     call is served by the memo (nothing kept anew, nothing unkeyed). Compiled for sm_90 through
     compile_check's stand-in driver, in a process without the interpreter (tests/launch_check.py)."""
     pytest.importorskip("triton.backends.nvidia")
+    from tritonnet.kernels import _launch
+
+    if _launch._version(_launch.triton.__version__) < (3, 5):
+        pytest.skip("the memo is off before Triton 3.5")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITONNET_FAST_LAUNCH")}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
     r = subprocess.run([sys.executable, "-m", "tests.launch_check"], cwd=REPO, env=env,
@@ -30,12 +34,38 @@ def test_memoised_launches_match_tritons_own():
 
 def test_memo_reads_tritons_run_before_it_stands_in_for_it(monkeypatch):
     """The memo is on only where the installed Triton's JITFunction.run ends with the launcher
-    call the memo repeats (true for 3.6 and 3.9); another call turns it off."""
+    call the memo repeats (true for 3.5 to 3.9); another call turns it off."""
     from tritonnet.kernels import _launch
 
+    if _launch._version(_launch.triton.__version__) < (3, 5):
+        pytest.skip("the memo is off before Triton 3.5")
     assert _launch.tritons_run_matches()
     monkeypatch.setattr(_launch, "_RUN_CALL", _launch._RUN_CALL.replace("packed_metadata, ", ""))
     assert not _launch.tritons_run_matches()
+
+
+@pytest.mark.parametrize("version", ["3.4.0", "3.2.0+git35c6c7c6", "2.3.1"])
+def test_memo_is_off_before_triton_3_5(monkeypatch, version):
+    """A Triton before 3.5 keeps its own launch path: 3.5's knobs made every compiled launch
+    raise (AttributeError: no instrumentation_mode) before _knobs read it with getattr, 3.4's
+    run reads like 3.5's but launch_check's stand-in driver cannot check it, and before 3.4
+    there is no triton.knobs at all (which broke ``import tritonnet``)."""
+    from tritonnet.kernels import _launch
+
+    monkeypatch.setattr(_launch.triton, "__version__", version)
+    assert not _launch.tritons_run_matches()
+    if _launch.knobs is not None:
+        monkeypatch.setattr(_launch.triton, "__version__", "3.5.1")
+        monkeypatch.setattr(_launch, "knobs", None)
+        assert not _launch.tritons_run_matches()
+
+
+def test_version_parse():
+    from tritonnet.kernels import _launch
+
+    assert _launch._version("3.5.1") == (3, 5)
+    assert _launch._version("3.10.0+git1a2b3c") == (3, 10)
+    assert _launch._version("3.6.0") > _launch._version("3.5.9") and _launch._version("3.10.0") > (3, 9)
 
 
 def test_memo_is_off_under_the_interpreter():
