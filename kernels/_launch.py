@@ -49,7 +49,7 @@ from triton.compiler.compiler import CompiledKernel
 from triton.runtime import driver
 from triton.runtime.jit import JITFunction
 
-try:  # Triton 3.4 and later; before, JITFunction.run reads its settings otherwise (no memo)
+try:  # triton.knobs: 3.4 has it, 3.2 has not (and no memo there)
     from triton import knobs
 except ImportError:
     knobs = None

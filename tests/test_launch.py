@@ -48,8 +48,8 @@ def test_memo_reads_tritons_run_before_it_stands_in_for_it(monkeypatch):
 def test_memo_is_off_before_triton_3_5(monkeypatch, version):
     """A Triton before 3.5 keeps its own launch path: 3.5's knobs made every compiled launch
     raise (AttributeError: no instrumentation_mode) before _knobs read it with getattr, 3.4's
-    run reads like 3.5's but launch_check's stand-in driver cannot check it, and before 3.4
-    there is no triton.knobs at all (which broke ``import tritonnet``)."""
+    run reads like 3.5's but launch_check's stand-in driver cannot check it, and 3.2 has no
+    triton.knobs at all (which broke ``import tritonnet``)."""
     from tritonnet.kernels import _launch
 
     monkeypatch.setattr(_launch.triton, "__version__", version)
