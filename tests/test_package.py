@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tritonnet
-from tests.helpers import KERNEL_DEVICE
+from tests.helpers import KERNEL_DEVICE, TORCH_VERSION, older_torch_differs
 
 
 def _python(code, **env):
@@ -448,9 +448,13 @@ def test_numpy_arguments_compile_with_fullgraph():
     torch.compile(fullgraph=True): the argument checks asked hasattr of the numpy type, which
     dynamo cannot trace. interpolate's size failed where torch's compiles; torch's own
     convolutions and pools fail with numpy strides and paddings (its fake kernels guard on
-    the value), ours now compile."""
+    the value), ours now compile. Not before torch 2.12: 2.10 and 2.11 compile cannot trace
+    ``operator.index`` of a numpy int (README, "Versions")."""
     import numpy as np
     import torch.nn.functional as TF
+
+    if TORCH_VERSION < (2, 12):
+        pytest.skip("torch before 2.12 compile cannot trace operator.index of a numpy int")
 
     import tritonnet.functional as F
 
@@ -816,8 +820,9 @@ def test_every_argument_with_odd_values_like_torch():
                 else:
                     kwargs[name] = v
                 calls += 1
-                diff = _difference(*(_outcome(m, op, args, kwargs) for m in (TF, F)), "dropout" not in op)
-                if diff:
+                theirs, ours = (_outcome(m, op, args, kwargs) for m in (TF, F))
+                diff = _difference(theirs, ours, "dropout" not in op)
+                if diff and not older_torch_differs(op, {name: v}, theirs[0], ours[0]):
                     differences.append(f"{op}({name}={label}): {diff}")
     assert calls > 1500 and not differences, "\n".join(differences)
 
@@ -876,9 +881,11 @@ def test_every_module_argument_with_odd_values_like_torch():
                 else:
                     kwargs[arg] = v
                 calls += 1
-                diff = _difference(*(_module_outcome(c, args, kwargs, inputs) for c in (theirs, ours)),
-                                   "Dropout" not in name)
-                if diff:
+                want, got = (_module_outcome(c, args, kwargs, inputs) for c in (theirs, ours))
+                diff = _difference(want, got, "Dropout" not in name)
+                steps = [status.partition(" ") for status in (want[0], got[0])]
+                if diff and not (steps[0][0] == steps[1][0] == "forward"
+                                 and older_torch_differs(name, {arg: v}, steps[0][2], steps[1][2])):
                     differences.append(f"{name}({arg}={label}): {diff}")
     assert calls > 2000 and not differences, "\n".join(differences)
 
