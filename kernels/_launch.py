@@ -66,12 +66,18 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:2])
 
 
+def memo_checked_triton() -> bool:
+    """Whether the installed Triton is one this module is checked against (3.5 to 3.9:
+    tests/launch_check.py; 3.4's run reads the same, but that check's stand-in driver does
+    not run there, and 3.2 has no knobs)."""
+    return knobs is not None and _version(triton.__version__) >= (3, 5)
+
+
 def tritons_run_matches() -> bool:
-    """Whether the installed Triton's JITFunction.run binds its arguments and ends with the
-    launcher call this module repeats (read from its source, whitespace aside), in a Triton
-    this module is checked against (3.5 to 3.9: tests/launch_check.py; 3.4's run reads the
-    same, but that check's stand-in driver does not run there)."""
-    if knobs is None or _version(triton.__version__) < (3, 5):
+    """Whether the installed Triton is a checked one (:func:`memo_checked_triton`) whose
+    JITFunction.run binds its arguments and ends with the launcher call this module repeats
+    (read from its source, whitespace aside)."""
+    if not memo_checked_triton():
         return False
     try:
         source = inspect.getsource(JITFunction.run)

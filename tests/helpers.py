@@ -301,13 +301,13 @@ def older_torch_differs(op: str, kw: dict, theirs: str, ours: str, message: str 
     - before 2.13, a string ``dim`` of softmax / log_softmax (and their modules) is read as a
       dimension name: RuntimeError ("Name 'x' not found", "Invalid name"); 2.13 and later
       raise the TypeError ours raise;
-    - 2.11 and 2.12 check a pool's negative kernel size before the input's rank:
+    - 2.11 and 2.12 check avg_pool's negative kernel size before the input's rank:
       RuntimeError "integer out of range" (``message``, torch's), where 2.10 and 2.13 raise
       the IndexError of a wrong rank, as ours.
     Anything else, a difference of ours, still fails the test."""
     if op.lower().replace("_", "") in ("softmax", "logsoftmax") and isinstance(kw.get("dim"), str):
         return TORCH_VERSION < (2, 13) and (theirs, ours) == ("RuntimeError", "TypeError")
-    if op.startswith("avg_pool") or op.startswith("max_pool"):
+    if op.startswith("avg_pool"):
         return ((2, 11) <= TORCH_VERSION < (2, 13) and (theirs, ours) == ("RuntimeError", "IndexError")
                 and message == "integer out of range")
     return False

@@ -22,7 +22,7 @@ def test_memoised_launches_match_tritons_own():
     pytest.importorskip("triton.backends.nvidia")
     from tritonnet.kernels import _launch
 
-    if _launch._version(_launch.triton.__version__) < (3, 5):
+    if not _launch.memo_checked_triton():
         pytest.skip("the memo is off before Triton 3.5")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITONNET_FAST_LAUNCH")}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
@@ -37,7 +37,7 @@ def test_memo_reads_tritons_run_before_it_stands_in_for_it(monkeypatch):
     call the memo repeats (true for 3.5 to 3.9); another call turns it off."""
     from tritonnet.kernels import _launch
 
-    if _launch._version(_launch.triton.__version__) < (3, 5):
+    if not _launch.memo_checked_triton():
         pytest.skip("the memo is off before Triton 3.5")
     assert _launch.tritons_run_matches()
     monkeypatch.setattr(_launch, "_RUN_CALL", _launch._RUN_CALL.replace("packed_metadata, ", ""))
