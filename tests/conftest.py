@@ -27,13 +27,15 @@ import pytest  # noqa: E402
 @pytest.fixture(autouse=True)
 def _bounds_checked():
     """Under the interpreter every kernel access of every test is checked against the storage
-    of the kernel's tensor arguments (tests/helpers.py bounds_checked)."""
+    of the kernel's tensor arguments (tests/helpers.py bounds_checked), against the other
+    accesses of its launch (races_checked), and every alignment and contiguity hint against
+    the values hinted (hints_checked)."""
     if HAS_CUDA:
         yield
         return
-    from tests.helpers import bounds_checked
+    from tests.helpers import bounds_checked, hints_checked, races_checked
 
-    with bounds_checked():
+    with bounds_checked(), races_checked(), hints_checked():
         yield
 
 

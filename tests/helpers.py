@@ -159,6 +159,224 @@ def bounds_checked():
         ti.GridExecutor.__call__ = call
 
 
+class Race(AssertionError):
+    """Two programs of one Triton launch touched the same bytes, at least one of them writing."""
+
+
+_PAGE_BITS = 12  # the race check keeps its state per 4 KiB page of the addresses touched
+
+
+@contextlib.contextmanager
+def races_checked():
+    """Within (interpreter only): a launch writes each byte at most once, and a byte it writes
+    is read, if at all, only by the program that writes it and only before that write
+    (masked-off lanes excepted); else Race names the kernel, the programs and the address.
+
+    The interpreter runs a launch's programs one after another, and a program's lanes in
+    lockstep, so a kernel that breaks this passes there and on a GPU gives wrong or
+    nondeterministic results: programs run at once and in any order (a lost update, a stale
+    read), and the threads of one program are not ordered through global memory without a
+    barrier (which lane of a store a later load meets on the same thread depends on the
+    layouts the compiler picks). The pool gradients' scatters and the split reductions rest on
+    ownership rules that keep to this; it checks them on every test's shapes."""
+    import numpy as np
+    from triton.runtime import interpreter as ti
+
+    class Pages:
+        """Per byte touched in one launch: the program that wrote it (-1: none) and the one
+        that read it (-1: none, -2: more than one), pages allocated as they are touched."""
+
+        def __init__(self):
+            self.slot = {}
+            self.writer = np.empty((0, 1 << _PAGE_BITS), np.int32)
+            self.reader = np.empty((0, 1 << _PAGE_BITS), np.int32)
+
+        def index(self, addr):
+            pages, inverse = np.unique(addr >> np.uint64(_PAGE_BITS), return_inverse=True)
+            new = [int(p) for p in pages if int(p) not in self.slot]
+            if new:
+                n = len(self.slot)
+                grow = max(len(new), n)  # doubling: amortised copies
+                if n + len(new) > self.writer.shape[0]:
+                    fill = np.full((grow, 1 << _PAGE_BITS), -1, np.int32)
+                    self.writer = np.concatenate([self.writer, fill])
+                    self.reader = np.concatenate([self.reader, fill])
+                for i, p in enumerate(new):
+                    self.slot[p] = n + i
+            slots = np.array([self.slot[int(p)] for p in pages], dtype=np.intp)
+            return slots[inverse.ravel()], (addr & np.uint64((1 << _PAGE_BITS) - 1)).astype(np.intp)
+
+    launches = []  # (kernel name, Pages) of the launches running now, innermost last
+    B = ti.InterpreterBuilder
+    saved = {k: getattr(B, k) for k in ("create_masked_load", "create_masked_store")}
+    call = ti.GridExecutor.__call__
+
+    def traced_call(self, *args, **kwargs):
+        launches.append((getattr(self.fn, "__name__", "?"), Pages()))
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            launches.pop()
+
+    def grid_idx(builder, pid):
+        _, gy, gz = builder.grid_dim
+        return (pid // (gy * gz), pid // gz % gy, pid % gz)
+
+    def track(builder, ptrs, mask, write):
+        if not launches:
+            return
+        name, pages = launches[-1]
+        size = ptrs.get_element_ty().primitive_bitwidth // 8
+        addr = np.asarray(ptrs.data, dtype=np.uint64)
+        if mask is not None:
+            addr = addr[np.broadcast_to(np.asarray(mask.data, dtype=bool), addr.shape)]
+        if addr.size == 0:
+            return
+        addr = (addr.reshape(-1, 1) + np.arange(size, dtype=np.uint64)).ravel()
+        x, y, z = builder.grid_idx
+        _, gy, gz = builder.grid_dim
+        pid = (x * gy + y) * gz + z
+        slot, off = pages.index(addr)
+        w = pages.writer[slot, off]
+        if write:
+            # any earlier write of these bytes, by this program or another; then any read
+            # by another program
+            clash, other, what = w != -1, w, "wrote"
+            if not clash.any():
+                r = pages.reader[slot, off]
+                clash, other, what = (r != -1) & (r != pid), r, "read"
+            if not clash.any() and np.unique(addr).size != addr.size:
+                first = np.unique(addr, return_counts=True)
+                raise Race(f"{name}: program {builder.grid_idx} writes address "
+                           f"{int(first[0][first[1] > 1][0]):#x} from two lanes of one store")
+        else:
+            clash, other, what = w != -1, w, "wrote"
+        if clash.any():
+            i = int(np.argmax(clash))
+            by = ("more than one other program" if other[i] == -2
+                  else "the same program" if other[i] == pid
+                  else f"program {grid_idx(builder, int(other[i]))}")
+            raise Race(
+                f"{name}: program {builder.grid_idx} {'writes' if write else 'reads'} address "
+                f"{int(addr[i]):#x}, which {by} of the same launch {what}: on a GPU the "
+                "programs run at once, in no fixed order, and one program's threads are not "
+                "ordered through global memory"
+            )
+        if write:
+            pages.writer[slot, off] = pid
+        else:
+            r = pages.reader[slot, off]
+            pages.reader[slot, off] = np.where((r == -1) | (r == pid), pid, -2)
+
+    def masked_load(self, ptrs, mask, *a):
+        track(self, ptrs, mask, False)
+        return saved["create_masked_load"](self, ptrs, mask, *a)
+
+    def masked_store(self, ptrs, value, mask, *a):
+        track(self, ptrs, mask, True)
+        return saved["create_masked_store"](self, ptrs, value, mask, *a)
+
+    B.create_masked_load, B.create_masked_store = masked_load, masked_store
+    ti.GridExecutor.__call__ = traced_call
+    try:
+        yield
+    finally:
+        for k, f in saved.items():
+            setattr(B, k, f)
+        ti.GridExecutor.__call__ = call
+
+
+class WrongHint(AssertionError):
+    """A kernel told Triton's compiler something of its values (tl.multiple_of,
+    tl.max_contiguous, tl.max_constancy) that the values do not bear out."""
+
+
+@contextlib.contextmanager
+def hints_checked():
+    """Within (interpreter only): the values a kernel hints with tl.multiple_of,
+    tl.max_contiguous or tl.max_constancy must bear the hints out, in every lane (masked-off
+    ones too: the compiler's vectors span them); else WrongHint names the kernel, the hint and
+    the first value against it. The interpreter records hints and ignores them; the compiler
+    believes them, and a wrong one vectorises a load or store over lanes that are not
+    neighbours or not aligned: wrong values, or a misaligned-address fault, on a GPU only.
+
+    The hints read as Triton's axis analysis reads them, along each dimension d:
+      max_contiguous(c)  each aligned group of c lanes holds consecutive values (v, v+1, ...)
+      max_constancy(c)   each aligned group of c lanes holds one value
+      multiple_of(m)     the first value of each contiguous group is a multiple of m; the
+                         groups are max_contiguous's where that is hinted too, else the
+                         longest aligned runs the values hold (so the check is at most as
+                         strict as the compiler's reading, never stricter)."""
+    import numpy as np
+    from triton.runtime import interpreter as ti
+
+    launches = []  # kernel names of the launches running now, innermost last
+    call = ti.GridExecutor.__call__
+    saved = ti.TensorHandle.set_attr
+    keys = {"tt.divisibility": "multiple_of", "tt.contiguity": "max_contiguous",
+            "tt.constancy": "max_constancy"}
+
+    def traced_call(self, *args, **kwargs):
+        launches.append(getattr(self.fn, "__name__", "?"))
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            launches.pop()
+
+    def steps(v, d, group, step):
+        """Whether each aligned group of ``group`` lanes along d advances by ``step``."""
+        n = v.shape[d]
+        inside = np.nonzero((np.arange(n - 1) + 1) % group != 0)[0]
+        return bool((np.take(np.diff(v, axis=d), inside, axis=d) == step).all())
+
+    def runs(v, d):
+        """The longest power-of-two aligned groups along d whose values run consecutively."""
+        g = 1
+        while 2 * g <= v.shape[d] and steps(v, d, 2 * g, 1):
+            g *= 2
+        return g
+
+    def check(handle):
+        v = np.asarray(handle.data)
+        v = v.astype(np.uint64 if v.dtype == np.uint64 else np.int64).reshape(v.shape or (1,))
+        hints = {k: handle.attr[k] for k in keys if k in handle.attr}
+
+        def along(k, d):
+            vals = hints[k]
+            return int(vals[d] if len(vals) == v.ndim else vals[0])
+
+        for d in range(v.ndim):
+            what = None
+            for k, step in (("tt.contiguity", 1), ("tt.constancy", 0)):
+                if k in hints and not steps(v, d, min(along(k, d), v.shape[d]), step):
+                    what = f"{keys[k]}({along(k, d)})", "does not hold"
+            if "tt.divisibility" in hints and what is None:
+                m = along("tt.divisibility", d)
+                group = (min(along("tt.contiguity", d), v.shape[d]) if "tt.contiguity" in hints
+                         else runs(v, d))
+                firsts = np.take(v, np.arange(0, v.shape[d], group), axis=d)
+                bad = firsts % m != 0
+                if bad.any():
+                    what = f"multiple_of({m})", f"has {int(firsts[bad][0])} first in a group of {group}"
+            if what is not None:
+                name = launches[-1] if launches else "?"
+                raise WrongHint(f"{name}: tl.{what[0]} along dimension {d} of a {list(v.shape)} "
+                                f"value {what[1]}: values {v.ravel()[:16].tolist()}...")
+
+    def set_attr(self, key, value):
+        saved(self, key, value)
+        if key in keys:
+            check(self)
+
+    ti.TensorHandle.set_attr = set_attr
+    ti.GridExecutor.__call__ = traced_call
+    try:
+        yield
+    finally:
+        ti.TensorHandle.set_attr = saved
+        ti.GridExecutor.__call__ = call
+
+
 def opcheck(op, args) -> None:
     """torch.library.opcheck of a primitive (tritonnet.ops.*, checked through its operator) or
     an OpOverload: schema, fake (meta) shapes and strides against the real op, the autograd
