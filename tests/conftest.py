@@ -89,3 +89,39 @@ def poisoned_empty(monkeypatch):
         return t.fill_(float("nan") if t.is_floating_point() else -777)
 
     monkeypatch.setattr(torch, "empty", empty)
+
+
+
+def _poison(t):
+    """Fill a fresh tensor with what no kernel may read before writing it: NaN, True, or an
+    integer far from any index or count. Not fakes (no data), nor tensors over 1 GiB: the
+    offset tests' sparse buffers (tests/test_offsets.py), committed only where written."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    if t.is_meta or is_fake(t) or t.numel() * t.element_size() > 2**30:
+        return t
+    with torch.no_grad():
+        if t.is_floating_point() or t.is_complex():
+            return t.fill_(float("nan"))
+        if t.dtype == torch.bool:
+            return t.fill_(True)
+        return t.fill_({torch.uint8: 0xA5, torch.int8: -77}.get(t.dtype, -777))
+
+
+@pytest.fixture(autouse=True)
+def _poisoned_allocations(monkeypatch):
+    """Without CUDA, every torch.empty, empty_like, empty_strided and new_empty of a test (its
+    own and the library's) comes poisoned: a large CPU allocation is fresh zeroed pages, where
+    a GPU's caching allocator hands back old data, so an output element a kernel leaves
+    unwritten (where 0 was right), or a buffer it reads before writing, could pass here and
+    fail there."""
+    if HAS_CUDA:
+        yield
+        return
+    real_empty, real_like, real_strided = torch.empty, torch.empty_like, torch.empty_strided
+    real_new = torch.Tensor.new_empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: _poison(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _poison(real_like(*a, **k)))
+    monkeypatch.setattr(torch, "empty_strided", lambda *a, **k: _poison(real_strided(*a, **k)))
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: _poison(real_new(self, *a, **k)))
+    yield
