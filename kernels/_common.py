@@ -82,6 +82,20 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+GRID_AXIS_MAX = 65535  # CUDA's cap on the programs along a launch grid's second or third axis
+
+
+def check_grid_axes(op: str, **axes: int) -> None:
+    """Refuse, with the values, a launch whose second or third grid axis would pass CUDA's cap
+    (a launch error there, without them); ``axes``: what sets each axis, and its size."""
+    for what, n in axes.items():
+        if n > GRID_AXIS_MAX:
+            raise RuntimeError(
+                f"{op}: {what.replace('_x_', ' x ')} = {n}, but tritonnet's kernel launches this "
+                f"on a grid axis that CUDA caps at {GRID_AXIS_MAX} programs (README, Known limitations)"
+            )
+
+
 def next_power_of_2(n: int) -> int:
     """The smallest power of 2 >= n, 0 for n <= 0: triton.next_power_of_2's values without its
     constexpr-function call (see cdiv)."""

@@ -152,9 +152,12 @@ def _dw_bwd_weight_kernel(
     INDEX64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
 ):
     BLOCK_R: tl.constexpr = BLOCK // BLOCK_V
-    # this program's first filter row: the fastest grid axis, so that the programs of a tile
-    # run together and share its dy and x in the cache
-    kh0 = tl.program_id(0) * TAP_ROWS
+    # this program's first filter row, fastest in the grid, so that the programs of a tile run
+    # together and share its dy and x in the cache; then its channel or channel block (folded
+    # into the first axis: CUDA caps the others at 65535, and NCHW has a program a channel)
+    pid = tl.program_id(0)
+    kh0 = (pid % (KH // TAP_ROWS)) * TAP_ROWS
+    block = pid // (KH // TAP_ROWS)
     split = tl.program_id(1)
     if INDEX64:
         split = split.to(tl.int64)
@@ -167,9 +170,9 @@ def _dw_bwd_weight_kernel(
     kh = (kh0 + t // KW)[:, None, None]
     kw = (t % KW)[:, None, None]
     if CHANNELS_LAST:  # this program's channels (one column block)
-        v_lo = tl.program_id(2) * BLOCK_V
+        v_lo = block * BLOCK_V
     else:  # this program's channel, every column block of its rows
-        c = tl.program_id(2)
+        c = block
         v_lo = 0
     # the sums of (tap, row, column): a tile holds a vector a thread or more, so the taps lie
     # within each thread and dy's (row, column) tile broadcasts over them in registers
@@ -209,7 +212,7 @@ def _dw_bwd_weight_kernel(
     t_ok = t < TAP_ROWS * KW
     tap = kh0 * KW + t  # (kh, kw) in the filter
     if CHANNELS_LAST:
-        c = tl.program_id(2) * BLOCK_V + tl.arange(0, BLOCK_V)
+        c = block * BLOCK_V + tl.arange(0, BLOCK_V)
         c_ok = c < C
         part = tl.sum(acc, axis=1)  # (TAPS_P2, BLOCK_V)
         tl.store(dw_ptr + split * SPLIT_STRIDE + c[None, :] * (KH * KW) + tap[:, None], part,
@@ -324,7 +327,7 @@ def depthwise_weight_grad(grad_output, input, weight_size, stride, padding, dila
     buf = new((split, n_dw + n_db), device=grad_output.device, dtype=torch.float32)
     if rows and C:
         _autotuned(f"dw_dw_{'cl' if channels_last else 'nchw'}", _dw_bwd_weight_kernel, KEY,
-                   lambda: _wgrad_configs(channels_last))[(KH // tap_rows, split, programs)](
+                   lambda: _wgrad_configs(channels_last))[((KH // tap_rows) * programs, split)](
             grad_output, input, buf, buf[:, n_dw:] if bias_grad else buf,  # no empty pointers
             C, H, W, OH, OW, rows, cols, chunk, n_dw + n_db,
             *grad_output.stride(), *input.stride(),

@@ -76,6 +76,16 @@ def _configs():
 
 
 @triton.jit
+def _block_ids(ROW_BLOCKS):
+    """(row block, column block) of this program in a one-dimensional grid (_grid), row
+    blocks fastest, as the first axis of a 2-D grid would run them: CUDA caps a grid's second
+    and third axes at 65535, which the column blocks of a long row pass (max_pool1d over
+    2**20 samples)."""
+    pid = tl.program_id(0)
+    return pid % ROW_BLOCKS, pid // ROW_BLOCKS
+
+
+@triton.jit
 def _tile(ROWS, COLS, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.constexpr,
           INDEX64: tl.constexpr):
     """This program's rows r and columns v of the dense (ROWS, COLS) view (see the module
@@ -85,11 +95,11 @@ def _tile(ROWS, COLS, BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, VEC: tl.conste
     thread takes VEC neighbouring columns of one row and stores them as one vector: a row's
     coordinates and bounds are then worked out once per VEC elements, not per element."""
     BLOCK_R: tl.constexpr = BLOCK // BLOCK_V
-    pid_r = tl.program_id(0)
+    pid_r, pid_v = _block_ids(tl.cdiv(ROWS, BLOCK_R))
     if INDEX64:  # only when a tensor spans 2**31 elements: 64-bit division is slow on GPUs
         pid_r = pid_r.to(tl.int64)
     r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    v = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
+    v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     mask = (r < ROWS)[:, None] & ((v // VEC) < (COLS // VEC))[None, :]  # = v < COLS, in runs of VEC
     return r, v, mask, tl.multiple_of(r * COLS, VEC)[:, None] + v[None, :]
 
@@ -577,7 +587,8 @@ def _view(N, C, H, W, channels_last):
 
 
 def _grid(rows, cols, block_v):
-    return lambda meta: (cdiv(rows, max(1, meta["BLOCK"] // block_v)), cdiv(cols, block_v))
+    """The (rows, cols) view's tiles, one program each, in one grid axis (_block_ids)."""
+    return lambda meta: (cdiv(rows, max(1, meta["BLOCK"] // block_v)) * cdiv(cols, block_v),)
 
 
 def _alloc(shape, like, channels_last, dtype=None):

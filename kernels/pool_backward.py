@@ -60,6 +60,7 @@ from .pool import (
     _adaptive_window,
     _alloc,
     _autotuned,
+    _block_ids,
     _const_divisor,
     _coords,
     _div,
@@ -194,14 +195,14 @@ def _max_pool2d_bwd_s2_kernel(
         n, c, a, b = _coords(r, v, C, A, B, True)
     else:
         BLOCK_R: tl.constexpr = BLOCK // BLOCK_V
-        pid = tl.program_id(0)
+        a_blocks = tl.cdiv(A, BLOCK_R)
+        pid, pid_b = _block_ids((ROWS // A) * a_blocks)  # ROWS = N*C*A
         if INDEX64:
             pid = pid.to(tl.int64)
-        a_blocks = tl.cdiv(A, BLOCK_R)
         plane = pid // a_blocks
         a1 = (pid % a_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
         a = a1[:, None]
-        b = (tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V))[None, :]
+        b = (pid_b * BLOCK_V + tl.arange(0, BLOCK_V))[None, :]
         n = plane // C
         c = plane % C
         mask = (a < A) & ((b // VEC) < (B // VEC))  # b < B, in runs of VEC
@@ -245,7 +246,7 @@ def _max_pool2d_bwd_s2_kernel(
         tl.store(p00 + (W + 1) * C, acc11.to(ty), mask=mask & ok_h & ok_w)
     else:
         # two dx rows, each with its two phases interleaved into 2 * BLOCK_V neighbours
-        w = (tl.program_id(1) * (2 * BLOCK_V) + tl.arange(0, 2 * BLOCK_V))[None, :]
+        w = (pid_b * (2 * BLOCK_V) + tl.arange(0, 2 * BLOCK_V))[None, :]
         ok_w = (w // W_ALIGN) < (W // W_ALIGN)  # = w < W, in aligned runs
         p0 = dx_ptr + tl.multiple_of((plane * H + 2 * a1) * W, W_ALIGN)[:, None] + w
         ok_r = a < A
@@ -513,8 +514,8 @@ def _max_backward_s2(grad_output, indices, dx, blocks, channels_last):
     if channels_last:
         grid = _grid(rows, cols, block_v)
     else:  # rows of one plane per program
-        grid = lambda meta: (N * C * cdiv(A, max(1, meta["BLOCK"] // block_v)),  # noqa: E731
-                             cdiv(B, block_v))
+        grid = lambda meta: (N * C * cdiv(A, max(1, meta["BLOCK"] // block_v))  # noqa: E731
+                             * cdiv(B, block_v),)
     if dx.numel():
         _autotuned("max_bwd_s2", _max_pool2d_bwd_s2_kernel, S2_KEY)[grid](
             grad_output, indices, dx,

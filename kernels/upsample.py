@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, autotune, cdiv, index64
-from .pool import _grid, _tile, _view
+from .pool import _block_ids, _grid, _tile, _view
 
 
 def _configs():
@@ -138,7 +138,8 @@ def _upsample_nearest_fwd_kernel(
         if MAP_W == "half":
             # OW = 2*IW: each input column feeds two neighbouring outputs; load the BLOCK_V / 2
             # input columns once (contiguous, so vectors) and write each twice, interleaved
-            j = tl.program_id(1) * (BLOCK_V // 2) + tl.arange(0, BLOCK_V // 2)
+            _, pid_v = _block_ids(tl.cdiv(ROWS, BLOCK // BLOCK_V))  # (_tile's v // BLOCK_V)
+            j = pid_v * (BLOCK_V // 2) + tl.arange(0, BLOCK_V // 2)
             half = tl.load(x_ptr + row[:, None] + (j * stride_xw)[None, :],
                            mask=(r < ROWS)[:, None] & (j < IW)[None, :])
             val = tl.interleave(half, half)

@@ -89,8 +89,9 @@ def _storage_spans(args):
 @contextlib.contextmanager
 def bounds_checked():
     """Within (interpreter only): every load and store a Triton kernel issues, masked-off lanes
-    excepted, must lie wholly inside the storage of one of the tensors its launch was given;
-    else OutOfBounds names the kernel, the access and the first stray address. Results alone
+    excepted, must lie wholly inside the storage of one of the tensors its launch was given,
+    and its grid within CUDA's caps; else OutOfBounds names the kernel, the access and the
+    first stray address (or the grid). Results alone
     cannot show a stray read whose value is never stored (a clamped or masked tile edge), and
     on a GPU such a read can fault or read another allocation's bytes."""
     import numpy as np
@@ -146,8 +147,16 @@ def bounds_checked():
         check(ptrs, mask, "store")
         return saved["create_masked_store"](self, ptrs, value, mask, *a)
 
+    def set_grid_dim(self, nx, ny, nz):
+        # CUDA's caps: 2**31 - 1 programs along the grid's first axis, 65535 along the others
+        if nx >= 2**31 or ny > 65535 or nz > 65535:
+            raise OutOfBounds(f"{launches[-1][0] if launches else '?'}: grid ({nx}, {ny}, {nz}) "
+                              "passes CUDA's caps of (2**31 - 1, 65535, 65535) programs")
+        return saved["set_grid_dim"](self, nx, ny, nz)
+
+    saved["set_grid_dim"] = B.set_grid_dim
     patched = {"create_load": load, "create_store": store, "create_masked_load": masked_load,
-               "create_masked_store": masked_store}
+               "create_masked_store": masked_store, "set_grid_dim": set_grid_dim}
     for k, f in patched.items():
         setattr(B, k, f)
     ti.GridExecutor.__call__ = traced_call

@@ -160,3 +160,84 @@ def test_in_place_update_passes():
     y = torch.zeros(4)
     _one_program_kernel[(1,)](y, y, MODE=3, BLOCK=4)
     assert y.tolist() == [1.0] * 4
+
+
+def test_grid_past_cudas_caps_is_caught():
+    # 65536 programs along the second axis: the interpreter would run them, CUDA refuses
+    with pytest.raises(Exception, match=r"_blocks_kernel: grid \(1, 65536, 1\) passes CUDA's caps"):
+        _blocks_kernel[(1, 65536)](torch.zeros(4), torch.zeros(4), 4, STEP=4, READ_SHIFT=0, BLOCK=4)
+
+
+# Launch grids on shapes that would pass CUDA's caps: too many programs to interpret, so the
+# launches are recorded, not run (their results are not looked at).
+
+LONG = 2**20 + 2**19 + 3  # samples: more than 65535 column blocks of 8 or 16
+
+
+def _grids(monkeypatch, fn):
+    import inspect
+
+    from triton.runtime import interpreter as ti
+
+    seen = []
+
+    def record(self, *args, **kwargs):
+        names = inspect.getfullargspec(self.fn)
+        kwargs = {k: v for k, v in kwargs.items() if k in names.args or k in names.kwonlyargs}
+        grid = self.grid(inspect.getcallargs(self.fn, *args, **kwargs)) if callable(self.grid) else self.grid
+        seen.append((self.fn.__name__, tuple(grid) + (1,) * (3 - len(grid))))
+
+    monkeypatch.setattr(ti.GridExecutor, "__call__", record)
+    import tritonnet
+
+    with tritonnet.use_backend("triton"):
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("max_pool1d", lambda F, x: F.max_pool1d(x, 2)),
+    ("avg_pool1d", lambda F, x: F.avg_pool1d(x, 3, 2, 1)),
+    ("max_pool2d NCHW s2", lambda F, x: F.max_pool2d(x.unsqueeze(2).expand(-1, -1, 2, -1), 2)),
+    ("interpolate x2", lambda F, x: F.interpolate(x, scale_factor=2)),
+    ("interpolate", lambda F, x: F.interpolate(x, size=LONG + 5)),
+    ("depthwise conv1d", lambda F, x: F.conv1d(x, torch.ones(1, 1, 3, requires_grad=True), padding=1)),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_long_rows_fit_cudas_grid(name, fn, monkeypatch):
+    """Before 2026-12-08 the pools, upsampling and the depthwise stencils launched a row's
+    column blocks along the grid's second axis: a max_pool1d over 2**20 samples asked CUDA for
+    more than 65535 programs there."""
+    import tritonnet.functional as F
+
+    x = torch.zeros(1, 1, LONG, requires_grad=True)
+    grids = _grids(monkeypatch, lambda: fn(F, x).sum().backward())
+    assert len(grids) >= 2, grids  # forward and backward launched (recorded)
+    for kernel, (gx, gy, gz) in grids:
+        assert gx < 2**31 and gy <= 65535 and gz <= 65535, (name, kernel, (gx, gy, gz))
+    assert max(gx for _, (gx, _, _) in grids) > 65535, grids  # the shape did need them
+
+
+def test_depthwise_weight_grad_fits_cudas_grid_past_65535_channels(monkeypatch):
+    """NCHW's depthwise weight gradient runs a program a channel; those were the third axis."""
+    import tritonnet.functional as F
+
+    C = 65536 + 8
+    x = torch.zeros(1, C, 2, 2, requires_grad=True)
+    w = torch.zeros(C, 1, 3, 3, requires_grad=True)
+    grids = _grids(monkeypatch, lambda: F.conv2d(x, w, padding=1, groups=C).sum().backward())
+    assert any(k == "_dw_bwd_weight_kernel" for k, _ in grids), grids
+    for kernel, (gx, gy, gz) in grids:
+        assert gx < 2**31 and gy <= 65535 and gz <= 65535, (kernel, (gx, gy, gz))
+
+
+def test_grouped_gemm_past_65535_groups_refused():
+    """The convolution GEMMs keep the group on a grid axis of its own (README, Known
+    limitations): past CUDA's cap, a RuntimeError with the values, not a launch error."""
+    import tritonnet
+    import tritonnet.functional as F
+
+    C = 65536 + 8
+    x, w = torch.zeros(1, C, 1, 1), torch.zeros(2 * C, 1, 1, 1)  # 2 filters a channel: a GEMM
+    with tritonnet.use_backend("triton"), pytest.raises(RuntimeError, match=r"conv2d: groups = 65544, but "
+                                                        "tritonnet's kernel launches this on a grid axis"):
+        F.conv2d(x, w, groups=C)
