@@ -87,29 +87,50 @@ def _storage_spans(args):
 
 
 @contextlib.contextmanager
+def _patched(obj, **attrs):
+    """``obj``'s attributes replaced by ``attrs`` within; yields the originals, restored after."""
+    saved = {k: getattr(obj, k) for k in attrs}
+    for k, v in attrs.items():
+        setattr(obj, k, v)
+    try:
+        yield saved
+    finally:
+        for k, v in saved.items():
+            setattr(obj, k, v)
+
+
+@contextlib.contextmanager
+def _launches(state=lambda args: None):
+    """Yields the interpreted launches running now, innermost last: (kernel name,
+    ``state(arguments)``) each."""
+    from triton.runtime import interpreter as ti
+
+    stack = []
+    call = ti.GridExecutor.__call__
+
+    def traced_call(self, *args, **kwargs):
+        stack.append((getattr(self.fn, "__name__", "?"), state(list(args) + list(kwargs.values()))))
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            stack.pop()
+
+    with _patched(ti.GridExecutor, __call__=traced_call):
+        yield stack
+
+
+@contextlib.contextmanager
 def bounds_checked():
     """Within (interpreter only): every load and store a Triton kernel issues, masked-off lanes
     excepted, must lie wholly inside the storage of one of the tensors its launch was given,
     and its grid within CUDA's caps; else OutOfBounds names the kernel, the access and the
-    first stray address (or the grid). Results alone
-    cannot show a stray read whose value is never stored (a clamped or masked tile edge), and
-    on a GPU such a read can fault or read another allocation's bytes."""
+    first stray address (or the grid). Results alone cannot show a stray read whose value is
+    never stored (a clamped or masked tile edge), and on a GPU such a read can fault or read
+    another allocation's bytes."""
     import numpy as np
     from triton.runtime import interpreter as ti
 
-    launches = []  # (kernel name, spans) of the launches running now, innermost last
     B = ti.InterpreterBuilder
-    saved = {k: getattr(B, k) for k in ("create_load", "create_store", "create_masked_load",
-                                         "create_masked_store")}
-    call = ti.GridExecutor.__call__
-
-    def traced_call(self, *args, **kwargs):
-        name = getattr(self.fn, "__name__", "?")
-        launches.append((name, _storage_spans(list(args) + list(kwargs.values()))))
-        try:
-            return call(self, *args, **kwargs)
-        finally:
-            launches.pop()
 
     def check(ptrs, mask, what):
         if not launches:
@@ -154,18 +175,11 @@ def bounds_checked():
                               "passes CUDA's caps of (2**31 - 1, 65535, 65535) programs")
         return saved["set_grid_dim"](self, nx, ny, nz)
 
-    saved["set_grid_dim"] = B.set_grid_dim
-    patched = {"create_load": load, "create_store": store, "create_masked_load": masked_load,
-               "create_masked_store": masked_store, "set_grid_dim": set_grid_dim}
-    for k, f in patched.items():
-        setattr(B, k, f)
-    ti.GridExecutor.__call__ = traced_call
-    try:
+    with _launches(_storage_spans) as launches, _patched(
+        B, create_load=load, create_store=store, create_masked_load=masked_load,
+        create_masked_store=masked_store, set_grid_dim=set_grid_dim,
+    ) as saved:
         yield
-    finally:
-        for k, f in saved.items():
-            setattr(B, k, f)
-        ti.GridExecutor.__call__ = call
 
 
 class Race(AssertionError):
@@ -214,18 +228,6 @@ def races_checked():
                     self.slot[p] = n + i
             slots = np.array([self.slot[int(p)] for p in pages], dtype=np.intp)
             return slots[inverse.ravel()], (addr & np.uint64((1 << _PAGE_BITS) - 1)).astype(np.intp)
-
-    launches = []  # (kernel name, Pages) of the launches running now, innermost last
-    B = ti.InterpreterBuilder
-    saved = {k: getattr(B, k) for k in ("create_masked_load", "create_masked_store")}
-    call = ti.GridExecutor.__call__
-
-    def traced_call(self, *args, **kwargs):
-        launches.append((getattr(self.fn, "__name__", "?"), Pages()))
-        try:
-            return call(self, *args, **kwargs)
-        finally:
-            launches.pop()
 
     def grid_idx(builder, pid):
         _, gy, gz = builder.grid_dim
@@ -285,14 +287,10 @@ def races_checked():
         track(self, ptrs, mask, True)
         return saved["create_masked_store"](self, ptrs, value, mask, *a)
 
-    B.create_masked_load, B.create_masked_store = masked_load, masked_store
-    ti.GridExecutor.__call__ = traced_call
-    try:
+    with _launches(lambda args: Pages()) as launches, _patched(
+        ti.InterpreterBuilder, create_masked_load=masked_load, create_masked_store=masked_store,
+    ) as saved:
         yield
-    finally:
-        for k, f in saved.items():
-            setattr(B, k, f)
-        ti.GridExecutor.__call__ = call
 
 
 class WrongHint(AssertionError):
@@ -319,18 +317,8 @@ def hints_checked():
     import numpy as np
     from triton.runtime import interpreter as ti
 
-    launches = []  # kernel names of the launches running now, innermost last
-    call = ti.GridExecutor.__call__
-    saved = ti.TensorHandle.set_attr
     keys = {"tt.divisibility": "multiple_of", "tt.contiguity": "max_contiguous",
             "tt.constancy": "max_constancy"}
-
-    def traced_call(self, *args, **kwargs):
-        launches.append(getattr(self.fn, "__name__", "?"))
-        try:
-            return call(self, *args, **kwargs)
-        finally:
-            launches.pop()
 
     def steps(v, d, group, step):
         """Whether each aligned group of ``group`` lanes along d advances by ``step``."""
@@ -368,22 +356,17 @@ def hints_checked():
                 if bad.any():
                     what = f"multiple_of({m})", f"has {int(firsts[bad][0])} first in a group of {group}"
             if what is not None:
-                name = launches[-1] if launches else "?"
+                name = launches[-1][0] if launches else "?"
                 raise WrongHint(f"{name}: tl.{what[0]} along dimension {d} of a {list(v.shape)} "
                                 f"value {what[1]}: values {v.ravel()[:16].tolist()}...")
 
     def set_attr(self, key, value):
-        saved(self, key, value)
+        saved["set_attr"](self, key, value)
         if key in keys:
             check(self)
 
-    ti.TensorHandle.set_attr = set_attr
-    ti.GridExecutor.__call__ = traced_call
-    try:
+    with _launches() as launches, _patched(ti.TensorHandle, set_attr=set_attr) as saved:
         yield
-    finally:
-        ti.TensorHandle.set_attr = saved
-        ti.GridExecutor.__call__ = call
 
 
 def opcheck(op, args) -> None:
