@@ -119,6 +119,16 @@ def _launches(state=lambda args: None):
         yield stack
 
 
+def _addresses(ptrs, mask):
+    """(the addresses of an interpreted access's unmasked lanes, flat; its element's bytes)."""
+    import numpy as np
+
+    addr = np.asarray(ptrs.data, dtype=np.uint64)
+    if mask is not None:
+        addr = addr[np.broadcast_to(np.asarray(mask.data, dtype=bool), addr.shape)]
+    return addr.ravel(), ptrs.get_element_ty().primitive_bitwidth // 8
+
+
 @contextlib.contextmanager
 def bounds_checked():
     """Within (interpreter only): every load and store a Triton kernel issues, masked-off lanes
@@ -136,11 +146,7 @@ def bounds_checked():
         if not launches:
             return
         name, spans = launches[-1]
-        size = ptrs.get_element_ty().primitive_bitwidth // 8
-        addr = np.asarray(ptrs.data, dtype=np.uint64)
-        if mask is not None:
-            addr = addr[np.broadcast_to(np.asarray(mask.data, dtype=bool), addr.shape)]
-        addr = addr.ravel()
+        addr, size = _addresses(ptrs, mask)
         ok = np.zeros(addr.shape, dtype=bool)
         for lo, n in spans:
             ok |= (addr >= lo) & (addr + size <= lo + n)
@@ -237,10 +243,7 @@ def races_checked():
         if not launches:
             return
         name, pages = launches[-1]
-        size = ptrs.get_element_ty().primitive_bitwidth // 8
-        addr = np.asarray(ptrs.data, dtype=np.uint64)
-        if mask is not None:
-            addr = addr[np.broadcast_to(np.asarray(mask.data, dtype=bool), addr.shape)]
+        addr, size = _addresses(ptrs, mask)
         if addr.size == 0:
             return
         addr = (addr.reshape(-1, 1) + np.arange(size, dtype=np.uint64)).ravel()
