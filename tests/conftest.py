@@ -78,20 +78,6 @@ def _gpu_on_cpu(request):
         yield
 
 
-@pytest.fixture
-def poisoned_empty(monkeypatch):
-    """torch.empty hands out NaN (floats) or -777 (integers): an element a kernel forgets to
-    write shows up."""
-    real = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real(*args, **kwargs)
-        return t.fill_(float("nan") if t.is_floating_point() else -777)
-
-    monkeypatch.setattr(torch, "empty", empty)
-
-
-
 def _poison(t):
     """Fill a fresh tensor with what no kernel may read before writing it: NaN, True, or an
     integer far from any index or count. Not fakes (no data), nor tensors over 1 GiB: the
@@ -108,6 +94,25 @@ def _poison(t):
         return t.fill_({torch.uint8: 0xA5, torch.int8: -77}.get(t.dtype, -777))
 
 
+def _poison_allocations(monkeypatch):
+    """torch.empty, empty_like, empty_strided and Tensor.new_empty hand out poisoned tensors
+    (_poison) until the test ends: an element a kernel forgets to write shows up."""
+    real_empty, real_like, real_strided = torch.empty, torch.empty_like, torch.empty_strided
+    real_new = torch.Tensor.new_empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: _poison(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _poison(real_like(*a, **k)))
+    monkeypatch.setattr(torch, "empty_strided", lambda *a, **k: _poison(real_strided(*a, **k)))
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: _poison(real_new(self, *a, **k)))
+
+
+@pytest.fixture
+def poisoned_empty(monkeypatch):
+    """Poisoned allocations (_poison_allocations) on a GPU too, for the tests that ask; without
+    CUDA every test has them already (_poisoned_allocations)."""
+    if HAS_CUDA:
+        _poison_allocations(monkeypatch)
+
+
 @pytest.fixture(autouse=True)
 def _poisoned_allocations(monkeypatch):
     """Without CUDA, every torch.empty, empty_like, empty_strided and new_empty of a test (its
@@ -115,13 +120,5 @@ def _poisoned_allocations(monkeypatch):
     a GPU's caching allocator hands back old data, so an output element a kernel leaves
     unwritten (where 0 was right), or a buffer it reads before writing, could pass here and
     fail there."""
-    if HAS_CUDA:
-        yield
-        return
-    real_empty, real_like, real_strided = torch.empty, torch.empty_like, torch.empty_strided
-    real_new = torch.Tensor.new_empty
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: _poison(real_empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _poison(real_like(*a, **k)))
-    monkeypatch.setattr(torch, "empty_strided", lambda *a, **k: _poison(real_strided(*a, **k)))
-    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: _poison(real_new(self, *a, **k)))
-    yield
+    if not HAS_CUDA:
+        _poison_allocations(monkeypatch)
