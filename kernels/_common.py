@@ -85,13 +85,13 @@ def cdiv(a: int, b: int) -> int:
 GRID_AXIS_MAX = 65535  # CUDA's cap on the programs along a launch grid's second or third axis
 
 
-def check_grid_axes(op: str, **axes: int) -> None:
+def check_grid_axes(op: str, *axes: tuple[str, int]) -> None:
     """Refuse, with the values, a launch whose second or third grid axis would pass CUDA's cap
-    (a launch error there, without them); ``axes``: what sets each axis, and its size."""
-    for what, n in axes.items():
+    (a launch error there, without them); ``axes``: (what sets an axis, its size) each."""
+    for what, n in axes:
         if n > GRID_AXIS_MAX:
             raise RuntimeError(
-                f"{op}: {what.replace('_x_', ' x ')} = {n}, but tritonnet's kernel launches this "
+                f"{op}: {what} = {n}, but tritonnet's kernel launches this "
                 f"on a grid axis that CUDA caps at {GRID_AXIS_MAX} programs (README, Known limitations)"
             )
 

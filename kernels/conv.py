@@ -436,7 +436,7 @@ def conv2d_forward(input, weight, bias, stride, padding, dilation, groups, activ
     input, weight = _stage(input, Cg, Og), _stage(weight, Cg, Og)
     if bias is not None:
         bias = bias.contiguous()  # the epilogues index it by channel (a slice b[::2] has stride 2)
-    check_grid_axes("conv2d", groups=groups)
+    check_grid_axes("conv2d", ("groups", groups))
     M = NB * OH * OW
     split = _split_gemm(M, C_out, Cg * KH * KW, input.device)
     y = torch.empty((NB, C_out, OH, OW), device=input.device, dtype=input.dtype,

@@ -410,7 +410,7 @@ def conv2d_input_grad(grad_output, weight, input_size, stride, padding, dilation
 
     # the grid covers the largest phase; programs past their phase's tiles return at once
     Mp = NB * cdiv(H, SH) * cdiv(W, SW)
-    check_grid_axes("conv2d input gradient", groups_x_stride_h_x_stride_w=groups * SH * SW)
+    check_grid_axes("conv2d input gradient", ("groups x stride_h x stride_w", groups * SH * SW))
 
     def grid(meta):
         return (cdiv(Mp, meta["BLOCK_M"]) * cdiv(Cg, meta["BLOCK_N"]), groups * SH * SW, split)
@@ -478,7 +478,7 @@ def conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilatio
     flat = _flat(C_dw)  # columns over the whole filter (c, kh, kw), not one tap's channels
     cols, taps = (C_dw * KH * KW, 1) if flat else (C_dw, KH * KW)
     nominal_tiles = cdiv(Og, 64) * cdiv(cols, 64) * taps * groups
-    check_grid_axes("conv2d weight gradient", filter_taps=taps, groups=groups)
+    check_grid_axes("conv2d weight gradient", ("filter taps", taps), ("groups", groups))
     # (groups x split programs share the third grid axis: split kept within CUDA's cap)
     split = min(_split_k(L, nominal_tiles, grad_output.device), max(1, GRID_AXIS_MAX // groups))
     chunk = cdiv(cdiv(L, split), 64) * 64 if L else 0
